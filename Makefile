@@ -1,0 +1,41 @@
+# The README's two commands: `make lab` (set up, then run the whole lab on the local target)
+# and `make test` (set up, then run the tests). Everything a fresh machine needs is installed here.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.raylab-installed
+
+.PHONY: setup sysdeps lab test lint bench clean
+
+setup: $(STAMP)
+
+# Debian packages: espeak-ng (the data stage's sample speech), openssh-server (the bastion-hop test),
+# iproute2 (network namespaces). Installed only when missing; needs root (as on this machine kind).
+sysdeps:
+	@missing=""; \
+	command -v espeak-ng >/dev/null || missing="$$missing espeak-ng"; \
+	test -x /usr/sbin/sshd || missing="$$missing openssh-server"; \
+	command -v ip >/dev/null || missing="$$missing iproute2"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip >/dev/null
+	$(BIN)/pip install -q -e '.[test,data]'
+	touch $@
+
+lab: sysdeps setup
+	$(BIN)/raylab lab --yes
+
+test: sysdeps setup
+	$(BIN)/ruff check src tests workloads bench
+	$(BIN)/pytest -q
+
+bench: setup
+	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) .raylab .pytest_cache

@@ -1,0 +1,3 @@
+from raylab.cli.main import main
+
+main()

@@ -1,0 +1,83 @@
+"""raylab's CLI entry point. No logic here: commands live one per file in this package.
+
+Heavy imports (ray, boto3, moto) happen inside the commands, so ``raylab --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from raylab.errors import RaylabError
+
+HELP = """\
+Run the lab [bold]Ray on AWS EC2: autoscaling, spot, and data at scale[/bold], stage by stage,
+proving each stage worked before the next one starts.
+
+[bold]Stages[/bold] (see `raylab stages`):
+  1 network   CloudFormation VPC, bastion in the public subnet, Ray in private subnets
+  2 identity  Terraform IAM: ray-instance-profile, so the head can launch/terminate workers
+  3 cluster   `ray up` through the bastion (ProxyJump, never ssh -A)
+  4 stress    480 one-CPU tasks: watch the autoscaler hit the vCPU quota wall
+  5 scaling   upscaling_speed, idle_timeout_minutes, min/max workers, downscaling
+  6 spot      spot and on-demand mixes, reclaims, the capacity guard
+  7 data      Ray Data over Common Voice 17
+
+[bold]Targets[/bold]: --target local (default: a real Ray cluster on this machine with a local
+"AWS" on 127.0.0.1, no account needed) or --target aws (a real account; never implied).
+
+[bold]Typical use[/bold]:
+  raylab lab --yes                 the whole lab, then teardown
+  raylab up / stress / down        an instructor's run
+  raylab stage 3                   one numbered stage (apply + verify)
+  raylab plan --compare upscaling_speed=1,10   predict before you pay
+"""
+
+app = typer.Typer(
+    help=HELP,
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+# Each module exposes ``register(app)``. One line per command file.
+_COMMANDS = (
+    "raylab.cli.cmd_stages",
+    "raylab.cli.cmd_lab",
+)
+
+for _name in _COMMANDS:
+    importlib.import_module(_name).register(app)
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except RaylabError as e:
+        from raylab.ui import UI
+
+        UI().error(e.one_line())
+        sys.exit(e.exit_code)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        print("aborted", file=sys.stderr)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        print("interrupted: re-run the same command to resume; `raylab down` cleans up", file=sys.stderr)
+        sys.exit(130)
+    except Exception as e:  # click usage errors
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""What every command and stage receives: target, lab id, paths, output, state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from raylab.labid import names
+from raylab.state import State
+from raylab.ui import UI
+
+if TYPE_CHECKING:
+    from raylab.targets.base import Target
+
+TARGETS = ("local", "aws")
+SCENARIOS = ("static", "autoscale", "spot", "mixed")
+
+
+def project_root() -> Path:
+    """The folder holding configs/, infra/ and workloads/ (the repo, or the cwd if it has them)."""
+    here = Path(__file__).resolve()
+    for p in (Path.cwd(), *here.parents):
+        if (p / "configs" / "ray-cluster.yaml").exists() and (p / "infra").is_dir():
+            return p
+    return Path.cwd()
+
+
+@dataclass
+class Context:
+    target_name: str
+    lab: str
+    ui: UI
+    workdir: Path = field(default_factory=lambda: Path.cwd() / ".raylab")
+    yes: bool = False
+    scenario: str = "autoscale"
+    options: dict[str, Any] = field(default_factory=dict)
+    _target: Target | None = None
+
+    @property
+    def state(self) -> State:
+        return State(self.workdir)
+
+    @property
+    def names(self) -> dict[str, str]:
+        return names(self.lab)
+
+    @property
+    def root(self) -> Path:
+        return project_root()
+
+    @property
+    def target(self) -> Target:
+        if self._target is None:
+            from raylab.targets import get_target
+
+            self._target = get_target(self.target_name)
+        return self._target

@@ -1,0 +1,129 @@
+"""State under ``.raylab/``: what every stage created, so each command can be re-run and resumes.
+
+``state.json`` holds one section per stage plus the processes raylab started (by PID and
+process group). A lock file refuses a second mutating command while one runs. Writes are
+atomic (write + rename) so a killed run never leaves half a file. Credentials never go here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from raylab.errors import RaylabError
+
+SECRET_MARKERS = ("secret", "password", "token", "session_key", "access_key")
+
+
+def _scrub(obj: Any) -> Any:
+    """Drop values under keys that look like credentials (defence in depth)."""
+    if isinstance(obj, dict):
+        return {
+            k: ("<redacted>" if any(m in k.lower() for m in SECRET_MARKERS) else _scrub(v))
+            for k, v in obj.items()
+        }
+    if isinstance(obj, list):
+        return [_scrub(v) for v in obj]
+    return obj
+
+
+class State:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.path = root / "state.json"
+
+    def ensure_dir(self) -> Path:
+        self.root.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.root, 0o700)
+        return self.root
+
+    def load(self) -> dict[str, Any]:
+        if not self.path.exists():
+            return {}
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise RaylabError(
+                f"state file {self.path} is unreadable: {e}",
+                f"move it aside (mv {self.path} {self.path}.bad) and run `raylab down` to clean up",
+            ) from e
+
+    def save(self, data: dict[str, Any]) -> None:
+        self.ensure_dir()
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(_scrub(data), indent=2, sort_keys=True, default=str))
+        os.replace(tmp, self.path)
+
+    def get(self, section: str) -> dict[str, Any]:
+        return dict(self.load().get(section, {}))
+
+    def put(self, section: str, value: dict[str, Any]) -> None:
+        data = self.load()
+        data[section] = value
+        self.save(data)
+
+    def update(self, section: str, **values: Any) -> dict[str, Any]:
+        data = self.load()
+        cur = dict(data.get(section, {}))
+        cur.update(values)
+        data[section] = cur
+        self.save(data)
+        return cur
+
+    def drop(self, section: str) -> None:
+        data = self.load()
+        if section in data:
+            del data[section]
+            self.save(data)
+
+    # --- processes raylab started ---------------------------------------------------
+    def record_process(self, name: str, pid: int, cmd: list[str] | str, **extra: Any) -> None:
+        procs = self.get("processes")
+        procs[name] = {"pid": pid, "pgid": pid, "cmd": cmd, "started": time.time(), **extra}
+        self.put("processes", procs)
+
+    def forget_process(self, name: str) -> None:
+        procs = self.get("processes")
+        procs.pop(name, None)
+        self.put("processes", procs)
+
+    @contextlib.contextmanager
+    def lock(self, command: str) -> Iterator[None]:
+        """Refuse a second mutating raylab command in the same working directory."""
+        self.ensure_dir()
+        fh = open(self.root / "lock", "a+")  # noqa: SIM115 - held for the block
+        try:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                fh.seek(0)
+                holder = fh.read().strip() or "another raylab command"
+                raise RaylabError(
+                    f"{holder} is already running in {self.root.parent}",
+                    "wait for it to finish, or stop it (Ctrl-C) and re-run; nothing was changed",
+                ) from None
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"`raylab {command}` (pid {os.getpid()})")
+            fh.flush()
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+            fh.close()
+
+
+def pid_alive(pid: int) -> bool:
+    """True if the process exists and is not a zombie (kill 0 answers for zombies)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    # state is the field after the ")" that closes the command name
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")

@@ -1,0 +1,22 @@
+"""Targets: ``local`` (the embedded default, a real twin on loopback) and ``aws``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from raylab.errors import RaylabError
+
+if TYPE_CHECKING:
+    from raylab.targets.base import Target
+
+
+def get_target(name: str) -> Target:
+    if name == "local":
+        from raylab.targets.local import LocalTarget
+
+        return LocalTarget()
+    if name == "aws":
+        from raylab.targets.aws import AwsTarget
+
+        return AwsTarget()
+    raise RaylabError(f"unknown target {name!r}", "use --target local (default) or --target aws")

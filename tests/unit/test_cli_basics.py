@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+from tests.conftest import json_out, run_cli
+
+
+def test_help_teaches_the_stages() -> None:
+    p = run_cli("--help")
+    assert p.returncode == 0
+    for word in ("network", "identity", "cluster", "stress", "scaling", "spot", "data", "--target"):
+        assert word in p.stdout
+
+
+def test_stages_json_lists_numbered_stages() -> None:
+    p = run_cli("stages", "--json")
+    assert p.returncode == 0, p.stderr
+    names = [(s["number"], s["name"]) for s in json_out(p)["stages"]]
+    assert names[:7] == [(1, "network"), (2, "identity"), (3, "cluster"), (4, "stress"),
+                         (5, "scaling"), (6, "spot"), (7, "data")]
+    assert names[-1] == (None, "teardown")
+
+
+def test_unknown_stage_is_one_line_and_exit_2() -> None:
+    p = run_cli("stage", "9")
+    assert p.returncode == 2
+    assert p.stderr.strip().startswith("error: no stage '9'")
+    assert "Traceback" not in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
+
+
+def test_unknown_target_refused() -> None:
+    p = run_cli("up", "--target", "gcp", "--yes")
+    assert p.returncode == 2
+    assert "unknown target 'gcp'" in p.stderr
+
+
+def test_bad_lab_id_refused() -> None:
+    p = run_cli("up", "--lab", "Bad_Name!", "--yes")
+    assert p.returncode == 2
+    assert "lab id 'Bad_Name!' is not valid" in p.stderr
