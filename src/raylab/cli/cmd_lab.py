@@ -40,6 +40,7 @@ def _run(ctx: Context, infos: list[StageInfo], command: str, verify_only: bool =
                 for c in ctx.target.preflight(ctx):
                     if not c.ok:
                         raise RaylabError(f"preflight: {c.name}: {c.detail}", c.hint)
+                ctx.target.start(ctx)
             results = run_stages(ctx, infos, verify_only=verify_only)
     except StageFailed as e:
         ctx.ui.result({"ok": False, "failed_stage": e.stage, "failed_check": e.check, "error": e.one_line()})

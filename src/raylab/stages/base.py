@@ -64,6 +64,9 @@ class Stage(Protocol):
 
     def verify(self, ctx: Context) -> list[Check]: ...
 
+    # Optional: ``destroy(ctx) -> None`` removes what ``apply`` created (idempotent; teardown
+    # calls it in reverse stage order). Stages that create nothing do not define it.
+
 
 def safe_verify(stage: Stage, ctx: Context) -> list[Check]:
     """Run ``verify``; a crash becomes a failed check (verify never raises to the runner)."""

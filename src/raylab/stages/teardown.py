@@ -1,0 +1,55 @@
+"""Teardown: undo every stage in reverse order, stop raylab's processes, then list what is left.
+
+Each stage that creates something defines ``destroy(ctx)``; teardown calls them 7 -> 1, keeps
+going when one fails (so a half-broken lab still gets cleaned), and reports every failure.
+``verify`` asks the target what is left (instances by the cluster tag, the stack, the
+profiles, raylab's processes): it is a check, not an assumption.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from raylab.stages import STAGES, load
+from raylab.stages.base import Check
+
+if TYPE_CHECKING:
+    from raylab.context import Context
+
+
+class Teardown:
+    number = 0
+    name = "teardown"
+    summary = "ray down, terraform destroy, delete the stack, stop local processes"
+    verified_by = "no instance, stack, profile or process left"
+
+    def apply(self, ctx: Context) -> dict[str, Any]:
+        errors: list[str] = []
+        for info in sorted((s for s in STAGES if s.number), key=lambda s: -s.number):
+            try:
+                stage = load(info)
+            except Exception:  # noqa: BLE001 - a stage not built yet created nothing
+                continue
+            destroy = getattr(stage, "destroy", None)
+            if destroy is None:
+                continue
+            try:
+                destroy(ctx)
+            except Exception as e:  # noqa: BLE001 - keep cleaning, report at the end
+                errors.append(f"stage {info.number} {info.name}: {e}")
+                ctx.ui.error(f"teardown of stage {info.number} {info.name} failed: {e}")
+        try:
+            ctx.target.stop(ctx)
+        except Exception as e:  # noqa: BLE001
+            errors.append(f"target stop: {e}")
+            ctx.ui.error(f"stopping the {ctx.target_name} target failed: {e}")
+        return {"errors": errors}
+
+    def verify(self, ctx: Context) -> list[Check]:
+        left = ctx.target.leftovers(ctx)
+        if left:
+            return [Check("nothing left", False, "; ".join(left), "re-run `raylab down`")]
+        return [Check("nothing left", True, "no instance, stack, profile or process of this lab")]
+
+
+STAGE = Teardown()
