@@ -11,18 +11,29 @@ import json
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.table import Table
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 class UI:
     def __init__(self, json_mode: bool = False, quiet: bool = False) -> None:
         self.json_mode = json_mode
         self.quiet = quiet
-        self.err = Console(stderr=True, highlight=False, soft_wrap=True)
-        self.interactive = self.err.is_terminal and not json_mode
+        self._err: Console | None = None
+
+    @property
+    def err(self) -> Console:
+        if self._err is None:  # rich is imported on first output, not at CLI start
+            from rich.console import Console
+
+            self._err = Console(stderr=True, highlight=False, soft_wrap=True)
+        return self._err
+
+    @property
+    def interactive(self) -> bool:
+        return self.err.is_terminal and not self.json_mode
 
     # --- human lines (stderr) ---------------------------------------------------------
     def _line(self, prefix: str, text: str, style: str) -> None:
@@ -52,6 +63,8 @@ class UI:
     def table(self, title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         if self.quiet:
             return
+        from rich.table import Table
+
         t = Table(title=title, show_header=True, header_style="bold")
         for c in columns:
             t.add_column(c)

@@ -37,3 +37,15 @@ def test_bad_lab_id_refused() -> None:
     p = run_cli("up", "--lab", "Bad_Name!", "--yes")
     assert p.returncode == 2
     assert "lab id 'Bad_Name!' is not valid" in p.stderr
+
+
+def test_help_imports_no_heavy_modules() -> None:
+    """`raylab --help` must start fast: no ray, boto3, moto or matplotlib at startup."""
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-X", "importtime", "-m", "raylab", "--help"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0
+    imported = {line.split("|")[-1].strip().split(".")[0] for line in p.stderr.splitlines() if "|" in line}
+    assert not imported & {"ray", "boto3", "botocore", "moto", "matplotlib", "pyarrow"}

@@ -12,12 +12,12 @@ import typer
 
 from raylab.errors import RaylabError
 
-HELP = """\
-Run the lab [bold]Ray on AWS EC2: autoscaling, spot, and data at scale[/bold], stage by stage,
-proving each stage worked before the next one starts.
+HELP = """Run the lab "Ray on AWS EC2: autoscaling, spot, and data at scale" stage by
+stage, proving each stage worked before the next one starts.
 
-[bold]Stages[/bold] (see `raylab stages`):
-  1 network   CloudFormation VPC, bastion in the public subnet, Ray in private subnets
+\b
+Stages (see `raylab stages`):
+  1 network   CloudFormation VPC: bastion in a public subnet, Ray in private subnets
   2 identity  Terraform IAM: ray-instance-profile, so the head can launch/terminate workers
   3 cluster   `ray up` through the bastion (ProxyJump, never ssh -A)
   4 stress    480 one-CPU tasks: watch the autoscaler hit the vCPU quota wall
@@ -25,20 +25,25 @@ proving each stage worked before the next one starts.
   6 spot      spot and on-demand mixes, reclaims, the capacity guard
   7 data      Ray Data over Common Voice 17
 
-[bold]Targets[/bold]: --target local (default: a real Ray cluster on this machine with a local
-"AWS" on 127.0.0.1, no account needed) or --target aws (a real account; never implied).
+\b
+Targets:
+  --target local  the default: a real Ray cluster on this machine whose autoscaler launches
+                  "EC2 instances" on a local AWS twin at 127.0.0.1; no account needed
+  --target aws    a real AWS account (never implied; asks before spending unless --yes)
 
-[bold]Typical use[/bold]:
-  raylab lab --yes                 the whole lab, then teardown
-  raylab up / stress / down        an instructor's run
-  raylab stage 3                   one numbered stage (apply + verify)
-  raylab plan --compare upscaling_speed=1,10   predict before you pay
+\b
+Typical use:
+  raylab lab --yes                            the whole lab, then teardown
+  raylab up / raylab stress / raylab down     an instructor's run
+  raylab stage 3                              one numbered stage (apply + verify)
+  raylab plan --compare upscaling_speed=1,10  predict before you pay
+  raylab config check my-cluster.yaml         catch what `ray up` would reject
 """
 
 app = typer.Typer(
     help=HELP,
     no_args_is_help=True,
-    rich_markup_mode="rich",
+    rich_markup_mode=None,  # plain click help: instant, and text stays as written
     context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
     add_completion=False,

@@ -1,0 +1,45 @@
+"""Benchmark: `raylab --help` wall time as a ratio to `python -c "import typer, rich"`.
+
+Both are measured in the same run, interleaved, median of N runs each. Target: <= 1.5x.
+Run: .venv/bin/python bench/cli_startup.py [--runs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+
+TARGET = 1.5
+
+
+def _time(cmd: list[str]) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--runs", type=int, default=9)
+    args = ap.parse_args()
+    baseline_cmd = [sys.executable, "-c", "import typer, rich"]
+    raylab_cmd = [sys.executable, "-m", "raylab", "--help"]
+    _time(baseline_cmd)
+    _time(raylab_cmd)  # warm the file cache for both
+    base, ours = [], []
+    for _ in range(args.runs):
+        base.append(_time(baseline_cmd))
+        ours.append(_time(raylab_cmd))
+    b, o = statistics.median(base), statistics.median(ours)
+    ratio = o / b
+    print(f"baseline  python -c 'import typer, rich'  median {b * 1000:7.1f} ms  ({args.runs} runs)")
+    print(f"raylab    --help                          median {o * 1000:7.1f} ms")
+    print(f"ratio     {ratio:.2f}x  (target <= {TARGET}x)  {'OK' if ratio <= TARGET else 'OVER TARGET'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
