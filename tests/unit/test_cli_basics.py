@@ -49,3 +49,19 @@ def test_help_imports_no_heavy_modules() -> None:
     assert p.returncode == 0
     imported = {line.split("|")[-1].strip().split(".")[0] for line in p.stderr.splitlines() if "|" in line}
     assert not imported & {"ray", "boto3", "botocore", "moto", "matplotlib", "pyarrow"}
+
+
+def test_usage_errors_are_one_clear_message_not_a_traceback() -> None:
+    for args, needle in ((["stage", "3", "--bogus"], "No such option: --bogus"),
+                         (["nosuch"], "No such command 'nosuch'"),
+                         (["stage"], "Missing")):
+        p = run_cli(*args)
+        assert p.returncode == 2, (args, p.stderr)
+        assert needle in p.stderr
+        assert "Traceback" not in p.stderr
+
+
+def test_bare_raylab_shows_help() -> None:
+    p = run_cli()
+    assert p.returncode == 0
+    assert "Stages (see `raylab stages`)" in p.stdout

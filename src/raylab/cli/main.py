@@ -59,6 +59,24 @@ for _name in _COMMANDS:
     importlib.import_module(_name).register(app)
 
 
+def _click_exceptions() -> tuple[type[BaseException], ...]:
+    """Typer >= 0.19 vendors click (typer._click); older ones use click. Handle whichever runs."""
+    found: list[type[BaseException]] = []
+    try:
+        from typer._click.exceptions import ClickException as VendoredClickException
+
+        found.append(VendoredClickException)
+    except ImportError:
+        pass
+    try:
+        from click import ClickException
+
+        found.append(ClickException)
+    except ImportError:
+        pass
+    return tuple(found)
+
+
 def main() -> None:
     try:
         app(standalone_mode=False)
@@ -75,13 +93,12 @@ def main() -> None:
     except KeyboardInterrupt:
         print("interrupted: re-run the same command to resume; `raylab down` cleans up", file=sys.stderr)
         sys.exit(130)
-    except Exception as e:  # click usage errors
-        import click
-
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        raise
+    except _click_exceptions() as e:  # usage errors: click's own one-line message, exit 2
+        if type(e).__name__ == "NoArgsIsHelpError":  # bare `raylab` or a bare group: show help
+            print(e.ctx.get_help() if getattr(e, "ctx", None) else str(e))
+            sys.exit(0)
+        e.show()  # type: ignore[attr-defined]
+        sys.exit(getattr(e, "exit_code", 2))
 
 
 if __name__ == "__main__":
