@@ -112,7 +112,8 @@ def test_optional_tokens_allow_imdsv1_but_not_bad_tokens():
 
 # --- parsing and the pure decision ---------------------------------------------------------------
 
-@pytest.mark.parametrize("body", ["", "nope", "[]", '{"action": "terminate"}', '{"action": "x", "time": "soon"}'])
+@pytest.mark.parametrize(
+    "body", ["", "nope", "[]", '{"action": "terminate"}', '{"action": "x", "time": "soon"}'])
 def test_garbage_instance_action_is_a_value_error(body):
     with pytest.raises(ValueError):
         parse_instance_action(body)
@@ -135,7 +136,8 @@ REB = Notice("rebalance", "rebalance", T)
         (WatcherState(), Poll(interruption=INT), False, ["interruption_notice", "drain"], False),
         (WatcherState(seen_interruption=INT, drained=True), Poll(interruption=INT), False, [], True),
         # a rejected drain is retried on the next poll, but not forever
-        (WatcherState(seen_interruption=INT, drain_attempts=1), Poll(interruption=INT), False, ["drain"], False),
+        (WatcherState(seen_interruption=INT, drain_attempts=1), Poll(interruption=INT), False,
+         ["drain"], False),
         (WatcherState(seen_interruption=INT, drain_attempts=5), Poll(interruption=INT), False, [], False),
         (WatcherState(), Poll(rebalance=REB), False, ["rebalance_recommendation"], False),
         (WatcherState(), Poll(rebalance=REB), True, ["rebalance_recommendation", "drain"], False),

@@ -145,7 +145,8 @@ class Action:
 MAX_DRAIN_ATTEMPTS = 5
 
 
-def decide(state: WatcherState, poll: Poll, drain_on_rebalance: bool = False) -> tuple[WatcherState, list[Action]]:
+def decide(state: WatcherState, poll: Poll,
+           drain_on_rebalance: bool = False) -> tuple[WatcherState, list[Action]]:
     """Given what the poll saw, what to do (pure; the loop performs the actions)."""
     acts: list[Action] = []
     s = state
@@ -306,7 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--gcs-address", required=True, help="Ray GCS address HOST:PORT")
     ap.add_argument("--node-id", help="this node's Ray node id (hex); default: found by instance id")
     ap.add_argument("--instance-id", help="this node's EC2 instance id; default: asked from IMDS")
-    ap.add_argument("--endpoint", default=os.environ.get("AWS_EC2_METADATA_SERVICE_ENDPOINT", DEFAULT_ENDPOINT))
+    ap.add_argument("--endpoint",
+                    default=os.environ.get("AWS_EC2_METADATA_SERVICE_ENDPOINT", DEFAULT_ENDPOINT))
     ap.add_argument("--interval", type=float, default=5.0, help="seconds between polls (AWS advises 5)")
     ap.add_argument("--drain-on-rebalance", action="store_true")
     ap.add_argument("--log", help="append JSON lines here (default: stdout)")

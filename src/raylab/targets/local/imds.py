@@ -297,7 +297,8 @@ class ImdsServer:
         return f"{self.base_url}/{instance_id}"
 
     def start(self) -> ImdsServer:
-        self._thread = threading.Thread(target=self._srv.serve_forever, name="raylab-imds", daemon=True)
+        self._thread = threading.Thread(target=self._srv.serve_forever, args=(0.05,), name="raylab-imds",
+                                        daemon=True)
         self._thread.start()
         return self
 
