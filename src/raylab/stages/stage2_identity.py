@@ -1,0 +1,185 @@
+"""Stage 2 identity: Terraform IAM (head role + ray-instance-profile-<lab>, worker role + profile).
+
+apply: ``terraform init`` + ``apply`` of ``infra/terraform/`` with the target's environment
+(credentials only through env), outputs into state section ``identity``.
+verify: the head profile carries the head role, the head policy's actions are exactly the
+least-privilege set and break no rule, the worker role and profile exist.
+destroy: ``terraform destroy`` (no state: noop).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from raylab.stages import BY_NAME
+from raylab.stages.base import Check
+
+if TYPE_CHECKING:
+    from raylab.context import Context
+    from raylab.iac.terraform import Terraform
+
+OUTPUT_KEYS = (
+    "head_instance_profile_name",
+    "head_instance_profile_arn",
+    "head_role_arn",
+    "worker_instance_profile_name",
+    "worker_instance_profile_arn",
+    "worker_role_arn",
+)
+_INFO = BY_NAME["identity"]
+
+
+def tf_variables(*, lab: str, cluster_name: str, env: Mapping[str, str]) -> dict[str, str]:
+    """Terraform variables; ``endpoint_url`` is the twin's URL on the local target, empty on AWS."""
+    return {
+        "lab_id": lab,
+        "cluster_name": cluster_name,
+        "region": env.get("AWS_DEFAULT_REGION") or env.get("AWS_REGION") or "us-west-2",
+        "endpoint_url": env.get("AWS_ENDPOINT_URL", ""),
+    }
+
+
+def terraform_for(ctx: Context) -> tuple[Terraform, dict[str, str]]:
+    from raylab.iac.terraform import for_lab
+
+    env = ctx.target.aws_env(ctx)
+    tf = for_lab(
+        source=ctx.root / "infra" / "terraform",
+        raylab_dir=ctx.workdir,
+        lab=ctx.lab,
+        env=env,
+        require_mirror=ctx.target_name == "local",
+        ui=ctx.ui,
+    )
+    return tf, tf_variables(lab=ctx.lab, cluster_name=ctx.names["cluster"], env=env)
+
+
+class IdentityStage:
+    number = _INFO.number
+    name = _INFO.name
+    summary = _INFO.summary
+    verified_by = _INFO.verified_by
+
+    def apply(self, ctx: Context) -> dict[str, Any]:
+        tf, variables = terraform_for(ctx)
+        with ctx.ui.waiting("terraform init (providers from the local mirror when present)"):
+            tf.init()
+        changed = tf.apply(variables)
+        outputs = tf.output()
+        ctx.state.put("identity", {k: outputs.get(k, "") for k in OUTPUT_KEYS})
+        if changed:
+            ctx.ui.success(
+                f"IAM applied: {outputs.get('head_instance_profile_name')}, "
+                f"{outputs.get('worker_instance_profile_name')}"
+            )
+        else:
+            ctx.ui.noop("noop: Terraform reports no changes")
+        return {
+            "action": "applied" if changed else "noop",
+            "head_instance_profile": outputs.get("head_instance_profile_name"),
+            "worker_instance_profile": outputs.get("worker_instance_profile_name"),
+        }
+
+    def verify(self, ctx: Context) -> list[Check]:
+        from raylab.aws.iam import (
+            HEAD_POLICY_ACTIONS,
+            head_policy_findings,
+            merged,
+            policy_actions,
+            profile_roles,
+            role_inline_policies,
+        )
+        from raylab.aws.session import client
+
+        n = ctx.names
+        ident = ctx.state.get("identity")
+        missing = [k for k in OUTPUT_KEYS if not ident.get(k)]
+        checks = [
+            Check(
+                "terraform outputs",
+                not missing,
+                f"missing: {', '.join(missing)}" if missing else f"all {len(OUTPUT_KEYS)} outputs recorded",
+                "run `raylab stage 2`",
+            )
+        ]
+        iam = client(ctx, "iam")
+        try:
+            roles = profile_roles(iam, n["head_profile"])
+            checks.append(
+                Check(
+                    "head instance profile",
+                    roles == [n["head_role"]],
+                    f"{n['head_profile']} carries {roles}",
+                    "run `raylab stage 2`",
+                )
+            )
+        except Exception as e:  # noqa: BLE001 - NoSuchEntity
+            return [
+                *checks,
+                Check("head instance profile", False, f"{n['head_profile']}: {e}", "run `raylab stage 2`"),
+            ]
+        doc = merged(role_inline_policies(iam, n["head_role"]).values())
+        actions = policy_actions(doc)
+        exact = actions == set(HEAD_POLICY_ACTIONS)
+        diff = (
+            f"missing {sorted(HEAD_POLICY_ACTIONS - actions)}, extra {sorted(actions - HEAD_POLICY_ACTIONS)}"
+        )
+        checks.append(
+            Check(
+                "head policy actions",
+                exact,
+                f"exactly the {len(HEAD_POLICY_ACTIONS)} least-privilege actions" if exact else diff,
+                "infra/terraform/policies/head-policy.json.tftpl drifted from raylab.aws.iam",
+            )
+        )
+        worker_arn = ident.get("worker_role_arn") or iam.get_role(RoleName=n["worker_role"])["Role"]["Arn"]
+        findings = head_policy_findings(doc, cluster_name=n["cluster"], worker_role_arn=worker_arn)
+        checks.append(
+            Check(
+                "head policy rules",
+                not findings,
+                "; ".join(findings)
+                if findings
+                else "no '*' action; stop/start/terminate by cluster tag; PassRole: worker role to EC2 only",
+            )
+        )
+        try:
+            wroles = profile_roles(iam, n["worker_profile"])
+            checks.append(
+                Check(
+                    "worker role and profile",
+                    wroles == [n["worker_role"]],
+                    f"{n['worker_profile']} carries {wroles}",
+                )
+            )
+        except Exception as e:  # noqa: BLE001
+            checks.append(
+                Check("worker role and profile", False, f"{n['worker_profile']}: {e}", "run `raylab stage 2`")
+            )
+        return checks
+
+    def destroy(self, ctx: Context) -> None:
+        from raylab.iac.terraform import state_has_resources
+
+        # Checked before looking for terraform: nothing to destroy needs no binary.
+        if not state_has_resources(ctx.workdir / "terraform" / ctx.lab / "module" / "terraform.tfstate"):
+            ctx.ui.noop("noop: no Terraform state for this lab")
+            ctx.state.drop("identity")
+            return
+        tf, variables = terraform_for(ctx)
+        tf.init()
+        tf.destroy(variables)
+        ctx.state.drop("identity")
+        ctx.ui.success("IAM roles and instance profiles destroyed")
+
+
+def leftovers(ctx: Context) -> list[str]:
+    """The lab's IAM roles/profiles still there (for the target's leftovers check)."""
+    from raylab.aws.iam import identity_leftovers
+    from raylab.aws.session import client
+
+    return identity_leftovers(client(ctx, "iam"), ctx.names)
+
+
+STAGE = IdentityStage()
