@@ -53,6 +53,7 @@ app = typer.Typer(
 _COMMANDS = (
     "raylab.cli.cmd_stages",
     "raylab.cli.cmd_lab",
+    "raylab.cli.cmd_plan",
 )
 
 for _name in _COMMANDS:

@@ -1,0 +1,615 @@
+"""Forecast what Ray 2.60's autoscaler v2 will do, by running Ray's own code against a simulated cloud.
+
+Nothing here re-derives Ray's formulas. Each 5 s tick calls the real
+``ray.autoscaler.v2.instance_manager.reconciler.Reconciler.reconcile()`` with Ray's real
+``InstanceManager`` (in-memory storage), ``ResourceDemandScheduler``, ``CloudInstanceUpdater`` and
+``CloudResourceMonitor``, exactly as ``ray.autoscaler.v2.autoscaler.Autoscaler`` wires them. Only the
+outside world is simulated:
+
+- the cloud (``SimCloud``, an ``ICloudInstanceProvider``): launches are executed in batches of
+  ``AUTOSCALER_MAX_LAUNCH_BATCH`` like ``NodeProviderAdapter``; each batch is one RunInstances with
+  MinCount=1, MaxCount=n, so it fills what the vCPU quota of its market (on-demand or spot, separate
+  quotas) still allows and fails (VcpuLimitExceeded) only when not even one instance fits; a launched
+  instance's Ray node registers ``boot_seconds`` later;
+- the Ray cluster: node states (the head reports ``node:__internal_head__``, or the reconciler never
+  scales), pending demand, idle durations, and task placement (each task takes ``cpus`` CPUs for
+  ``duration_s`` seconds, placed the moment a slot is free);
+- Ray's stopper (draining an idle node is reported DEAD on the next tick);
+- the clock: ``time`` is replaced, in the Ray modules that read it, by a simulated clock, so Ray's own
+  timeouts (600 s REQUESTED, idle timeouts, availability recovery) fire in simulated time.
+
+This is Ray's private API: Ray is pinned to 2.60.0 (pyproject) and ``check_ray_internals()`` (run by a
+unit test and at the start of every forecast) fails loudly if the pieces it drives have changed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time as _real_time
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+RAY_VERSION = "2.60.0"
+TICK_S = 5.0  # AUTOSCALER_UPDATE_INTERVAL_S
+MARKETS = ("ondemand", "spot")
+
+# Ray modules that read ``time`` and whose clock the simulation replaces.
+_CLOCK_MODULES = (
+    "ray.autoscaler.v2.instance_manager.common",
+    "ray.autoscaler.v2.instance_manager.reconciler",
+    "ray.autoscaler.v2.instance_manager.node_provider",
+    "ray.autoscaler.v2.instance_manager.subscribers.cloud_resource_monitor",
+    "ray.autoscaler.v2.scheduler",
+    "ray.autoscaler.v2.schema",
+)
+
+
+# --- inputs and outputs -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class NodeTypeSpec:
+    """One node type of the cluster config, as the forecast needs it."""
+
+    name: str
+    instance_type: str
+    vcpus: int  # the instance type's vCPUs: quota units
+    cpus: int  # the Ray CPU resource the node reports (vcpus / scale, or the config's resources.CPU)
+    market: str = "ondemand"  # "ondemand" | "spot"
+    min_workers: int = 0
+    max_workers: int = 0
+    priority: int = 0
+
+
+@dataclass(frozen=True)
+class Workload:
+    tasks: int = 480
+    cpus: int = 1
+    duration_s: float = 300.0
+
+
+@dataclass(frozen=True)
+class PlanInput:
+    head: NodeTypeSpec
+    workers: tuple[NodeTypeSpec, ...]
+    max_workers: int = 30
+    upscaling_speed: float = 1.0
+    idle_timeout_minutes: float = 5.0
+    workload: Workload = field(default_factory=Workload)
+    quota_ondemand: int | None = 160  # vCPUs, head included; None = no quota
+    quota_spot: int | None = None
+    boot_seconds: float = 120.0
+    horizon_s: float = 6 * 3600.0  # stop simulating after this long past the job start
+
+    def quota(self, market: str) -> int | None:
+        return self.quota_ondemand if market == "ondemand" else self.quota_spot
+
+    def with_param(self, param: str, value: float) -> PlanInput:
+        """The same plan with one parameter changed (what ``--compare`` varies)."""
+        if param == "quota":
+            return replace(self, quota_ondemand=int(value))
+        if param in ("upscaling_speed", "idle_timeout_minutes", "boot_seconds"):
+            return replace(self, **{param: float(value)})
+        if param == "max_workers":
+            n = int(value)
+            return replace(self, max_workers=n,
+                           workers=tuple(replace(w, max_workers=min(w.max_workers, n) if w.max_workers else n)
+                                         for w in self.workers))
+        if param == "min_workers":  # the floor of the first worker type (the on-demand base)
+            n = int(value)
+            first, *rest = self.workers
+            first = replace(first, min_workers=n, max_workers=max(first.max_workers, n))
+            return replace(self, workers=(first, *rest))
+        raise ValueError(param)
+
+
+@dataclass(frozen=True)
+class Round:
+    """One tick in which the autoscaler called the cloud to launch nodes."""
+
+    t_s: float  # seconds after the job was submitted (negative: before, e.g. min_workers at start)
+    requested: dict[str, int]
+    launched: dict[str, int]
+    failed: dict[str, int]  # refused by the vCPU quota
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"t_s": round(self.t_s, 1), "requested": self.requested, "launched": self.launched,
+                "failed_by_quota": self.failed}
+
+
+@dataclass
+class Forecast:
+    peak_workers: int
+    peak_by_type: dict[str, int]
+    desired_by_type: dict[str, int]  # the most workers the scheduler ever wanted at once
+    rounds: list[Round]
+    makespan_s: float | None  # job submit -> last task done; None if not done within the horizon
+    scale_down_s: float | None  # job submit -> workers back at their floor
+    job_start_s: float  # cluster start -> job submit (time to reach min_workers)
+    failed_launch_calls: int
+    instance_seconds: dict[str, float]  # node type -> billed seconds (60 s minimum per instance)
+    timeline: list[tuple[float, int]]  # (t_s, Ray worker nodes running) per tick
+    ticks: int
+    tasks_done: int
+
+
+# --- simulated clock ----------------------------------------------------------------------------------
+class SimClock:
+    """Stands in for the ``time`` module inside Ray's autoscaler modules."""
+
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self.now = start
+
+    def time(self) -> float:
+        return self.now
+
+    def time_ns(self) -> int:
+        return int(self.now * 1e9)
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def monotonic_ns(self) -> int:
+        return int(self.now * 1e9)
+
+    def sleep(self, s: float) -> None:
+        self.now += s
+
+    def __getattr__(self, name: str) -> Any:  # perf_counter, strftime, ...
+        return getattr(_real_time, name)
+
+
+@contextmanager
+def patched_clock(clock: SimClock) -> Iterator[None]:
+    import importlib
+
+    mods = [importlib.import_module(m) for m in _CLOCK_MODULES]
+    saved = [m.time for m in mods]
+    for m in mods:
+        m.time = clock
+    try:
+        yield
+    finally:
+        for m, t in zip(mods, saved, strict=True):
+            m.time = t
+
+
+def check_ray_internals() -> None:
+    """Fail loudly if the Ray internals this forecast drives are not the ones it was written for."""
+    import importlib
+    import inspect
+
+    import ray
+
+    problems = []
+    if ray.__version__ != RAY_VERSION:
+        problems.append(f"ray {ray.__version__} installed, the forecast drives ray {RAY_VERSION}'s internals")
+    for name in _CLOCK_MODULES:
+        mod = importlib.import_module(name)
+        t = getattr(mod, "time", None)
+        if t is not _real_time and not isinstance(t, SimClock):
+            problems.append(f"{name} no longer reads the time module")
+    from ray.autoscaler.v2.instance_manager.reconciler import Reconciler
+
+    params = set(inspect.signature(Reconciler.reconcile).parameters)
+    need = {"instance_manager", "scheduler", "cloud_provider", "cloud_resource_monitor",
+            "ray_cluster_resource_state", "non_terminated_cloud_instances", "autoscaling_config",
+            "cloud_provider_errors"}
+    if not need <= params:
+        problems.append(f"Reconciler.reconcile lost parameters {sorted(need - params)}")
+    if problems:
+        raise RuntimeError("raylab plan cannot drive this Ray: " + "; ".join(problems))
+
+
+# --- the simulated world ------------------------------------------------------------------------------
+@dataclass
+class _Inst:
+    cid: str
+    spec: NodeTypeSpec
+    kind: str  # "head" | "worker"
+    launched_at: float
+    node_id: bytes
+    ready_at: float
+    terminated_at: float | None = None
+    stopped: bool = False  # Ray drained/stopped on it
+    running: list[float] = field(default_factory=list)  # end times of running tasks
+    idle_since: float = 0.0
+    ready: bool = False
+
+    def free_cpus(self, cpus_per_task: int) -> int:
+        return self.spec.cpus - len(self.running) * cpus_per_task
+
+
+class SimCloud:
+    """A cloud with per-market vCPU quotas, batch fill and a boot delay (an ``ICloudInstanceProvider``)."""
+
+    def __init__(self, plan: PlanInput, clock: SimClock, specs: dict[str, NodeTypeSpec]) -> None:
+        self.plan = plan
+        self.clock = clock
+        self.specs = specs
+        self.instances: dict[str, _Inst] = {}
+        self._errors: list[Any] = []
+        self._seq = 0
+        self.calls: list[tuple[float, str, int, int, int]] = []  # (t, type, requested, launched, failed)
+
+    def _new(self, spec: NodeTypeSpec, kind: str, boot: float) -> _Inst:
+        self._seq += 1
+        now = self.clock.now
+        inst = _Inst(cid=f"i-{self._seq:017x}", spec=spec, kind=kind, launched_at=now,
+                     node_id=self._seq.to_bytes(28, "big"), ready_at=now + boot)
+        self.instances[inst.cid] = inst
+        return inst
+
+    def used_vcpus(self, market: str) -> int:
+        return sum(i.spec.vcpus for i in self.instances.values()
+                   if i.terminated_at is None and i.spec.market == market)
+
+    def add_head(self, spec: NodeTypeSpec) -> _Inst:
+        head = self._new(spec, "head", 0.0)
+        head.ready = True
+        head.idle_since = self.clock.now
+        return head
+
+    # ICloudInstanceProvider
+    def get_non_terminated(self) -> dict[str, Any]:
+        from ray.autoscaler.v2.instance_manager.node_provider import CloudInstance
+        from ray.core.generated.instance_manager_pb2 import NodeKind
+
+        return {i.cid: CloudInstance(cloud_instance_id=i.cid, node_type=i.spec.name,
+                                     node_kind=NodeKind.HEAD if i.kind == "head" else NodeKind.WORKER,
+                                     is_running=True)
+                for i in self.instances.values() if i.terminated_at is None}
+
+    def launch(self, shape: dict[str, int], request_id: str) -> None:
+        from ray.autoscaler._private.constants import AUTOSCALER_MAX_LAUNCH_BATCH
+        from ray.autoscaler.v2.instance_manager.node_provider import LaunchNodeError
+
+        for node_type, count in shape.items():
+            spec = self.specs[node_type]
+            while count > 0:  # NodeProviderAdapter._do_launch: batches per type
+                batch = min(count, AUTOSCALER_MAX_LAUNCH_BATCH)
+                count -= batch
+                quota = self.plan.quota(spec.market)
+                fit = batch if quota is None else max(0, min(batch, (quota - self.used_vcpus(spec.market))
+                                                              // spec.vcpus))
+                for _ in range(fit):
+                    self._new(spec, "worker", self.plan.boot_seconds)
+                failed = batch if fit == 0 else 0  # a partial fill leaves the rest REQUESTED, as on AWS
+                if failed:
+                    err = LaunchNodeError(node_type, batch, request_id, self.clock.time_ns(),
+                                          details="VcpuLimitExceeded (simulated quota)")
+                    self._errors.append(err)
+                self.calls.append((self.clock.now, node_type, batch, fit, failed))
+
+    def terminate(self, ids: list[str], request_id: str) -> None:
+        for cid in ids:
+            inst = self.instances.get(cid)
+            if inst is not None and inst.terminated_at is None:
+                inst.terminated_at = self.clock.now
+
+    def poll_errors(self) -> list[Any]:
+        errs, self._errors = self._errors, []
+        return errs
+
+
+class _SimRayStopper:
+    """Plays Ray's RayStopper: remembers which instances the reconciler asked to drain."""
+
+    def __init__(self) -> None:
+        self.stop_requested: set[str] = set()
+
+    def notify(self, events: list[Any]) -> None:
+        from ray.core.generated.instance_manager_pb2 import Instance
+
+        for e in events:
+            if e.new_instance_status == Instance.RAY_STOP_REQUESTED:
+                self.stop_requested.add(e.instance_id)
+
+
+def _autoscaling_config(plan: PlanInput) -> Any:
+    from ray.autoscaler.v2.instance_manager.config import AutoscalingConfig
+
+    def node_type(spec: NodeTypeSpec, head: bool) -> dict[str, Any]:
+        res: dict[str, Any] = {"CPU": spec.cpus}
+        return {"node_config": {"InstanceType": spec.instance_type}, "resources": res,
+                "min_workers": 0 if head else spec.min_workers,
+                "max_workers": 0 if head else spec.max_workers, "priority": spec.priority}
+
+    types = {plan.head.name: node_type(plan.head, True)}
+    types.update({w.name: node_type(w, False) for w in plan.workers})
+    cfg = {
+        "cluster_name": "raylab-plan",
+        "max_workers": plan.max_workers,
+        "upscaling_speed": plan.upscaling_speed,
+        "idle_timeout_minutes": plan.idle_timeout_minutes,
+        "provider": {"type": "aws", "region": "us-east-1", "cache_stopped_nodes": False,
+                     "disable_node_updaters": True},
+        "auth": {"ssh_user": "ubuntu"},
+        "available_node_types": types,
+        "head_node_type": plan.head.name,
+    }
+    return AutoscalingConfig(cfg, skip_content_hash=True)
+
+
+class _World:
+    """The simulated cluster: cloud + Ray nodes + tasks, and one tick of Ray's real reconciler."""
+
+    def __init__(self, plan: PlanInput, clock: SimClock) -> None:
+        from ray.autoscaler.v2.instance_manager.instance_manager import InstanceManager
+        from ray.autoscaler.v2.instance_manager.instance_storage import InstanceStorage
+        from ray.autoscaler.v2.instance_manager.storage import InMemoryStorage
+        from ray.autoscaler.v2.instance_manager.subscribers.cloud_instance_updater import (
+            CloudInstanceUpdater,
+        )
+        from ray.autoscaler.v2.instance_manager.subscribers.cloud_resource_monitor import (
+            CloudResourceMonitor,
+        )
+        from ray.autoscaler.v2.scheduler import ResourceDemandScheduler
+
+        self.plan = plan
+        self.clock = clock
+        self.specs = {s.name: s for s in (plan.head, *plan.workers)}
+        self.cloud = SimCloud(plan, clock, self.specs)
+        self.config = _autoscaling_config(plan)
+        self.monitor = CloudResourceMonitor()
+        self.stopper = _SimRayStopper()
+        self.im = InstanceManager(
+            instance_storage=InstanceStorage(cluster_id="raylab-plan", storage=InMemoryStorage()),
+            instance_status_update_subscribers=[CloudInstanceUpdater(cloud_provider=self.cloud),
+                                                self.stopper, self.monitor],
+        )
+        self.scheduler = ResourceDemandScheduler(None)
+        self.head = self.cloud.add_head(plan.head)
+        self.queued = 0
+        self.done = 0
+        self.last_end = 0.0
+        self.version = 0
+
+    # Ray side ------------------------------------------------------------------------------------
+    def _nodes(self) -> list[_Inst]:
+        return sorted((i for i in self.cloud.instances.values()
+                       if i.terminated_at is None and i.ready and not i.stopped), key=lambda i: i.ready_at)
+
+    def _place(self) -> None:
+        c = self.plan.workload.cpus
+        if self.queued <= 0:
+            return
+        for node in self._nodes():
+            while self.queued > 0 and node.free_cpus(c) >= c:
+                node.running.append(self.clock.now + self.plan.workload.duration_s)
+                self.queued -= 1
+
+    def advance_to(self, t_next: float) -> None:
+        """Move the world (boots, task ends, placements) up to ``t_next``, event by event."""
+        while True:
+            live = [i for i in self.cloud.instances.values() if i.terminated_at is None]
+            boots = [i.ready_at for i in live if not i.ready]
+            ends = [e for i in live for e in i.running]
+            nxt = min(boots + ends, default=math.inf)
+            if nxt > t_next:
+                break
+            self.clock.now = max(self.clock.now, nxt)
+            for i in live:
+                if not i.ready and i.ready_at <= self.clock.now:
+                    i.ready, i.idle_since = True, self.clock.now
+                if i.running:
+                    before = len(i.running)
+                    i.running = [e for e in i.running if e > self.clock.now]
+                    if len(i.running) < before:
+                        self.done += before - len(i.running)
+                        self.last_end = self.clock.now
+                    if not i.running:
+                        i.idle_since = self.clock.now
+            self._place()
+        self.clock.now = t_next
+        self._place()
+
+    def _ray_state(self) -> Any:
+        from ray.core.generated.autoscaler_pb2 import (
+            ClusterResourceState,
+            NodeState,
+            NodeStatus,
+            ResourceRequest,
+            ResourceRequestByCount,
+        )
+
+        self.version += 1
+        c = self.plan.workload.cpus
+        state = ClusterResourceState(cluster_resource_state_version=self.version,
+                                     cluster_session_name="raylab-plan")
+        for i in self.cloud.instances.values():
+            if not i.ready or i.terminated_at is not None:
+                continue
+            total = {"CPU": float(i.spec.cpus)}
+            if i.kind == "head":
+                total["node:__internal_head__"] = 1.0
+            avail = dict(total, CPU=float(i.spec.cpus - len(i.running) * c))
+            busy = bool(i.running)
+            status = NodeStatus.DEAD if i.stopped else (NodeStatus.RUNNING if busy else NodeStatus.IDLE)
+            state.node_states.append(NodeState(
+                node_id=i.node_id, instance_id=i.cid, ray_node_type_name=i.spec.name,
+                instance_type_name=i.spec.instance_type, total_resources=total, available_resources=avail,
+                status=status, node_ip_address="10.0.0.1",
+                idle_duration_ms=0 if busy or i.stopped else int((self.clock.now - i.idle_since) * 1000)))
+        if self.queued > 0:
+            state.pending_resource_requests.append(ResourceRequestByCount(
+                request=ResourceRequest(resources_bundle={"CPU": float(c)}), count=self.queued))
+        return state
+
+    def im_instances(self) -> list[Any]:
+        from ray.autoscaler.v2.instance_manager.reconciler import Reconciler
+
+        return Reconciler._get_im_instances(self.im)[0]
+
+    def tick(self) -> None:
+        from ray.autoscaler.v2.instance_manager.reconciler import Reconciler
+
+        Reconciler.reconcile(
+            instance_manager=self.im, scheduler=self.scheduler, cloud_provider=self.cloud,
+            cloud_resource_monitor=self.monitor, ray_cluster_resource_state=self._ray_state(),
+            non_terminated_cloud_instances=self.cloud.get_non_terminated(),
+            cloud_provider_errors=self.cloud.poll_errors(), autoscaling_config=self.config,
+        )
+        if self.stopper.stop_requested:  # Ray drains the node: DEAD from the next report on
+            by_id = {i.instance_id: i.cloud_instance_id for i in self.im_instances()}
+            for iid in self.stopper.stop_requested:
+                inst = self.cloud.instances.get(by_id.get(iid, ""))
+                if inst is not None and not inst.running:
+                    inst.stopped = True
+            self.stopper.stop_requested.clear()
+        self._prune()
+
+    def _prune(self) -> None:
+        """Drop instances in a terminal status (TERMINATED, ALLOCATION_FAILED) from the IM storage.
+
+        Ray keeps them forever and deep-copies the whole table on every read (tens of reads per tick),
+        which makes a 300-failed-launch run 20x slower; no decision reads a terminal instance (the
+        scheduler skips them, the reconciler only reports them), so dropping them changes no outcome.
+        """
+        from ray.core.generated.instance_manager_pb2 import Instance
+
+        dead = [i.instance_id for i in self.im_instances()
+                if i.status in (Instance.TERMINATED, Instance.ALLOCATION_FAILED)]
+        if dead:
+            self.im._instance_storage.batch_delete_instances(dead)
+
+    # observations --------------------------------------------------------------------------------
+    def workers_alive(self) -> dict[str, int]:
+        out: dict[str, int] = defaultdict(int)
+        for i in self.cloud.instances.values():
+            if i.kind == "worker" and i.terminated_at is None:
+                out[i.spec.name] += 1
+        return out
+
+    def workers_ready(self) -> int:
+        return sum(1 for i in self._nodes() if i.kind == "worker")
+
+    def wanted(self) -> dict[str, int]:
+        from ray.core.generated.instance_manager_pb2 import Instance
+
+        gone = {Instance.TERMINATED, Instance.ALLOCATION_FAILED, Instance.TERMINATING,
+                Instance.RAY_STOPPED, Instance.RAY_STOPPING, Instance.RAY_STOP_REQUESTED}
+        out: dict[str, int] = defaultdict(int)
+        for i in self.im_instances():
+            if i.status not in gone and i.instance_type != self.plan.head.name:
+                out[i.instance_type] += 1
+        return out
+
+    def pending(self) -> bool:
+        from ray.core.generated.instance_manager_pb2 import Instance
+
+        active = {Instance.QUEUED, Instance.REQUESTED, Instance.ALLOCATED, Instance.RAY_INSTALLING}
+        return any(i.status in active for i in self.im_instances())
+
+
+def _quiet_ray_logs() -> None:
+    for name in ("ray.autoscaler", "ray.autoscaler.v2"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def simulate(plan: PlanInput) -> Forecast:
+    """Run Ray's reconciler tick by tick from cluster start until the job is done and scale-down settles."""
+    check_ray_internals()
+    _quiet_ray_logs()
+    clock = SimClock()
+    t0 = clock.now
+    with patched_clock(clock):
+        w = _World(plan, clock)
+        floor = {s.name: s.min_workers for s in plan.workers}
+        ticks = 0
+        # 1. cluster start: reach min_workers (or give up after 30 min, e.g. at a quota wall)
+        while True:
+            w.tick()
+            ticks += 1
+            ready_by_type: dict[str, int] = defaultdict(int)
+            for i in w._nodes():
+                if i.kind == "worker":
+                    ready_by_type[i.spec.name] += 1
+            settled = all(ready_by_type[n] >= m for n, m in floor.items()) and not w.pending()
+            if (ticks > 1 and settled) or clock.now - t0 >= 1800:
+                break
+            w.advance_to(clock.now + TICK_S)
+        job_start = clock.now
+        w.queued = plan.workload.tasks
+        w._place()
+        # 2. the job, then idle scale-down
+        rounds: list[Round] = []
+        timeline: list[tuple[float, int]] = []
+        peak_by_type: dict[str, int] = defaultdict(int)
+        desired: dict[str, int] = defaultdict(int)
+        makespan: float | None = None
+        scale_down: float | None = None
+        ncalls_seen = 0
+        while clock.now - job_start <= plan.horizon_s:
+            w.tick()
+            ticks += 1
+            t_rel = clock.now - job_start
+            calls = w.cloud.calls[ncalls_seen:]
+            ncalls_seen = len(w.cloud.calls)
+            if calls:
+                rounds.append(_round(t_rel, calls))
+            for name, n in w.wanted().items():
+                desired[name] = max(desired[name], n)
+            for name, n in w.workers_alive().items():
+                peak_by_type[name] = max(peak_by_type[name], n)
+            timeline.append((t_rel, w.workers_ready()))
+            if makespan is None and w.done >= plan.workload.tasks:
+                makespan = w.last_end - job_start
+            if makespan is not None:
+                alive = w.workers_alive()
+                if all(alive.get(n, 0) <= floor[n] for n in floor) and not w.pending():
+                    scale_down = t_rel
+                    break
+            w.advance_to(clock.now + TICK_S)
+        # the pre-job rounds (min_workers at start) are part of the story too
+        pre = [c for c in w.cloud.calls if c[0] < job_start]
+        pre_rounds = [_round(t - job_start, [c for c in pre if c[0] == t])
+                      for t in sorted({c[0] for c in pre})]
+        end = clock.now
+    inst_seconds: dict[str, float] = defaultdict(float)
+    for i in w.cloud.instances.values():
+        up = (i.terminated_at if i.terminated_at is not None else end) - i.launched_at
+        inst_seconds[i.spec.name] += max(60.0, up)  # EC2 per-second billing, 60 s minimum
+    return Forecast(
+        peak_workers=_peak_total(w, job_start),
+        peak_by_type=dict(peak_by_type),
+        desired_by_type=dict(desired),
+        rounds=pre_rounds + rounds,
+        makespan_s=makespan,
+        scale_down_s=scale_down,
+        job_start_s=job_start - t0,
+        failed_launch_calls=sum(1 for c in w.cloud.calls if c[4]),
+        instance_seconds=dict(inst_seconds),
+        timeline=timeline,
+        ticks=ticks,
+        tasks_done=w.done,
+    )
+
+
+def _round(t_rel: float, calls: list[tuple[float, str, int, int, int]]) -> Round:
+    req: dict[str, int] = defaultdict(int)
+    ok: dict[str, int] = defaultdict(int)
+    bad: dict[str, int] = defaultdict(int)
+    for _, typ, n, launched, failed in calls:
+        req[typ] += n
+        ok[typ] += launched
+        bad[typ] += failed
+    return Round(t_s=t_rel, requested=dict(req), launched=dict(ok), failed=dict(bad))
+
+
+def _peak_total(w: _World, job_start: float) -> int:
+    """Most worker instances alive at once (from the cloud's launch/terminate times)."""
+    events: list[tuple[float, int]] = []
+    for i in w.cloud.instances.values():
+        if i.kind != "worker":
+            continue
+        events.append((i.launched_at, 1))
+        if i.terminated_at is not None:
+            events.append((i.terminated_at, -1))
+    peak = cur = 0
+    for _, d in sorted(events, key=lambda e: (e[0], e[1])):
+        cur += d
+        peak = max(peak, cur)
+    return peak
