@@ -258,13 +258,6 @@ class Watcher:
     def step(self) -> list[Action]:
         """One poll and its actions. Never raises."""
         try:
-            if self.node_id is None and self.resolve_node is not None:
-                try:
-                    self.node_id = self.resolve_node()
-                    if self.node_id:
-                        self.log("node_resolved")
-                except Exception as e:  # noqa: BLE001
-                    self.log("node_resolve_error", error=f"{type(e).__name__}: {e}")
             poll = poll_once(self.client)
             self.state, acts = decide(self.state, poll, self.drain_on_rebalance)
             for a in acts:
@@ -277,7 +270,18 @@ class Watcher:
             self.log("watcher_error", error=f"{type(e).__name__}: {e}")
             return []
 
+    def _resolve(self) -> None:
+        """Find this node's Ray id only when needed: an idle watcher never imports Ray."""
+        if self.node_id is None and self.resolve_node is not None:
+            try:
+                self.node_id = self.resolve_node()
+                if self.node_id:
+                    self.log("node_resolved")
+            except Exception as e:  # noqa: BLE001
+                self.log("node_resolve_error", error=f"{type(e).__name__}: {e}")
+
     def _drain(self, a: Action) -> None:
+        self._resolve()
         if not self.node_id:
             self.log("drain_deferred", reason="Ray node id not known yet", **a.detail)
             self.state = replace(self.state, drain_attempts=self.state.drain_attempts - 1)
@@ -293,11 +297,15 @@ class Watcher:
         else:
             self.log("drain_failed", error=why, attempt=self.state.drain_attempts, **a.detail)
 
-    def run(self, stop: threading.Event) -> None:
+    def run(self, stop: threading.Event, exit_with_parent: bool = False) -> None:
         self.log("started", interval=self.interval)
+        parent = os.getppid()
         while not stop.is_set():
             self.step()
             stop.wait(self.interval)
+            if exit_with_parent and os.getppid() != parent:
+                self.log("parent_gone", parent=parent)
+                break
         self.log("stopped", drained=self.state.drained)
 
 
@@ -312,6 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--interval", type=float, default=5.0, help="seconds between polls (AWS advises 5)")
     ap.add_argument("--drain-on-rebalance", action="store_true")
     ap.add_argument("--log", help="append JSON lines here (default: stdout)")
+    ap.add_argument("--exit-with-parent", action="store_true",
+                    help="stop when the process that started it goes away (the local twin)")
     return ap
 
 
@@ -335,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    w.run(stop)
+    w.run(stop, exit_with_parent=args.exit_with_parent)
     return 0
 
 
