@@ -54,6 +54,9 @@ _COMMANDS = (
     "raylab.cli.cmd_stages",
     "raylab.cli.cmd_lab",
     "raylab.cli.cmd_plan",
+    "raylab.cli.cmd_data",
+    "raylab.cli.cmd_stress",
+    "raylab.cli.cmd_chaos",
 )
 
 for _name in _COMMANDS:
