@@ -1,0 +1,105 @@
+"""Run ``workloads/stress.py`` as a Ray Job on the cluster's dashboard and follow its progress.
+
+The script runs ON THE HEAD (Ray's job runner sets ``RAY_ADDRESS``), the same on both targets:
+local, the dashboard is on 127.0.0.1; aws, it is reached through the target's tunnel.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PROGRESS_KEY = "raylab_progress"
+SUMMARY_KEY = "raylab_stress_summary"
+TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+
+
+def parse_job_output(text: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(last progress, summary) found in the job's log text; other lines are ignored."""
+    progress = summary = None
+    for line in text.splitlines():
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(obj, dict) and PROGRESS_KEY in obj:
+            progress = obj[PROGRESS_KEY]
+        elif isinstance(obj, dict) and SUMMARY_KEY in obj:
+            summary = obj[SUMMARY_KEY]
+    return progress, summary
+
+
+def entrypoint(tasks: int, duration: float, scale: int) -> str:
+    return " ".join(["python", "stress.py", "--tasks", str(tasks), "--duration", f"{duration:g}",
+                     "--scale", str(scale)])
+
+
+@dataclass
+class StressJob:
+    """A submitted stress job; ``poll()`` refreshes status, progress and (at the end) the summary."""
+
+    dashboard_url: str
+    job_id: str
+    status: str = "PENDING"
+    progress: dict[str, Any] | None = None
+    summary: dict[str, Any] | None = None
+    message: str = ""
+    _client: Any = field(default=None, repr=False)
+
+    @classmethod
+    def submit(cls, dashboard_url: str, workloads_dir: Path, tasks: int, duration: float, scale: int,
+               submission_id: str | None = None) -> StressJob:
+        from ray.job_submission import JobSubmissionClient
+
+        from raylab.errors import RaylabError
+
+        try:
+            client = JobSubmissionClient(dashboard_url)
+            job_id = client.submit_job(
+                entrypoint=entrypoint(tasks, duration, scale),
+                runtime_env={"working_dir": str(workloads_dir)},
+                submission_id=submission_id,
+            )
+        except Exception as e:
+            raise RaylabError(f"could not submit the stress job to {dashboard_url}: {str(e).splitlines()[0]}",
+                              "check the cluster with `raylab status`; stage 3 must be up") from None
+        return cls(dashboard_url, job_id, _client=client)
+
+    @property
+    def done(self) -> bool:
+        return self.status in TERMINAL
+
+    def poll(self) -> None:
+        try:
+            info = self._client.get_job_info(self.job_id)
+            self.status = str(getattr(info.status, "value", info.status))
+            self.message = info.message or ""
+            logs = self._client.get_job_logs(self.job_id)
+        except Exception as e:  # the dashboard busy for a moment: keep the last known values
+            self.message = f"dashboard unreachable: {str(e).splitlines()[0][:120]}"
+            return
+        progress, summary = parse_job_output(logs)
+        self.progress = progress or self.progress
+        self.summary = summary or self.summary
+
+    def logs_tail(self, lines: int = 20) -> str:
+        try:
+            text = self._client.get_job_logs(self.job_id)
+        except Exception:
+            return ""
+        keep = [ln for ln in text.splitlines() if not ln.startswith('{"raylab_')]
+        return "\n".join(keep[-lines:])
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self._client.stop_job(self.job_id)
+
+    def describe(self) -> str:
+        return f"job {shlex.quote(self.job_id)} {self.status}"

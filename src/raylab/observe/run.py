@@ -1,0 +1,248 @@
+"""One observed stress run: submit the job, sample every ~2 s into the timeline, draw the chart.
+
+Used by stage 4 (``raylab stress``) and stage 5 (``raylab scale`` and its second run).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from raylab.errors import RaylabError
+from raylab.observe import sources
+from raylab.observe import timeline as tl
+
+if TYPE_CHECKING:
+    from raylab.context import Context
+
+SAMPLE_EVERY_S = 2.0
+# vCPUs of the instance types the lab's configs use (EC2 documentation); others fall back to
+# the node's Ray CPUs x the lab scale.
+VCPUS = {
+    "c7i.large": 2, "c7i.xlarge": 4, "c7i.2xlarge": 8, "c7i.4xlarge": 16, "c7i.8xlarge": 32,
+    "c6i.large": 2, "c6i.xlarge": 4, "c6i.2xlarge": 8, "c6i.4xlarge": 16,
+    "m7i.large": 2, "m7i.xlarge": 4, "m7i.2xlarge": 8, "m7i.4xlarge": 16,
+    "m5.large": 2, "m5.xlarge": 4, "m5.2xlarge": 8, "t3.micro": 2, "t3.small": 2, "t3.medium": 2,
+    "t3.large": 2, "t3.xlarge": 4,
+}
+
+
+@dataclass(frozen=True)
+class Limits:
+    head_type: str
+    worker_type: str
+    head_vcpus: int
+    worker_vcpus: int
+    cpus_per_worker: int
+    min_workers: int
+    max_workers: int
+    upscaling_speed: float
+    idle_timeout_minutes: float
+    market: str
+
+    def as_meta(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _vcpus(node: dict[str, Any], scale: int) -> int:
+    itype = str(node.get("node_config", {}).get("InstanceType", ""))
+    if itype in VCPUS:
+        return VCPUS[itype]
+    cpu = node.get("resources", {}).get("CPU")
+    if cpu is None:
+        raise RaylabError(f"instance type {itype!r} has no known vCPU count and the node type sets no CPU",
+                          "set resources.CPU for that node type in the cluster YAML")
+    return int(cpu) * scale
+
+
+def limits_from_config(cfg: dict[str, Any], scale: int) -> Limits:
+    """The numbers stress needs from a rendered cluster config (pure).
+
+    The worker type is the one with the most max_workers (ties: config order)."""
+    types = cfg.get("available_node_types") or {}
+    head = cfg.get("head_node_type") or next((t for t in types if "head" in t), None)
+    if not head or head not in types:
+        raise RaylabError("the cluster config names no head node type", "check head_node_type in the YAML")
+    workers = [(t, n) for t, n in types.items() if t != head]
+    if not workers:
+        raise RaylabError("the cluster config has no worker node type", "add one under available_node_types")
+    wtype, wnode = max(workers, key=lambda tn: int(tn[1].get("max_workers", 0)))
+    global_max = int(cfg.get("max_workers", sum(int(n.get("max_workers", 0)) for _, n in workers)))
+    type_max = sum(int(n.get("max_workers", 0)) for _, n in workers)
+    worker_vcpus = _vcpus(wnode, scale)
+    cpus = wnode.get("resources", {}).get("CPU")
+    market = "spot" if (wnode.get("node_config", {}).get("InstanceMarketOptions") or {}).get(
+        "MarketType", "").lower() == "spot" else "on-demand"
+    return Limits(
+        head_type=head, worker_type=wtype, head_vcpus=_vcpus(types[head], scale), worker_vcpus=worker_vcpus,
+        cpus_per_worker=int(cpus) if cpus is not None else max(1, worker_vcpus // max(scale, 1)),
+        min_workers=sum(int(n.get("min_workers", 0)) for _, n in workers),
+        max_workers=min(global_max, type_max) if type_max else global_max,
+        upscaling_speed=float(cfg.get("upscaling_speed", 1.0)),
+        idle_timeout_minutes=float(cfg.get("idle_timeout_minutes", 5.0)),
+        market=market,
+    )
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        return yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise RaylabError(f"cannot read the cluster config {path}: {e}",
+                          "run `raylab up` (stage 3)") from None
+
+
+def cluster_info(ctx: Context) -> dict[str, Any]:
+    c = ctx.state.get("cluster")
+    if not c.get("config_path") or not c.get("cluster_name"):
+        raise RaylabError("no running cluster recorded in .raylab/", "run `raylab up` first (stages 1-3)")
+    return c
+
+
+def fetch_quota(ctx: Context, market: str) -> int | None:
+    """The account's vCPU quota for the workers' market (Service Quotas; the twin plays it locally)."""
+    code = "L-34B43A08" if market == "spot" else "L-1216C47A"
+    try:
+        from raylab.aws.session import client
+
+        q = client(ctx, "service-quotas").get_service_quota(ServiceCode="ec2", QuotaCode=code)
+        return int(q["Quota"]["Value"])
+    except Exception:
+        return None
+
+
+def default_workload(scale: int) -> tuple[int, float]:
+    """The plan's 480 x 300 s at a lab scale (see workloads/stress.py)."""
+    return math.ceil(480 / scale), (300.0 if scale == 1 else 30.0)
+
+
+class Sampler:
+    """Collects one timeline sample per call (I/O at the edge, state kept for diffs/dedup)."""
+
+    def __init__(self, ctx: Context, cluster: dict[str, Any], started: float, total: int,
+                 head_type: str | None = None) -> None:
+        self.ctx = ctx
+        self.head_type = head_type
+        self.gcs = cluster.get("gcs_address")
+        self.cluster_name = cluster["cluster_name"]
+        self.started = started
+        self.total = total
+        self._prev_inst: dict[str, str] | None = None
+        self._seen_failed: set[tuple[Any, ...]] = set()
+        self._log = sources.twin_events(ctx)
+
+    def sample(self, job: Any | None) -> dict[str, Any]:
+        now = time.time()
+        errors: dict[str, str] = {}
+        st = sources.fetch_ray_status(self.ctx, self.gcs, errors)
+        inst = sources.fetch_instances(self.ctx, self.cluster_name, errors)
+        events: list[dict[str, Any]] = []
+        if self._log is not None:
+            try:
+                events += self._log.new()
+            except Exception as e:
+                errors["events"] = f"{type(e).__name__}: {str(e)[:200]}"
+        else:  # no cloud log: launches/terminations from EC2, failures from Ray's status
+            if inst is not None:
+                cur = {i["id"]: i["state"] for i in inst if i.get("kind") != "head"}
+                if self._prev_inst is not None:
+                    events += sources.diff_instances(self._prev_inst, cur, now)
+                self._prev_inst = cur
+            if st is not None:
+                events += sources.failed_launch_events(st["failed_launches"], self._seen_failed)
+        prog = (job.progress if job is not None else None) or {}
+        finished = int(prog.get("finished", 0))
+        failed = int(prog.get("failed", 0))
+        running = int(round(st["cpu_used"])) if st else None
+        pending = st["queued_tasks"] if st else None
+        if finished + failed >= self.total:
+            pending, running = 0, 0
+        nodes = st["nodes"] if st else {}
+        return {
+            "t": round(now - self.started, 2), "ts": now,
+            "tasks": {"pending": pending, "running": running, "finished": finished, "failed": failed,
+                      "total": self.total},
+            "nodes": nodes, "workers": tl.workers_up(nodes, self.head_type) if st else None,
+            "cpu_total": st["cpu_total"] if st else None,
+            "instances": sources.instances_by_state(inst) if inst is not None else None,
+            "events": events, "job": getattr(job, "status", None),
+            **({"errors": errors} if errors else {}),
+        }
+
+
+def run_stress(ctx: Context, *, tasks: int, duration: float, scale: int, out_dir: Path,
+               observe_scale_down: bool = False, max_wait_s: float | None = None) -> dict[str, Any]:
+    """Submit the stress job, observe it (live view + timeline), draw the chart, return the summary.
+
+    With ``observe_scale_down``, keep sampling after the job until the workers are back at
+    min_workers (or idle_timeout + 90 s passed) to measure the idle removal."""
+    from raylab.observe.chart import draw
+    from raylab.observe.job import StressJob
+    from raylab.observe.live import LiveView
+
+    cluster = cluster_info(ctx)
+    cfg = load_config(cluster["config_path"])
+    lim = limits_from_config(cfg, scale)
+    quota = fetch_quota(ctx, lim.market)
+    dashboard = ctx.target.dashboard_url(ctx)
+    started = time.time()
+    meta = {**lim.as_meta(), "tasks": tasks, "duration_s": duration, "scale": scale, "quota_vcpus": quota,
+            "target": ctx.target_name, "started": started, "cluster_name": cluster["cluster_name"]}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    writer = tl.TimelineWriter(out_dir / "timeline.jsonl", meta)
+    ideal = tl.ideal_makespan(tasks, duration, lim.cpus_per_worker, lim.max_workers, quota,
+                              lim.head_vcpus, lim.worker_vcpus)
+    limit_s = max_wait_s or max(300.0, 4 * (ideal or duration * tasks) + 240)
+    sampler = Sampler(ctx, cluster, started, tasks, lim.head_type)
+    ctx.ui.info(f"submitting {tasks} tasks x 1 CPU x {duration:g} s to {dashboard} "
+                f"(workers: {lim.worker_type}, {lim.cpus_per_worker} CPUs each, max {lim.max_workers}; "
+                f"quota {quota if quota is not None else 'unknown'} vCPU)")
+    job = StressJob.submit(dashboard, ctx.root / "workloads", tasks, duration, scale)
+    samples: list[dict[str, Any]] = []
+    down_deadline: float | None = None
+    with LiveView(ctx.ui, f"stress {tasks} x {duration:g}s") as live:
+        try:
+            while True:
+                t_loop = time.monotonic()
+                if not job.done:
+                    job.poll()
+                s = sampler.sample(job)
+                writer.add(s)
+                samples.append(s)
+                live.update(s)
+                elapsed = time.time() - started
+                if job.done:
+                    if not observe_scale_down:
+                        break
+                    if down_deadline is None:
+                        down_deadline = time.monotonic() + lim.idle_timeout_minutes * 60 + 90
+                    if (s["workers"] is not None and s["workers"] <= lim.min_workers) \
+                            or time.monotonic() > down_deadline:
+                        break
+                elif elapsed > limit_s:
+                    job.stop()
+                    raise RaylabError(
+                        f"the stress job did not finish within {limit_s:.0f} s ({job.describe()})",
+                        f"see the timeline {writer.path} and `raylab status`")
+                time.sleep(max(0.0, SAMPLE_EVERY_S - (time.monotonic() - t_loop)))
+        except KeyboardInterrupt:
+            job.stop()
+            raise
+    if job.status != "SUCCEEDED" and not job.summary:
+        raise RaylabError(f"the stress job ended {job.status}: {job.message[:200]}",
+                          f"job log tail:\n{job.logs_tail()}")
+    summary = tl.summarize(meta, samples, job.summary)
+    chart = draw(out_dir / "chart.png", meta, samples)
+    removal = tl.idle_removal(samples, lim.min_workers) if observe_scale_down else None
+    summary.update({"timeline": str(writer.path), "chart": str(chart), "job_id": job.job_id,
+                    "job_status": job.status, "target": ctx.target_name})
+    if observe_scale_down:
+        summary["idle_removal"] = removal
+        summary["idle_removal_line"] = tl.idle_removal_line(removal, lim.idle_timeout_minutes,
+                                                            lim.min_workers)
+    return summary

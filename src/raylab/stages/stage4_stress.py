@@ -1,0 +1,86 @@
+"""Stage 4, stress: the plan's 480 x 1-CPU job meets the vCPU quota wall.
+
+The job (``workloads/stress.py``) runs as a Ray Job on the head; raylab samples Ray's v2 cluster
+status, EC2 and the cloud's events every ~2 s into a timeline, shows it live and draws a chart.
+
+Scale mapping (local default scale 4; see workloads/stress.py): plan = 480 tasks x 1 CPU x 300 s
+on c7i.4xlarge (16 vCPU), max_workers 30, quota 160 vCPU (head included) -> head + 9 workers.
+Local = 120 tasks x 1 CPU x 30 s on c7i.4xlarge instances whose Ray nodes have 4 CPUs; the quota
+stays 160 vCPU in instance-type units, so the wall is at the same place (head + 9 workers).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from raylab.stages.base import Check
+
+if TYPE_CHECKING:
+    from raylab.context import Context
+
+SCALE_MAPPING = ("plan 480 tasks x 1 CPU x 300 s on 16-vCPU workers, quota 160 vCPU = head + 9 workers; "
+                 "local scale S: 480/S tasks on 16/S-CPU nodes, 300/10 s per task, same quota wall")
+
+
+def workload(ctx: Context) -> tuple[int, float, int]:
+    """(tasks, duration, scale) from the command's options, else the plan at the cluster's scale."""
+    from raylab.observe.run import default_workload
+
+    scale = int(ctx.options.get("scale") or ctx.state.get("cluster").get("scale")
+                or (4 if ctx.target_name == "local" else 1))
+    tasks, duration = default_workload(scale)
+    return int(ctx.options.get("tasks") or tasks), float(ctx.options.get("duration") or duration), scale
+
+
+def checks_for(s: dict[str, Any]) -> list[Check]:
+    """Stage 4's checks on a stress summary (pure)."""
+    out = [Check("all tasks completed", s["tasks_completed"] == s["tasks_total"] and s["tasks_failed"] == 0,
+                 f"{s['tasks_completed']}/{s['tasks_total']} completed, {s['tasks_failed']} failed",
+                 "see the job's log: `raylab stress` prints its tail on failure")]
+    cap, peak, mn = s["quota_cap_workers"], s["peak_workers"], s.get("min_workers") or 0
+    out.append(Check("the autoscaler added workers", peak > mn,
+                     f"peak {peak} workers (min_workers {mn})",
+                     "no worker joined: check the monitor log and `raylab status`"))
+    out.append(Check("peak workers within the quota", peak <= cap,
+                     f"peak {peak} <= {cap} workers allowed by quota {s['quota_vcpus']} vCPU "
+                     f"and max_workers {s['max_workers']}",
+                     "more workers than the quota allows: the quota is not enforced"))
+    if s.get("demand_exceeds_quota"):
+        out.append(Check("quota error recorded", s["quota_errors"] > 0,
+                         f"{s['quota_errors']} VcpuLimitExceeded launch errors at the wall",
+                         "the demand exceeded the quota but no VcpuLimitExceeded was seen"))
+    return out
+
+
+class StressStage:
+    number = 4
+    name = "stress"
+    summary = "the plan's 480 x 1-CPU job; the autoscaler meets the vCPU quota wall"
+    verified_by = "all tasks complete; peak workers capped by the quota; VcpuLimitExceeded recorded"
+
+    def apply(self, ctx: Context) -> dict[str, Any]:
+        from raylab.observe.run import run_stress
+
+        tasks, duration, scale = workload(ctx)
+        out_dir = ctx.workdir / "stress" / time.strftime("%Y%m%d-%H%M%S")
+        s = run_stress(ctx, tasks=tasks, duration=duration, scale=scale, out_dir=out_dir)
+        s["scale_mapping"] = SCALE_MAPPING
+        ctx.state.put("stress", s)
+        ratio = (f" = {s['makespan_ratio']}x the ideal {s['ideal_makespan_s']:.0f} s"
+                 if s["makespan_ratio"] else "")
+        ctx.ui.info(f"{s['tasks_completed']}/{s['tasks_total']} tasks in {s['makespan_s']:.0f} s{ratio}; "
+                    f"peak {s['peak_workers']} workers (quota allows {s['quota_cap_workers']}); "
+                    f"{s['quota_errors']} quota errors")
+        ctx.ui.info(f"timeline {s['timeline']}\nchart    {s['chart']}")
+        return {k: s[k] for k in ("tasks_total", "tasks_completed", "peak_workers", "makespan_s",
+                                  "ideal_makespan_s", "quota_errors", "timeline", "chart")}
+
+    def verify(self, ctx: Context) -> list[Check]:
+        s = ctx.state.get("stress")
+        if not s:
+            return [Check("stress run recorded", False, "no stress run in .raylab/", "run `raylab stress`")]
+        return checks_for(s)
+
+
+STAGE = StressStage()
