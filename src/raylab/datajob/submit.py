@@ -1,0 +1,124 @@
+"""Run ``workloads/common_voice.py`` where the stage wants it: as a Ray Job on the lab's cluster
+(JobSubmissionClient on the dashboard URL, a loopback address), or in a subprocess that starts
+and stops its own isolated local Ray. Either way the summary comes back from the job's output
+line ``RAYLAB_SUMMARY {json}``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from raylab.errors import RaylabError
+
+MARKER = "RAYLAB_SUMMARY "
+TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+
+
+def parse_summary(text: str) -> dict[str, Any] | None:
+    """The last ``RAYLAB_SUMMARY {json}`` line in ``text``, or None."""
+    found = None
+    for line in text.splitlines():
+        i = line.find(MARKER)
+        if i < 0:
+            continue
+        try:
+            obj = json.loads(line[i + len(MARKER):])
+        except json.JSONDecodeError:
+            continue
+        if isinstance(obj, dict):
+            found = obj
+    return found
+
+
+def job_args(source: str, out: str, blocks: int | None = None, limit: int | None = None,
+             num_cpus: int | None = None) -> list[str]:
+    args = ["--source", source, "--out", out, "--no-progress"]
+    if blocks:
+        args += ["--blocks", str(blocks)]
+    if limit:
+        args += ["--limit", str(limit)]
+    if num_cpus:
+        args += ["--num-cpus", str(num_cpus)]
+    return args
+
+
+def is_loopback_url(url: str) -> bool:
+    host = urlparse(url).hostname or ""
+    return host == "localhost" or host.startswith("127.")
+
+
+def dashboard_up(url: str, timeout: float = 3.0) -> bool:
+    """True if a Ray dashboard answers at ``url`` (loopback only: nothing else is ever contacted)."""
+    import urllib.request
+
+    if not is_loopback_url(url):
+        return False
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/api/version", timeout=timeout) as r:  # noqa: S310
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def run_isolated(script: Path, args: list[str], timeout: float = 900) -> tuple[dict[str, Any], str]:
+    """Run the job in a subprocess that starts its own local Ray (RAY_ADDRESS removed)."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    p = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True,
+                       timeout=timeout, env=env, check=False)
+    summary = parse_summary(p.stdout)
+    if p.returncode != 0 or summary is None:
+        tail = "\n".join((p.stderr or "").strip().splitlines()[-8:])
+        last = tail.splitlines()[-1] if tail else ""
+        raise RaylabError(f"the Common Voice job failed (exit {p.returncode}): {last}",
+                          "run it by hand: python workloads/common_voice.py " + shlex.join(args))
+    return summary, p.stderr
+
+
+def run_as_job(dashboard_url: str, script: Path, args: list[str], *, runtime_env: dict[str, Any] | None,
+               python: str, timeout: float, on_status: Callable[[str], None] | None = None,
+               submission_id: str | None = None) -> tuple[dict[str, Any], str, str]:
+    """Submit, wait for a terminal status, return (summary, job id, logs). Stops the job on timeout."""
+    from ray.job_submission import JobSubmissionClient
+
+    if not is_loopback_url(dashboard_url):
+        raise RaylabError(f"dashboard URL {dashboard_url!r} is not a loopback address",
+                          "raylab reaches the dashboard only through 127.0.0.1 (a tunnel on aws)")
+    entry = shlex.join([python, script.name if runtime_env else str(script), *args])
+    try:
+        client = JobSubmissionClient(dashboard_url)
+        job_id = client.submit_job(entrypoint=entry, runtime_env=runtime_env, submission_id=submission_id)
+    except Exception as e:  # noqa: BLE001 - any failure to submit is one user-facing error
+        raise RaylabError(f"could not submit the data job to {dashboard_url}: {str(e).splitlines()[0]}",
+                          "check the cluster with `raylab status`") from None
+    deadline = time.monotonic() + timeout
+    status = "PENDING"
+    while True:
+        try:
+            status = str(getattr(client.get_job_status(job_id), "value", "PENDING"))
+        except Exception:  # noqa: BLE001 - dashboard busy for a moment: poll again
+            status = status or "PENDING"
+        if on_status:
+            on_status(status)
+        if status in TERMINAL:
+            break
+        if time.monotonic() > deadline:
+            client.stop_job(job_id)
+            raise RaylabError(f"data job {job_id} did not finish within {timeout:.0f} s (stopped it)",
+                              f"see its logs: ray job logs {job_id}")
+        time.sleep(1.0)
+    logs = client.get_job_logs(job_id)
+    summary = parse_summary(logs)
+    if status != "SUCCEEDED" or summary is None:
+        tail = [ln for ln in logs.strip().splitlines() if ln.strip()][-1:] or [status]
+        raise RaylabError(f"data job {job_id} ended {status}: {tail[0][:200]}",
+                          f"see its logs: ray job logs {job_id}")
+    return summary, job_id, logs

@@ -1,0 +1,172 @@
+"""Stage 7, data: the Common Voice 17 job on Ray Data (``workloads/common_voice.py``).
+
+- local: generate a small sample (real layout, espeak-ng speech) under ``.raylab/data/sample``
+  and run the job as a Ray Job on the lab's cluster if it is up (the autoscaler sees the map
+  tasks' demand); with no cluster, in a subprocess on an isolated local Ray it starts and stops.
+- aws: the real 113,800 clips from ``s3://anonymous@ray-example-data/common_voice_17/parquet/``
+  as a Ray Job on the lab's cluster; the outputs stay on the head (``local://``).
+
+Verify reads what the job wrote (features parquet, clips.parquet, summary) and checks that the
+counts agree with each other and with the features, and that every kept clip has a duration.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from raylab.errors import RaylabError
+from raylab.stages.base import Check
+
+if TYPE_CHECKING:
+    from raylab.context import Context
+
+AWS_SOURCE = "s3://anonymous@ray-example-data/common_voice_17/parquet/"
+AWS_OUT = "local:///tmp/raylab-cv17"
+LOCAL_ROWS, LOCAL_SEED, LOCAL_FILES, LOCAL_BLOCKS = 40, 7, 2, 8
+AWS_BLOCKS = 960  # 2 read units per CPU of 30 x c7i.4xlarge
+DATA_PIP = ["soundfile>=0.12", "soxr>=0.3", "pyarrow>=17", "numpy>=1.24", "pandas>=2.2.3", "matplotlib>=3.8"]
+
+
+def data_dir(ctx: Context) -> Path:
+    return ctx.workdir / "data"
+
+
+def job_plan(ctx: Context) -> dict[str, Any]:
+    if ctx.target_name == "aws":
+        return {"source": AWS_SOURCE, "out": AWS_OUT, "blocks": int(ctx.options.get("blocks") or AWS_BLOCKS),
+                "limit": ctx.options.get("limit"), "sample_rows": None}
+    d = data_dir(ctx)
+    return {"source": str(d / "sample"), "out": str(d / "out"), "blocks": LOCAL_BLOCKS,
+            "limit": None, "sample_rows": LOCAL_ROWS}
+
+
+def _ensure_sample(ctx: Context, folder: Path) -> None:
+    from raylab.datajob import sample
+
+    marker = folder / "SAMPLE"
+    want = f"rows={LOCAL_ROWS} seed={LOCAL_SEED} files={LOCAL_FILES}"
+    if marker.exists() and marker.read_text().strip() == want:
+        ctx.ui.noop(f"noop: sample of {LOCAL_ROWS} clips already in {folder}")
+        return
+    shutil.rmtree(folder, ignore_errors=True)
+    with ctx.ui.waiting(f"synthesizing {LOCAL_ROWS} clips with espeak-ng into {folder}"):
+        sample.write_sample(folder, LOCAL_ROWS, seed=LOCAL_SEED, files=LOCAL_FILES)
+    marker.write_text(want + "\n")
+
+
+def checks_for(summary: Mapping[str, Any], features: Sequence[Mapping[str, Any]] | None,
+               clips: Sequence[Mapping[str, Any]] | None) -> list[Check]:
+    """Stage 7's checks (pure): on the summary, and on the written rows when they are readable."""
+    s = summary
+    out = [Check("counts add up", s["kept"] + s["dropped"] + s["errors"] == s["clips"] and s["clips"] > 0,
+                 f"{s['clips']} clips = {s['kept']} kept + {s['dropped']} dropped + {s['errors']} unreadable",
+                 "the job lost or double-counted clips: see summary.json")]
+    if features is None or clips is None:
+        out.append(Check("features written", s["kept"] > 0, f"{s['kept']} kept clips' features at {s['out']}",
+                         "no clip was kept: see dropped_by_reason in the summary"))
+        return out
+    paths = [r["path"] for r in features]
+    written = len(features) == s["kept"] > 0 and len(set(paths)) == len(paths)
+    out.append(Check("features parquet written", written,
+                     f"{len(features)} rows (summary: {s['kept']} kept), {len(set(paths))} distinct paths",
+                     "the features parquet does not match the summary: re-run `raylab stage 7`"))
+    status = Counter(r["status"] for r in clips)
+    reasons = Counter(r["reason"] for r in clips if r["status"] == "dropped")
+    ok = (status["kept"] == s["kept"] and status["dropped"] == s["dropped"]
+          and dict(reasons) == dict(s["dropped_by_reason"]))
+    out.append(Check("counts match the rows", ok,
+                     f"clips.parquet: {dict(status)}; dropped by reason {dict(reasons)}",
+                     "summary.json and clips.parquet disagree: re-run `raylab stage 7`"))
+    bad = [r["path"] for r in features if not (r.get("duration_s") or 0) > 0]
+    total = sum(r["duration_s"] or 0 for r in features)
+    out.append(Check("durations present", not bad,
+                     f"{len(features) - len(bad)}/{len(features)} kept clips have a duration; "
+                     f"{total:.1f} s in all",
+                     f"clips without a duration: {bad[:3]}"))
+    return out
+
+
+class DataStage:
+    number = 7
+    name = "data"
+    summary = "Ray Data over Common Voice 17 parquet (local: a generated sample)"
+    verified_by = "features parquet written; counts and durations consistent"
+
+    def apply(self, ctx: Context) -> dict[str, Any]:
+        from raylab.datajob import submit
+
+        plan = job_plan(ctx)
+        if plan["sample_rows"]:
+            _ensure_sample(ctx, Path(plan["source"]))
+        prev = ctx.state.get("data")
+        summary_file = Path(plan["out"]) / "summary.json"
+        if (prev.get("ok") and prev.get("source") == plan["source"] and ctx.target_name == "local"
+                and summary_file.exists()):
+            ctx.ui.noop(f"noop: the data job already ran ({prev.get('kept')} clips kept, {plan['out']})")
+            return {k: prev.get(k) for k in ("where", "clips", "kept", "out")}
+        script = ctx.root / "workloads" / "common_voice.py"
+        args = submit.job_args(plan["source"], plan["out"], blocks=plan["blocks"], limit=plan["limit"])
+        url = ctx.state.get("cluster").get("dashboard_url")
+        job_id = None
+        if url and submit.dashboard_up(url):
+            runtime_env, python = None, _local_python()
+            if ctx.target_name == "aws":
+                import raylab
+
+                runtime_env = {"working_dir": str(script.parent), "pip": DATA_PIP,
+                               "py_modules": [str(Path(raylab.__file__).parent)]}
+                python = "python"
+            where = f"Ray Job on the lab's cluster ({url})"
+            ctx.ui.info(f"submitting the data job: {where}")
+            with ctx.ui.waiting("data job running (Ray Data map tasks; the autoscaler may add workers)"):
+                summary, job_id, _ = submit.run_as_job(
+                    url, script, args, runtime_env=runtime_env, python=python,
+                    timeout=3600 if ctx.target_name == "aws" else 600)
+        elif ctx.target_name == "aws":
+            raise RaylabError("stage 7 on aws runs on the lab's cluster, and its dashboard is not reachable",
+                              "run `raylab up --target aws` (stage 3) first")
+        else:
+            where = "an isolated local Ray (no lab cluster is up)"
+            with ctx.ui.waiting(f"data job running on {where}"):
+                summary, _ = submit.run_isolated(script, [*args, "--num-cpus", "2"])
+        from raylab.datajob import report
+
+        for line in report.human_lines(summary):
+            ctx.ui.info(line)
+        ctx.state.put("data", {**summary, "ok": True, "where": where, "job_id": job_id})
+        return {"where": where, "job_id": job_id, "clips": summary["clips"], "kept": summary["kept"],
+                "out": plan["out"]}
+
+    def verify(self, ctx: Context) -> list[Check]:
+        s = ctx.state.get("data")
+        if not s:
+            return [Check("data job ran", False, "no result recorded", "run `raylab stage 7`")]
+        out = str(s.get("out", ""))
+        if "://" in out:  # on the cluster's head (aws) or in S3: the summary is what we have
+            return checks_for(s, None, None)
+        import pyarrow.parquet as pq
+
+        feats = Path(out) / "features"
+        clips = Path(out) / "clips.parquet"
+        if not feats.is_dir() or not clips.exists():
+            return [Check("features parquet written", False, f"nothing at {feats}",
+                          "re-run `raylab stage 7`")]
+        return checks_for(s, pq.read_table(feats, columns=["path", "duration_s"]).to_pylist(),
+                          pq.read_table(clips, columns=["path", "status", "reason"]).to_pylist())
+
+    def destroy(self, ctx: Context) -> None:
+        shutil.rmtree(data_dir(ctx), ignore_errors=True)
+        ctx.state.drop("data")
+
+
+def _local_python() -> str:
+    import sys
+
+    return sys.executable
+
+
+STAGE = DataStage()
