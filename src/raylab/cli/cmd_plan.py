@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from raylab.cli.options import JsonOpt, QuietOpt, ScenarioOpt, TargetOpt
+from raylab.cli.options import JsonOpt, QuietOpt, TargetOpt
 from raylab.errors import RaylabError
 
 
@@ -63,7 +63,9 @@ CompareOpt = Annotated[str | None, _opt(
 
 def plan(
     config: ConfigOpt = None,
-    scenario: ScenarioOpt = "autoscale",
+    scenario: Annotated[str | None, typer.Option(
+        "--scenario", "-s", help="Scenario overlay: static | autoscale | spot | mixed "
+        "(default: autoscale with the default config, none with --config).")] = None,
     tasks: Annotated[str, _opt("--tasks", "Number of tasks submitted at once.")] = "480",
     cpus: Annotated[str, _opt("--cpus", "CPUs per task.")] = "1",
     duration: Annotated[str, _opt("--duration", "Seconds each task runs.")] = "300",
@@ -89,7 +91,9 @@ def plan(
     ui = UI(json_mode=json_mode, quiet=quiet)
     if target.lower() not in TARGETS:
         raise RaylabError(f"unknown target {target!r}", "use --target local (default) or --target aws")
-    if scenario.lower() not in SCENARIOS:
+    if scenario is None and config is None:
+        scenario = "autoscale"
+    if scenario is not None and scenario.lower() not in SCENARIOS:
         raise RaylabError(f"unknown scenario {scenario!r}", f"use one of: {', '.join(SCENARIOS)}")
     from raylab.plan import inputs
     from raylab.plan.forecast import Workload, simulate
@@ -100,7 +104,8 @@ def plan(
     k = _num(trainees, "--trainees", integer=True, positive=True)
     comp = inputs.parse_compare(compare) if compare else None
     cfg_path = config or project_root() / "configs" / "ray-cluster.yaml"
-    cfg = inputs.load_config(cfg_path, scenario.lower())
+    scen = scenario.lower() if scenario else None
+    cfg = inputs.load_config(cfg_path, scen, fallback_scenarios=project_root() / "configs" / "scenarios")
     base = inputs.plan_input(
         cfg, workload=workload,
         quota_ondemand=_num(quota_ondemand, "--quota-ondemand", integer=True, allow_none=True),
@@ -122,7 +127,7 @@ def plan(
     if comp is None:
         with ui.waiting("running Ray's autoscaler against a simulated cloud"):
             result = one(base)
-        result.update(config=str(cfg_path), scenario=scenario.lower())
+        result.update(config=str(cfg_path), scenario=scen)
         if png:
             render.write_png(png, [("forecast", result)])
         if json_mode:
@@ -139,7 +144,7 @@ def plan(
             render.write_png(png, [(f"{param}={v:g}", r) for v, r in zip(values, results, strict=True)])
         if json_mode:
             ui.result({"compare": {"param": param, "values": values, "results": results},
-                       "config": str(cfg_path), "scenario": scenario.lower()})
+                       "config": str(cfg_path), "scenario": scen})
             return
         render.show_compare(ui, param, values, results)
     if png:

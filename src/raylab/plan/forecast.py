@@ -531,6 +531,7 @@ def simulate(plan: PlanInput) -> Forecast:
             if (ticks > 1 and settled) or clock.now - t0 >= 1800:
                 break
             w.advance_to(clock.now + TICK_S)
+        w.advance_to(clock.now + TICK_S)  # the job is submitted between two autoscaler ticks
         job_start = clock.now
         w.queued = plan.workload.tasks
         w._place()
@@ -541,7 +542,7 @@ def simulate(plan: PlanInput) -> Forecast:
         desired: dict[str, int] = defaultdict(int)
         makespan: float | None = None
         scale_down: float | None = None
-        ncalls_seen = 0
+        ncalls_seen = len(w.cloud.calls)
         while clock.now - job_start <= plan.horizon_s:
             w.tick()
             ticks += 1

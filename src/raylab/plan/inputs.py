@@ -31,7 +31,8 @@ def merge(base: Any, overlay: Any) -> Any:
     return overlay
 
 
-def load_config(config: Path, scenario: str | None, scenarios_dir: Path | None = None) -> dict[str, Any]:
+def load_config(config: Path, scenario: str | None, fallback_scenarios: Path | None = None) -> dict[str, Any]:
+    """The cluster YAML merged with ``scenarios/<scenario>.yaml`` (next to it, else in fallback_scenarios)."""
     import yaml
 
     if not config.is_file():
@@ -43,7 +44,9 @@ def load_config(config: Path, scenario: str | None, scenarios_dir: Path | None =
     if not isinstance(cfg, dict) or not isinstance(cfg.get("available_node_types"), dict):
         raise RaylabError(f"{config} has no available_node_types", "pass a Ray cluster YAML")
     if scenario:
-        d = scenarios_dir or config.parent / "scenarios"
+        d = config.parent / "scenarios"
+        if not (d / f"{scenario}.yaml").is_file() and fallback_scenarios is not None:
+            d = fallback_scenarios
         ov = d / f"{scenario}.yaml"
         if not ov.is_file():
             raise RaylabError(f"scenario overlay {str(ov)!r} not found", "use one of the files in " + str(d))
