@@ -1,0 +1,479 @@
+"""The AWS target: the same stages on a real account; Ray is reached through the bastion.
+
+Differences from the local target, all here: no endpoint of its own (the user's credential
+chain and region; ``AWS_ENDPOINT_URL`` from the environment is passed on unchanged so every tool
+talks to the same place), `ray up`/`ray down` as subprocesses on the rendered YAML with every SSH
+hop through the bastion (see ``ssh.py``), Ray's status read on the head over SSH, the dashboard
+through an SSH tunnel bound to 127.0.0.1, and a sweep that terminates any instance still tagged
+with the cluster name after `ray down`. Credentials are never printed or written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from raylab.errors import RaylabError
+from raylab.targets.aws import ssh as sshmod
+
+if TYPE_CHECKING:
+    from raylab.context import Context
+    from raylab.stages.base import Check
+
+DASHBOARD_PORT = 8265
+TUNNEL = "aws-dashboard-tunnel"
+RAY_UP_TIMEOUT_S = 45 * 60
+LIVE = ["pending", "running", "stopping", "stopped"]
+
+
+# --- pure helpers ---------------------------------------------------------------------------------
+def aws_overlay(cfg: dict[str, Any], *, plan: sshmod.SshPlan, key_name: str, region: str) -> dict[str, Any]:
+    """The rendered config as `ray up` on AWS needs it: absolute key paths, the bastion hop as the
+    proxy command, private IPs only, the lab's key pair on every node type. Refuses inline keys."""
+    import copy
+
+    out = copy.deepcopy(cfg)
+    prov = out.setdefault("provider", {})
+    creds = prov.get("aws_credentials") or {}
+    if any("secret" in k.lower() or "token" in k.lower() for k in creds):
+        raise RaylabError(
+            "the cluster config carries AWS credentials (provider.aws_credentials)",
+            "remove them: raylab uses your credential chain (aws configure / AWS_PROFILE)",
+        )
+    prov["region"] = region
+    prov["use_internal_ips"] = True
+    auth = out.setdefault("auth", {})
+    auth.setdefault("ssh_user", "ubuntu")
+    auth["ssh_private_key"] = str(plan.key)
+    auth["ssh_proxy_command"] = sshmod.ray_proxy_command(plan)
+    for nt in (out.get("available_node_types") or {}).values():
+        nt.setdefault("node_config", {})["KeyName"] = key_name
+    return out
+
+
+def region_of(
+    option: str | None, saved: str | None, env: dict[str, str], profile_region: str | None
+) -> str | None:
+    """--region, else the region the lab already lives in, else the environment, else the profile."""
+    return option or saved or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or profile_region or None
+
+
+def head_of(instances: list[dict[str, Any]]) -> dict[str, Any] | None:
+    live = [i for i in instances if i.get("kind") == "head" and i.get("state") == "running"]
+    return live[0] if live else None
+
+
+# --- the target ---------------------------------------------------------------------------------
+class AwsTarget:
+    name = "aws"
+
+    # environment ---------------------------------------------------------------------------
+    def region(self, ctx: Context) -> str | None:
+        saved = ctx.state.get("aws").get("region") if ctx.state.path.exists() else None
+        prof = None
+        if not (
+            ctx.options.get("region")
+            or saved
+            or os.environ.get("AWS_REGION")
+            or os.environ.get("AWS_DEFAULT_REGION")
+        ):
+            import boto3
+
+            prof = boto3.session.Session().region_name
+        return region_of(ctx.options.get("region"), saved, dict(os.environ), prof)
+
+    def aws_env(self, ctx: Context) -> dict[str, str]:
+        region = self.region(ctx)
+        if not region:
+            raise RaylabError(
+                "no AWS region is set", "pass --region us-west-2 or export AWS_DEFAULT_REGION=us-west-2"
+            )
+        env = {"AWS_DEFAULT_REGION": region, "AWS_REGION": region}
+        if os.environ.get("AWS_ENDPOINT_URL"):
+            env["AWS_ENDPOINT_URL"] = os.environ["AWS_ENDPOINT_URL"]
+        return env
+
+    def _client(self, ctx: Context, service: str) -> Any:
+        from raylab.aws.session import client
+
+        return client(ctx, service)
+
+    # preflight -----------------------------------------------------------------------------
+    def cluster_config(self, ctx: Context) -> dict[str, Any]:
+        """What the lab will launch: --config FILE, else configs/ray-cluster.yaml + the scenario."""
+        from raylab.cluster.config import default_base, load_yaml, merge, scenario_path
+
+        if ctx.options.get("config"):
+            return load_yaml(Path(ctx.options["config"]))
+        base = default_base()
+        return merge(load_yaml(base), load_yaml(scenario_path(ctx.scenario, base)))
+
+    def operator_ip_lookup(self, ctx: Context) -> Any:
+        """The operator's public IP: --operator-ip / RAYLAB_OPERATOR_IP, else AWS's checkip service.
+        Never looked up on the internet when AWS_ENDPOINT_URL is loopback (tests, twins)."""
+        from raylab.targets.aws.preflight import checkip_lookup
+
+        given = ctx.options.get("operator_ip") or os.environ.get("RAYLAB_OPERATOR_IP")
+        if given:
+            return lambda: str(given).split("/")[0]
+        endpoint = os.environ.get("AWS_ENDPOINT_URL", "")
+        if "127." in endpoint or "localhost" in endpoint:
+
+            def refuse() -> str:
+                raise ValueError("AWS_ENDPOINT_URL is on loopback: no internet lookup of your IP")
+
+            return refuse
+
+        def lookup() -> str:
+            try:
+                return checkip_lookup()
+            except OSError as e:
+                raise ValueError(f"could not reach {e}") from None
+
+        return lookup
+
+    def run_preflight(self, ctx: Context) -> Any:
+        from raylab.cluster import instance_types
+        from raylab.targets.aws.preflight import run_checks
+
+        def price(itype: str, market: str) -> float | None:
+            return instance_types.price(itype)  # spot: at most the on-demand price (upper bound)
+
+        cfg = self.cluster_config(ctx)
+        findings = run_checks(
+            cfg=cfg,
+            region=self.region(ctx),
+            client=lambda s: self._client(ctx, s),
+            cluster_name=ctx.names["cluster"],
+            ip_lookup=self.operator_ip_lookup(ctx),
+            price=price,
+            bastion_price=instance_types.price("t3.micro"),
+        )
+        if findings.ok:
+            f = findings.facts
+            ctx.options.setdefault("operator_ip", f["operator_cidr"].split("/")[0])
+            ctx.options.setdefault("azs", f["availability_zones"])
+            ctx.options.setdefault("bastion_key_name", ctx.names["key_pair"])
+        return findings
+
+    def preflight(self, ctx: Context) -> list[Check]:
+        findings = self.run_preflight(ctx)
+        if findings.ok:
+            ctx.state.update(
+                "aws",
+                region=findings.facts["region"],
+                account=findings.facts.get("account"),
+                operator_cidr=findings.facts.get("operator_cidr"),
+                availability_zones=findings.facts.get("availability_zones"),
+            )
+        return findings.checks
+
+    # start / stop ----------------------------------------------------------------------------
+    def start(self, ctx: Context) -> None:
+        """The lab's SSH key: generated once under .raylab/ssh/ (0600), imported as key pair
+        raylab-<lab> so the bastion and the Ray nodes accept it (a present key pair is a noop)."""
+        name = ctx.names["key_pair"]
+        path = sshmod.ssh_dir(ctx.workdir).resolve() / f"{name}.pem"
+        _, pub = sshmod.ensure_key(path, name)
+        ec2 = self._client(ctx, "ec2")
+        try:
+            ec2.describe_key_pairs(KeyNames=[name])
+            ctx.ui.noop(f"key pair {name} exists")
+        except Exception as e:
+            if "InvalidKeyPair.NotFound" not in str(e):
+                raise
+            ec2.import_key_pair(
+                KeyName=name,
+                PublicKeyMaterial=pub.encode(),
+                TagSpecifications=[
+                    {"ResourceType": "key-pair", "Tags": [{"Key": "raylab-lab", "Value": ctx.lab}]}
+                ],
+            )
+            ctx.ui.success(f"key pair {name} imported from {path}")
+        ctx.options.setdefault("bastion_key_name", name)
+
+    def stop(self, ctx: Context) -> None:
+        from raylab.procs import stop_group
+
+        procs = ctx.state.get("processes")
+        for pname, p in procs.items():
+            if pname.startswith("aws-"):
+                stop_group(int(p["pgid"]), timeout=5)
+                ctx.state.forget_process(pname)
+        name = ctx.names["key_pair"]
+        with contextlib.suppress(RaylabError):
+            ec2 = self._client(ctx, "ec2")
+            ec2.delete_key_pair(KeyName=name)  # idempotent on EC2
+        d = sshmod.ssh_dir(ctx.workdir)
+        for f in (d / f"{name}.pem", d / f"{name}.pem.pub"):
+            f.unlink(missing_ok=True)
+
+    # ssh --------------------------------------------------------------------------------------
+    def ssh_plan(self, ctx: Context) -> sshmod.SshPlan:
+        net = ctx.state.get("network")
+        ip = net.get("BastionPublicIp")
+        if not ip:
+            raise RaylabError(
+                "no bastion yet: stage 1 (network) has not run for this lab", "run `raylab up --target aws`"
+            )
+        port = int(ctx.options.get("bastion_port", 22))
+        plan = sshmod.plan_for(ctx.workdir, ctx.names["key_pair"], sshmod.Hop("ec2-user", ip, port))
+        sshmod.write_config(plan)
+        return plan
+
+    def ensure_bastion_pinned(self, ctx: Context, plan: sshmod.SshPlan) -> None:
+        h = plan.bastion
+        if sshmod.pinned(plan, h.host, h.port):
+            return
+        expected: list[str] = []
+        bastion_id = ctx.state.get("network").get("BastionInstanceId")
+        with contextlib.suppress(Exception):
+            out = self._client(ctx, "ec2").get_console_output(InstanceId=bastion_id, Latest=True)
+            expected = sshmod.console_fingerprints(out.get("Output") or "")
+        fps = sshmod.pin_host_key(plan, h.host, h.port, expected=expected)
+        how = (
+            "matches the console"
+            if expected
+            else f"no console yet: compare with `aws ec2 get-console-output --instance-id {bastion_id}`"
+        )
+        ctx.ui.info(f"bastion {h.host} host key pinned in {plan.known_hosts}: {', '.join(fps)} ({how})")
+
+    def head_hop(self, ctx: Context) -> sshmod.Hop:
+        from raylab.cluster.status import ec2_instances
+
+        head = head_of(ec2_instances(self._client(ctx, "ec2"), ctx.names["cluster"]))
+        if head is None:
+            raise RaylabError(
+                f"no running head for cluster {ctx.names['cluster']}", "run `raylab up --target aws`"
+            )
+        ip = self._private_ip(ctx, head["id"])
+        user = (ctx.state.get("cluster").get("ssh_user")) or "ubuntu"
+        return sshmod.Hop(user, ip)
+
+    def _private_ip(self, ctx: Context, instance_id: str) -> str:
+        desc = self._client(ctx, "ec2").describe_instances(InstanceIds=[instance_id])
+        return str(desc["Reservations"][0]["Instances"][0]["PrivateIpAddress"])
+
+    def on_head(self, ctx: Context, remote: str, stdin: str | None = None, timeout: float = 120) -> str:
+        plan = self.ssh_plan(ctx)
+        self.ensure_bastion_pinned(ctx, plan)
+        cmd = sshmod.ssh_command(plan, self.head_hop(ctx), remote)
+        r = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=timeout, check=False)
+        if r.returncode != 0:
+            raise RaylabError(
+                f"command on the head failed ({r.returncode}): {r.stderr.strip()[-300:]}",
+                "check the bastion (raylab stage 1 --verify-only) and `ray up` logs under .raylab/logs/",
+            )
+        return r.stdout
+
+    # cluster ----------------------------------------------------------------------------------
+    def _ray(self) -> str:
+        exe = Path(sys.executable).with_name("ray")
+        return str(exe) if exe.exists() else "ray"
+
+    def _run_ray(self, ctx: Context, args: list[str], log_name: str, timeout: float) -> None:
+        from raylab import procs
+
+        log = ctx.workdir / "logs" / log_name
+        env = {**os.environ, **self.aws_env(ctx)}
+        p = procs.spawn([self._ray(), *args], log, env=env, cwd=ctx.workdir)
+        ctx.state.record_process(f"aws-{log_name.split('.')[0]}", p.pid, [self._ray(), *args], log=str(log))
+        try:
+            rc = p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            procs.stop_group(p.pid)
+            rc = -1
+        finally:
+            ctx.state.forget_process(f"aws-{log_name.split('.')[0]}")
+        if rc != 0:
+            tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+            raise RaylabError(
+                f"`ray {args[0]}` failed (exit {rc}): {' | '.join(tail)[-400:]}", f"full log: {log}"
+            )
+
+    def cluster_up(self, ctx: Context, config_path: Path) -> dict[str, Any]:
+        from raylab.cluster.config import dump_yaml, load_yaml
+        from raylab.cluster.status import ec2_instances
+
+        plan = self.ssh_plan(ctx)
+        self.ensure_bastion_pinned(ctx, plan)
+        cfg = aws_overlay(
+            load_yaml(Path(config_path)),
+            plan=plan,
+            key_name=ctx.names["key_pair"],
+            region=self.aws_env(ctx)["AWS_DEFAULT_REGION"],
+        )
+        path = ctx.workdir / "cluster-aws.yaml"
+        sshmod._write_private(path, dump_yaml(cfg))
+        t0 = time.monotonic()
+        with ctx.ui.waiting(
+            f"ray up {ctx.names['cluster']} through bastion {plan.bastion.host} "
+            f"(log: {ctx.workdir / 'logs' / 'ray-up.log'})"
+        ):
+            self._run_ray(ctx, ["up", "-y", "--no-config-cache", str(path)], "ray-up.log", RAY_UP_TIMEOUT_S)
+        head = head_of(ec2_instances(self._client(ctx, "ec2"), ctx.names["cluster"]))
+        if head is None:
+            raise RaylabError(
+                "`ray up` finished but no running head instance carries the cluster tag",
+                f"see {ctx.workdir / 'logs' / 'ray-up.log'}",
+            )
+        info = {
+            "cluster_name": ctx.names["cluster"],
+            "config_path": str(path),
+            "head_instance_id": head["id"],
+            "head_ip": self._private_ip(ctx, head["id"]),
+            "ssh_user": cfg["auth"]["ssh_user"],
+            "bastion": plan.bastion.host,
+            "head_ready_s": round(time.monotonic() - t0, 1),
+        }
+        ctx.state.update("cluster", **info)
+        return info
+
+    def cluster_down(self, ctx: Context) -> None:
+        cl = ctx.state.get("cluster")
+        path = cl.get("config_path")
+        if path and Path(path).exists() and ctx.state.get("network").get("BastionPublicIp"):
+            try:
+                self._run_ray(ctx, ["down", "-y", str(path)], "ray-down.log", 15 * 60)
+            except RaylabError as e:  # the sweep below still terminates what is left
+                ctx.ui.warning(f"{e.one_line()}; sweeping by tag")
+        self.sweep(ctx)
+        self.stop_tunnel(ctx)
+        if cl.get("head_ip"):
+            with contextlib.suppress(RaylabError):
+                sshmod.forget_host(self.ssh_plan(ctx), cl["head_ip"])
+
+    def sweep(self, ctx: Context, timeout: float = 600) -> list[str]:
+        """Terminate every instance still tagged ray-cluster-name=<cluster>; wait until they are gone."""
+        ec2 = self._client(ctx, "ec2")
+        flt = [
+            {"Name": "tag:ray-cluster-name", "Values": [ctx.names["cluster"]]},
+            {"Name": "instance-state-name", "Values": LIVE},
+        ]
+
+        def live() -> list[str]:
+            ids = []
+            for page in ec2.get_paginator("describe_instances").paginate(Filters=flt):
+                ids += [i["InstanceId"] for r in page["Reservations"] for i in r["Instances"]]
+            return sorted(ids)
+
+        ids = live()
+        if not ids:
+            ctx.ui.noop(f"no instance of {ctx.names['cluster']} left")
+            return []
+        ctx.ui.step(
+            f"terminating {len(ids)} leftover instance(s) of {ctx.names['cluster']}: {', '.join(ids)}"
+        )
+        ec2.terminate_instances(InstanceIds=ids)
+        deadline = time.monotonic() + timeout
+        while live() and time.monotonic() < deadline:
+            time.sleep(5)
+        return ids
+
+    def cluster_status(self, ctx: Context) -> dict[str, Any]:
+        """Ray's v2 status read on the head (through the bastion) + EC2's instances of the cluster tag."""
+        from raylab.cluster import status
+
+        script = inspect.getsource(status) + (
+            "\nimport json\nprint('RAYLAB-STATUS ' + json.dumps(ray_status('127.0.0.1:6379'), default=str))\n"
+        )
+        out = self.on_head(ctx, "bash --login -c 'python -'", stdin=script)
+        line = next((ln for ln in out.splitlines() if ln.startswith("RAYLAB-STATUS ")), None)
+        if line is None:
+            raise RaylabError(
+                "Ray's status could not be read on the head", "run `ray status` there: raylab ssh"
+            )
+        ray = json.loads(line.split(" ", 1)[1])
+        inst = status.ec2_instances(self._client(ctx, "ec2"), ctx.names["cluster"])
+        head_id = ctx.state.get("cluster").get("head_instance_id")
+        return {**ray, "instances": inst, "agreement": status.agreement(ray, inst, head_id)}
+
+    # dashboard ----------------------------------------------------------------------------------
+    def dashboard_url(self, ctx: Context) -> str:
+        from raylab import procs
+        from raylab.state import pid_alive
+
+        rec = ctx.state.get("processes").get(TUNNEL)
+        if rec and pid_alive(int(rec["pid"])) and procs.port_in_use(int(rec["port"])):
+            return f"http://127.0.0.1:{rec['port']}"
+        plan = self.ssh_plan(ctx)
+        self.ensure_bastion_pinned(ctx, plan)
+        port = procs.free_port()
+        cmd = sshmod.ssh_command(plan, self.head_hop(ctx), forward=(port, "127.0.0.1", DASHBOARD_PORT))
+        p = procs.spawn(cmd, ctx.workdir / "logs" / "dashboard-tunnel.log")
+        ctx.state.record_process(TUNNEL, p.pid, cmd, port=port)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if p.poll() is not None:
+                ctx.state.forget_process(TUNNEL)
+                raise RaylabError(
+                    "the SSH tunnel to the dashboard exited",
+                    f"see {ctx.workdir / 'logs' / 'dashboard-tunnel.log'}",
+                )
+            if procs.port_in_use(port):
+                return f"http://127.0.0.1:{port}"
+            time.sleep(0.2)
+        procs.stop_group(p.pid)
+        ctx.state.forget_process(TUNNEL)
+        raise RaylabError(
+            "the SSH tunnel to the dashboard did not open in 30 s", "check the bastion and the head"
+        )
+
+    def stop_tunnel(self, ctx: Context) -> None:
+        from raylab.procs import stop_group
+
+        rec = ctx.state.get("processes").get(TUNNEL)
+        if rec:
+            stop_group(int(rec["pgid"]), timeout=5)
+            ctx.state.forget_process(TUNNEL)
+
+    # what is left ---------------------------------------------------------------------------------
+    def leftovers(self, ctx: Context) -> list[str]:
+        from raylab.state import pid_alive
+
+        left: list[str] = []
+        n = ctx.names
+        ec2 = self._client(ctx, "ec2")
+        for key, value in (("ray-cluster-name", n["cluster"]), ("raylab-lab", ctx.lab)):
+            r = ec2.describe_instances(
+                Filters=[
+                    {"Name": f"tag:{key}", "Values": [value]},
+                    {"Name": "instance-state-name", "Values": LIVE},
+                ]
+            )
+            left += [
+                f"instance {i['InstanceId']} ({i['State']['Name']}, tag {key}={value})"
+                for res in r["Reservations"]
+                for i in res["Instances"]
+            ]
+        left = sorted(set(left))
+        try:
+            st = self._client(ctx, "cloudformation").describe_stacks(StackName=n["stack"])["Stacks"][0]
+            if st["StackStatus"] != "DELETE_COMPLETE":
+                left.append(f"stack {n['stack']} ({st['StackStatus']})")
+        except Exception as e:
+            if "does not exist" not in str(e):
+                left.append(f"stack {n['stack']} (could not check: {e})")
+        iam = self._client(ctx, "iam")
+        for prof in (n["head_profile"], n["worker_profile"]):
+            with contextlib.suppress(iam.exceptions.NoSuchEntityException):
+                iam.get_instance_profile(InstanceProfileName=prof)
+                left.append(f"instance profile {prof}")
+        for role in (n["head_role"], n["worker_role"]):
+            with contextlib.suppress(iam.exceptions.NoSuchEntityException):
+                iam.get_role(RoleName=role)
+                left.append(f"role {role}")
+        with contextlib.suppress(Exception):
+            if ec2.describe_key_pairs(KeyNames=[n["key_pair"]])["KeyPairs"]:
+                left.append(f"key pair {n['key_pair']}")
+        for pname, p in ctx.state.get("processes").items():
+            if pname.startswith("aws-") and pid_alive(int(p["pid"])):
+                left.append(f"process {pname} (pid {p['pid']})")
+        return left

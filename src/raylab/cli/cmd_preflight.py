@@ -1,0 +1,76 @@
+"""`raylab preflight`: what the AWS target checks before anything is created."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from raylab.cli.options import JsonOpt, LabOpt, QuietOpt, ScenarioOpt, TargetOpt, WorkdirOpt, make_context
+from raylab.errors import RaylabError
+
+RegionOpt = Annotated[str | None, typer.Option("--region", help="AWS region (default: AWS_DEFAULT_REGION).")]
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", help="Check this cluster YAML instead of the lab's config + scenario."),
+]
+IpOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--operator-ip",
+        help="Your public IPv4 for the bastion's SSH rule (default: detected).",
+        envvar="RAYLAB_OPERATOR_IP",
+    ),
+]
+
+
+def preflight(
+    target: TargetOpt = "aws",
+    lab: LabOpt = None,
+    scenario: ScenarioOpt = "autoscale",
+    region: RegionOpt = None,
+    config: ConfigOpt = None,
+    operator_ip: IpOpt = None,
+    json_mode: JsonOpt = False,
+    quiet: QuietOpt = False,
+    workdir: WorkdirOpt = None,  # type: ignore[assignment]
+) -> None:
+    """Check credentials, region, AZs, vCPU quotas, the spot role, your public IP and the cost per hour
+    before anything is created. Creates nothing. Each failed check says how to fix it."""
+    ctx = make_context(target, lab, json_mode, False, scenario, workdir, quiet)
+    ctx.options.update(
+        {k: v for k, v in (("region", region), ("config", config), ("operator_ip", operator_ip)) if v}
+    )
+    if ctx.target_name != "aws":
+        checks = ctx.target.preflight(ctx)
+        facts: dict = {}
+    else:
+        from raylab.targets.aws import AwsTarget
+
+        findings = AwsTarget().run_preflight(ctx)  # read-only: nothing is written to .raylab/
+        checks, facts = findings.checks, findings.facts
+    for c in checks:
+        (ctx.ui.success if c.ok else ctx.ui.error)(
+            f"{c.name}: {c.detail}" + (f" ({c.hint})" if c.hint and not c.ok else "")
+        )
+    for line in facts.get("cost_lines", []):
+        ctx.ui.info(f"  {line}")
+    ok = all(c.ok for c in checks)
+    ctx.ui.result(
+        {
+            "ok": ok,
+            "target": ctx.target_name,
+            "lab": ctx.lab,
+            "checks": [c.as_dict() for c in checks],
+            "facts": facts,
+        }
+    )
+    if not ok:
+        bad = next(c for c in checks if not c.ok)
+        raise RaylabError(f"preflight: {bad.name}: {bad.detail}", bad.hint)
+    ctx.ui.success("preflight passed: nothing was created")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("preflight")(preflight)

@@ -1,0 +1,100 @@
+"""raylab's SSH command reaches a command on the "head" through the "bastion": two real OpenSSH
+servers on 127.0.0.1, the bastion's host key pinned first, no agent forwarding."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import re
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from raylab.procs import stop_group
+from raylab.targets.aws import ssh
+
+pytestmark = pytest.mark.aws
+
+
+def test_command_reaches_head_through_bastion(tmp_path: Path, sshd_factory) -> None:
+    user = getpass.getuser()
+    workdir = tmp_path / ".raylab"
+    key, pub = ssh.ensure_key(workdir / "ssh" / "raylab-t.pem", "raylab-t")
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert stat.S_IMODE(key.parent.stat().st_mode) == 0o700
+
+    bastion = sshd_factory("bastion", pub)
+    head = sshd_factory("head", pub, allow_forwarding=False)
+    plan = ssh.plan_for(workdir, "raylab-t", ssh.Hop(user, "127.0.0.1", bastion.port))
+    ssh.write_config(plan)
+    assert stat.S_IMODE(plan.config.stat().st_mode) == 0o600
+
+    # The bastion's key is pinned (and checked against what "the console" printed) before use.
+    expected = ssh.fingerprints(bastion.host_pub.read_text())
+    fps = ssh.pin_host_key(plan, "127.0.0.1", bastion.port, expected=expected)
+    assert set(fps) & set(expected)
+    assert ssh.pinned(plan, "127.0.0.1", bastion.port)
+    assert not ssh.pinned(plan, "127.0.0.1", head.port)
+
+    # An agent with the key loaded is running locally: the head must not see it.
+    agent_sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(
+        ["ssh-agent", "-D", "-a", str(agent_sock)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        for _ in range(100):
+            if agent_sock.exists():
+                break
+            subprocess.run(["sleep", "0.05"], check=True)
+        env = {**os.environ, "SSH_AUTH_SOCK": str(agent_sock), "HOME": str(tmp_path)}
+        subprocess.run(["ssh-add", str(key)], env=env, check=True, capture_output=True)
+
+        cmd = ssh.ssh_command(
+            plan,
+            ssh.Hop(user, "127.0.0.1", head.port),
+            "echo head-says $((6*7)) agent=${SSH_AUTH_SOCK:-none}",
+        )
+        assert ssh.forbidden_flags(cmd) == []
+        assert f"ProxyJump={user}@127.0.0.1:{bastion.port}" in cmd
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    finally:
+        stop_group(agent.pid, timeout=5)
+
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "head-says 42 agent=none"
+    # The bastion forwarded a TCP connection to the head's port: the hop really happened.
+    assert re.search(
+        rf"direct_tcpip: originator .* target 127\.0\.0\.1 port {head.port}\b", bastion.log_text()
+    ), bastion.log_text()[-2000:]
+    assert "Accepted publickey" in head.log_text()
+    # The head (first contact, through the pinned bastion) was recorded, not ignored.
+    assert ssh.pinned(plan, "127.0.0.1", head.port)
+
+
+def test_a_changed_bastion_key_is_refused(tmp_path: Path, sshd_factory) -> None:
+    user = getpass.getuser()
+    workdir = tmp_path / ".raylab"
+    _, pub = ssh.ensure_key(workdir / "ssh" / "raylab-t.pem", "raylab-t")
+    bastion = sshd_factory("bastion", pub)
+    head = sshd_factory("head", pub)
+    plan = ssh.plan_for(workdir, "raylab-t", ssh.Hop(user, "127.0.0.1", bastion.port))
+    ssh.write_config(plan)
+    # A console that printed other fingerprints: nothing is pinned, the run stops.
+    with pytest.raises(Exception, match="does not match its console"):
+        ssh.pin_host_key(plan, "127.0.0.1", bastion.port, expected=["SHA256:notTheBastionKey"])
+    assert not ssh.pinned(plan, "127.0.0.1", bastion.port)
+    # Unpinned bastion: StrictHostKeyChecking yes refuses the hop.
+    r = subprocess.run(
+        ssh.ssh_command(plan, ssh.Hop(user, "127.0.0.1", head.port), "true"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "HOME": str(tmp_path)},
+    )
+    assert r.returncode != 0
+    assert "Host key verification failed" in r.stderr

@@ -1,0 +1,188 @@
+"""The AWS preflight's pure decisions: what a config can launch, the quota fix, AZs, cost, the IP."""
+
+from __future__ import annotations
+
+import pytest
+
+from raylab.targets.aws import preflight as pf
+
+C16 = {"InstanceType": "c7i.4xlarge"}
+SPOT16 = {"InstanceType": "c7i.4xlarge", "InstanceMarketOptions": {"MarketType": "spot"}}
+VCPUS = {"c7i.4xlarge": 16, "m7i.large": 2, "g5.xlarge": 4}
+
+
+def cfg(od: int, spot: int, cap: int | None, head: dict | None = None) -> dict:
+    c = {
+        "head_node_type": "head",
+        "available_node_types": {
+            "head": {"node_config": head or C16},
+            "od": {"max_workers": od, "node_config": C16},
+            "sp": {"max_workers": spot, "node_config": SPOT16},
+        },
+    }
+    if cap is not None:
+        c["max_workers"] = cap
+    return c
+
+
+@pytest.mark.parametrize(
+    ("config", "quota", "ok", "detail", "hint_tail"),
+    [
+        (
+            cfg(30, 0, 30),
+            160,
+            False,
+            "max_workers 30 x 16 vCPU + head 16 = 496 > quota 160",
+            "to >= 496 or set max_workers <= 9",
+        ),
+        (
+            cfg(30, 0, 30),
+            496,
+            True,
+            "max_workers 30 x 16 vCPU + head 16 = 496 <= quota 496 (L-1216C47A)",
+            None,
+        ),
+        (cfg(30, 0, 4), 160, True, "max_workers 4 x 16 vCPU + head 16 = 80 <= quota 160 (L-1216C47A)", None),
+        (
+            cfg(30, 0, None),
+            32,
+            False,
+            "max_workers 30 x 16 vCPU + head 16 = 496 > quota 32",
+            "or set max_workers <= 1",
+        ),
+        (
+            cfg(30, 0, 30),
+            8,
+            False,
+            "max_workers 30 x 16 vCPU + head 16 = 496 > quota 8",
+            "or set max_workers <= 0",
+        ),
+    ],
+)
+def test_on_demand_quota(config: dict, quota: int, ok: bool, detail: str, hint_tail: str | None) -> None:
+    d = pf.quota_demands(pf.launch_shapes(config), VCPUS, pf.global_cap(config))[pf.ON_DEMAND_QUOTA]
+    c = pf.quota_check(d, quota)
+    assert (c.ok, c.detail) == (ok, detail)
+    if hint_tail:
+        assert c.hint.startswith("request an increase of Running On-Demand Standard")
+        assert c.hint.endswith(hint_tail)
+
+
+def test_each_market_at_its_own_worst_case() -> None:
+    # mixed: 30 on-demand or 28 spot under a global cap of 30: each quota must hold its own maximum
+    d = pf.quota_demands(pf.launch_shapes(cfg(30, 28, 30)), VCPUS, 30)
+    assert d[pf.ON_DEMAND_QUOTA].total == 30 * 16 + 16
+    assert d[pf.SPOT_QUOTA].total == 28 * 16  # the head is on-demand
+    c = pf.quota_check(d[pf.SPOT_QUOTA], 160)
+    assert c.detail == "max_workers 28 x 16 vCPU = 448 > quota 160"
+    assert c.hint.endswith("or set max_workers <= 10")
+
+
+def test_vcpus_already_in_use_count() -> None:
+    d = pf.quota_demands(pf.launch_shapes(cfg(4, 0, 4)), VCPUS, 4)[pf.ON_DEMAND_QUOTA]
+    c = pf.quota_check(d, 160, in_use=96)
+    assert not c.ok
+    assert c.detail == "max_workers 4 x 16 vCPU + head 16 + 96 in use = 176 > quota 160"
+    assert c.hint.endswith("set max_workers <= 3")
+
+
+def test_non_standard_families_are_not_silently_passed() -> None:
+    c = cfg(2, 0, 2)
+    c["available_node_types"]["gpu"] = {"max_workers": 2, "node_config": {"InstanceType": "g5.xlarge"}}
+    d = pf.quota_demands(pf.launch_shapes(c), VCPUS, 4)
+    assert set(d) == {pf.ON_DEMAND_QUOTA}  # g5 has its own quota: preflight reports it as unchecked
+
+
+@pytest.mark.parametrize(
+    ("offered", "wanted", "ok", "azs"),
+    [
+        (
+            {"c7i.4xlarge": {"us-west-2b", "us-west-2a", "us-west-2d"}},
+            ["c7i.4xlarge"],
+            True,
+            ["us-west-2a", "us-west-2b"],
+        ),
+        (
+            {"c7i.4xlarge": {"us-west-2a", "us-west-2b"}, "m7i.large": {"us-west-2b", "us-west-2c"}},
+            ["c7i.4xlarge", "m7i.large"],
+            False,
+            ["us-west-2b"],
+        ),
+        ({"c7i.4xlarge": set()}, ["c7i.4xlarge"], False, []),
+    ],
+)
+def test_azs(offered: dict, wanted: list, ok: bool, azs: list) -> None:
+    c, got = pf.az_check(offered, wanted, "us-west-2")
+    assert c.ok is ok
+    assert got[:2] == azs
+    if not ok:
+        assert c.hint
+
+
+def test_cost_full_scale_takes_the_dearest_mix() -> None:
+    prices = {("c7i.4xlarge", "on-demand"): 0.714, ("c7i.4xlarge", "spot"): 0.3}
+    shapes = pf.capped(pf.launch_shapes(cfg(30, 28, 30)), 30, lambda s: prices[(s.instance_type, s.market)])
+    total, lines = pf.cost_per_hour(shapes, lambda t, m: prices[(t, m)], fixed=0.045)
+    assert total == round(31 * 0.714 + 0.045, 2)
+    assert lines[0].startswith("head: 1 x c7i.4xlarge on-demand")
+    total, lines = pf.cost_per_hour(shapes, lambda t, m: None)
+    assert total is None and "price unknown" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("ip", "cidr", "error"),
+    [
+        ("52.95.110.1\n", "52.95.110.1/32", None),
+        ("10.1.2.3", None, "not a public address"),
+        ("127.0.0.1", None, "not a public address"),
+        ("2600:1f14::1", None, "IPv6"),
+        ("<html>", None, "not an IP address"),
+    ],
+)
+def test_operator_cidr(ip: str, cidr: str | None, error: str | None) -> None:
+    if error:
+        with pytest.raises(ValueError, match=error):
+            pf.operator_cidr(ip)
+    else:
+        assert pf.operator_cidr(ip) == cidr
+
+
+def test_missing_region_stops_before_any_call() -> None:
+    calls: list[str] = []
+
+    def client(service: str):  # pragma: no cover - must not be called
+        calls.append(service)
+        raise AssertionError("no AWS call without a region")
+
+    f = pf.run_checks(
+        cfg=cfg(1, 0, 1),
+        region=None,
+        client=client,
+        cluster_name="raylab-x",
+        ip_lookup=lambda: "52.95.110.1",
+        price=lambda t, m: 1.0,
+    )
+    assert [c.name for c in f.checks] == ["region"] and not f.ok
+    assert calls == []
+
+
+def test_ip_lookup_not_called_when_credentials_fail() -> None:
+    looked: list[int] = []
+
+    class Sts:
+        def get_caller_identity(self):
+            from botocore.exceptions import NoCredentialsError
+
+            raise NoCredentialsError()
+
+    f = pf.run_checks(
+        cfg=cfg(1, 0, 1),
+        region="us-west-2",
+        client=lambda s: Sts(),
+        cluster_name="raylab-x",
+        ip_lookup=lambda: looked.append(1) or "52.95.110.1",
+        price=lambda t, m: 1.0,
+    )
+    assert [(c.name, c.ok) for c in f.checks] == [("region", True), ("credentials", False)]
+    assert f.checks[-1].detail == "no AWS credentials found"
+    assert looked == []
