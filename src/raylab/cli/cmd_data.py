@@ -60,6 +60,7 @@ def sample(
     from raylab.datajob import sample as sample_mod
 
     ui = UI(json_mode=json_mode, quiet=quiet)
+    sample_mod.check_rows(rows)
     with ui.waiting(f"synthesizing {rows} clips with espeak-ng"):
         written = sample_mod.write_sample(out, rows, seed=seed, files=files)
     ui.success(f"{rows} clips in {len(written)} parquet file(s) under {out}")

@@ -175,13 +175,17 @@ def schema() -> Any:
     ])
 
 
+def check_rows(rows: int) -> None:
+    if rows < 1:
+        raise RaylabError(f"--rows {rows} is not a positive number", "use e.g. --rows 40")
+
+
 def write_sample(out: Path, rows: int, seed: int = 0, files: int = 2, row_group_rows: int = 5) -> list[Path]:
     """Write ``rows`` clips as ``files`` parquet files named 0.parquet, 1.parquet, ... under ``out``."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    if rows < 1:
-        raise RaylabError(f"--rows {rows} is not a positive number", "use e.g. --rows 40")
+    check_rows(rows)
     files = max(1, min(files, rows))
     out.mkdir(parents=True, exist_ok=True)
     plans = plan(rows, seed)
