@@ -1,0 +1,117 @@
+"""How the twin's EC2 decides a RunInstances call, as AWS does (pure functions, no moto here).
+
+- vCPU quotas: "Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances" (L-1216C47A) and
+  "All Standard (A, C, D, H, I, M, R, T, Z) Spot Instance Requests" (L-34B43A08), in vCPUs.
+  Running and pending instances count (the head too).
+- MinCount/MaxCount: AWS launches as many as fit up to MaxCount, and nothing (an error) when not
+  even MinCount fits. moto alone launches MinCount.
+- Injected InsufficientInstanceCapacity: per market / instance type / AZ, for a time window.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+ON_DEMAND_QUOTA = "L-1216C47A"
+SPOT_QUOTA = "L-34B43A08"
+DEFAULT_VCPU_QUOTA = 160
+STANDARD_FAMILIES = frozenset("acdhimrtz")
+COUNTED_STATES = frozenset({"pending", "running"})
+
+QUOTA_NAMES = {
+    ON_DEMAND_QUOTA: "Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances",
+    SPOT_QUOTA: "All Standard (A, C, D, H, I, M, R, T, Z) Spot Instance Requests",
+}
+QUOTA_ALIASES = {"on-demand": ON_DEMAND_QUOTA, "on_demand": ON_DEMAND_QUOTA, "ondemand": ON_DEMAND_QUOTA,
+                 "spot": SPOT_QUOTA, ON_DEMAND_QUOTA: ON_DEMAND_QUOTA, SPOT_QUOTA: SPOT_QUOTA}
+
+# AWS's own texts (RunInstances errors as returned by the EC2 API).
+VCPU_LIMIT_CODE = "VcpuLimitExceeded"
+VCPU_LIMIT_MESSAGE = (
+    "You have requested more vCPU capacity than your current vCPU limit of {limit} allows for the "
+    "instance bucket that the specified instance type belongs to. Please visit "
+    "http://aws.amazon.com/contact-us/ec2-request to request an adjustment to this limit."
+)
+# For spot requests over the spot vCPU quota AWS answers with this code instead.
+SPOT_LIMIT_CODE = "MaxSpotInstanceCountExceeded"
+SPOT_LIMIT_MESSAGE = "Max spot instance count exceeded"
+CAPACITY_CODE = "InsufficientInstanceCapacity"
+CAPACITY_MESSAGE_OD = (
+    "We currently do not have sufficient {itype} capacity in the Availability Zone you requested "
+    "({az}). Our system will be working on provisioning additional capacity. You can currently get "
+    "{itype} capacity by not specifying an Availability Zone in your request or choosing a different "
+    "Availability Zone."
+)
+CAPACITY_MESSAGE_SPOT = "There is no Spot capacity available that matches your request."
+
+
+def market_of(instance_market_options: Any) -> str:
+    """'spot' or 'on-demand' from RunInstances' InstanceMarketOptions(.MarketType)."""
+    if isinstance(instance_market_options, dict):
+        instance_market_options = instance_market_options.get("MarketType")
+    return "spot" if str(instance_market_options or "").lower() == "spot" else "on-demand"
+
+
+def quota_code_for(instance_type: str, market: str) -> str | None:
+    """Which vCPU quota an instance type counts against (None: a family raylab does not model)."""
+    family = instance_type.split(".", 1)[0]
+    if not family or family[0].lower() not in STANDARD_FAMILIES:
+        return None
+    return SPOT_QUOTA if market == "spot" else ON_DEMAND_QUOTA
+
+
+def vcpus_used(instances: list[dict[str, Any]], code: str) -> int:
+    """vCPUs counted against quota ``code``; each item: {type, market, state, vcpus}."""
+    return sum(
+        int(i["vcpus"]) for i in instances
+        if i["state"] in COUNTED_STATES and quota_code_for(i["type"], i["market"]) == code
+    )
+
+
+def launchable(min_count: int, max_count: int, vcpus_each: int, used: int, limit: int | None) -> int:
+    """How many instances AWS launches: as many as fit up to MaxCount; 0 if not even MinCount fits."""
+    max_count = max(max_count, min_count)
+    if limit is None or vcpus_each <= 0:
+        return max_count
+    fit = max(0, (limit - used) // vcpus_each)
+    n = min(max_count, fit)
+    return n if n >= min_count else 0
+
+
+def limit_error(code: str, limit: int) -> tuple[str, str]:
+    if code == SPOT_QUOTA:
+        return SPOT_LIMIT_CODE, SPOT_LIMIT_MESSAGE
+    return VCPU_LIMIT_CODE, VCPU_LIMIT_MESSAGE.format(limit=limit)
+
+
+@dataclass
+class CapacityFault:
+    """InsufficientInstanceCapacity for matching launches until ``until`` (epoch s; None = forever)."""
+
+    market: str = "*"  # spot | on-demand | *
+    instance_type: str = "*"
+    az: str = "*"
+    until: float | None = None
+    id: int = 0
+    created: float = field(default_factory=time.time)
+
+    def matches(self, market: str, instance_type: str, az: str, now: float) -> bool:
+        if self.until is not None and now >= self.until:
+            return False
+        return all(want in ("*", "", None, got) for want, got in
+                   ((self.market, market), (self.instance_type, instance_type), (self.az, az)))
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def capacity_error(market: str, instance_type: str, az: str) -> tuple[str, str]:
+    if market == "spot":
+        return CAPACITY_CODE, CAPACITY_MESSAGE_SPOT
+    return CAPACITY_CODE, CAPACITY_MESSAGE_OD.format(itype=instance_type, az=az)
+
+
+def active_faults(faults: list[CapacityFault], now: float) -> list[CapacityFault]:
+    return [f for f in faults if f.until is None or now < f.until]

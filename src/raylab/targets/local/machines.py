@@ -1,0 +1,336 @@
+"""The twin's "machines": every running EC2 instance of a registered Ray cluster is a real local Ray node.
+
+Runs inside the twin process. A reconcile loop compares moto's instances with the node processes:
+
+- an instance of a registered cluster (tag ``ray-cluster-name``, not ``ray-node-type=head``) that is
+  ``running`` and has no node -> queue a boot: ``ray start --address=<gcs> --block`` in its own
+  session with ``RAY_CLOUD_INSTANCE_ID`` / ``RAY_NODE_TYPE_NAME``, its own short temp root, dynamic
+  ports, and resources from the cluster's node type (instance vCPUs / scale);
+- a node whose instance left ``running`` (terminated by the autoscaler, by an outside
+  TerminateInstances, stopped, reclaimed) -> stop its process group (SIGTERM, then SIGKILL);
+- a node process that died by itself -> terminate its instance, so the cloud and Ray agree.
+
+Boots are asynchronous and bounded (``max_concurrent_boots``, default 1 on 2 cores); stops run on
+their own threads, so no EC2 call ever waits for a Ray process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from raylab.procs import stop_group
+from raylab.state import pid_alive
+
+log = logging.getLogger("raylab.twin.machines")
+
+TAG_CLUSTER = "ray-cluster-name"
+TAG_KIND = "ray-node-type"  # Ray's TAG_RAY_NODE_KIND: head | worker | unmanaged
+TAG_TYPE = "ray-user-node-type"
+# Variables a node must not inherit from the twin's (or the head monitor's) environment.
+_DROP_ENV = ("RAY_CLOUD_INSTANCE_ID", "RAY_NODE_TYPE_NAME", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+             "AWS_SESSION_TOKEN", "RAY_ADDRESS")
+RAYLET_READY_TIMEOUT_S = 90.0
+
+
+@dataclass
+class Machine:
+    instance_id: str
+    cluster: str
+    node_type: str
+    instance_type: str
+    market: str
+    state: str = "queued"  # queued -> booting -> running -> stopping -> stopped | exited | failed
+    pid: int | None = None
+    temp_dir: str = ""
+    log: str = ""
+    queued_at: float = field(default_factory=time.time)
+    started_at: float | None = None
+    ready_at: float | None = None
+    ended_at: float | None = None
+    exit_code: int | None = None
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "proc"}
+
+
+@dataclass
+class ClusterReg:
+    """What the target registers for one cluster (PUT /raylab/clusters/<name>)."""
+
+    name: str
+    gcs_address: str
+    temp_root: str
+    node_types: dict[str, dict[str, Any]]  # node type -> {"resources": {...}}
+    object_store_memory: int = 200 * 1024**2
+
+    @classmethod
+    def from_dict(cls, name: str, d: dict[str, Any]) -> ClusterReg:
+        return cls(name=name, gcs_address=str(d["gcs_address"]), temp_root=str(d["temp_root"]),
+                   node_types=dict(d.get("node_types", {})),
+                   object_store_memory=int(d.get("object_store_memory", 200 * 1024**2)))
+
+
+def node_command(ray_bin: str, reg: ClusterReg, node_type: str, temp_dir: str) -> list[str]:
+    """The `ray start` line for a worker node of ``node_type`` (pure: tested without Ray)."""
+    res = dict(reg.node_types.get(node_type, {}).get("resources", {}))
+    cpus = int(res.pop("CPU", 1))
+    gpus = int(res.pop("GPU", 0))
+    memory = res.pop("memory", None)
+    res.pop("object_store_memory", None)
+    cmd = [ray_bin, "start", f"--address={reg.gcs_address}", "--block", "--node-ip-address=127.0.0.1",
+           f"--num-cpus={cpus}", f"--temp-dir={temp_dir}", f"--object-store-memory={reg.object_store_memory}",
+           "--dashboard-agent-listen-port=0", "--min-worker-port=0", "--max-worker-port=0",
+           "--disable-usage-stats"]
+    if gpus:
+        cmd.append(f"--num-gpus={gpus}")
+    if memory:
+        cmd.append(f"--memory={int(memory)}")
+    if res:
+        import json
+
+        cmd.append(f"--resources={json.dumps(res, sort_keys=True)}")
+    return cmd
+
+
+def node_env(base: dict[str, str], instance_id: str, node_type: str) -> dict[str, str]:
+    env = {k: v for k, v in base.items() if k not in _DROP_ENV}
+    env.update({
+        "RAY_CLOUD_INSTANCE_ID": instance_id,
+        "RAY_NODE_TYPE_NAME": node_type,
+        # v2 has drained the node already when it terminates the instance
+        "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "2",
+        "RAY_AUTH_MODE": base.get("RAY_AUTH_MODE", "disabled"),
+        "RAY_USAGE_STATS_ENABLED": "0",
+    })
+    return env
+
+
+class Machines:
+    """Instance -> local Ray node manager. ``snapshot`` returns moto's instances as plain dicts."""
+
+    def __init__(self, snapshot: Callable[[], list[dict[str, Any]]],
+                 terminate: Callable[[str, str], None], event: Callable[..., None], log_dir: Path) -> None:
+        self._snapshot = snapshot
+        self._terminate = terminate
+        self._event = event
+        self.log_dir = log_dir
+        self.lock = threading.RLock()
+        self.machines: dict[str, Machine] = {}
+        self.clusters: dict[str, ClusterReg] = {}
+        self.boot_delay_s = 0.0
+        self.max_concurrent_boots = 1
+        self.boot_failure_types: set[str] = set()
+        self._queue: queue.Queue[str] = queue.Queue()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.ray_bin = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
+
+    # --- lifecycle ---------------------------------------------------------------------
+    def start(self) -> None:
+        t = threading.Thread(target=self._reconcile_loop, name="machines-reconcile", daemon=True)
+        t.start()
+        self._threads.append(t)
+        for i in range(4):  # boot workers; the slot semaphore bounds concurrency
+            b = threading.Thread(target=self._boot_loop, name=f"machines-boot-{i}", daemon=True)
+            b.start()
+            self._threads.append(b)
+        self._active_boots = 0
+
+    def shutdown(self) -> None:
+        """Stop every node process (the twin is going away)."""
+        self._stop.set()
+        with self.lock:
+            ms = [m for m in self.machines.values() if m.pid]
+        threads = [threading.Thread(target=stop_group, args=(m.pid, 5.0)) for m in ms]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=20)
+
+    # --- registration --------------------------------------------------------------------
+    def register(self, name: str, d: dict[str, Any]) -> ClusterReg:
+        reg = ClusterReg.from_dict(name, d)
+        with self.lock:
+            self.clusters[name] = reg
+        return reg
+
+    def unregister(self, name: str) -> None:
+        with self.lock:
+            self.clusters.pop(name, None)
+
+    def persist(self) -> None:
+        """machines.json: every node process by pid, so raylab can stop them even if the twin dies."""
+        import json
+
+        with self.lock:
+            data = {m.instance_id: {"pid": m.pid, "pgid": m.pid, "state": m.state, "cluster": m.cluster}
+                    for m in self.machines.values() if m.pid}
+        tmp = self.log_dir.parent / "machines.json.tmp"
+        with contextlib.suppress(OSError):
+            tmp.write_text(json.dumps(data, indent=1))
+            os.replace(tmp, self.log_dir.parent / "machines.json")
+
+    def listing(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return [m.as_dict() for m in self.machines.values()]
+
+    # --- reconcile -------------------------------------------------------------------------
+    def _reconcile_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.reconcile_once()
+            except Exception:  # noqa: BLE001 - keep the loop alive; moto may mutate mid-iteration
+                log.exception("machines reconcile failed")
+            self._stop.wait(0.5)
+
+    def reconcile_once(self) -> None:
+        instances = {i["id"]: i for i in self._snapshot()}
+        with self.lock:
+            for iid, inst in instances.items():
+                tags = inst["tags"]
+                cluster = tags.get(TAG_CLUSTER)
+                if not cluster or cluster not in self.clusters or tags.get(TAG_KIND) == "head":
+                    continue
+                m = self.machines.get(iid)
+                # a stopped node whose instance runs again (stop/start) boots again; an exited or
+                # failed one does not (its instance is being terminated, or Ray never starts there)
+                if inst["state"] == "running" and (m is None or m.state == "stopped"):
+                    self._queue_boot(inst, cluster)
+            for iid, m in list(self.machines.items()):
+                inst = instances.get(iid)
+                gone = inst is None or inst["state"] != "running"
+                if m.state in ("queued", "booting", "running") and gone:
+                    why = inst["state"] if inst else "gone"
+                    self._begin_stop(m, f"instance {why}")
+                elif m.state in ("booting", "running") and m.proc is not None and m.proc.poll() is not None:
+                    m.exit_code = m.proc.returncode
+                    m.state = "exited"
+                    m.ended_at = time.time()
+                    self._event("node_exit", instance_id=iid, node_type=m.node_type, exit_code=m.exit_code)
+                    threading.Thread(target=self._terminate, args=(iid, "Ray node process exited"),
+                                     daemon=True).start()
+
+    def _queue_boot(self, inst: dict[str, Any], cluster: str) -> None:
+        m = Machine(instance_id=inst["id"], cluster=cluster, node_type=inst["tags"].get(TAG_TYPE, ""),
+                    instance_type=inst["type"], market=inst["market"])
+        self.machines[m.instance_id] = m
+        self._queue.put(m.instance_id)
+
+    def _begin_stop(self, m: Machine, reason: str) -> None:
+        prev = m.state
+        m.state = "stopping"
+        self._event("node_stop", instance_id=m.instance_id, node_type=m.node_type, reason=reason, was=prev)
+
+        def run() -> None:
+            if m.pid:
+                stop_group(m.pid, timeout=5.0)
+                if m.proc is not None:
+                    with contextlib.suppress(Exception):
+                        m.proc.wait(timeout=1)
+            with self.lock:
+                m.state = "stopped"
+                m.ended_at = time.time()
+            self.persist()
+
+        threading.Thread(target=run, name=f"stop-{m.instance_id}", daemon=True).start()
+
+    # --- boots ---------------------------------------------------------------------------------
+    def _boot_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                iid = self._queue.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            with self.lock:
+                m = self.machines.get(iid)
+                if m is None or m.state != "queued":
+                    continue
+                delay = m.queued_at + self.boot_delay_s - time.time()
+            if delay > 0:
+                self._stop.wait(delay)
+            self._acquire_slot()
+            try:
+                self._boot(iid)
+            except Exception as e:  # noqa: BLE001 - a failed boot is an event, not a crash
+                log.exception("boot of %s failed", iid)
+                with self.lock:
+                    m = self.machines.get(iid)
+                    if m is not None:
+                        m.state = "failed"
+                        m.ended_at = time.time()
+                self._event("node_boot_failed", instance_id=iid, error=str(e))
+            finally:
+                self._release_slot()
+
+    def _acquire_slot(self) -> None:
+        while not self._stop.is_set():
+            with self.lock:
+                if self._active_boots < max(1, self.max_concurrent_boots):
+                    self._active_boots += 1
+                    return
+            time.sleep(0.2)
+
+    def _release_slot(self) -> None:
+        with self.lock:
+            self._active_boots = max(0, self._active_boots - 1)
+
+    def _boot(self, iid: str) -> None:
+        with self.lock:
+            m = self.machines.get(iid)
+            if m is None or m.state != "queued":
+                return
+            reg = self.clusters.get(m.cluster)
+            if reg is None:
+                m.state = "failed"
+                return
+            if m.node_type in self.boot_failure_types:
+                m.state = "failed"
+                m.ended_at = time.time()
+                self._event("node_boot_failed", instance_id=iid, node_type=m.node_type,
+                            error="injected boot failure: Ray never starts on this instance")
+                return
+            m.state = "booting"
+            m.temp_dir = f"{reg.temp_root}/{iid[-8:]}"
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            m.log = str(self.log_dir / f"node-{iid}.log")
+            cmd = node_command(self.ray_bin, reg, m.node_type, m.temp_dir)
+            env = node_env(dict(os.environ), iid, m.node_type)
+            Path(m.temp_dir).mkdir(parents=True, exist_ok=True)
+            out = open(m.log, "ab")  # noqa: SIM115 - the child owns it
+            try:
+                m.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                          env=env, start_new_session=True)
+            finally:
+                out.close()
+            m.pid = m.proc.pid
+            m.started_at = time.time()
+        self.persist()
+        self._event("node_boot", instance_id=iid, node_type=m.node_type, pid=m.pid)
+        # Hold the boot slot until the raylet is up (its socket exists) or the node gave up.
+        deadline = time.monotonic() + RAYLET_READY_TIMEOUT_S
+        sock = Path(m.temp_dir) / "session_latest" / "sockets" / "raylet"
+        while time.monotonic() < deadline and not self._stop.is_set():
+            if m.state != "booting" or not pid_alive(m.pid):
+                return
+            if sock.exists():
+                with self.lock:
+                    if m.state == "booting":
+                        m.state = "running"
+                        m.ready_at = time.time()
+                self._event("node_running", instance_id=iid, node_type=m.node_type,
+                            boot_s=round(time.time() - (m.started_at or time.time()), 2))
+                return
+            time.sleep(0.2)

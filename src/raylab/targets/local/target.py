@@ -1,0 +1,370 @@
+"""LocalTarget: the lab's "AWS" is raylab's twin on 127.0.0.1; Ray runs for real on this machine.
+
+State it owns in ``.raylab/state.json``:
+- ``twin``: {pid, port, endpoint_url, log, state_dir, region}
+- ``cluster``: {cluster_name, config_path, gcs_address, dashboard_url, head_instance_id, head_pid,
+  temp_dir, temp_root, ports, scenario, scale, head_ready_s}
+- ``processes``: ``twin`` and ``ray-head`` (pid = process group); worker node processes are the
+  twin's (listed in ``.raylab/twin/machines.json`` so they can be stopped even if the twin died).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from raylab.errors import RaylabError
+from raylab.procs import free_port, port_in_use, spawn, stop_group
+from raylab.stages.base import Check
+from raylab.state import pid_alive
+
+if TYPE_CHECKING:
+    from raylab.context import Context
+    from raylab.targets.local.control import TwinClient
+
+REGION = "us-west-2"
+FAKE_KEYS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}  # moto's own test keys
+TWIN_READY_TIMEOUT_S = 60.0
+_AWS_ENV_DROP = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ACCESS_KEY_ID",
+                 "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_DEFAULT_PROFILE")
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def is_ours(pid: int | None, needle: str) -> bool:
+    """Alive and still the program we started (a recycled PID is not ours to stop)."""
+    return bool(pid) and pid_alive(int(pid)) and needle in cmdline(int(pid))
+
+
+def machine_pids(state_dir: Path) -> dict[str, dict[str, Any]]:
+    try:
+        return json.loads((state_dir / "machines.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+class LocalTarget:
+    name = "local"
+
+    # --- helpers ---------------------------------------------------------------------------------
+    def twin(self, ctx: Context) -> TwinClient:
+        """Client of the running twin's control API (RaylabError if it is not running)."""
+        from raylab.targets.local.control import TwinClient
+
+        tw = ctx.state.get("twin")
+        if not tw.get("endpoint_url"):
+            raise RaylabError("the local twin is not running", "run `raylab up` first")
+        return TwinClient(tw["endpoint_url"])
+
+    def _twin_alive(self, ctx: Context) -> bool:
+        tw = ctx.state.get("twin")
+        return is_ours(tw.get("pid"), "raylab.targets.local.twin")
+
+    def _twin_state_dir(self, ctx: Context) -> Path:
+        return ctx.workdir / "twin"
+
+    # --- contract ----------------------------------------------------------------------------------
+    def preflight(self, ctx: Context) -> list[Check]:
+        checks = [self._converge_stale(ctx)]
+        tf = shutil.which("terraform")
+        if tf is None:
+            ctx.ui.warning("terraform is not on PATH: stage 2 (identity) will fail until it is installed")
+        checks.append(Check("terraform", True, tf or "not found on PATH (warning: stage 2 needs it)"))
+        port = self._wanted_port(ctx)
+        if port and not self._twin_alive(ctx) and port_in_use(port):
+            checks.append(Check("twin port", False, f"127.0.0.1:{port} is already in use",
+                                "free it or pick another port with RAYLAB_TWIN_PORT (unset: a free port)"))
+        else:
+            checks.append(Check("twin port", True, f"127.0.0.1:{port}" if port else "a free port is picked"))
+        return checks
+
+    def _wanted_port(self, ctx: Context) -> int | None:
+        p = ctx.options.get("twin_port") or os.environ.get("RAYLAB_TWIN_PORT")
+        return int(p) if p else None
+
+    def _converge_stale(self, ctx: Context) -> Check:
+        """A killed run left .raylab/: forget dead PIDs; if the twin died, its cloud died with it."""
+        procs = ctx.state.get("processes")
+        fixed: list[str] = []
+        for name, rec in list(procs.items()):
+            if not pid_alive(int(rec.get("pid", 0))):
+                ctx.state.forget_process(name)
+                fixed.append(f"{name} (pid {rec.get('pid')}) is gone")
+        tw = ctx.state.get("twin")
+        if tw and not self._twin_alive(ctx):
+            # the twin's moto state is lost: a live head or node of that run talks to nothing
+            head = ctx.state.get("cluster").get("head_pid")
+            if is_ours(head, "ray"):
+                stop_group(int(head))
+                fixed.append(f"stopped the orphaned Ray head (pid {head})")
+            for iid, rec in machine_pids(self._twin_state_dir(ctx)).items():
+                if is_ours(rec.get("pid"), "ray"):
+                    stop_group(int(rec["pid"]))
+                    fixed.append(f"stopped the orphaned node of {iid}")
+            self._cleanup_temp(ctx.state.get("cluster"))
+            ctx.state.drop("cluster")
+            ctx.state.drop("twin")
+            for name in ("twin", "ray-head"):
+                ctx.state.forget_process(name)
+            fixed.append("the previous twin is gone (its EC2/IAM/CloudFormation state with it): "
+                         "stages re-create what they need")
+        if fixed:
+            for f in fixed:
+                ctx.ui.warning(f"stale .raylab/ from an earlier run: {f}")
+            return Check("stale state", True, "converged: " + "; ".join(fixed))
+        return Check("stale state", True, "none")
+
+    def start(self, ctx: Context) -> None:
+        if self._twin_alive(ctx) and self.twin(ctx).alive():
+            ctx.ui.noop(f"twin already running at {ctx.state.get('twin')['endpoint_url']}")
+            return
+        self._converge_stale(ctx)
+        port = self._wanted_port(ctx) or free_port()
+        state_dir = self._twin_state_dir(ctx)
+        log = ctx.workdir / "logs" / "twin.log"
+        cmd = [sys.executable, "-m", "raylab.targets.local.twin", "--port", str(port),
+               "--state-dir", str(state_dir)]
+        for opt, flag in (("quota_on_demand", "--quota-on-demand"), ("quota_spot", "--quota-spot"),
+                          ("boot_delay", "--boot-delay")):
+            if ctx.options.get(opt) is not None:
+                cmd += [flag, str(ctx.options[opt])]
+        from raylab.targets.local.head import loopback_env
+
+        env = {k: v for k, v in os.environ.items() if k not in _AWS_ENV_DROP}
+        env.update(loopback_env(env))
+        env["AWS_EC2_METADATA_DISABLED"] = "true"
+        ctx.state.ensure_dir()
+        proc = spawn(cmd, log, env=env)
+        endpoint = f"http://127.0.0.1:{port}"
+        ctx.state.record_process("twin", proc.pid, cmd, port=port)
+        ctx.state.put("twin", {"pid": proc.pid, "port": port, "endpoint_url": endpoint, "log": str(log),
+                               "state_dir": str(state_dir), "region": REGION, "started": time.time()})
+        with ctx.ui.waiting(f"starting the local AWS twin on {endpoint}"):
+            deadline = time.monotonic() + TWIN_READY_TIMEOUT_S
+            while time.monotonic() < deadline:
+                if proc.poll() is not None:
+                    tail = log.read_text(errors="replace").strip().splitlines()[-3:] if log.exists() else []
+                    ctx.state.drop("twin")
+                    ctx.state.forget_process("twin")
+                    why = " | ".join(tail) or str(proc.returncode)
+                    raise RaylabError(f"the local twin exited at start: {why}",
+                                      f"see {log}")
+                if self.twin(ctx).alive():
+                    ctx.ui.success(f"local AWS twin on {endpoint} (pid {proc.pid})")
+                    return
+                time.sleep(0.3)
+        raise RaylabError(f"the local twin did not answer within {TWIN_READY_TIMEOUT_S:.0f}s", f"see {log}")
+
+    def aws_env(self, ctx: Context) -> dict[str, str]:
+        tw = ctx.state.get("twin")
+        if not tw.get("endpoint_url"):
+            raise RaylabError("the local twin is not running, so there is no local AWS endpoint",
+                              "run `raylab up` (it starts the twin)")
+        return {"AWS_DEFAULT_REGION": tw.get("region", REGION), "AWS_REGION": tw.get("region", REGION),
+                "AWS_ENDPOINT_URL": tw["endpoint_url"], "AWS_EC2_METADATA_DISABLED": "true", **FAKE_KEYS}
+
+    # --- cluster ------------------------------------------------------------------------------------
+    def cluster_up(self, ctx: Context, config_path: Path) -> dict[str, Any]:
+        import yaml
+
+        from raylab.aws.session import client
+        from raylab.cluster.status import head_is_running
+        from raylab.targets.local import head as H
+
+        cfg = yaml.safe_load(Path(config_path).read_text())
+        cluster = cfg["cluster_name"]
+        cur = ctx.state.get("cluster")
+        if cur.get("gcs_address") and is_ours(cur.get("head_pid"), "ray") and \
+                head_is_running(cur["gcs_address"], cur.get("head_instance_id", "")):
+            if Path(cur.get("config_path", "")) != Path(config_path):
+                ctx.ui.warning("the running head keeps its config; "
+                               "`raylab down` then `raylab up` to change it")
+            ctx.ui.noop(f"Ray head already running for {cluster} at {cur['gcs_address']}")
+            return cur
+        if cur.get("head_pid"):  # a dead or half-started head from before: clean it first
+            self.cluster_down(ctx)
+        ec2 = client(ctx, "ec2")
+        iid = H.find_head_instance(ec2, cluster)
+        if iid is None:
+            resp = ec2.run_instances(**H.head_run_args(cfg, ctx.lab))
+            iid = resp["Instances"][0]["InstanceId"]
+            itype = cfg["available_node_types"][cfg["head_node_type"]]["node_config"]["InstanceType"]
+            ctx.ui.success(f"head instance {iid} ({itype}) running on the twin")
+        temp_root = tempfile.mkdtemp(prefix="rl-", dir="/tmp")
+        temp_dir = f"{temp_root}/h"
+        ports = H.head_ports()
+        gcs = f"127.0.0.1:{ports['gcs']}"
+        node_types = {n: {"resources": nt.get("resources", {})}
+                      for n, nt in cfg["available_node_types"].items()}
+        self.twin(ctx).register_cluster({"name": cluster, "gcs_address": gcs, "temp_root": temp_root,
+                                         "node_types": node_types,
+                                         "object_store_memory": H.WORKER_OBJECT_STORE_BYTES})
+        cmd = H.head_command(cfg, Path(config_path).resolve(), temp_dir, ports)
+        env = H.head_env(self.aws_env(ctx), iid, cfg["head_node_type"])
+        log = ctx.workdir / "logs" / "ray-head.log"
+        proc = spawn(cmd, log, env=env)
+        ctx.state.record_process("ray-head", proc.pid, cmd, temp_dir=temp_dir)
+        info = {"cluster_name": cluster, "config_path": str(Path(config_path).resolve()), "gcs_address": gcs,
+                "dashboard_url": f"http://127.0.0.1:{ports['dashboard']}", "head_instance_id": iid,
+                "head_pid": proc.pid, "temp_root": temp_root, "temp_dir": temp_dir, "ports": ports,
+                "scenario": ctx.scenario, "log": str(log), "started": time.time()}
+        ctx.state.put("cluster", {**ctx.state.get("cluster"), **info})
+        with ctx.ui.waiting(f"starting the Ray head (autoscaler v2) at {gcs}"):
+            waited = H.wait_head_ready(gcs, iid, proc.pid)
+        ctx.state.update("cluster", head_ready_s=round(waited, 2))
+        ctx.ui.success(f"Ray head running at {gcs} in {waited:.1f}s; dashboard {info['dashboard_url']}")
+        return ctx.state.get("cluster")
+
+    def cluster_down(self, ctx: Context) -> None:
+        cur = ctx.state.get("cluster")
+        if not cur:
+            ctx.ui.noop("no local Ray cluster recorded")
+            return
+        cluster = cur.get("cluster_name", ctx.names["cluster"])
+        head = cur.get("head_pid")
+        if is_ours(head, "ray"):
+            with ctx.ui.waiting(f"stopping the Ray head (pid {head})"):
+                stop_group(int(head), timeout=15)
+        ctx.state.forget_process("ray-head")
+        if self._twin_alive(ctx):
+            from raylab.aws.session import client
+            from raylab.cluster.status import ec2_instances
+
+            ec2 = client(ctx, "ec2")
+            live = [i["id"] for i in ec2_instances(ec2, cluster)
+                    if i["state"] not in ("terminated", "shutting-down")]
+            if live:
+                ec2.terminate_instances(InstanceIds=live)
+                ctx.ui.success(f"terminated {len(live)} instance(s) of {cluster}")
+            with ctx.ui.waiting("waiting for the worker nodes' processes to stop"):
+                self._wait_nodes_gone(ctx, cluster, timeout=60)
+            with contextlib.suppress(RaylabError):
+                self.twin(ctx).unregister_cluster(cluster)
+        self._cleanup_temp(cur)
+        ctx.state.drop("cluster")
+
+    def _wait_nodes_gone(self, ctx: Context, cluster: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ms = [m for m in self.twin(ctx).machines() if m["cluster"] == cluster]
+            if all(m["state"] in ("stopped", "exited", "failed") and not (m["pid"] and pid_alive(m["pid"]))
+                   for m in ms):
+                return
+            time.sleep(0.5)
+        raise RaylabError(f"worker nodes of {cluster} still running after {timeout:.0f}s",
+                          "re-run `raylab down`")
+
+    @staticmethod
+    def _cleanup_temp(cur: dict[str, Any]) -> None:
+        root = cur.get("temp_root")
+        if root and Path(root).name.startswith("rl-") and str(root).startswith("/tmp/"):
+            shutil.rmtree(root, ignore_errors=True)
+
+    def cluster_status(self, ctx: Context) -> dict[str, Any]:
+        from raylab.aws.session import client
+        from raylab.cluster.status import agreement, ec2_instances, ray_status
+
+        cur = ctx.state.get("cluster")
+        if not cur.get("gcs_address"):
+            raise RaylabError("no local Ray cluster is running", "run `raylab up` (or `raylab stage 3`)")
+        ray = ray_status(cur["gcs_address"])
+        instances = ec2_instances(client(ctx, "ec2"), cur["cluster_name"])
+        return {**ray, "cluster_name": cur["cluster_name"], "gcs_address": cur["gcs_address"],
+                "instances": instances, "agreement": agreement(ray, instances, cur.get("head_instance_id")),
+                "launch_failures": launch_failures(self.twin(ctx).events())}
+
+    def dashboard_url(self, ctx: Context) -> str:
+        url = ctx.state.get("cluster").get("dashboard_url")
+        if not url:
+            raise RaylabError("no local Ray cluster is running", "run `raylab up`")
+        return str(url)
+
+    # --- stop / leftovers -------------------------------------------------------------------------
+    def stop(self, ctx: Context) -> None:
+        if ctx.state.get("cluster"):
+            self.cluster_down(ctx)
+        tw = ctx.state.get("twin")
+        state_dir = Path(tw.get("state_dir") or self._twin_state_dir(ctx))
+        if self._twin_alive(ctx):
+            with ctx.ui.waiting(f"stopping the local twin (pid {tw['pid']})"):
+                with contextlib.suppress(RaylabError):
+                    self.twin(ctx).shutdown()
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline and pid_alive(int(tw["pid"])):
+                    time.sleep(0.2)
+                stop_group(int(tw["pid"]), timeout=5)
+        for iid, rec in machine_pids(state_dir).items():
+            if is_ours(rec.get("pid"), "ray"):
+                stop_group(int(rec["pid"]), timeout=5)
+                ctx.ui.warning(f"stopped a left-over node process of {iid}")
+        for name, rec in ctx.state.get("processes").items():
+            if name in ("twin", "ray-head") and is_ours(rec.get("pid"), "ray"):
+                stop_group(int(rec["pid"]))
+            if not pid_alive(int(rec.get("pid", 0))):
+                ctx.state.forget_process(name)
+        ctx.state.drop("twin")
+        ctx.ui.success("local target stopped (twin, Ray head and nodes)")
+
+    def leftovers(self, ctx: Context) -> list[str]:
+        left: list[str] = []
+        for name, rec in ctx.state.get("processes").items():
+            if pid_alive(int(rec.get("pid", 0))):
+                left.append(f"process {name} (pid {rec['pid']})")
+        tw = ctx.state.get("twin")
+        state_dir = Path(tw.get("state_dir") or self._twin_state_dir(ctx))
+        for iid, rec in machine_pids(state_dir).items():
+            if is_ours(rec.get("pid"), "ray"):
+                left.append(f"process ray node of {iid} (pid {rec['pid']})")
+        if self._twin_alive(ctx):
+            left += self._cloud_leftovers(ctx)
+        return left
+
+    def _cloud_leftovers(self, ctx: Context) -> list[str]:
+        from raylab.aws.session import client
+
+        left: list[str] = []
+        n = ctx.names
+        for inst in self.twin(ctx).instances():
+            tags = inst["tags"]
+            if inst["state"] != "terminated" and (tags.get("raylab-lab") == ctx.lab
+                                                  or tags.get("ray-cluster-name") == n["cluster"]):
+                left.append(f"instance {inst['id']} ({inst['state']})")
+        with contextlib.suppress(Exception):
+            cf = client(ctx, "cloudformation")
+            for s in cf.describe_stacks(StackName=n["stack"]).get("Stacks", []):
+                if s.get("StackStatus") != "DELETE_COMPLETE":
+                    left.append(f"stack {n['stack']} ({s.get('StackStatus')})")
+        iam = client(ctx, "iam")
+        for prof in (n["head_profile"], n["worker_profile"]):
+            with contextlib.suppress(Exception):
+                iam.get_instance_profile(InstanceProfileName=prof)
+                left.append(f"instance profile {prof}")
+        return left
+
+
+def launch_failures(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Launch errors from the twin's events, grouped by AWS code, instance type and market (pure)."""
+    groups: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for e in events:
+        if e.get("kind") not in ("quota_error", "capacity_error"):
+            continue
+        key = (e.get("code", ""), e.get("instance_type", ""), e.get("market", ""))
+        g = groups.setdefault(key, {"code": key[0], "instance_type": key[1], "market": key[2], "count": 0,
+                                    "first_t": e["t"], "last_t": e["t"], "quota_code": e.get("quota_code"),
+                                    "limit": e.get("limit")})
+        g["count"] += 1
+        g["last_t"] = e["t"]
+        g["limit"] = e.get("limit", g["limit"])
+    return sorted(groups.values(), key=lambda g: g["first_t"])
