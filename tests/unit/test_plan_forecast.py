@@ -103,3 +103,13 @@ def test_partial_fill_launches_what_fits() -> None:
                        boot_seconds=30.0))
     assert fc.rounds[0].launched == {"ray.worker.ondemand": 3}
     assert fc.peak_workers == 3
+
+
+def test_serialized_boots_slow_the_scale_up() -> None:
+    # the local twin boots one node at a time; AWS boots them in parallel
+    w = Workload(96, 1, 60.0)
+    parallel = simulate(plan(upscaling_speed=10.0, workload=w, boot_seconds=20.0))
+    serial = simulate(plan(upscaling_speed=10.0, workload=w, boot_seconds=20.0, max_concurrent_boots=1))
+    assert parallel.peak_workers == serial.peak_workers == 6
+    assert parallel.makespan_s is not None and serial.makespan_s is not None
+    assert serial.makespan_s > parallel.makespan_s

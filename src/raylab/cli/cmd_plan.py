@@ -77,6 +77,8 @@ def plan(
     trainees: Annotated[str, _opt("--trainees", "Trainees each running this (cost x K).")] = "1",
     compare: CompareOpt = None,
     scale: Annotated[str, _opt("--scale", "Ray CPUs per node = vCPUs / SCALE (local target's scale).")] = "1",
+    boots: Annotated[str, _opt("--max-concurrent-boots",
+                               "Nodes booting at once ('none': all, as on AWS; local twin: 1).")] = "none",
     png: Annotated[Path | None, _opt("--png", "Also write a chart of workers over time (PNG).")] = None,
     target: TargetOpt = "local",
     json_mode: JsonOpt = False,
@@ -112,6 +114,8 @@ def plan(
         quota_spot=_num(quota_spot, "--quota-spot", integer=True, allow_none=True),
         boot_seconds=_num(boot_seconds, "--boot-seconds"),
         scale=_num(scale, "--scale", integer=True, positive=True),
+        max_concurrent_boots=_num(boots, "--max-concurrent-boots", integer=True, allow_none=True,
+                                  positive=True),
     )
     from raylab.plan import cost as costmod
     from raylab.plan import render

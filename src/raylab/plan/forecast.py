@@ -81,6 +81,7 @@ class PlanInput:
     quota_ondemand: int | None = 160  # vCPUs, head included; None = no quota
     quota_spot: int | None = None
     boot_seconds: float = 120.0
+    max_concurrent_boots: int | None = None  # None: every instance boots in parallel (AWS); 1: local twin
     horizon_s: float = 6 * 3600.0  # stop simulating after this long past the job start
 
     def quota(self, market: str) -> int | None:
@@ -233,12 +234,26 @@ class SimCloud:
         self._errors: list[Any] = []
         self._seq = 0
         self.calls: list[tuple[float, str, int, int, int]] = []  # (t, type, requested, launched, failed)
+        self._boot_slots: list[float] = []  # when each boot slot is free again (max_concurrent_boots)
+
+    def _ready_at(self, boot: float) -> float:
+        now = self.clock.now
+        limit = self.plan.max_concurrent_boots
+        if not limit or boot <= 0:
+            return now + boot
+        if len(self._boot_slots) < limit:
+            self._boot_slots.append(now + boot)
+            return now + boot
+        i = min(range(len(self._boot_slots)), key=self._boot_slots.__getitem__)
+        start = max(now, self._boot_slots[i])
+        self._boot_slots[i] = start + boot
+        return start + boot
 
     def _new(self, spec: NodeTypeSpec, kind: str, boot: float) -> _Inst:
         self._seq += 1
         now = self.clock.now
         inst = _Inst(cid=f"i-{self._seq:017x}", spec=spec, kind=kind, launched_at=now,
-                     node_id=self._seq.to_bytes(28, "big"), ready_at=now + boot)
+                     node_id=self._seq.to_bytes(28, "big"), ready_at=self._ready_at(boot))
         self.instances[inst.cid] = inst
         return inst
 
