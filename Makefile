@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.raylab-installed
 
-.PHONY: setup sysdeps lab test lint bench clean
+.PHONY: setup sysdeps checkov lab test lint bench clean
 
 setup: $(STAMP)
 
@@ -27,10 +27,22 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[test,data]'
 	touch $@
 
+# checkov (the IaC gate, tests/unit/test_iac_gates.py) lives in its own virtualenv: installed next to
+# raylab it downgrades boto3/botocore and ships a clashing `hcl2` module. Run offline with --skip-download.
+CHECKOV_VENV := .venv-checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
+checkov: $(CHECKOV_STAMP)
+
+$(CHECKOV_STAMP):
+	$(PY) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install -q --upgrade pip >/dev/null
+	$(CHECKOV_VENV)/bin/pip install -q 'checkov==3.3.30'
+	touch $@
+
 lab: sysdeps setup
 	$(BIN)/raylab lab --yes
 
-test: sysdeps setup
+test: sysdeps setup checkov
 	$(BIN)/ruff check src tests workloads bench
 	$(BIN)/pytest -q
 
@@ -38,4 +50,4 @@ bench: setup
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) .raylab .pytest_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) .raylab .pytest_cache
