@@ -53,6 +53,7 @@ app = typer.Typer(
 _COMMANDS = (
     "raylab.cli.cmd_stages",
     "raylab.cli.cmd_lab",
+    "raylab.cli.cmd_status",
     "raylab.cli.cmd_plan",
     "raylab.cli.cmd_data",
     "raylab.cli.cmd_stress",

@@ -1,0 +1,65 @@
+"""`raylab status`: Ray's own view of the cluster next to EC2's, and the launch errors AWS returned."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import typer
+
+from raylab.cli.options import JsonOpt, LabOpt, QuietOpt, TargetOpt, WorkdirOpt, make_context
+
+
+def status_view(st: dict[str, Any]) -> dict[str, Any]:
+    """The `--json` object: ray_nodes, instances, launch failures, agreement (pure)."""
+    nodes = [{"type": n["type"], "state": n["state"], "group": n["group"], "instance_id": n["instance_id"],
+              "ip": n["ip"], "resources": n["resources"]} for n in st.get("ray_nodes", [])]
+    instances = [{"id": i["id"], "type": i["type"], "state": i["state"], "market": i["market"],
+                  "node_type": i.get("node_type", ""), "kind": i.get("kind", "")}
+                 for i in st.get("instances", [])]
+    return {"cluster_name": st.get("cluster_name"), "gcs_address": st.get("gcs_address"),
+            "ray_nodes": nodes, "instances": instances,
+            "pending_launches": st.get("pending_launches", []),
+            "failed_launches": st.get("failed_launches", []),
+            "launch_failures": st.get("launch_failures", []),
+            "demand": st.get("demand", []), "agreement": st.get("agreement", {})}
+
+
+def status(
+    target: TargetOpt = "local",
+    lab: LabOpt = None,
+    json_mode: JsonOpt = False,
+    quiet: QuietOpt = False,
+    workdir: WorkdirOpt = None,  # type: ignore[assignment]
+) -> None:
+    """Show the cluster as Ray sees it (autoscaler v2 status) and as EC2 sees it (instances by the
+    ray-cluster-name tag), plus launch failures with AWS's reason (e.g. VcpuLimitExceeded)."""
+    ctx = make_context(target, lab, json_mode, False, "autoscale", workdir, quiet)
+    view = status_view(ctx.target.cluster_status(ctx))
+    if ctx.ui.json_mode:
+        ctx.ui.result(view)
+        return
+    ctx.ui.table(f"Ray nodes ({view['cluster_name']}, GCS {view['gcs_address']})",
+                 ["type", "state", "instance", "ip", "CPU"],
+                 [[n["type"], n["state"], n["instance_id"], n["ip"], int(n["resources"].get("CPU", 0))]
+                  for n in view["ray_nodes"]])
+    ctx.ui.table("EC2 instances (tag ray-cluster-name)", ["id", "type", "state", "market", "node type"],
+                 [[i["id"], i["type"], i["state"], i["market"], i["node_type"] or i["kind"]]
+                  for i in view["instances"]])
+    for p in view["pending_launches"]:
+        ctx.ui.info(f"pending launch: {p['count']} x {p['type']} ({p['state']})")
+    for f in view["launch_failures"]:
+        ago = time.time() - f["last_t"]
+        limit = f" (quota {f['limit']} vCPUs)" if f.get("limit") else ""
+        ctx.ui.warning(f"launch failed {f['count']}x: {f['code']}{limit} for {f['instance_type']} "
+                       f"{f['market']}, last {ago:.0f}s ago")
+    a = view["agreement"]
+    if a.get("ok"):
+        ctx.ui.success(f"Ray and EC2 agree: {len(a['running'])} running instance(s)")
+    else:
+        ctx.ui.warning(f"Ray and EC2 differ (booting or stopping nodes?): Ray only {a.get('ray_only')}, "
+                       f"EC2 only {a.get('ec2_only')}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("status")(status)
