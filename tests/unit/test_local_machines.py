@@ -1,0 +1,83 @@
+"""Pure parts of the local target: node command lines, status agreement, launch failure grouping."""
+
+from __future__ import annotations
+
+from raylab.cluster.status import agreement
+from raylab.targets.local.head import head_run_args, loopback_env
+from raylab.targets.local.machines import ClusterReg, node_command, node_env
+from raylab.targets.local.target import launch_failures
+
+
+def reg() -> ClusterReg:
+    return ClusterReg(name="raylab-t", gcs_address="127.0.0.1:6380", temp_root="/tmp/rl-x",
+                      node_types={"ray.worker.ondemand": {"resources": {"CPU": 4, "memory": 8 * 1024**3}}})
+
+
+def test_node_command_is_loopback_with_its_own_temp_dir_and_dynamic_ports() -> None:
+    cmd = node_command("ray", reg(), "ray.worker.ondemand", "/tmp/rl-x/abcd1234")
+    assert "--address=127.0.0.1:6380" in cmd and "--block" in cmd
+    assert "--node-ip-address=127.0.0.1" in cmd
+    assert "--num-cpus=4" in cmd and f"--memory={8 * 1024**3}" in cmd
+    assert "--temp-dir=/tmp/rl-x/abcd1234" in cmd
+    assert "--min-worker-port=0" in cmd and "--dashboard-agent-listen-port=0" in cmd
+
+
+def test_node_env_drops_inherited_identity_and_keys() -> None:
+    base = {"RAY_CLOUD_INSTANCE_ID": "i-head", "RAY_NODE_TYPE_NAME": "ray.head.default",
+            "AWS_SECRET_ACCESS_KEY": "x", "PATH": "/bin"}
+    env = node_env(base, "i-w1", "ray.worker.spot")
+    assert env["RAY_CLOUD_INSTANCE_ID"] == "i-w1" and env["RAY_NODE_TYPE_NAME"] == "ray.worker.spot"
+    assert "AWS_SECRET_ACCESS_KEY" not in env and env["PATH"] == "/bin"
+    assert float(env["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"]) <= 5
+
+
+def test_loopback_env_puts_the_override_first() -> None:
+    env = loopback_env({"PYTHONPATH": "/a"})
+    assert env["PYTHONPATH"].endswith(":/a") and env["RAYLAB_LOOPBACK_ONLY"] == "1"
+    assert env["RAY_AUTH_MODE"] == "disabled"
+
+
+def test_head_run_args_carry_the_heads_node_config_and_rays_tags() -> None:
+    cfg = {"cluster_name": "raylab-t", "head_node_type": "h",
+           "available_node_types": {"h": {"node_config": {
+               "InstanceType": "c7i.4xlarge", "SubnetIds": ["subnet-a", "subnet-b"],
+               "SecurityGroupIds": ["sg"],
+               "IamInstanceProfile": {"Arn": "arn:p"}, "MetadataOptions": {"HttpTokens": "required"},
+               "TagSpecifications": [{"ResourceType": "instance",
+                                      "Tags": [{"Key": "raylab-lab", "Value": "t"}]}]}}}}
+    args = head_run_args(cfg, "t")
+    assert args["SubnetId"] == "subnet-a" and "SubnetIds" not in args
+    assert args["MinCount"] == args["MaxCount"] == 1
+    assert args["MetadataOptions"]["HttpTokens"] == "required"
+    tags = {t["Key"]: t["Value"] for t in args["TagSpecifications"][0]["Tags"]}
+    assert tags["ray-cluster-name"] == "raylab-t" and tags["ray-node-type"] == "head"
+    assert tags["raylab-lab"] == "t"
+
+
+def _node(iid: str, group: str = "idle") -> dict:
+    return {"instance_id": iid, "group": group}
+
+
+def test_agreement() -> None:
+    ray = {"ray_nodes": [_node("i-h"), _node("i-1", "active"), _node("req-x", "pending")]}
+    inst = [{"id": "i-h", "state": "running"}, {"id": "i-1", "state": "running"},
+            {"id": "i-2", "state": "terminated"}]
+    assert agreement(ray, inst, "i-h")["ok"]
+    inst.append({"id": "i-3", "state": "running"})  # booting: EC2 has it, Ray not yet
+    a = agreement(ray, inst, "i-h")
+    assert not a["ok"] and a["ec2_only"] == ["i-3"]
+    assert not agreement(ray, inst[:1], "i-h")["ok"]  # Ray has i-1, EC2 does not run it
+
+
+def test_launch_failures_grouped_by_aws_code() -> None:
+    ev = [{"kind": "launch", "t": 1.0},
+          {"kind": "quota_error", "t": 2.0, "code": "VcpuLimitExceeded", "instance_type": "c7i.4xlarge",
+           "market": "on-demand", "limit": 64, "quota_code": "L-1216C47A"},
+          {"kind": "quota_error", "t": 3.0, "code": "VcpuLimitExceeded", "instance_type": "c7i.4xlarge",
+           "market": "on-demand", "limit": 64, "quota_code": "L-1216C47A"},
+          {"kind": "capacity_error", "t": 4.0, "code": "InsufficientInstanceCapacity",
+           "instance_type": "c7i.4xlarge", "market": "spot"}]
+    lf = launch_failures(ev)
+    assert [(f["code"], f["count"]) for f in lf] == [("VcpuLimitExceeded", 2),
+                                                     ("InsufficientInstanceCapacity", 1)]
+    assert lf[0]["limit"] == 64 and lf[0]["last_t"] == 3.0
