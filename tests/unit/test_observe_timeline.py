@@ -112,3 +112,19 @@ def test_writer_and_reader_round_trip_and_survive_a_torn_line(tmp_path: Path) ->
     meta, samples = tl.read(tmp_path / "t.jsonl")
     assert meta == {"tasks": 8, "started": 1000.0, "quota_vcpus": 64}
     assert [s["t"] for s in samples] == [0, 2, 4]
+
+
+def test_reserved_vcpus_counts_head_and_bastion_not_our_workers() -> None:
+    inst = [
+        {"type": "c7i.4xlarge", "state": "running", "market": "on-demand", "cluster": "raylab-x",
+         "kind": "head"},
+        {"type": "t3.micro", "state": "running", "market": "on-demand", "cluster": None, "kind": None},
+        {"type": "c7i.4xlarge", "state": "running", "market": "on-demand", "cluster": "raylab-x",
+         "kind": "worker"},
+        {"type": "c7i.4xlarge", "state": "running", "market": "spot", "cluster": None, "kind": None},
+        {"type": "c7i.4xlarge", "state": "terminated", "market": "on-demand", "cluster": None, "kind": None},
+    ]
+    vc = {"c7i.4xlarge": 16, "t3.micro": 2}.get
+    assert tl.reserved_vcpus(inst, "raylab-x", "on-demand", vc) == 18
+    # with the bastion the plan's 160 vCPU leave room for 8 workers, not 9
+    assert tl.usable_workers(30, 160, 18, 16) == 8

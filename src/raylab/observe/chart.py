@@ -46,13 +46,13 @@ def draw(path: Path, meta: dict[str, Any], samples: list[dict[str, Any]], title:
 
     s = series(samples)
     cap = tl.usable_workers(int(meta.get("max_workers", 0)), meta.get("quota_vcpus"),
-                            int(meta.get("head_vcpus", 0)), int(meta.get("worker_vcpus", 1)))
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(11, 7), sharex=True, gridspec_kw={"height_ratios": [1, 1]})
+                            tl.reserved_of(meta), int(meta.get("worker_vcpus", 1)))
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(13, 7), sharex=True, gridspec_kw={"height_ratios": [1, 1]})
     ax1.plot(s["t"], s["pending"], label="tasks pending (queued)", color="tab:orange", lw=2)
     ax1.plot(s["t"], s["running"], label="tasks running", color="tab:blue", lw=2)
     ax1.plot(s["t"], s["finished"], label="tasks finished", color="tab:green", lw=1, ls="--")
     ax1.set_ylabel("tasks")
-    ax1.legend(loc="upper right", fontsize=8)
+    ax1.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, borderaxespad=0)
     ax1.grid(alpha=0.3)
 
     ax2.step(s["t"], s["workers"], where="post", label="Ray worker nodes up", color="tab:blue", lw=2)
@@ -60,7 +60,8 @@ def draw(path: Path, meta: dict[str, Any], samples: list[dict[str, Any]], title:
              color="tab:purple", lw=1, ls="--")
     if meta.get("quota_vcpus") is not None:
         ax2.axhline(cap, color="tab:red", ls=":", lw=1.5,
-                    label=f"quota wall: {meta['quota_vcpus']} vCPU = head + {cap} workers")
+                    label=f"quota wall: {meta['quota_vcpus']} vCPU = {tl.reserved_of(meta)} in use before "
+                          f"(head, bastion) + {cap} workers")
     top = max([cap, *s["workers"], *s["instances"], 1]) + 1.5
     ev = event_points(meta, samples)
     for kind, (label, marker, colour) in MARKERS.items():
@@ -73,7 +74,7 @@ def draw(path: Path, meta: dict[str, Any], samples: list[dict[str, Any]], title:
     ax2.set_ylim(0, top + 0.5)
     ax2.set_ylabel("nodes")
     ax2.set_xlabel("seconds since the job was submitted")
-    ax2.legend(loc="upper right", fontsize=8)
+    ax2.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, borderaxespad=0)
     ax2.grid(alpha=0.3)
 
     n = meta.get("tasks", "?")

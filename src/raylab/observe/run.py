@@ -19,17 +19,6 @@ if TYPE_CHECKING:
     from raylab.context import Context
 
 SAMPLE_EVERY_S = 2.0
-# vCPUs of the instance types the lab's configs use (EC2 documentation); others fall back to
-# the node's Ray CPUs x the lab scale.
-VCPUS = {
-    "c7i.large": 2, "c7i.xlarge": 4, "c7i.2xlarge": 8, "c7i.4xlarge": 16, "c7i.8xlarge": 32,
-    "c6i.large": 2, "c6i.xlarge": 4, "c6i.2xlarge": 8, "c6i.4xlarge": 16,
-    "m7i.large": 2, "m7i.xlarge": 4, "m7i.2xlarge": 8, "m7i.4xlarge": 16,
-    "m5.large": 2, "m5.xlarge": 4, "m5.2xlarge": 8, "t3.micro": 2, "t3.small": 2, "t3.medium": 2,
-    "t3.large": 2, "t3.xlarge": 4,
-}
-
-
 @dataclass(frozen=True)
 class Limits:
     head_type: str
@@ -47,10 +36,21 @@ class Limits:
         return dict(self.__dict__)
 
 
+def vcpus_of(itype: str) -> int | None:
+    """vCPUs of an instance type from raylab's offline table (None if not in it)."""
+    try:
+        from raylab.cluster.instance_types import lookup
+    except ImportError:
+        return None
+    it = lookup(itype)
+    return it.vcpus if it else None
+
+
 def _vcpus(node: dict[str, Any], scale: int) -> int:
     itype = str(node.get("node_config", {}).get("InstanceType", ""))
-    if itype in VCPUS:
-        return VCPUS[itype]
+    known = vcpus_of(itype)
+    if known:
+        return known
     cpu = node.get("resources", {}).get("CPU")
     if cpu is None:
         raise RaylabError(f"instance type {itype!r} has no known vCPU count and the node type sets no CPU",
@@ -77,7 +77,8 @@ def limits_from_config(cfg: dict[str, Any], scale: int) -> Limits:
     market = "spot" if (wnode.get("node_config", {}).get("InstanceMarketOptions") or {}).get(
         "MarketType", "").lower() == "spot" else "on-demand"
     return Limits(
-        head_type=head, worker_type=wtype, head_vcpus=_vcpus(types[head], scale), worker_vcpus=worker_vcpus,
+        head_type=head, worker_type=wtype, head_vcpus=_vcpus(types[head], scale),
+        worker_vcpus=worker_vcpus,
         cpus_per_worker=int(cpus) if cpus is not None else max(1, worker_vcpus // max(scale, 1)),
         min_workers=sum(int(n.get("min_workers", 0)) for _, n in workers),
         max_workers=min(global_max, type_max) if type_max else global_max,
@@ -119,6 +120,20 @@ def fetch_quota(ctx: Context, market: str) -> int | None:
 def default_workload(scale: int) -> tuple[int, float]:
     """The plan's 480 x 300 s at a lab scale (see workloads/stress.py)."""
     return math.ceil(480 / scale), (300.0 if scale == 1 else 30.0)
+
+
+def reserved_vcpus(ctx: Context, cluster_name: str, market: str, head_vcpus: int) -> int:
+    """vCPUs of the quota already taken before any worker: the head and every other running
+    instance of the same market in the account (the bastion counts too). At least the head."""
+    try:
+        from raylab.aws.session import client
+
+        pages = client(ctx, "ec2").get_paginator("describe_instances").paginate(
+            Filters=[{"Name": "instance-state-name", "Values": ["pending", "running"]}])
+        inst = sources.flatten_instances([r for p in pages for r in p.get("Reservations", [])])
+    except Exception:
+        return head_vcpus
+    return max(head_vcpus, tl.reserved_vcpus(inst, cluster_name, market, vcpus_of))
 
 
 class Sampler:
@@ -189,19 +204,22 @@ def run_stress(ctx: Context, *, tasks: int, duration: float, scale: int, out_dir
     cfg = load_config(cluster["config_path"])
     lim = limits_from_config(cfg, scale)
     quota = fetch_quota(ctx, lim.market)
+    reserved = reserved_vcpus(ctx, cluster["cluster_name"], lim.market, lim.head_vcpus)
     dashboard = ctx.target.dashboard_url(ctx)
     started = time.time()
-    meta = {**lim.as_meta(), "tasks": tasks, "duration_s": duration, "scale": scale, "quota_vcpus": quota,
+    meta = {**lim.as_meta(), "reserved_vcpus": reserved, "tasks": tasks, "duration_s": duration,
+            "scale": scale, "quota_vcpus": quota,
             "target": ctx.target_name, "started": started, "cluster_name": cluster["cluster_name"]}
     out_dir.mkdir(parents=True, exist_ok=True)
     writer = tl.TimelineWriter(out_dir / "timeline.jsonl", meta)
     ideal = tl.ideal_makespan(tasks, duration, lim.cpus_per_worker, lim.max_workers, quota,
-                              lim.head_vcpus, lim.worker_vcpus)
+                              reserved, lim.worker_vcpus)
     limit_s = max_wait_s or max(300.0, 4 * (ideal or duration * tasks) + 240)
     sampler = Sampler(ctx, cluster, started, tasks, lim.head_type)
     ctx.ui.info(f"submitting {tasks} tasks x 1 CPU x {duration:g} s to {dashboard} "
                 f"(workers: {lim.worker_type}, {lim.cpus_per_worker} CPUs each, max {lim.max_workers}; "
-                f"quota {quota if quota is not None else 'unknown'} vCPU)")
+                f"quota {quota if quota is not None else 'unknown'} vCPU, {reserved} of it already in use "
+                f"by the head and other instances)")
     job = StressJob.submit(dashboard, ctx.root / "workloads", tasks, duration, scale)
     samples: list[dict[str, Any]] = []
     down_deadline: float | None = None

@@ -89,6 +89,20 @@ def ideal_makespan(tasks: int, duration_s: float, cpus_per_worker: int, max_work
     return math.ceil(tasks / slots) * duration_s
 
 
+def reserved_vcpus(instances: Iterable[dict[str, Any]], cluster_name: str, market: str,
+                   vcpus_of: Any) -> int:
+    """vCPUs counted against the workers' quota that are not this cluster's workers (pure):
+    pending/running instances of the same market, head and bastion included."""
+    total = 0
+    for i in instances:
+        if i.get("state") not in ("pending", "running") or i.get("market") != market:
+            continue
+        if i.get("cluster") == cluster_name and i.get("kind") != "head":
+            continue  # a worker of this cluster (left from before): part of what we measure
+        total += int(vcpus_of(i.get("type") or "") or 0)
+    return total
+
+
 def demand_exceeds_quota(tasks: int, cpus_per_worker: int, max_workers: int, quota_vcpus: int | None,
                          head_vcpus: int, worker_vcpus: int) -> bool:
     """True when the workers the tasks ask for (up to max_workers) do not fit under the quota."""
@@ -170,6 +184,10 @@ def idle_removal_line(removal: dict[str, Any] | None, idle_timeout_minutes: floa
             f"(idle_timeout {idle_timeout_minutes:g} min, down to {min_workers} workers)")
 
 
+def reserved_of(meta: dict[str, Any]) -> int:
+    return int(meta.get("reserved_vcpus") or meta.get("head_vcpus") or 0)
+
+
 def summarize(meta: dict[str, Any], samples: Sequence[dict[str, Any]],
               job: dict[str, Any] | None) -> dict[str, Any]:
     """The `raylab stress --json` numbers from a timeline and the job's own summary."""
@@ -180,10 +198,10 @@ def summarize(meta: dict[str, Any], samples: Sequence[dict[str, Any]],
     failed = int(job.get("tasks_failed", total - completed if job else last_tasks.get("failed", 0)))
     ideal = ideal_makespan(total, float(meta.get("duration_s", 0)), int(meta.get("cpus_per_worker", 1)),
                            int(meta.get("max_workers", 0)), meta.get("quota_vcpus"),
-                           int(meta.get("head_vcpus", 0)), int(meta.get("worker_vcpus", 1)))
+                           reserved_of(meta), int(meta.get("worker_vcpus", 1)))
     makespan = job.get("makespan_s")
     cap = usable_workers(int(meta.get("max_workers", 0)), meta.get("quota_vcpus"),
-                         int(meta.get("head_vcpus", 0)), int(meta.get("worker_vcpus", 1)))
+                         reserved_of(meta), int(meta.get("worker_vcpus", 1)))
     return {
         "tasks_total": total,
         "tasks_completed": completed,
@@ -196,13 +214,14 @@ def summarize(meta: dict[str, Any], samples: Sequence[dict[str, Any]],
         "ideal_makespan_s": ideal,
         "makespan_ratio": round(makespan / ideal, 2) if makespan and ideal else None,
         "quota_vcpus": meta.get("quota_vcpus"),
+        "reserved_vcpus": reserved_of(meta),
         "quota_errors": count_events(samples, "quota_error"),
         "capacity_errors": count_events(samples, "capacity_error"),
         "launches": count_events(samples, "launch"),
         "terminations": count_events(samples, "termination"),
         "demand_exceeds_quota": demand_exceeds_quota(
             total, int(meta.get("cpus_per_worker", 1)), int(meta.get("max_workers", 0)),
-            meta.get("quota_vcpus"), int(meta.get("head_vcpus", 0)), int(meta.get("worker_vcpus", 1))),
+            meta.get("quota_vcpus"), reserved_of(meta), int(meta.get("worker_vcpus", 1))),
         "nodes_used": job.get("nodes_used"),
         "min_workers": meta.get("min_workers"),
         "max_workers": meta.get("max_workers"),

@@ -44,6 +44,7 @@ def checks_for(s: dict[str, Any]) -> list[Check]:
                      "no worker joined: check the monitor log and `raylab status`"))
     out.append(Check("peak workers within the quota", peak <= cap,
                      f"peak {peak} <= {cap} workers allowed by quota {s['quota_vcpus']} vCPU "
+                     f"({s.get('reserved_vcpus', '?')} taken by head/bastion) "
                      f"and max_workers {s['max_workers']}",
                      "more workers than the quota allows: the quota is not enforced"))
     if s.get("demand_exceeds_quota"):
