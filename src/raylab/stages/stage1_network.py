@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -258,6 +259,9 @@ class NetworkStage:
         }
 
     def verify(self, ctx: Context) -> list[Check]:
+        return [c if not c.ok else replace(c, hint=None) for c in self._verify(ctx)]
+
+    def _verify(self, ctx: Context) -> list[Check]:
         from raylab.aws.cfn import describe, outputs_of, params_of
         from raylab.aws.session import client
 
