@@ -1,0 +1,413 @@
+"""Stage 5, scaling: turn the autoscaler's knobs on the running cluster and measure the effect.
+
+apply: edit the cluster YAML (upscaling_speed, idle_timeout_minutes, min/max workers) keeping its
+comments (``raylab.cluster.edit.set_scaling``), re-render it and re-apply it to the running cluster
+(local: the autoscaling config the v2 monitor re-reads every loop; aws: ``ray up`` again through
+the target), on the local target optionally move the twin's vCPU quota (an approved increase);
+then run a second stress job, watch the idle workers go, and compare with stage 4's run.
+
+The YAML edited is a working copy under ``.raylab/config/`` (copied from ``configs/`` with its
+comments) so a lab run never dirties the repository; ``raylab scale --config FILE`` edits another.
+Keys the scenario overlay sets (per-type min/max, the global cap) are edited in the overlay's copy,
+the others in the base file, so the rendered result is what was asked.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from raylab.errors import RaylabError
+from raylab.stages.base import Check
+
+if TYPE_CHECKING:
+    from raylab.context import Context
+
+LOCAL_DEFAULTS = {"idle_timeout_minutes": 0.5, "quota_step_vcpus": 64}  # plan's 5 min / time scale 10
+AWS_DEFAULTS = {"idle_timeout_minutes": 1.0, "upscaling_speed": 2.0}
+ON_DEMAND_QUOTA, SPOT_QUOTA = "L-1216C47A", "L-34B43A08"
+
+
+@dataclass(frozen=True)
+class Scaling:
+    upscaling_speed: float | None = None
+    idle_timeout_minutes: float | None = None
+    min_workers: int | None = None
+    max_workers: int | None = None
+    quota: int | None = None
+    node_type: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+def check_scaling(s: Scaling, target: str) -> None:
+    """Refuse bad values before anything changes (pure). RaylabError exits 2 with one line."""
+    if s.upscaling_speed is not None and (not math.isfinite(s.upscaling_speed) or s.upscaling_speed < 0):
+        raise RaylabError(
+            f"--upscaling-speed must be a number >= 0, got {s.upscaling_speed:g}",
+            "e.g. --upscaling-speed 1 (the default) or 10 to jump",
+        )
+    if s.idle_timeout_minutes is not None and (
+        not math.isfinite(s.idle_timeout_minutes) or s.idle_timeout_minutes < 0
+    ):
+        raise RaylabError(
+            f"--idle-timeout must be minutes >= 0, got {s.idle_timeout_minutes:g}",
+            "fractions are allowed: 0.5 = 30 s",
+        )
+    for name, v in (("--min-workers", s.min_workers), ("--max-workers", s.max_workers)):
+        if v is not None and v < 0:
+            raise RaylabError(f"{name} must be >= 0, got {v}", "a count of worker nodes")
+    if s.min_workers is not None and s.max_workers is not None and s.min_workers > s.max_workers:
+        raise RaylabError(
+            f"--min-workers {s.min_workers} is above --max-workers {s.max_workers}",
+            "min_workers must be <= max_workers",
+        )
+    if s.quota is not None:
+        if target != "local":
+            raise RaylabError(
+                "--quota works only on the local target (it sets the twin's vCPU quota)",
+                "on AWS ask for a quota increase in the Service Quotas console (L-1216C47A)",
+            )
+        if s.quota < 1:
+            raise RaylabError(
+                f"--quota must be a positive number of vCPUs, got {s.quota}", "e.g. --quota 224"
+            )
+    if all(
+        v is None for v in (s.upscaling_speed, s.idle_timeout_minutes, s.min_workers, s.max_workers, s.quota)
+    ):
+        raise RaylabError(
+            "nothing to change",
+            "pass --upscaling-speed, --idle-timeout, --min-workers, --max-workers or (local) --quota",
+        )
+
+
+def effective_min_max(s: Scaling, cur_min: int, cur_max: int) -> tuple[int, int]:
+    """min/max workers after the edit, checked together (pure)."""
+    mn = s.min_workers if s.min_workers is not None else cur_min
+    mx = s.max_workers if s.max_workers is not None else cur_max
+    if mn > mx:
+        raise RaylabError(
+            f"min_workers {mn} would be above max_workers {mx}",
+            "raise --max-workers too, or lower --min-workers",
+        )
+    return mn, mx
+
+
+def edit_plan(s: Scaling, worker_type: str, overlay: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Which set_scaling calls go to which file: {"base"|"overlay": {kwargs}} (pure).
+
+    A key the scenario overlay sets must be edited there (the overlay wins when rendering)."""
+    plan: dict[str, dict[str, Any]] = {"base": {}, "overlay": {}}
+    for key in ("upscaling_speed", "idle_timeout_minutes"):
+        v = getattr(s, key)
+        if v is not None:
+            plan["overlay" if key in overlay else "base"][key] = v
+    if s.max_workers is not None:
+        plan["overlay" if "max_workers" in overlay else "base"]["max_workers"] = s.max_workers
+    typed = {
+        k: v for k, v in (("min_workers", s.min_workers), ("max_workers", s.max_workers)) if v is not None
+    }
+    if typed:
+        in_overlay = worker_type in (overlay.get("available_node_types") or {})
+        plan["overlay_type" if in_overlay else "base_type"] = {**typed, "node_type": worker_type}
+    return {k: v for k, v in plan.items() if v}
+
+
+def compare(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
+    """Peak workers and makespan of two stress runs, side by side (pure)."""
+    out: dict[str, Any] = {}
+    for key in (
+        "peak_workers",
+        "makespan_s",
+        "ideal_makespan_s",
+        "quota_errors",
+        "quota_vcpus",
+        "upscaling_speed",
+        "tasks_total",
+        "task_duration_s",
+    ):
+        a, b = first.get(key), second.get(key)
+        out[key] = {
+            "before": a,
+            "after": b,
+            "change": round(b - a, 2) if isinstance(a, int | float) and isinstance(b, int | float) else None,
+        }
+    return out
+
+
+def compare_lines(c: dict[str, Any]) -> list[str]:
+    lines = []
+    for key, label in (
+        ("peak_workers", "peak workers"),
+        ("makespan_s", "makespan (s)"),
+        ("quota_errors", "quota errors"),
+        ("quota_vcpus", "quota (vCPU)"),
+        ("upscaling_speed", "upscaling_speed"),
+    ):
+        v = c.get(key, {})
+        ch = v.get("change")
+        sign = "" if ch is None else f" ({'+' if ch >= 0 else ''}{ch:g})"
+        lines.append(f"{label:16} {v.get('before')!s:>8} -> {v.get('after')!s:<8}{sign}")
+    return lines
+
+
+def removal_checks(
+    removal: dict[str, Any] | None, idle_timeout_minutes: float, min_workers: int, sample_s: float = 2.0
+) -> list[Check]:
+    """Idle workers removed after (not before) the idle timeout, down to min_workers (pure)."""
+    timeout_s = idle_timeout_minutes * 60
+    if removal is None:
+        return [Check("workers went idle", False, "the run never finished all its tasks", None)]
+    if removal["workers_when_idle"] <= min_workers:
+        return [
+            Check(
+                "idle workers removed",
+                False,
+                f"{removal['workers_when_idle']} workers when idle: none above min_workers {min_workers} "
+                "to remove",
+                "run a stress job that needs more workers than min_workers",
+            )
+        ]
+    d = removal["delay_s"]
+    if d is None:
+        return [
+            Check(
+                "idle workers removed",
+                False,
+                f"{removal['workers_when_idle']} idle workers still up after idle_timeout "
+                f"{idle_timeout_minutes:g} min + 90 s",
+                "see the monitor log: .raylab/logs/",
+            )
+        ]
+    # Ray counts idleness per node from its last task; a node can go idle before the last task ends
+    early = d < timeout_s - 2 * sample_s - 10
+    return [
+        Check(
+            "idle workers removed",
+            True,
+            f"down to {min_workers} workers {d:.0f} s after going idle (idle_timeout {timeout_s:.0f} s)",
+        ),
+        Check(
+            "not before the idle timeout",
+            not early,
+            f"removal took {d:.0f} s for an idle_timeout of {timeout_s:.0f} s",
+            "nodes went before their idle timeout: was the config re-applied?",
+        ),
+    ]
+
+
+# --- I/O -------------------------------------------------------------------------------------------
+def working_copy(ctx: Context) -> Path:
+    """``.raylab/config/ray-cluster.yaml`` (+ scenarios/), copied from configs/ once, comments kept."""
+    dst = ctx.workdir / "config" / "ray-cluster.yaml"
+    if not dst.exists():
+        src = ctx.root / "configs"
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src / "ray-cluster.yaml", dst)
+        shutil.copytree(src / "scenarios", dst.parent / "scenarios", dirs_exist_ok=True)
+    return dst
+
+
+def apply_scaling(ctx: Context, s: Scaling, config: Path | None = None) -> dict[str, Any]:
+    """Edit the YAML, re-render, re-apply to the running cluster, set the quota. Returns what changed."""
+    from raylab.cluster.config import load_yaml, scenario_path
+    from raylab.cluster.edit import set_scaling
+    from raylab.observe.run import cluster_info, limits_from_config, load_config
+
+    cluster = cluster_info(ctx)
+    scale = int(cluster.get("scale") or 4)
+    lim = limits_from_config(load_config(cluster["config_path"]), scale)
+    worker_type = s.node_type or lim.worker_type
+    effective_min_max(s, lim.min_workers, lim.max_workers)
+    base = Path(config) if config else working_copy(ctx)
+    scenario = cluster.get("scenario") or ctx.scenario
+    overlay_path = scenario_path(scenario, base)
+    overlay = load_yaml(overlay_path) if overlay_path.exists() else {}
+    changes: list[str] = []
+    for where, kw in edit_plan(s, worker_type, overlay).items():
+        path = overlay_path if where.startswith("overlay") else base
+        changes += [f"{path.name}: {c}" for c in set_scaling(path, **kw)]
+    rendered = rerender(ctx, base, scenario, scale)
+    quota = None
+    if s.quota is not None:
+        code = SPOT_QUOTA if lim.market == "spot" else ON_DEMAND_QUOTA
+        quota = ctx.target.twin(ctx).set_quotas(**{code: s.quota}).get(code)  # type: ignore[attr-defined]
+        changes.append(f"twin vCPU quota {code}: -> {quota}")
+    return {
+        "edited": str(base),
+        "overlay": str(overlay_path),
+        "changes": changes,
+        "rendered": str(rendered),
+        "worker_type": worker_type,
+        "quota_set": quota,
+    }
+
+
+def rerender(ctx: Context, base: Path, scenario: str, scale: int) -> Path:
+    """Render the edited YAML into the running cluster's config (local: the monitor re-reads it)."""
+    import yaml
+
+    from raylab.cluster.config import render
+    from raylab.stages.stage3_cluster import outputs_of
+
+    cluster = ctx.state.get("cluster")
+    endpoint = ctx.target.aws_env(ctx).get("AWS_ENDPOINT_URL")
+    cfg = render(
+        target=ctx.target_name,
+        scenario=scenario,
+        lab=ctx.lab,
+        outputs=outputs_of(ctx),
+        scale=scale,
+        endpoint_url=endpoint,
+        base=base,
+    )
+    path = Path(cluster["config_path"])
+    if ctx.target_name == "local":
+        from raylab.targets.local.render import validate
+
+        validate(cfg)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    tmp.replace(path)
+    if ctx.target_name != "local":  # aws: `ray up` again with the new file (the target's hook)
+        ctx.target.cluster_up(ctx, path)
+    return path
+
+
+def rendered_values(ctx: Context, worker_type: str) -> dict[str, Any]:
+    from raylab.observe.run import load_config
+
+    cfg = load_config(ctx.state.get("cluster")["config_path"])
+    nt = (cfg.get("available_node_types") or {}).get(worker_type, {})
+    return {
+        "upscaling_speed": cfg.get("upscaling_speed"),
+        "idle_timeout_minutes": cfg.get("idle_timeout_minutes"),
+        "min_workers": nt.get("min_workers"),
+        "max_workers": nt.get("max_workers"),
+        "global_max_workers": cfg.get("max_workers"),
+    }
+
+
+def default_scaling(ctx: Context) -> Scaling:
+    """What `raylab lab` turns when no knob is given: a shorter idle timeout and, locally, a quota
+    increase of 64 vCPUs (4 more workers); on AWS a higher upscaling_speed instead."""
+    if ctx.target_name != "local":
+        return Scaling(
+            upscaling_speed=AWS_DEFAULTS["upscaling_speed"],
+            idle_timeout_minutes=AWS_DEFAULTS["idle_timeout_minutes"],
+        )
+    from raylab.observe.run import fetch_quota
+
+    cur = fetch_quota(ctx, "on-demand") or 160
+    return Scaling(
+        idle_timeout_minutes=LOCAL_DEFAULTS["idle_timeout_minutes"],
+        quota=cur + int(LOCAL_DEFAULTS["quota_step_vcpus"]),
+    )
+
+
+class ScalingStage:
+    number = 5
+    name = "scaling"
+    summary = "edit upscaling_speed / idle_timeout / min,max workers; watch downscaling"
+    verified_by = "idle workers removed after the timeout down to min_workers (measured)"
+
+    def apply(self, ctx: Context) -> dict[str, Any]:
+        from raylab.observe import timeline as tl
+        from raylab.observe.run import default_workload, run_stress
+
+        s: Scaling = ctx.options.get("scaling") or default_scaling(ctx)
+        check_scaling(s, ctx.target_name)
+        applied = apply_scaling(ctx, s, ctx.options.get("config"))
+        for c in applied["changes"] or ["nothing changed: the file already had these values"]:
+            ctx.ui.success(c) if applied["changes"] else ctx.ui.noop(c)
+        ctx.ui.info(f"re-applied {applied['rendered']} (the autoscaler re-reads it on its next loop)")
+        record: dict[str, Any] = {"settings": s.as_dict(), **applied, "applied_at": time.time()}
+        if ctx.options.get("no_run"):
+            ctx.state.put("scaling", record)
+            return record
+        time.sleep(6)  # one autoscaler loop (5 s) so the next job meets the new settings
+        first = ctx.state.get("stress")
+        scale = int(ctx.state.get("cluster").get("scale") or 4)
+        tasks = int(ctx.options.get("tasks") or first.get("tasks_total") or default_workload(scale)[0])
+        duration = float(
+            ctx.options.get("duration") or first.get("task_duration_s") or default_workload(scale)[1]
+        )
+        out_dir = ctx.workdir / "scaling" / time.strftime("%Y%m%d-%H%M%S")
+        second = run_stress(
+            ctx, tasks=tasks, duration=duration, scale=scale, out_dir=out_dir, observe_scale_down=True
+        )
+        record["run"] = second
+        ctx.ui.info(second["idle_removal_line"])
+        if first:
+            record["comparison"] = compare(first, second)
+            ctx.ui.info("stage 4 run -> this run:")
+            for line in compare_lines(record["comparison"]):
+                ctx.ui.info("  " + line)
+        else:
+            ctx.ui.warning("no stage 4 run recorded to compare with (run `raylab stress` first)")
+        meta, _ = tl.read(Path(second["timeline"]))
+        record["min_workers"] = meta.get("min_workers", 0)
+        record["idle_timeout_minutes"] = meta.get("idle_timeout_minutes")
+        ctx.state.put("scaling", record)
+        return {k: record.get(k) for k in ("changes", "rendered", "quota_set")} | {
+            "idle_removal": second.get("idle_removal_line"),
+            "peak_workers": second["peak_workers"],
+            "makespan_s": second["makespan_s"],
+            "chart": second["chart"],
+        }
+
+    def verify(self, ctx: Context) -> list[Check]:
+        from raylab.observe.run import fetch_quota
+
+        r = ctx.state.get("scaling")
+        if not r:
+            return [Check("scaling applied", False, "no scaling run in .raylab/", "run `raylab scale ...`")]
+        want = r["settings"]
+        got = rendered_values(ctx, r["worker_type"])
+        keys = [
+            k for k in ("upscaling_speed", "idle_timeout_minutes", "min_workers", "max_workers") if k in want
+        ]
+        bad = [f"{k} {got.get(k)} (wanted {want[k]})" for k in keys if got.get(k) != want[k]]
+        checks = [
+            Check(
+                "config re-applied",
+                not bad,
+                "running config has " + (", ".join(f"{k} {got.get(k)}" for k in keys) or "no knob changed")
+                if not bad
+                else "running config has " + "; ".join(bad),
+                "the scenario overlay or a hand edit overrides it: see .raylab/config/",
+            )
+        ]
+        if "quota" in want:
+            q = fetch_quota(ctx, "spot" if r["worker_type"].endswith("spot") else "on-demand")
+            checks.append(
+                Check(
+                    "quota moved",
+                    q == want["quota"],
+                    f"vCPU quota now {q} (wanted {want['quota']})",
+                    "the twin's control API refused it: see .raylab/logs/twin.log",
+                )
+            )
+        run = r.get("run")
+        if run is None:
+            return checks
+        checks.append(
+            Check(
+                "second run completed",
+                run["tasks_completed"] == run["tasks_total"],
+                f"{run['tasks_completed']}/{run['tasks_total']} tasks, peak {run['peak_workers']} "
+                f"workers (quota allows {run['quota_cap_workers']})",
+            )
+        )
+        checks += removal_checks(
+            run.get("idle_removal"), float(r.get("idle_timeout_minutes") or 0), int(r.get("min_workers") or 0)
+        )
+        return checks
+
+
+STAGE = ScalingStage()
