@@ -57,6 +57,7 @@ _COMMANDS = (
     "raylab.cli.cmd_plan",
     "raylab.cli.cmd_data",
     "raylab.cli.cmd_stress",
+    "raylab.cli.cmd_scale",
     "raylab.cli.cmd_chaos",
 )
 
