@@ -32,6 +32,13 @@ def emit(key: str, obj: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
+def write_live(path: str, obj: dict[str, Any]) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(obj, fh)
+    os.replace(tmp, path)
+
+
 def summarize(executions: list[dict[str, Any]], results: list[dict[str, Any] | None]) -> dict[str, Any]:
     """Pure: counts from the recorder's executions and the tasks' final results."""
     by_task: dict[str, list[dict[str, Any]]] = {}
@@ -59,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--actor-calls", type=int, default=0)
     p.add_argument("--actor-interval", type=float, default=1.0)
     p.add_argument("--out", help="also write the summary (with every execution) to this JSON file")
+    p.add_argument("--live", help="keep this JSON file updated with the instances running tasks now")
     a = p.parse_args(argv)
 
     @ray.remote(num_cpus=0)
@@ -88,6 +96,14 @@ def main(argv: list[str] | None = None) -> int:
 
         def dump(self) -> list[dict[str, Any]]:
             return self.executions
+
+        def running(self) -> dict[str, int]:
+            """Instance id -> executions running there now (latest attempt of each task, not ended)."""
+            out: dict[str, int] = {}
+            for e in self.executions:
+                if e["end"] is None and e["attempt"] == self.attempts[e["task_id"]] and e["instance_id"]:
+                    out[e["instance_id"]] = out.get(e["instance_id"], 0) + 1
+            return out
 
     @ray.remote(num_cpus=1, max_retries=a.max_retries)
     def work(i: int, duration: float, recorder: Any) -> dict[str, Any]:
@@ -136,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
                 actor_log.append({"t": round(time.time() - t0, 2), "error": f"{type(e).__name__}: {e}"[:200]})
             calls_done += 1
             next_call = time.time() + a.actor_interval
+        if a.live:
+            write_live(a.live, {"t": time.time(), "running": ray.get(recorder.running.remote())})
         if pending:
             done, pending = ray.wait(pending, num_returns=len(pending), timeout=0.5)
             for r in done:

@@ -46,6 +46,11 @@ def pick(instances: list[dict[str, Any]], count: int) -> list[str]:
     return [i["id"] for i in instances[:count]]
 
 
+def prefer_first(instances: list[dict[str, Any]], prefer: list[str]) -> list[dict[str, Any]]:
+    rank = {iid: n for n, iid in enumerate(prefer)}
+    return sorted(instances, key=lambda i: (rank.get(i["id"], len(rank)), i["id"]))
+
+
 def iso_duration(seconds: float) -> str:
     s = int(round(seconds))
     return f"PT{s // 60}M{s % 60}S" if s % 60 else f"PT{s // 60}M"
@@ -115,12 +120,14 @@ def capacity(ctx: Context, *, market: str, instance_type: str = "*", az: str = "
 
 
 def reclaim(ctx: Context, *, count: int, notice_s: float, no_notice: bool = False,
-            node_type: str | None = None, wait: bool = True, timeout: float = 60.0) -> dict[str, Any]:
+            node_type: str | None = None, wait: bool = True, timeout: float = 60.0,
+            prefer: list[str] | None = None) -> dict[str, Any]:
+    """``prefer``: instance ids to take first (e.g. the ones running tasks now)."""
     if ctx.target_name == "aws":
         return aws_reclaim(ctx, count=count, notice_s=notice_s, no_notice=no_notice, node_type=node_type)
     tw = _twin(ctx)
     cluster = ctx.names["cluster"]
-    ids = pick(reclaimable(tw.instances(), cluster, node_type), count)
+    ids = pick(prefer_first(reclaimable(tw.instances(), cluster, node_type), prefer or []), count)
     notice = 0.0 if no_notice else max(1.0, float(notice_s))
     started = time.time()
     answer = tw._call("POST", "spot/reclaim", {"instance_ids": ids, "notice_s": notice})

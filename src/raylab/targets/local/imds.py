@@ -454,7 +454,11 @@ def reclaim(twin: Any, store: MetadataStore, instance_ids: list[str], notice_s: 
 
 def register(twin: Any) -> ImdsServer:
     """Mount the IMDS, the watchers and the spot control routes in the twin (called by twin.py)."""
-    from raylab.targets.local.twin import route
+    import sys
+
+    # The twin runs as ``python -m raylab.targets.local.twin`` (module ``__main__``): register on the
+    # ROUTES of the module that defines the running twin, not on a second import of twin.py.
+    route = sys.modules[type(twin).__module__].route
 
     store = MetadataStore(lookup=_twin_lookup(twin))
     srv = ImdsServer(store).start()

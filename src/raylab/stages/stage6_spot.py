@@ -1,0 +1,384 @@
+"""Stage 6 spot: reclaim and capacity drills on the running cluster, with the capacity guard.
+
+apply (local target), on the cluster stage 3 started:
+1. spot workers allowed: a scenario without spot gets the ``mixed`` limits for the drill (the
+   autoscaler re-reads its YAML), put back afterwards; the capacity guard starts next to the head;
+2. drill "reclaim, no notice": the spot demo's tasks spread over on-demand and spot workers; once
+   spot workers run, a third of them is terminated at once. Ray re-runs their tasks (max_retries)
+   and v2 launches replacements while demand remains;
+3. drill "reclaim with notice": one spot worker gets an interruption notice in its IMDS; its watcher
+   drains the node (DRAIN_NODE_REASON_PREEMPTION), the twin terminates it at the deadline;
+4. drill "capacity": spot RunInstances fail with InsufficientInstanceCapacity for a window; the
+   guard caps the spot type and the burst goes to on-demand; after the window spot is restored.
+verify: every task of every drill completed; retries and replacements recorded; no task started on
+a drained node after its drain; the guard capped and restored; on-demand launched in the window.
+destroy: stop the guard (the YAML goes back as written); AWS: remove FIS templates and role.
+
+On AWS, the drills are ``raylab chaos reclaim --target aws`` (FIS) by hand: a stage cannot inject
+capacity errors into a real account.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from raylab.errors import RaylabError
+from raylab.stages.base import Check
+
+if TYPE_CHECKING:
+    from raylab.context import Context
+
+GUARD = "spot-guard"
+MIXED_LIMITS = {"ray.worker.ondemand": (2, 30), "ray.worker.spot": (0, 28)}  # configs/scenarios/mixed.yaml
+
+
+class SpotStage:
+    number = 6
+    name = "spot"
+    summary = "spot and on-demand/spot mixes; reclaim drills; the capacity guard"
+    verified_by = "every task completes through reclaims; replacements launched; guard events"
+
+    # --- apply ---------------------------------------------------------------------------------
+    def apply(self, ctx: Context) -> dict[str, Any]:
+        if ctx.target_name != "local":
+            raise RaylabError("stage 6's drills inject faults, which only the local target can do",
+                              "on AWS run `raylab chaos reclaim --target aws --count 1` (FIS) by hand")
+        cl = ctx.state.get("cluster")
+        if not cl.get("gcs_address"):
+            raise RaylabError("no running cluster", "run `raylab up --scenario mixed` first")
+        o = drill_options(ctx)
+        out_dir = ctx.workdir / "spot"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        cfg = Path(cl["config_path"])
+        restore = ensure_spot_allowed(cfg)
+        ensure_guard(ctx, cooldown=o["cooldown"], probe=o["probe"])
+        results: dict[str, Any] = {}
+        try:
+            results["reclaim_no_notice"] = drill_reclaim(ctx, out_dir, o, notice_s=0)
+            results["reclaim_notice"] = drill_reclaim(ctx, out_dir, o, notice_s=o["notice"])
+            results["capacity"] = drill_capacity(ctx, out_dir, o)
+        finally:
+            for nt, (mn, mx) in restore.items():
+                from raylab.spot.guard import set_node_type_limits
+
+                set_node_type_limits(cfg, nt, mx, mn)
+        from raylab.spot.metrics import spot_metrics
+
+        evs = twin_events(ctx)
+        summary = {"drills": results, **spot_metrics(evs, [e for r in results.values()
+                                                           for e in r.get("executions_detail", [])])}
+        ctx.state.put("spot", _brief(summary))
+        (out_dir / "stage6.json").write_text(json.dumps(summary, default=str, indent=1))
+        return _brief(summary)
+
+    # --- verify --------------------------------------------------------------------------------
+    def verify(self, ctx: Context) -> list[Check]:
+        s = ctx.state.get("spot")
+        if not s:
+            return [Check("drills ran", False, "no stage 6 result recorded", "run `raylab stage 6`")]
+        return checks(s)
+
+    def destroy(self, ctx: Context) -> None:
+        stop_guard(ctx)
+        if ctx.target_name == "aws":
+            from raylab.spot.chaos import aws_cleanup
+
+            for item in aws_cleanup(ctx):
+                ctx.ui.info(f"removed {item}")
+
+
+STAGE = SpotStage()
+
+
+def drill_options(ctx: Context) -> dict[str, Any]:
+    """Sizes for a 2-core machine (tests may shrink them through ctx.options['spot'])."""
+    o = {"tasks": 24, "duration": 12.0, "notice": 8.0, "capacity_window": 45.0, "cooldown": 20.0,
+         "probe": 15.0, "spot_wait": 90.0, "timeout": 240.0}
+    o.update(ctx.options.get("spot") or {})
+    return o
+
+
+# --- pure: the checks ---------------------------------------------------------------------------
+
+def checks(s: dict[str, Any]) -> list[Check]:
+    d = s.get("drills", {})
+    out = []
+    for name, r in d.items():
+        ok = r.get("tasks_total", 0) > 0 and r.get("tasks_completed") == r.get("tasks_total")
+        out.append(Check(f"{name}: every task completed", ok,
+                         f"{r.get('tasks_completed')}/{r.get('tasks_total')} tasks, "
+                         f"{r.get('tasks_retried', 0)} retried, makespan {r.get('makespan_s')} s",
+                         None if ok else f"see {r.get('out')}"))
+    nn = d.get("reclaim_no_notice", {})
+    if nn:
+        out.append(Check("reclaim without notice: tasks re-ran elsewhere", nn.get("tasks_retried", 0) >= 1,
+                         f"{nn.get('reclaimed')} reclaimed; {nn.get('tasks_retried', 0)} task(s) retried"))
+        out.append(Check("reclaim without notice: replacements launched", nn.get("replacements", 0) >= 1,
+                         f"{nn.get('replacements', 0)} worker instance(s) launched after the reclaim"))
+    wn = d.get("reclaim_notice", {})
+    if wn:
+        ok = bool(wn.get("drained")) and wn.get("started_after_drain") == 0
+        out.append(Check("reclaim with notice: drained node started no new task", ok,
+                         f"drained at +{wn.get('drained_after_notice_s')} s after the notice; "
+                         f"{wn.get('started_after_drain')} task(s) started there after the drain",
+                         None if ok else "see the watcher log under .raylab/twin/logs/"))
+        term = wn.get("terminated_after_s")
+        ok = term is not None and term >= wn.get("notice_s", 0) - 1
+        out.append(Check("reclaim with notice: terminated at the deadline", ok,
+                         f"terminated {term} s after a {wn.get('notice_s')} s notice"))
+    cap = d.get("capacity", {})
+    if cap:
+        out.append(Check("capacity: spot launches refused", cap.get("capacity_errors", 0) >= 1,
+                         f"{cap.get('capacity_errors')} InsufficientInstanceCapacity answer(s)"))
+        ok = cap.get("guard_caps", 0) >= 1 and cap.get("ondemand_launched_in_window", 0) >= 1
+        out.append(Check("capacity: the guard moved the burst to on-demand", ok,
+                         f"guard caps {cap.get('guard_caps')}, on-demand instances launched in the window "
+                         f"{cap.get('ondemand_launched_in_window')}: {cap.get('guard_message', '')}"))
+        out.append(Check("capacity: spot restored after the cooldown", cap.get("guard_restores", 0) >= 1,
+                         f"guard restores {cap.get('guard_restores')}"))
+    return out
+
+
+def _brief(summary: dict[str, Any]) -> dict[str, Any]:
+    drop = ("executions_detail", "actor")
+    return {**{k: v for k, v in summary.items() if k != "drills"},
+            "drills": {n: {k: v for k, v in r.items() if k not in drop}
+                       for n, r in summary["drills"].items()}}
+
+
+# --- I/O helpers --------------------------------------------------------------------------------
+
+def _twin(ctx: Context) -> Any:
+    from raylab.targets.local.control import TwinClient
+
+    return TwinClient(ctx.state.get("twin")["endpoint_url"])
+
+
+def twin_events(ctx: Context, since: int = 0) -> list[dict[str, Any]]:
+    return _twin(ctx).events(since)
+
+
+def ensure_spot_allowed(cfg: Path) -> dict[str, tuple[int, int]]:
+    """If the scenario has no spot workers, apply the mixed limits; return what to put back."""
+    from raylab.spot.guard import load_yaml, set_node_type_limits
+
+    types = load_yaml(cfg).get("available_node_types", {})
+    if int(types.get("ray.worker.spot", {}).get("max_workers", 0)) > 0:
+        return {}
+    restore = {}
+    for nt, (mn, mx) in MIXED_LIMITS.items():
+        if nt in types:
+            restore[nt] = (int(types[nt].get("min_workers", 0)), int(types[nt].get("max_workers", 0)))
+            set_node_type_limits(cfg, nt, mx, mn)
+    return restore
+
+
+def guard_command(ctx: Context, cooldown: float, probe: float) -> list[str]:
+    cl, tw = ctx.state.get("cluster"), ctx.state.get("twin")
+    d = ctx.workdir / "spot"
+    return [sys.executable, "-m", "raylab.spot.guard", f"--config={cl['config_path']}",
+            f"--cluster-name={cl['cluster_name']}", f"--twin={tw['endpoint_url']}",
+            f"--events={d / 'guard-events.jsonl'}", f"--state={d / 'guard-state.json'}",
+            "--interval=2", f"--cooldown={cooldown}", f"--probe={probe}",
+            f"--region={tw.get('region', 'us-west-2')}"]
+
+
+def ensure_guard(ctx: Context, cooldown: float, probe: float) -> int:
+    from raylab.procs import spawn
+    from raylab.state import pid_alive
+
+    rec = ctx.state.get("processes").get(GUARD)
+    if rec and pid_alive(int(rec["pid"])):
+        ctx.ui.noop(f"noop: capacity guard already running (pid {rec['pid']})")
+        return int(rec["pid"])
+    cmd = guard_command(ctx, cooldown, probe)
+    env = {**os.environ, **ctx.target.aws_env(ctx)}
+    p = spawn(cmd, ctx.workdir / "logs" / "spot-guard.log", env=env)
+    ctx.state.record_process(GUARD, p.pid, cmd)
+    ctx.ui.success(f"capacity guard started (pid {p.pid}): caps spot on capacity errors, restores after "
+                   f"{cooldown:g} s")
+    return p.pid
+
+
+def stop_guard(ctx: Context) -> None:
+    from raylab.procs import stop_group
+    from raylab.state import pid_alive
+
+    rec = ctx.state.get("processes").get(GUARD)
+    if not rec:
+        return
+    if pid_alive(int(rec["pid"])):
+        stop_group(int(rec["pid"]), timeout=10)  # SIGTERM: the guard puts the YAML back first
+        ctx.ui.success("capacity guard stopped")
+    ctx.state.forget_process(GUARD)
+
+
+def start_demo(ctx: Context, out: Path, tasks: int, duration: float) -> subprocess.Popen[bytes]:
+    """The spot demo as a driver on the cluster; ``out`` gets its summary, ``out.live`` what runs now."""
+    from raylab.procs import spawn
+    from raylab.targets.local.head import driver_env
+
+    script = ctx.root / "workloads" / "spot_demo.py"
+    cmd = [sys.executable, str(script), f"--address={ctx.state.get('cluster')['gcs_address']}",
+           f"--tasks={tasks}", f"--duration={duration}", f"--out={out}", f"--live={live_path(out)}"]
+    live_path(out).unlink(missing_ok=True)
+    env = {k: v for k, v in driver_env().items() if k != "RAY_ADDRESS"}
+    return spawn(cmd, out.with_suffix(".log"), env=env)
+
+
+def wait_demo(p: subprocess.Popen[bytes], out: Path, timeout: float) -> dict[str, Any]:
+    try:
+        p.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        from raylab.procs import stop_group
+
+        stop_group(p.pid)
+        raise RaylabError(f"the spot demo did not finish in {timeout:.0f} s",
+                          f"see {out.with_suffix('.log')}") from None
+    if not out.exists():
+        raise RaylabError(f"the spot demo failed (exit {p.returncode})", f"see {out.with_suffix('.log')}")
+    r = json.loads(out.read_text())
+    r["out"] = str(out)
+    return r
+
+
+def running_spot(ctx: Context) -> list[str]:
+    cluster = ctx.state.get("cluster")["cluster_name"]
+    return sorted(m["instance_id"] for m in _twin(ctx).machines()
+                  if m["cluster"] == cluster and m["market"] == "spot" and m["state"] == "running")
+
+
+def wait_for(pred: Any, timeout: float, every: float = 1.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(every)
+    return None
+
+
+def live_path(out: Path) -> Path:
+    return out.with_suffix(".live.json")
+
+
+def busy_spot(ctx: Context, out: Path, want: int) -> list[str]:
+    """Spot instances running demo tasks right now (busiest first), once at least ``want`` do."""
+    try:
+        running = json.loads(live_path(out).read_text()).get("running", {})
+    except (OSError, ValueError):
+        return []
+    up = set(running_spot(ctx))
+    busy = sorted((i for i in running if i in up), key=lambda i: -running[i])
+    return busy if len(busy) >= want else []
+
+
+def worker_cpus(ctx: Context) -> int:
+    """CPUs of the worker nodes up now (to size a burst beyond them)."""
+    from raylab.spot.guard import load_yaml
+
+    types = load_yaml(Path(ctx.state.get("cluster")["config_path"])).get("available_node_types", {})
+    cluster = ctx.state.get("cluster")["cluster_name"]
+    return sum(int(types.get(m["node_type"], {}).get("resources", {}).get("CPU", 0))
+               for m in _twin(ctx).machines() if m["cluster"] == cluster and m["state"] == "running")
+
+
+def drill_reclaim(ctx: Context, out_dir: Path, o: dict[str, Any], notice_s: float) -> dict[str, Any]:
+    from raylab.spot.chaos import reclaim
+
+    tag = "notice" if notice_s else "no-notice"
+    ctx.ui.step(f"drill: reclaim spot workers ({tag})")
+    since = max((e["seq"] for e in twin_events(ctx)), default=0)
+    out = out_dir / f"reclaim-{tag}.json"
+    out.unlink(missing_ok=True)
+    p = start_demo(ctx, out, o["tasks"], o["duration"])
+    spot = wait_for(lambda: busy_spot(ctx, out, 1 if notice_s else 2), o["spot_wait"])
+    if not spot:
+        from raylab.procs import stop_group
+
+        stop_group(p.pid)
+        raise RaylabError(f"no spot worker came up within {o['spot_wait']:.0f} s",
+                          "see .raylab/logs/twin.log")
+    count = 1 if notice_s else max(1, len(running_spot(ctx)) // 3)
+    t_reclaim = time.time()
+    rc = reclaim(ctx, count=count, notice_s=notice_s, no_notice=not notice_s, prefer=spot)
+    r = wait_demo(p, out, o["timeout"])
+    evs = twin_events(ctx, since)
+    ids = set(rc["instance_ids"])
+    launches = [e for e in evs
+                if e["kind"] == "launch" and e.get("node_kind") != "head" and e["t"] >= t_reclaim]
+    res = {**{k: r[k] for k in ("tasks_total", "tasks_completed", "tasks_failed", "tasks_retried",
+                                 "executions", "makespan_s")},
+           "reclaimed": sorted(ids), "notice_s": notice_s, "out": str(out),
+           "replacements": sum(int(e.get("launched", 0)) for e in launches),
+           "executions_detail": r.get("executions_detail", [])}
+    if notice_s:
+        iid = rc["instance_ids"][0]
+        notice_t = next((e["t"] for e in evs if e["kind"] == "spot_interruption_notice"
+                         and e.get("instance_id") == iid), t_reclaim)
+        term_t = next((e["t"] for e in evs
+                       if e["kind"] == "spot_reclaim" and e.get("instance_id") == iid), None)
+        drained_t = watcher_drained_at(ctx, iid)
+        started_after = [x for x in r.get("executions_detail", [])
+                         if x.get("instance_id") == iid and drained_t is not None and x["start"] > drained_t]
+        res.update({"drained": drained_t is not None,
+                    "drained_after_notice_s": None if drained_t is None else round(drained_t - notice_t, 2),
+                    "started_after_drain": len(started_after),
+                    "terminated_after_s": None if term_t is None else round(term_t - notice_t, 2)})
+    ctx.ui.info(f"  {res['tasks_completed']}/{res['tasks_total']} tasks done, "
+                f"{res['tasks_retried']} retried, {res['replacements']} replacement instance(s)")
+    return res
+
+
+def watcher_drained_at(ctx: Context, instance_id: str) -> float | None:
+    log = Path(ctx.state.get("twin")["state_dir"]) / "logs" / f"watcher-{instance_id}.log"
+    if not log.exists():
+        return None
+    for line in log.read_text().splitlines():
+        try:
+            ev = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if ev.get("event") == "drained":
+            return float(ev["ts"])
+    return None
+
+
+def drill_capacity(ctx: Context, out_dir: Path, o: dict[str, Any], guard: bool = True) -> dict[str, Any]:
+    ctx.ui.step(f"drill: spot capacity gone for {o['capacity_window']:g} s "
+                f"({'with' if guard else 'without'} the guard)")
+    tw = _twin(ctx)
+    since = max((e["seq"] for e in twin_events(ctx)), default=0)
+    t0 = time.time()
+    tw.add_capacity_fault(market="spot", seconds=o["capacity_window"])
+    out = out_dir / f"capacity-{'guard' if guard else 'noguard'}.json"
+    out.unlink(missing_ok=True)
+    tasks = worker_cpus(ctx) + o["tasks"]  # a burst beyond the workers already up
+    p = start_demo(ctx, out, tasks, o["duration"])
+    r = wait_demo(p, out, o["timeout"])
+    window_end = t0 + o["capacity_window"]
+    if guard:  # wait for the restore (cooldown) so the next demand goes to spot again
+        wait_for(lambda: any(e["kind"] == "guard_restore" for e in twin_events(ctx, since)),
+                 max(0.0, window_end + o["cooldown"] + 10 - time.time()) + 5)
+    evs = twin_events(ctx, since)
+    od = [e for e in evs if e["kind"] == "launch" and e.get("market") == "on-demand"
+          and e.get("node_kind") != "head" and e["t"] <= window_end]
+    caps = [e for e in evs if e["kind"] == "guard_cap"]
+    keys = ("tasks_total", "tasks_completed", "tasks_failed", "tasks_retried", "makespan_s")
+    res = {**{k: r[k] for k in keys},
+           "window_s": o["capacity_window"], "guard": guard, "out": str(out),
+           "capacity_errors": sum(1 for e in evs if e["kind"] == "capacity_error"),
+           "ondemand_launched_in_window": sum(int(e.get("launched", 0)) for e in od),
+           "guard_caps": len(caps), "guard_restores": sum(1 for e in evs if e["kind"] == "guard_restore"),
+           "guard_message": caps[0].get("message", "") if caps else "",
+           "executions_detail": r.get("executions_detail", [])}
+    ctx.ui.info(f"  {res['tasks_completed']}/{res['tasks_total']} tasks in {res['makespan_s']} s; "
+                f"{res['capacity_errors']} capacity errors; "
+                f"on-demand launched {res['ondemand_launched_in_window']}")
+    return res
