@@ -54,6 +54,7 @@ _COMMANDS = (
     "raylab.cli.cmd_stages",
     "raylab.cli.cmd_lab",
     "raylab.cli.cmd_status",
+    "raylab.cli.cmd_config",
     "raylab.cli.cmd_plan",
     "raylab.cli.cmd_data",
     "raylab.cli.cmd_stress",
@@ -85,7 +86,9 @@ def _click_exceptions() -> tuple[type[BaseException], ...]:
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)
+        if isinstance(rc, int) and rc:  # `raise typer.Exit(n)` returns n here (standalone_mode=False)
+            sys.exit(rc)
     except RaylabError as e:
         from raylab.ui import UI
 

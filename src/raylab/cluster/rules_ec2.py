@@ -304,9 +304,10 @@ def check_spot_cache(cfg: Mapping[str, Any], env: Env) -> Iterator[Finding]:
     if not spot or not isinstance(cfg.get("provider"), Mapping) \
             or provider_of(cfg).get("cache_stopped_nodes", True) is False:
         return
-    setting = provider_of(cfg).get("cache_stopped_nodes", "not set, so Ray's default true applies,")
+    value = provider_of(cfg).get("cache_stopped_nodes", "not set, so Ray's default true applies,")
+    setting = str(value).lower() if isinstance(value, bool) else str(value)
     yield Finding(WARN, key_path("provider", "cache_stopped_nodes"),
-                  f"{str(setting).lower()} with spot workers {', '.join(spot)}: idle spot nodes are stopped "
+                  f"{setting} with spot workers {', '.join(spot)}: idle spot nodes are stopped "
                   "instead of terminated, and a stopped spot instance is not reused reliably",
                   "set provider.cache_stopped_nodes: false", "spot-cache")
 

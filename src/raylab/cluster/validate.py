@@ -183,7 +183,11 @@ REMOVED_TOP = {
 def check_removed_keys(cfg: Mapping[str, Any], env: Env) -> Iterator[Finding]:
     for key, (msg, hint) in REMOVED_TOP.items():
         if key in cfg:
-            yield Finding(ERROR, key_path(key), msg, hint, "removed-key")
+            if key in ("head_node", "worker_nodes") and not cfg[key]:  # Ray drops empty ones, warning
+                yield Finding(WARN, key_path(key), "an empty legacy section; Ray drops it", "delete it",
+                              "removed-key")
+            else:
+                yield Finding(ERROR, key_path(key), msg, hint, "removed-key")
 
 
 def _unknown(path: tuple[str | int, ...], key: str, known: Iterable[str], level: str, what: str,
@@ -414,7 +418,7 @@ def ray_findings(cfg: Mapping[str, Any]) -> list[Finding]:
                         "install ray[default]==2.60.0", "ray-schema")]
     sink = io.StringIO()
     before = logging.root.manager.disable
-    logging.disable(logging.INFO)
+    logging.disable(logging.CRITICAL)  # Ray logs INFO/WARNING lines through its own stderr handler
     try:
         with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
             validate_config(prepare_config(copy.deepcopy(dict(cfg))))
