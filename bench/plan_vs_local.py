@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+IDLE_MINUTES = 0.5  # the bench's idle timeout, so each setting starts from zero workers sooner
 ROUND_GAP_S = 2.5  # launch calls closer than this belong to one autoscaler tick (ticks are 5 s apart)
 
 # (label, upscaling_speed, on-demand quota in vCPUs, head included)
@@ -46,11 +47,12 @@ def raylab(*args: str, timeout: float = 1800) -> dict[str, Any]:
     return json.loads(p.stdout) if p.stdout.strip() else {}
 
 
-def set_speed(config_path: Path, speed: float) -> None:
+def set_speed(config_path: Path, speed: float, idle_minutes: float) -> None:
     import yaml
 
     cfg = yaml.safe_load(config_path.read_text())
     cfg["upscaling_speed"] = speed
+    cfg["idle_timeout_minutes"] = idle_minutes
     tmp = config_path.with_suffix(".tmp")
     tmp.write_text(yaml.safe_dump(cfg, sort_keys=False))
     tmp.replace(config_path)  # atomic: the autoscaler never reads half a file
@@ -72,7 +74,8 @@ def wait_idle(twin: Any, head_type: str, limit_s: float) -> None:
 
 def measured_rounds(events: list[dict[str, Any]]) -> int:
     """Ticks with at least one launch call (launch or quota_error), grouping calls < ROUND_GAP_S apart."""
-    ts = sorted(e["t"] for e in events if e.get("kind") in ("launch", "quota_error"))
+    ts = sorted(e["t"] for e in events
+                if e.get("kind") in ("launch", "quota_error") and e.get("node_kind") != "head")
     rounds, last = 0, None
     for t in ts:
         if last is None or t - last > ROUND_GAP_S:
@@ -81,12 +84,36 @@ def measured_rounds(events: list[dict[str, Any]]) -> int:
     return rounds
 
 
-def boot_seconds(events: list[dict[str, Any]]) -> float | None:
-    """Median seconds from a node's boot start to its Ray node running, from the twin's events."""
-    start = {e["instance_id"]: e["t"] for e in events if e.get("kind") == "node_boot"}
-    spans = [e["t"] - start[e["instance_id"]] for e in events
-             if e.get("kind") == "node_running" and e.get("instance_id") in start]
+def boot_seconds(events: list[dict[str, Any]], timeline: Path) -> float | None:
+    """Seconds one worker takes from its launch call to a Ray node that runs tasks, on this machine now.
+
+    The twin boots one node at a time, so the k-th node is ready at
+    ready_k = max(launch_k, ready_(k-1)) + boot. ``launch_k`` comes from the twin's launch events,
+    ``ready_k`` from the stress timeline (first sample with k Ray workers); the median boot is what
+    the forecast gets (with --max-concurrent-boots 1)."""
+    launches = sorted(e["t"] for e in events if e.get("kind") == "launch" and e.get("node_kind") != "head"
+                      for _ in range(int(e.get("launched") or 0)))
+    samples = [json.loads(line) for line in timeline.read_text().splitlines() if line.strip()]
+    samples = [s for s in samples if s.get("kind") == "sample" and s.get("workers") is not None]
+    ready: list[float] = []
+    for s in samples:
+        while len(ready) < int(s["workers"]) and len(ready) < len(launches):
+            ready.append(float(s["ts"]))
+    spans = [r - max(launches[k], ready[k - 1] if k else 0.0) for k, r in enumerate(ready)]
+    spans = [x for x in spans if x > 0]
     return round(statistics.median(spans), 1) if spans else None
+
+
+def worker_start_seconds(timeline: Path, duration: float) -> float:
+    """Seconds between a task counted as running and its sleep starting (Python worker start-up), from
+    the timeline: first sample with a finished task - first sample with a running task - duration."""
+    samples = [json.loads(line) for line in timeline.read_text().splitlines() if line.strip()]
+    samples = [s for s in samples if s.get("kind") == "sample"]
+    first_run = next((s["ts"] for s in samples if (s.get("tasks") or {}).get("running")), None)
+    first_done = next((s["ts"] for s in samples if (s.get("tasks") or {}).get("finished")), None)
+    if first_run is None or first_done is None:
+        return 0.0
+    return round(max(0.0, first_done - first_run - duration), 1)
 
 
 def ratio(forecast: float | None, measured: float | None) -> str:
@@ -121,25 +148,28 @@ def main() -> int:
 
         cfg = yaml.safe_load(config_path.read_text())
         head_type = cfg["head_node_type"]
-        idle_s = float(cfg.get("idle_timeout_minutes", 1)) * 60
+        idle_s = max(float(cfg.get("idle_timeout_minutes", 1)), IDLE_MINUTES) * 60
         twin = TwinClient(twin_state["endpoint_url"])
         concurrency = int(twin.boot().get("max_concurrent_boots", 1))
         for label, speed, quota in SETTINGS:
             wait_idle(twin, head_type, idle_s + 180)
             twin.set_quotas(on_demand=quota)
-            set_speed(config_path, speed)
+            set_speed(config_path, speed, IDLE_MINUTES)
             time.sleep(6)  # one autoscaler loop, so it runs with the new YAML
             since = max((e.get("seq", 0) for e in twin.events()), default=0)
             print(f"-- {label}: stress ...", file=sys.stderr)
             m = raylab("stress", "--json", "--tasks", str(args.tasks), "--duration", str(args.duration),
                        *common)
             events = twin.events(since=since)
-            boot = boot_seconds(events) or 6.0
+            boot = boot_seconds(events, Path(m["timeline"])) or 10.0
+            wstart = worker_start_seconds(Path(m["timeline"]), args.duration)
             f = raylab("plan", "--json", "--config", str(config_path), "--tasks", str(args.tasks),
                        "--duration", str(args.duration), "--quota-ondemand", str(quota),
-                       "--boot-seconds", str(boot), "--max-concurrent-boots", str(concurrency))
+                       "--boot-seconds", str(boot), "--max-concurrent-boots", str(concurrency),
+                       "--worker-start-seconds", str(wstart))
             rows.append({
-                "setting": label, "upscaling_speed": speed, "quota_vcpus": quota, "boot_s": boot,
+                "setting": label, "upscaling_speed": speed, "quota_vcpus": quota,
+                "boot_s": boot, "worker_start_s": wstart,
                 "peak": (f["peak_workers"], m.get("peak_workers")),
                 "rounds": (f["round_count"], measured_rounds(events)),
                 "makespan": (f["makespan_s"], m.get("makespan_s")),
@@ -149,8 +179,9 @@ def main() -> int:
         if not args.keep:
             subprocess.run([sys.executable, "-m", "raylab", "down", "--yes", *common], cwd=ROOT,
                            capture_output=True, text=True, timeout=900)
-    print(f"{'setting':<22}{'boot s':>7}  {'peak f/m':>9}  {'rounds f/m':>10}  {'makespan f/m (s)':>18}"
-          f"  {'ratio':>6}  verdict")
+    print("boot s and worker-start s were measured in the same run and given to the forecast")
+    print(f"{'setting':<22}{'boot s':>7}{'wstart':>7}  {'peak f/m':>9}  {'rounds f/m':>10}  "
+          f"{'makespan f/m (s)':>18}  {'ratio':>6}  verdict")
     ok = True
     for r in rows:
         (pf, pm), (rf, rm), (mf, mm) = r["peak"], r["rounds"], r["makespan"]
@@ -160,8 +191,8 @@ def main() -> int:
         checks = (("peak differs", not peak_ok), ("makespan off >20%", not span_ok))
         problems = [x for x, bad in checks if bad]
         verdict = ", ".join(problems) or "ok"
-        print(f"{r['setting']:<22}{r['boot_s']:>7}  {pf:>4}/{pm:<4}  {rf:>5}/{rm:<4}  "
-              f"{mf!s:>8}/{mm!s:<9}  {ratio(mf, mm):>6}  {verdict}")
+        print(f"{r['setting']:<22}{r['boot_s']:>7}{r['worker_start_s']:>7}  {pf:>4}/{pm:<4}  "
+              f"{rf:>5}/{rm:<4}  {mf!s:>8}/{mm!s:<9}  {ratio(mf, mm):>6}  {verdict}")
     print(json.dumps({"bench": "plan_vs_local", "tasks": args.tasks, "duration_s": args.duration,
                       "rows": rows, "ok": ok}))
     return 0 if ok else 1

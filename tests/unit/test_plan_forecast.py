@@ -113,3 +113,26 @@ def test_serialized_boots_slow_the_scale_up() -> None:
     assert parallel.peak_workers == serial.peak_workers == 6
     assert parallel.makespan_s is not None and serial.makespan_s is not None
     assert serial.makespan_s > parallel.makespan_s
+
+
+def test_idle_timeout_sets_when_workers_go_away() -> None:
+    w = Workload(64, 1, 60.0)
+    short = simulate(plan(workload=w, boot_seconds=30.0, idle_timeout_minutes=1.0))
+    long = simulate(plan(workload=w, boot_seconds=30.0, idle_timeout_minutes=5.0))
+    assert short.makespan_s == long.makespan_s
+    assert short.scale_down_s is not None and long.scale_down_s is not None
+    # idle removal comes ~idle_timeout after the work ends (one 5 s tick of slack either way)
+    assert long.scale_down_s - short.scale_down_s == pytest.approx(240, abs=10)
+    assert short.timeline[-1][1] == 0
+
+
+def test_worker_start_delays_tasks_and_is_counted_as_demand_meanwhile() -> None:
+    w = Workload(32, 1, 60.0)
+    instant = simulate(plan(workload=w, boot_seconds=30.0, upscaling_speed=10.0))
+    slow = simulate(plan(workload=w, boot_seconds=30.0, upscaling_speed=10.0, worker_start_s=10.0))
+    assert instant.peak_workers == 2
+    assert slow.makespan_s == pytest.approx(instant.makespan_s + 10.0, abs=0.5)
+    # the tick that sees the two nodes come up also sees their 32 starting tasks still pending:
+    # Ray double-counts them and launches two nodes the job never uses
+    assert slow.peak_workers == 4
+    assert [(r.t_s, sum(r.launched.values())) for r in slow.rounds] == [(0.0, 2), (30.0, 2)]

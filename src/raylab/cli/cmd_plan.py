@@ -79,6 +79,8 @@ def plan(
     scale: Annotated[str, _opt("--scale", "Ray CPUs per node = vCPUs / SCALE (local target's scale).")] = "1",
     boots: Annotated[str, _opt("--max-concurrent-boots",
                                "Nodes booting at once ('none': all, as on AWS; local twin: 1).")] = "none",
+    worker_start: Annotated[str, _opt("--worker-start-seconds", "Seconds Ray takes to start a task's "
+                                      "worker process on a fresh CPU slot.")] = "0",
     png: Annotated[Path | None, _opt("--png", "Also write a chart of workers over time (PNG).")] = None,
     target: TargetOpt = "local",
     json_mode: JsonOpt = False,
@@ -114,6 +116,7 @@ def plan(
         quota_spot=_num(quota_spot, "--quota-spot", integer=True, allow_none=True),
         boot_seconds=_num(boot_seconds, "--boot-seconds"),
         scale=_num(scale, "--scale", integer=True, positive=True),
+        worker_start_s=_num(worker_start, "--worker-start-seconds"),
         max_concurrent_boots=_num(boots, "--max-concurrent-boots", integer=True, allow_none=True,
                                   positive=True),
     )

@@ -82,6 +82,11 @@ class PlanInput:
     quota_spot: int | None = None
     boot_seconds: float = 120.0
     max_concurrent_boots: int | None = None  # None: every instance boots in parallel (AWS); 1: local twin
+    # Seconds Ray takes to start a worker process for a task on a CPU slot that has none yet (Ray
+    # reuses idle workers afterwards). Meanwhile the task holds its CPU, has not started, and is still
+    # reported as pending demand (Ray counts it twice), so a tick in that window may ask for an extra
+    # node. 0 = instant (the default for AWS-sized nodes; a loaded 2-core laptop measures 5-15 s).
+    worker_start_s: float = 0.0
     horizon_s: float = 6 * 3600.0  # stop simulating after this long past the job start
 
     def quota(self, market: str) -> int | None:
@@ -200,6 +205,14 @@ def check_ray_internals() -> None:
             "cloud_provider_errors"}
     if not need <= params:
         problems.append(f"Reconciler.reconcile lost parameters {sorted(need - params)}")
+    from ray.autoscaler.v2.instance_manager.instance_manager import InstanceManager
+    from ray.autoscaler.v2.instance_manager.storage import InMemoryStorage
+
+    store = InMemoryStorage()
+    if not (isinstance(getattr(store, "_tables", None), dict) and hasattr(store, "_lock")):
+        problems.append("InMemoryStorage no longer keeps _tables/_lock")
+    if "_instance_storage" not in InstanceManager.__init__.__code__.co_names:
+        problems.append("InstanceManager no longer has _instance_storage")
     if problems:
         raise RuntimeError("raylab plan cannot drive this Ray: " + "; ".join(problems))
 
@@ -216,6 +229,8 @@ class _Inst:
     terminated_at: float | None = None
     stopped: bool = False  # Ray drained/stopped on it
     running: list[float] = field(default_factory=list)  # end times of running tasks
+    starting: list[float] = field(default_factory=list)  # until when each just-placed task is starting
+    workers: int = 0  # worker processes started on the node (reused once idle)
     idle_since: float = 0.0
     ready: bool = False
 
@@ -348,13 +363,28 @@ def _autoscaling_config(plan: PlanInput) -> Any:
     return AutoscalingConfig(cfg, skip_content_hash=True)
 
 
+def _shallow_storage() -> Any:
+    """Ray's InMemoryStorage, reading without ``copy.deepcopy``.
+
+    Its values are ``VersionedValue(bytes, int)`` tuples (immutable), so a shallow copy of the table is
+    the same snapshot; the deep copy was half of the forecast's run time.
+    """
+    from ray.autoscaler.v2.instance_manager.storage import InMemoryStorage
+
+    class ShallowReadStorage(InMemoryStorage):
+        def get_all(self, table: str) -> Any:
+            with self._lock:
+                return (dict(self._tables[table]), self._version)
+
+    return ShallowReadStorage()
+
+
 class _World:
     """The simulated cluster: cloud + Ray nodes + tasks, and one tick of Ray's real reconciler."""
 
     def __init__(self, plan: PlanInput, clock: SimClock) -> None:
         from ray.autoscaler.v2.instance_manager.instance_manager import InstanceManager
         from ray.autoscaler.v2.instance_manager.instance_storage import InstanceStorage
-        from ray.autoscaler.v2.instance_manager.storage import InMemoryStorage
         from ray.autoscaler.v2.instance_manager.subscribers.cloud_instance_updater import (
             CloudInstanceUpdater,
         )
@@ -371,7 +401,7 @@ class _World:
         self.monitor = CloudResourceMonitor()
         self.stopper = _SimRayStopper()
         self.im = InstanceManager(
-            instance_storage=InstanceStorage(cluster_id="raylab-plan", storage=InMemoryStorage()),
+            instance_storage=InstanceStorage(cluster_id="raylab-plan", storage=_shallow_storage()),
             instance_status_update_subscribers=[CloudInstanceUpdater(cloud_provider=self.cloud),
                                                 self.stopper, self.monitor],
         )
@@ -393,7 +423,13 @@ class _World:
             return
         for node in self._nodes():
             while self.queued > 0 and node.free_cpus(c) >= c:
-                node.running.append(self.clock.now + self.plan.workload.duration_s)
+                start = 0.0
+                if node.workers < len(node.running) + 1:  # no idle worker process: start one
+                    node.workers += 1
+                    start = self.plan.worker_start_s
+                if start > 0:
+                    node.starting.append(self.clock.now + start)
+                node.running.append(self.clock.now + start + self.plan.workload.duration_s)
                 self.queued -= 1
 
     def advance_to(self, t_next: float) -> None:
@@ -409,6 +445,8 @@ class _World:
             for i in live:
                 if not i.ready and i.ready_at <= self.clock.now:
                     i.ready, i.idle_since = True, self.clock.now
+                if i.starting:
+                    i.starting = [u for u in i.starting if u > self.clock.now]
                 if i.running:
                     before = len(i.running)
                     i.running = [e for e in i.running if e > self.clock.now]
@@ -448,10 +486,16 @@ class _World:
                 instance_type_name=i.spec.instance_type, total_resources=total, available_resources=avail,
                 status=status, node_ip_address="10.0.0.1",
                 idle_duration_ms=0 if busy or i.stopped else int((self.clock.now - i.idle_since) * 1000)))
-        if self.queued > 0:
+        pending = self.queued + self._dispatching()
+        if pending > 0:
             state.pending_resource_requests.append(ResourceRequestByCount(
-                request=ResourceRequest(resources_bundle={"CPU": float(c)}), count=self.queued))
+                request=ResourceRequest(resources_bundle={"CPU": float(c)}), count=pending))
         return state
+
+    def _dispatching(self) -> int:
+        now = self.clock.now
+        return sum(1 for i in self.cloud.instances.values() if i.terminated_at is None
+                   for until in i.starting if until > now)
 
     def im_instances(self) -> list[Any]:
         from ray.autoscaler.v2.instance_manager.reconciler import Reconciler

@@ -75,7 +75,7 @@ def inputs_dict(plan: PlanInput) -> dict[str, Any]:
         "tasks": plan.workload.tasks, "cpus": plan.workload.cpus, "duration_s": plan.workload.duration_s,
         "max_workers": plan.max_workers, "upscaling_speed": plan.upscaling_speed,
         "idle_timeout_minutes": plan.idle_timeout_minutes, "boot_seconds": plan.boot_seconds,
-        "max_concurrent_boots": plan.max_concurrent_boots,
+        "max_concurrent_boots": plan.max_concurrent_boots, "worker_start_s": plan.worker_start_s,
         "quota_ondemand": plan.quota_ondemand, "quota_spot": plan.quota_spot,
         "head": {"type": plan.head.name, "instance_type": plan.head.instance_type, "cpus": plan.head.cpus},
         "workers": [{"type": w.name, "instance_type": w.instance_type, "market": w.market, "vcpus": w.vcpus,
