@@ -237,3 +237,31 @@ def test_poll_once_on_unknown_instance_is_just_404s(imds):
     # an unregistered instance answers 404 everywhere (token PUT included): an error, no crash
     p = poll_once(ImdsClient(imds.endpoint_for("i-nothere")))
     assert p.interruption is None and p.errors
+
+
+def test_run_resolves_node_in_background_then_drains(imds):
+    import threading
+
+    calls = []
+
+    def resolve() -> str | None:
+        calls.append(1)
+        return "ef" * 14 if len(calls) >= 2 else None  # the node registers a moment after boot
+
+    drains = Drains()
+    out = io.StringIO()
+    w = Watcher(ImdsClient(imds.endpoint_for(IID)), drains, resolve_node=resolve, interval=0.05, out=out)
+    stop = threading.Event()
+    t = threading.Thread(target=w.run, args=(stop,))
+    w_thread = w.resolve_in_background(stop, every=0.05)
+    w_thread.join(timeout=5)
+    assert w.node_id == "ef" * 14
+    t.start()
+    imds.store.mark_interruption(IID, 30)
+    deadline = time.monotonic() + 5
+    while not drains.calls and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stop.set()
+    t.join(timeout=5)
+    assert drains.calls and drains.calls[0][0] == "ef" * 14
+    assert "drained" in [e["event"] for e in _events(out)]

@@ -245,6 +245,7 @@ class Watcher:
     out: TextIO = sys.stdout
     state: WatcherState = field(default_factory=WatcherState)
     clock: Callable[[], float] = time.time
+    _resolve_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def log(self, event: str, **detail: Any) -> None:
         rec = {"ts": round(self.clock(), 3), "event": event, "node_id": self.node_id,
@@ -271,7 +272,11 @@ class Watcher:
             return []
 
     def _resolve(self) -> None:
-        """Find this node's Ray id only when needed: an idle watcher never imports Ray."""
+        """Find this node's Ray id (by its cloud instance id) if not known yet."""
+        with self._resolve_lock:
+            self._resolve_locked()
+
+    def _resolve_locked(self) -> None:
         if self.node_id is None and self.resolve_node is not None:
             try:
                 self.node_id = self.resolve_node()
@@ -297,8 +302,24 @@ class Watcher:
         else:
             self.log("drain_failed", error=why, attempt=self.state.drain_attempts, **a.detail)
 
+    def resolve_in_background(self, stop: threading.Event, every: float = 2.0) -> threading.Thread:
+        """Find the Ray node id while nothing happens, so a notice drains within one poll (importing
+        Ray takes seconds on a busy machine); until then a drain resolves it itself."""
+
+        def loop() -> None:
+            while self.node_id is None and not stop.is_set():
+                self._resolve()
+                if self.node_id is None:
+                    stop.wait(every)
+
+        t = threading.Thread(target=loop, name="resolve-node", daemon=True)
+        t.start()
+        return t
+
     def run(self, stop: threading.Event, exit_with_parent: bool = False) -> None:
         self.log("started", interval=self.interval)
+        if self.resolve_node is not None:
+            self.resolve_in_background(stop)
         parent = os.getppid()
         while not stop.is_set():
             self.step()
