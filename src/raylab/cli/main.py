@@ -60,6 +60,8 @@ _COMMANDS = (
     "raylab.cli.cmd_stress",
     "raylab.cli.cmd_scale",
     "raylab.cli.cmd_chaos",
+    "raylab.cli.cmd_preflight",
+    "raylab.cli.cmd_dashboard",
 )
 
 for _name in _COMMANDS:
