@@ -123,6 +123,16 @@ def head_env(aws_env: dict[str, str], instance_id: str, head_type: str,
             "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "3"}
 
 
+def gcs_listening(gcs_address: str) -> bool:
+    """The GCS port accepts connections (asking Ray earlier makes its client log warnings)."""
+    import socket
+
+    host, port = gcs_address.rsplit(":", 1)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(1.0)
+        return s.connect_ex((host, int(port))) == 0
+
+
 def wait_head_ready(gcs_address: str, instance_id: str, pid: int, timeout: float = 120.0) -> float:
     """Wait until v2's status shows the head node (its cloud instance) alive; seconds waited."""
     from raylab.cluster.status import head_is_running
@@ -134,7 +144,7 @@ def wait_head_ready(gcs_address: str, instance_id: str, pid: int, timeout: float
         if not pid_alive(pid):
             raise RaylabError("the Ray head exited while starting",
                               "see .raylab/logs/ray-head.log and the head's temp dir logs")
-        if head_is_running(gcs_address, instance_id):
+        if gcs_listening(gcs_address) and head_is_running(gcs_address, instance_id):
             return time.monotonic() - t0
         time.sleep(1.0)
     raise RaylabError(f"the Ray head was not running after {timeout:.0f}s",

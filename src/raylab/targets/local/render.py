@@ -139,11 +139,18 @@ def to_local(cfg: dict[str, Any], *, endpoint_url: str, scale: int) -> dict[str,
 
 def validate(cfg: dict[str, Any]) -> None:
     """Ray's own schema check of the local form; RaylabError (before anything is created) if it fails."""
+    import logging
+
     from ray.autoscaler._private.util import prepare_config, validate_config
 
+    quiet = logging.getLogger("ray.autoscaler._private.util")  # its INFO/WARNING lines are not for users
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
     try:
         validate_config(prepare_config(copy.deepcopy(cfg)))
     except Exception as e:  # jsonschema.ValidationError, ValueError, KeyError from Ray's checks
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise RaylabError(f"the cluster config is not valid for Ray 2.60: {msg}",
                           "fix configs/ray-cluster.yaml (see `raylab config render`)") from None
+    finally:
+        quiet.setLevel(level)

@@ -48,6 +48,13 @@ def is_ours(pid: int | None, needle: str) -> bool:
     return bool(pid) and pid_alive(int(pid)) and needle in cmdline(int(pid))
 
 
+def recorded_program(rec: dict[str, Any]) -> str:
+    """A piece of the recorded command line that a recycled PID would not share."""
+    cmd = rec.get("cmd") or ""
+    parts = cmd if isinstance(cmd, list) else str(cmd).split()
+    return next((str(p) for p in parts[1:] if len(str(p)) > 3), str(parts[0]) if parts else "\0")
+
+
 def machine_pids(state_dir: Path) -> dict[str, dict[str, Any]]:
     try:
         return json.loads((state_dir / "machines.json").read_text())
@@ -295,6 +302,10 @@ class LocalTarget:
     def stop(self, ctx: Context) -> None:
         if ctx.state.get("cluster"):
             self.cluster_down(ctx)
+        # every other process raylab recorded (jobs, tunnels, watchers), by its own group; twin last
+        for name, rec in ctx.state.get("processes").items():
+            if name != "twin" and is_ours(rec.get("pid"), recorded_program(rec)):
+                stop_group(int(rec["pid"]), timeout=10)
         tw = ctx.state.get("twin")
         state_dir = Path(tw.get("state_dir") or self._twin_state_dir(ctx))
         if self._twin_alive(ctx):
@@ -310,7 +321,7 @@ class LocalTarget:
                 stop_group(int(rec["pid"]), timeout=5)
                 ctx.ui.warning(f"stopped a left-over node process of {iid}")
         for name, rec in ctx.state.get("processes").items():
-            if name in ("twin", "ray-head") and is_ours(rec.get("pid"), "ray"):
+            if is_ours(rec.get("pid"), recorded_program(rec)):
                 stop_group(int(rec["pid"]))
             if not pid_alive(int(rec.get("pid", 0))):
                 ctx.state.forget_process(name)
