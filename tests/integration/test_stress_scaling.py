@@ -1,103 +1,84 @@
-"""Stages 4 and 5 for real.
+"""Stages 4 and 5 for real on the local target, at a tiny scale, through the real CLI.
 
-- ``test_stress_job_on_isolated_head``: the job runner, sampler, timeline and chart against a
-  one-node Ray head this test starts itself (own temp dir and ports, inside a network namespace
-  with only loopback, stopped by PID). No twin needed.
-- ``test_stress_and_scaling_on_local_target``: the local target at a tiny scale (see below).
+The twin is started by the target; the network/identity pieces stage 3 reads are made with boto3 on
+the twin (stages 1-2 have their own tests). Quota 80 vCPU = head (16) + 4 workers of 16 vCPU; the
+job (24 tasks x 1 CPU x 8 s on 4-CPU nodes) asks for 6 workers, so the wall is hit. Then
+`raylab scale --idle-timeout 0.25 --quota 96` moves the wall to 5 workers and measures the
+scale-down. Asserted as a user sees it: the --json results, the chart file, the twin's events.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import subprocess
-import sys
+import contextlib
 import time
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.conftest import json_out, run_cli
+from tests.integration.test_local_cluster import create_network_and_identity, procs_with
+
 pytestmark = pytest.mark.integration
 
+LAB = "itstress"
+PNG = b"\x89PNG\r\n\x1a\n"
 
-# --- the probe: runs inside `unshare --net` (only loopback), started by the test below -------------
-def _probe(work: Path) -> dict:
-    import urllib.request
 
-    from raylab.context import Context
-    from raylab.observe.run import run_stress
-    from raylab.procs import free_port, spawn, stop_group
-    from raylab.ui import UI
+def test_stress_then_scaling_on_local_target(tmp_path: Path) -> None:
+    from raylab.cli.options import make_context
 
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
-    gcs, dash = free_port(), free_port()
-    ray_bin = str(Path(sys.executable).parent / "ray")
-    tmp = Path(f"/tmp/rl-{os.getpid()}")
-    cmd = [ray_bin, "start", "--head", "--block", "--temp-dir", str(tmp), "--port", str(gcs),
-           "--node-ip-address", "127.0.0.1", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash),
-           "--num-cpus", "2", "--include-dashboard", "true", "--disable-usage-stats",
-           "--ray-client-server-port", str(free_port()), "--dashboard-agent-listen-port", "0",
-           "--min-worker-port", "0", "--max-worker-port", "0"]
-    proc = spawn(cmd, work / "head.log", env=env)
+    workdir = tmp_path / ".raylab"
+    ctx = make_context("local", LAB, False, True, "autoscale", workdir, True)
+    target = ctx.target
+    common = ["--lab", LAB, "--workdir", str(workdir), "--json"]
+    t0 = time.monotonic()
     try:
-        url = f"http://127.0.0.1:{dash}"
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                urllib.request.urlopen(url + "/api/version", timeout=2).read()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("head did not come up: " + (work / "head.log").read_text()[-2000:]) \
-                        from None
-                time.sleep(1)
-        cfg = work / "cluster.yaml"
-        cfg.write_text(json.dumps({
-            "cluster_name": "probe", "max_workers": 2, "upscaling_speed": 1.0, "idle_timeout_minutes": 0.25,
-            "head_node_type": "ray.head.default",
-            "available_node_types": {
-                "ray.head.default": {"resources": {"CPU": 2}, "node_config": {"InstanceType": "c7i.large"}},
-                "ray.worker.ondemand": {"resources": {"CPU": 4}, "min_workers": 0, "max_workers": 2,
-                                        "node_config": {"InstanceType": "c7i.4xlarge"}}}}))
+        target.start(ctx)
+        twin = target.twin(ctx)
+        create_network_and_identity(ctx)
+        twin.set_quotas(on_demand=80)  # head 16 + 4 workers x 16
+        r = run_cli("stage", "3", *common, timeout=240)
+        assert r.returncode == 0, r.stderr[-3000:]
 
-        class HeadOnly:  # the target's two verbs this run needs; EC2 is absent here
-            name = "local"
+        # --- stage 4: the wall -------------------------------------------------------------------
+        r = run_cli("stress", "--tasks", "24", "--duration", "8", *common, timeout=300)
+        assert r.returncode == 0, r.stderr[-3000:]
+        s = json_out(r)
+        assert s["ok"] and (s["tasks_total"], s["tasks_completed"], s["tasks_failed"]) == (24, 24, 0)
+        assert (s["quota_vcpus"], s["quota_cap_workers"]) == (80, 4)
+        assert s["min_workers"] < s["peak_workers"] <= 4
+        assert s["quota_errors"] >= 1
+        assert any(e["kind"] == "quota_error" and e["code"] == "VcpuLimitExceeded" for e in twin.events())
+        assert s["ideal_makespan_s"] == 16.0 and s["makespan_s"] >= 16.0  # 2 waves of 16 slots x 8 s
+        assert Path(s["chart"]).read_bytes()[:8] == PNG
+        assert Path(s["timeline"]).stat().st_size > 0
+        t_stress = time.monotonic() - t0
 
-            def dashboard_url(self, ctx: Context) -> str:
-                return url
-
-            def aws_env(self, ctx: Context) -> dict[str, str]:
-                raise RuntimeError("no EC2 in this probe")
-
-        ctx = Context(target_name="local", lab="probe", ui=UI(), workdir=work / ".raylab", _target=HeadOnly())
-        ctx.state.put("cluster", {"cluster_name": "raylab-probe", "config_path": str(cfg),
-                                  "gcs_address": f"127.0.0.1:{gcs}", "scale": 4})
-        return run_stress(ctx, tasks=6, duration=3.0, scale=4, out_dir=work / "run")
+        # --- stage 5: shorter idle timeout, a higher quota, a second run ---------------------------
+        r = run_cli("scale", "--idle-timeout", "0.25", "--quota", "96", *common, timeout=300)
+        assert r.returncode == 0, r.stderr[-3000:]
+        sc = json_out(r)
+        checks = {c["name"]: c["ok"] for c in sc["checks"]}
+        assert all(checks.values()) and "idle workers removed" in checks, sc["checks"]
+        run = sc["run"]
+        assert run["tasks_completed"] == 24 and run["quota_vcpus"] == 96 and run["peak_workers"] <= 5
+        removal = run["idle_removal"]
+        assert removal["delay_s"] is not None and removal["delay_s"] >= 15 - 14  # 0.25 min, 2 s samples
+        assert "idle workers removed" in r.stderr and "peak workers" in r.stderr
+        assert sc["comparison"]["quota_vcpus"] == {"before": 80, "after": 96, "change": 16}
+        text = (workdir / "config" / "ray-cluster.yaml").read_text()
+        assert "idle_timeout_minutes: 0.25" in text and "# How fast the autoscaler adds nodes" in text
+        print(f"\nstress at {t_stress:.0f}s: peak {s['peak_workers']}, makespan {s['makespan_s']:.0f}s "
+              f"(ideal {s['ideal_makespan_s']:.0f}s), {s['quota_errors']} quota errors; scale: "
+              f"{run['idle_removal_line']}; total {time.monotonic() - t0:.0f}s")
     finally:
-        stop_group(proc.pid)
-        shutil.rmtree(tmp, ignore_errors=True)
+        temp_root = ctx.state.get("cluster").get("temp_root")
+        with contextlib.suppress(Exception):
+            from raylab.stages import BY_NAME, load
 
-
-@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare (util-linux)")
-def test_stress_job_on_isolated_head(tmp_path: Path) -> None:
-    """6 x 3 s tasks on a 2-CPU head: all complete, the timeline and chart are written."""
-    from raylab.observe import timeline as tl
-
-    inner = f"ip link set lo up && exec {sys.executable} {__file__} {tmp_path}"
-    p = subprocess.run(["unshare", "--net", "sh", "-c", inner], capture_output=True, text=True, timeout=240)
-    assert p.returncode == 0, p.stderr[-3000:]
-    s = json.loads(p.stdout.strip().splitlines()[-1])
-    assert (s["tasks_total"], s["tasks_completed"], s["tasks_failed"]) == (6, 6, 0)
-    assert s["makespan_s"] >= 9  # 3 waves of 2 tasks x 3 s on 2 CPUs
-    assert s["peak_workers"] == 0  # no worker nodes: only the head ran tasks
-    meta, samples = tl.read(Path(s["timeline"]))
-    assert meta["tasks"] == 6 and len(samples) >= 3
-    assert max(x["tasks"]["running"] or 0 for x in samples) >= 1
-    assert Path(s["chart"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-if __name__ == "__main__":
-    out = _probe(Path(sys.argv[1]))
-    print(json.dumps(out, default=str))
+            load(BY_NAME["cluster"]).destroy(ctx)
+        with contextlib.suppress(Exception):
+            target.stop(ctx)
+    assert target.leftovers(ctx) == []
+    if temp_root:
+        assert procs_with(temp_root) == []

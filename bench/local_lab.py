@@ -1,0 +1,125 @@
+"""Benchmark: the local lab's stages, timed, and the stress makespan against its lower bound.
+
+Runs the real CLI in a fresh working directory: `raylab up` (stages 1-3), `raylab stress` at the
+default scale (120 tasks x 1 CPU x 30 s on 4-CPU nodes, quota 160 vCPU), optionally `raylab scale`
+(stage 5, --with-scaling), then `raylab down`. Prints each stage's time, the stress makespan as a
+ratio to ``ideal_makespan_s`` (waves x task duration: no boot time in it), and the node boot time
+measured from the twin's events (launch call -> Ray node up, and process start -> raylet up).
+Target: makespan <= 1.5 x ideal at the default scale.
+
+Heavy (a Ray head and up to 9 worker nodes on this machine, ~5 min): run it by hand or `make bench`:
+  .venv/bin/python bench/local_lab.py [--tasks N --duration S] [--with-scaling] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGET = 1.5
+LAB = "bench"
+
+
+def raylab(workdir: Path, *args: str, timeout: float = 1200) -> tuple[dict[str, Any], float]:
+    t0 = time.monotonic()
+    p = subprocess.run(
+        [sys.executable, "-m", "raylab", *args, "--lab", LAB, "--workdir", str(workdir), "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    secs = time.monotonic() - t0
+    if p.returncode != 0:
+        sys.stderr.write(p.stderr[-4000:])
+        raise SystemExit(f"`raylab {' '.join(args)}` failed (exit {p.returncode})")
+    return json.loads(p.stdout), secs
+
+
+def boot_times(events: list[dict[str, Any]]) -> tuple[list[float], list[float]]:
+    """(launch call -> Ray node up, process start -> raylet up) per worker instance (pure)."""
+    launched: dict[str, float] = {}
+    to_up, proc = [], []
+    for e in events:
+        if e.get("kind") == "launch":
+            for iid in e.get("instance_ids") or []:
+                launched.setdefault(iid, float(e["t"]))
+        elif e.get("kind") == "node_running":
+            iid = e.get("instance_id")
+            if iid in launched:
+                to_up.append(float(e["t"]) - launched[iid])
+            if e.get("boot_s") is not None:
+                proc.append(float(e["boot_s"]))
+    return to_up, proc
+
+
+def fmt(xs: list[float]) -> str:
+    if not xs:
+        return "-"
+    return f"median {statistics.median(xs):5.1f} s  (min {min(xs):.1f}, max {max(xs):.1f}, n={len(xs)})"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tasks", type=int, default=None, help="default: 480 / scale (120)")
+    ap.add_argument("--duration", type=float, default=None, help="default: 300 / 10 (30 s)")
+    ap.add_argument("--with-scaling", action="store_true", help="also run stage 5 (raylab scale)")
+    ap.add_argument("--keep", action="store_true", help="leave the lab up (clean with raylab down)")
+    args = ap.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="rl-bench-")) / ".raylab"
+    rows: list[tuple[str, float]] = []
+    try:
+        up, secs = raylab(workdir, "up", "--yes")
+        rows += [(f"stage {s['number']} {s['name']}", s["seconds"]) for s in up["stages"]]
+        extra = [a for a, v in (("--tasks", args.tasks), ("--duration", args.duration)) if v is not None]
+        vals = [str(v) for v in (args.tasks, args.duration) if v is not None]
+        stress_args = [x for pair in zip(extra, vals, strict=True) for x in pair]
+        s, secs = raylab(workdir, "stress", *stress_args)
+        rows.append(("stage 4 stress", secs))
+        if args.with_scaling:
+            _, secs = raylab(workdir, "scale", "--idle-timeout", "0.5", "--quota", "224")
+            rows.append(("stage 5 scaling", secs))
+        from raylab.cli.options import make_context
+
+        ctx = make_context("local", LAB, False, True, "autoscale", workdir, True)
+        events = ctx.target.twin(ctx).events()  # type: ignore[attr-defined]
+    finally:
+        if not args.keep:
+            t0 = time.monotonic()
+            subprocess.run(
+                [sys.executable, "-m", "raylab", "down", "--yes", "--lab", LAB, "--workdir", str(workdir)],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
+            rows.append(("teardown", time.monotonic() - t0))
+    to_up, proc = boot_times(events)
+    for name, secs in rows:
+        print(f"{name:20} {secs:7.1f} s")
+    ratio = s["makespan_s"] / s["ideal_makespan_s"] if s.get("ideal_makespan_s") else float("nan")
+    print(
+        f"stress: {s['tasks_completed']}/{s['tasks_total']} tasks x {s['task_duration_s']:g} s, "
+        f"peak {s['peak_workers']} workers (quota {s['quota_vcpus']} vCPU allows {s['quota_cap_workers']}), "
+        f"{s['quota_errors']} quota errors"
+    )
+    print(
+        f"makespan {s['makespan_s']:.1f} s / ideal {s['ideal_makespan_s']:.0f} s = {ratio:.2f}x  "
+        f"(target <= {TARGET}x)  {'OK' if ratio <= TARGET else 'OVER TARGET'}"
+    )
+    print(f"node boot, launch call -> Ray node up:   {fmt(to_up)}")
+    print(f"node boot, process start -> raylet up:   {fmt(proc)}")
+    print(f"chart: {s['chart']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
