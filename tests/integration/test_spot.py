@@ -79,3 +79,16 @@ def test_capacity_without_guard_shows_rays_own_behaviour(cluster, monkeypatch):
     assert r["capacity_errors"] > with_guard["capacity_errors"]
     assert r["ondemand_launched_in_window"] < with_guard["ondemand_launched_in_window"]
     (work / "spot" / "compare.json").write_text(json.dumps({"guard": with_guard, "no_guard": r}, default=str))
+
+
+def test_chaos_cli_on_the_local_target(cluster):
+    _, env = cluster
+    p = run_cli("chaos", "capacity", "--market", "spot", "--for", "5", "--lab", LAB, "--json", env=env)
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert out["fault"]["market"] == "spot" and out["until"] > 0 and len(out["faults"]) >= 1
+    assert "InsufficientInstanceCapacity for 5 s" in p.stderr
+    p = run_cli("chaos", "capacity", "--clear", "--lab", LAB, "--json", env=env)
+    assert p.returncode == 0 and json.loads(p.stdout)["faults"] == []
+    p = run_cli("chaos", "reclaim", "--count", "999", "--lab", LAB, "--json", env=env)
+    assert p.returncode == 2 and "asked to reclaim 999 spot instance(s)" in p.stderr

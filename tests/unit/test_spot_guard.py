@@ -262,3 +262,16 @@ def test_guard_restore_all_on_stop(tmp_path: Path):
     assert yaml.safe_load(p.read_text())["available_node_types"]["ray.worker.spot"]["max_workers"] == 0
     g.restore_all()
     assert p.read_text() == CLUSTER_YAML
+
+
+def test_recent_events_for_status(tmp_path: Path):
+    from raylab.spot.guard import emitter, recent_events
+
+    f = tmp_path / "guard-events.jsonl"
+    assert recent_events(f) == []
+    emit = emitter(f, None)
+    for i in range(7):
+        emit({"t": i, "kind": "guard_cap", "message": f"m{i}"})
+    with open(f, "a") as fh:
+        fh.write("{torn")
+    assert [e["message"] for e in recent_events(f, 3)] == ["m5", "m6"]

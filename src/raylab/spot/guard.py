@@ -357,6 +357,19 @@ class Guard:
         self._save()
 
 
+def recent_events(path: Path, n: int = 5) -> list[dict[str, Any]]:
+    """The guard's last ``n`` decisions (for `raylab status`): [{t, kind, node_type, message, ...}]."""
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines()[-n:]:
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
+
+
 def emitter(events_file: Path | None, twin_url: str | None) -> Callable[[dict[str, Any]], None]:
     """Guard events go to a JSON-lines file and, on the local target, into the twin's timeline."""
 
