@@ -415,6 +415,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--boot-delay", type=float, default=0.0)
     p.add_argument("--max-concurrent-boots", type=int, default=1)
     a = p.parse_args(argv)
+    if __name__ == "__main__":  # `python -m`: let `import raylab.targets.local.twin` find THIS module
+        sys.modules.setdefault("raylab.targets.local.twin", sys.modules[__name__])
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request is noise
