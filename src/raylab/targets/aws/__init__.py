@@ -436,41 +436,26 @@ class AwsTarget:
 
     # what is left ---------------------------------------------------------------------------------
     def leftovers(self, ctx: Context) -> list[str]:
+        """Instances of the cluster tag, the stack and the lab's network (stage 1's own check), the
+        roles/profiles (stage 2's), the lab's key pair, and raylab's live processes (tunnels)."""
+        from raylab.stages import stage1_network, stage2_identity
         from raylab.state import pid_alive
 
-        left: list[str] = []
         n = ctx.names
         ec2 = self._client(ctx, "ec2")
-        for key, value in (("ray-cluster-name", n["cluster"]), ("raylab-lab", ctx.lab)):
-            r = ec2.describe_instances(
-                Filters=[
-                    {"Name": f"tag:{key}", "Values": [value]},
-                    {"Name": "instance-state-name", "Values": LIVE},
-                ]
-            )
-            left += [
-                f"instance {i['InstanceId']} ({i['State']['Name']}, tag {key}={value})"
-                for res in r["Reservations"]
-                for i in res["Instances"]
+        r = ec2.describe_instances(
+            Filters=[
+                {"Name": "tag:ray-cluster-name", "Values": [n["cluster"]]},
+                {"Name": "instance-state-name", "Values": LIVE},
             ]
-        left = sorted(set(left))
-        try:
-            st = self._client(ctx, "cloudformation").describe_stacks(StackName=n["stack"])["Stacks"][0]
-            if st["StackStatus"] != "DELETE_COMPLETE":
-                left.append(f"stack {n['stack']} ({st['StackStatus']})")
-        except Exception as e:
-            if "does not exist" not in str(e):
-                left.append(f"stack {n['stack']} (could not check: {e})")
-        iam = self._client(ctx, "iam")
-        for prof in (n["head_profile"], n["worker_profile"]):
-            with contextlib.suppress(iam.exceptions.NoSuchEntityException):
-                iam.get_instance_profile(InstanceProfileName=prof)
-                left.append(f"instance profile {prof}")
-        for role in (n["head_role"], n["worker_role"]):
-            with contextlib.suppress(iam.exceptions.NoSuchEntityException):
-                iam.get_role(RoleName=role)
-                left.append(f"role {role}")
-        with contextlib.suppress(Exception):
+        )
+        left = [
+            f"instance {i['InstanceId']} ({i['State']['Name']}, cluster {n['cluster']})"
+            for res in r["Reservations"]
+            for i in res["Instances"]
+        ]
+        left += stage1_network.leftovers(ctx) + stage2_identity.leftovers(ctx)
+        with contextlib.suppress(Exception):  # NotFound: gone
             if ec2.describe_key_pairs(KeyNames=[n["key_pair"]])["KeyPairs"]:
                 left.append(f"key pair {n['key_pair']}")
         for pname, p in ctx.state.get("processes").items():
