@@ -220,6 +220,7 @@ class Machines:
                     m.state = "exited"
                     m.ended_at = time.time()
                     self._event("node_exit", instance_id=iid, node_type=m.node_type, exit_code=m.exit_code)
+                    threading.Thread(target=self.persist, daemon=True).start()
                     threading.Thread(target=self._terminate, args=(iid, "Ray node process exited"),
                                      daemon=True).start()
 

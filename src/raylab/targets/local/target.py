@@ -202,10 +202,20 @@ class LocalTarget:
             return cur
         if cur.get("head_pid"):  # a dead or half-started head from before: clean it first
             self.cluster_down(ctx)
+        from botocore.exceptions import ClientError
+
         ec2 = client(ctx, "ec2")
         iid = H.find_head_instance(ec2, cluster)
         if iid is None:
-            resp = ec2.run_instances(**H.head_run_args(cfg, ctx.lab))
+            try:
+                resp = ec2.run_instances(**H.head_run_args(cfg, ctx.lab))
+            except ClientError as e:
+                err = e.response.get("Error", {})
+                raise RaylabError(f"the head instance could not be launched: {err.get('Code')}: "
+                                  f"{err.get('Message')}",
+                                  "re-run stages 1-2 (`raylab up`) so the subnets, security group and "
+                                  "profiles exist on this twin; for a quota error raise it "
+                                  "(`raylab scale --quota`)") from None
             iid = resp["Instances"][0]["InstanceId"]
             itype = cfg["available_node_types"][cfg["head_node_type"]]["node_config"]["InstanceType"]
             ctx.ui.success(f"head instance {iid} ({itype}) running on the twin")
