@@ -310,3 +310,15 @@ def test_key_path_brackets_dotted_names() -> None:
     assert key_path(NT, "ray.worker.spot", "node_config", "BlockDeviceMappings", 0) == \
         "available_node_types[ray.worker.spot].node_config.BlockDeviceMappings[0]"
     assert key_path() == FILE
+
+
+def test_every_ray_schema_error_is_reported_not_only_the_first(base: dict[str, Any]) -> None:
+    cfg = copy.deepcopy(base)
+    cfg["idle_timeout_minute"] = 1  # ours: a typo
+    cfg["cluster_name"] = 3  # only Ray's schema: wrong type
+    cfg[NT][SPOT].pop("resources")  # only Ray's schema: required
+    assert [(f.check, f.path) for f in validate(cfg)] == [
+        ("unknown-key", "idle_timeout_minute"),
+        ("ray-schema", "cluster_name"),
+        ("ray-schema", f"{NT}[{SPOT}]"),
+    ]

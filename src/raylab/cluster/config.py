@@ -213,7 +213,7 @@ def render(*, target: str, scenario: str, lab: str, outputs: Mapping[str, str], 
     if target == "local":
         if not endpoint_url:
             raise RaylabError("the local target needs the twin's endpoint URL to render",
-                              "start the local target first (`raylab up`), then render again")
+                              "start the local target first with `raylab up`, then render again")
         from raylab.targets.local.render import to_local
 
         return to_local(filled, endpoint_url=endpoint_url, scale=scale)

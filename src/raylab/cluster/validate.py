@@ -407,8 +407,25 @@ def check_placeholders(cfg: Mapping[str, Any], env: Env) -> Iterator[Finding]:
 
 
 # --- Ray's own validator ----------------------------------------------------------------------------
+def _schema_finding(e: Any) -> Finding:
+    parts: list[str | int] = list(e.absolute_path)
+    m = re.search(r"'([^']+)' was unexpected", e.message)
+    if e.validator == "additionalProperties" and m:
+        parts.append(m.group(1))
+    return Finding(ERROR, key_path(*parts), f"Ray's schema rejects it: {e.message}", f"see {RAY_DOCS}",
+                   "ray-schema")
+
+
+def _ray_error(e: Exception) -> Finding:
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    path = next((k for k in ("head_node_type", "max_workers") if k in text), FILE)
+    return Finding(ERROR, path, f"Ray rejects the config: {type(e).__name__}: {text}", f"see {RAY_DOCS}",
+                   "ray-schema")
+
+
 def ray_findings(cfg: Mapping[str, Any]) -> list[Finding]:
-    """Run Ray's ``prepare_config`` then ``validate_config`` (quietly); their complaint as findings."""
+    """Ray's own ``prepare_config`` then ``validate_config`` (quietly), as `ray up` calls them; every
+    complaint of Ray's schema (not only the first, which is all ``validate_config`` raises) as findings."""
     import jsonschema
 
     try:
@@ -421,23 +438,22 @@ def ray_findings(cfg: Mapping[str, Any]) -> list[Finding]:
     logging.disable(logging.CRITICAL)  # Ray logs INFO/WARNING lines through its own stderr handler
     try:
         with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-            validate_config(prepare_config(copy.deepcopy(dict(cfg))))
-    except jsonschema.ValidationError as e:
-        parts: list[str | int] = [p for p in e.absolute_path]
-        msg = e.message
-        m = re.search(r"\('([^']+)' was unexpected\)|'([^']+)' was unexpected", msg)
-        if e.validator == "additionalProperties" and m:
-            parts.append(m.group(1) or m.group(2))
-        return [Finding(ERROR, key_path(*parts), f"Ray's schema rejects it: {msg}", f"see {RAY_DOCS}",
-                        "ray-schema")]
-    except Exception as e:  # noqa: BLE001 - ValueError/KeyError/RuntimeError from Ray's own checks
-        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        path = next((k for k in ("head_node_type", "max_workers") if k in text), FILE)
-        return [Finding(ERROR, path, f"Ray rejects the config: {type(e).__name__}: {text}",
-                        f"see {RAY_DOCS}", "ray-schema")]
+            try:
+                prepared = prepare_config(copy.deepcopy(dict(cfg)))
+            except Exception as e:  # noqa: BLE001 - KeyError/ValueError from Ray's merging
+                return [_ray_error(e)]
+            found = [_schema_finding(e) for e in
+                     jsonschema.Draft7Validator(ray_schema()).iter_errors(prepared)]
+            try:
+                validate_config(prepared)
+            except jsonschema.ValidationError as e:
+                if not found:
+                    found.append(_schema_finding(e))
+            except Exception as e:  # noqa: BLE001 - Ray's own checks after the schema
+                found.append(_ray_error(e))
+            return found
     finally:
         logging.disable(before)
-    return []
 
 
 def _covered(ray: Finding, ours: list[Finding]) -> bool:
