@@ -23,6 +23,10 @@ vCPU quota        160 (head included)         160, in instance-type vCPUs (uncha
 quota wall        head + 9 workers            head + 9 workers (same place)
 ================  ==========================  ===================================
 
+The bastion (t3.micro, 2 vCPU, on-demand) counts against the same "Running On-Demand Standard"
+quota, so with it running the wall is head + bastion + 8 workers on both (160 - 16 - 2 = 142 vCPU
+= 8 x 16). raylab measures what is already in use when a run starts and reports the real wall.
+
 Tasks per worker CPU and the quota wall keep the plan's shape; only sizes and time shrink. The
 lower bound on the makespan is ``ceil(tasks / (usable_workers x cpus_per_worker)) x duration``
 (plan: 4 waves x 300 s = 1200 s; local default: 4 waves x 30 s = 120 s).
