@@ -84,3 +84,18 @@ def test_instance_diffs_and_failed_launches_for_targets_without_a_log() -> None:
     first = sources.failed_launch_events(failed, seen)
     assert [e["kind"] for e in first] == ["quota_error", "launch_failed"]
     assert sources.failed_launch_events(failed, seen) == []  # seen once, recorded once
+
+
+def test_normalize_the_targets_status_summary_shape() -> None:
+    """AwsTarget.cluster_status returns raylab.cluster.status.summarize's shape."""
+    st = {"ray_nodes": [{"type": "ray.head.default", "group": "active"},
+                        {"type": "ray.worker.ondemand", "group": "active"},
+                        {"type": "ray.worker.ondemand", "group": "idle"},
+                        {"type": "ray.worker.ondemand", "group": "pending"}],
+          "pending_launches": [{"type": "ray.worker.ondemand", "count": 2}],
+          "failed_launches": [{"type": "ray.worker.ondemand", "count": 1, "ts": 9, "details": ""}],
+          "demand": [{"bundle": {"CPU": 1.0}, "count": 30}], "usage": {"CPU": {"total": 8.0, "used": 8.0}}}
+    n = sources.normalize_status(st)
+    assert n["nodes"]["ray.worker.ondemand"] == {"RUNNING": 1, "IDLE": 1, "PENDING": 1, "LAUNCHING": 2}
+    assert (n["cpu_used"], n["queued_tasks"]) == (8.0, 30)
+    assert sources.failed_launch_events(n["failed_launches"], set())[0]["kind"] == "launch_failed"

@@ -125,3 +125,11 @@ def test_non_numeric_is_a_usage_error(tmp_path: Path) -> None:
 def test_no_cluster_says_what_to_run(tmp_path: Path) -> None:
     p = run_cli("stress", "--workdir", str(tmp_path / ".raylab"), "--json")
     assert p.returncode != 0 and "raylab up" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_aws_quota_check_accepts_failed_launches_without_a_code() -> None:
+    s = _summary(quota_errors=0, launch_failures=7, target="aws")
+    c = next(c for c in checks_for(s) if c.name == "quota error recorded")
+    assert c.ok and "monitor.log" in c.detail
+    s = _summary(quota_errors=0, launch_failures=7, target="local")
+    assert not next(c for c in checks_for(s) if c.name == "quota error recorded").ok

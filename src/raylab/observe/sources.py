@@ -35,8 +35,26 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
+def normalize_summary(st: dict[str, Any]) -> dict[str, Any]:
+    """The same, from ``raylab.cluster.status.summarize``'s shape (what targets' cluster_status give)."""
+    nodes: dict[str, Counter[str]] = {}
+    for n in st.get("ray_nodes", []):
+        state = {"active": "RUNNING", "idle": "IDLE", "pending": "PENDING"}.get(n.get("group", ""), "?")
+        nodes.setdefault(n.get("type") or "?", Counter())[state] += 1
+    for lr in st.get("pending_launches", []):
+        nodes.setdefault(lr.get("type") or "?", Counter())["LAUNCHING"] += int(lr.get("count", 1))
+    cpu = st.get("usage", {}).get("CPU", {})
+    queued = sum(int(d.get("count", 0)) for d in st.get("demand", []) if d.get("bundle", {}).get("CPU"))
+    failed = [{"ts": f.get("ts"), "type": f.get("type"), "count": f.get("count", 1),
+               "details": f.get("details") or ""} for f in st.get("failed_launches", [])]
+    return {"nodes": {t: dict(c) for t, c in nodes.items()}, "cpu_used": float(cpu.get("used", 0)),
+            "cpu_total": float(cpu.get("total", 0)), "queued_tasks": queued, "failed_launches": failed}
+
+
 def normalize_status(st: dict[str, Any]) -> dict[str, Any]:
     """Nodes by type and state, CPU used/total, queued 1-CPU-ish task demand, failed launches."""
+    if "ray_nodes" in st:
+        return normalize_summary(st)
     nodes: dict[str, Counter[str]] = {}
 
     def add(t: str, state: str, n: int = 1) -> None:

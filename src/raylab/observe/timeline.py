@@ -217,6 +217,7 @@ def summarize(meta: dict[str, Any], samples: Sequence[dict[str, Any]],
         "reserved_vcpus": reserved_of(meta),
         "quota_errors": count_events(samples, "quota_error"),
         "capacity_errors": count_events(samples, "capacity_error"),
+        "launch_failures": count_events(samples, "launch_failed"),
         "launches": count_events(samples, "launch"),
         "terminations": count_events(samples, "termination"),
         "demand_exceeds_quota": demand_exceeds_quota(
