@@ -255,6 +255,11 @@ def run_stress(ctx: Context, *, tasks: int, duration: float, scale: int, out_dir
         raise RaylabError(f"the stress job ended {job.status}: {job.message[:200]}",
                           f"job log tail:\n{job.logs_tail()}")
     summary = tl.summarize(meta, samples, job.summary)
+    if job.summary:  # the job's own record: one entry per task (node id, instance id, start, end)
+        import json
+
+        (out_dir / "job-summary.json").write_text(json.dumps(job.summary, indent=1))
+        summary["job_summary"] = str(out_dir / "job-summary.json")
     chart = draw(out_dir / "chart.png", meta, samples)
     removal = tl.idle_removal(samples, lim.min_workers) if observe_scale_down else None
     summary.update({"timeline": str(writer.path), "chart": str(chart), "job_id": job.job_id,
