@@ -8,6 +8,9 @@ window with the guard stopped, then `raylab down`. Sizes are small (2 cores shar
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -20,8 +23,10 @@ SMALL = {"tasks": 12, "duration": 10.0, "notice": 6.0, "capacity_window": 30.0, 
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory):
-    work = tmp_path_factory.mktemp("spot") / ".raylab"
+def cluster():
+    # a short, stable path (not pytest's rotating basetemp): its logs stay readable after a failure
+    base = Path(tempfile.mkdtemp(prefix="rl-spotit-", dir="/tmp"))
+    work = base / ".raylab"
     env = {"RAYLAB_WORKDIR": str(work), "RAYLAB_SPOT_DRILL": json.dumps(SMALL)}
     up = run_cli("up", "--lab", LAB, "--scenario", "mixed", "--yes", "--json", env=env, timeout=420)
     try:
@@ -31,11 +36,13 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
         down = run_cli("down", "--lab", LAB, "--yes", "--json", env=env, timeout=420)
         assert down.returncode == 0, down.stderr[-3000:]
         assert json.loads(down.stdout)["leftovers"] == []
+    shutil.rmtree(base, ignore_errors=True)  # kept when anything above failed
 
 
 def test_stage6_reclaims_and_guard(cluster):
     work, env = cluster
     p = run_cli("stage", "6", "--lab", LAB, "--scenario", "mixed", "--yes", "--json", env=env, timeout=900)
+    assert p.stdout, f"no result; logs under {work}: {p.stderr[-4000:]}"
     out = json.loads(p.stdout)
     checks = {c["name"]: c for s in out.get("stages", []) for c in s["checks"]}
     assert p.returncode == 0, (out, p.stderr[-3000:])
