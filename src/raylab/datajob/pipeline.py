@@ -63,9 +63,19 @@ def ray_session(address: str | None = None, num_cpus: int | None = None,
         ray.init(address=target, log_to_driver=True)
         where = f"cluster at {target}"
     else:
-        tmp = tempfile.mkdtemp(prefix="rl-cv-", dir="/tmp")
-        ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False,
-                 _temp_dir=tmp, object_store_memory=object_store_mb * 1024 * 1024)
+        for attempt in (1, 2):  # Ray gives a new node 30 s to register: a saturated host can miss it
+            tmp = tempfile.mkdtemp(prefix="rl-cv-", dir="/tmp")
+            try:
+                ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False,
+                         _temp_dir=tmp, object_store_memory=object_store_mb * 1024 * 1024)
+                break
+            except Exception as e:  # noqa: BLE001 - ray.init raises a bare Exception on time-outs
+                ray.shutdown()
+                _kill_started_under(tmp)  # a failed init leaves its GCS/raylet running
+                shutil.rmtree(tmp, ignore_errors=True)
+                if attempt == 2:
+                    raise RaylabError(f"a local Ray instance did not start: {str(e).splitlines()[0]}",
+                                      "the machine may be overloaded: see `uptime`, then retry") from None
         where = f"isolated local Ray ({int(ray.cluster_resources().get('CPU', 0))} CPU, {tmp})"
     try:
         yield where
@@ -73,6 +83,25 @@ def ray_session(address: str | None = None, num_cpus: int | None = None,
         ray.shutdown()
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _kill_started_under(tmp: str) -> None:
+    """SIGKILL the processes of a failed local start: our children whose command line names ``tmp``
+    (the temp dir is new and unique to this attempt, so nothing else matches)."""
+    import signal
+
+    me = os.getpid()
+    for d in os.listdir("/proc"):
+        if not d.isdigit() or int(d) == me:
+            continue
+        try:
+            with open(f"/proc/{d}/cmdline", "rb") as fh:
+                cmd = fh.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if tmp in cmd:
+            with contextlib.suppress(OSError):
+                os.kill(int(d), signal.SIGKILL)
 
 
 def _filter_kept(t: Any) -> Any:
