@@ -18,12 +18,12 @@ from tests.conftest import run_cli
 
 pytestmark = pytest.mark.integration
 LAB = "spotit"
-SMALL = {"tasks": 12, "duration": 10.0, "notice": 6.0, "capacity_window": 30.0, "cooldown": 15.0,
+SMALL = {"tasks": 16, "duration": 15.0, "notice": 6.0, "capacity_window": 30.0, "cooldown": 15.0,
          "probe": 10.0, "spot_wait": 120.0, "timeout": 240.0}
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def cluster(request: pytest.FixtureRequest):
     # a short, stable path (not pytest's rotating basetemp): its logs stay readable after a failure
     base = Path(tempfile.mkdtemp(prefix="rl-spotit-", dir="/tmp"))
     work = base / ".raylab"
@@ -36,7 +36,8 @@ def cluster():
         down = run_cli("down", "--lab", LAB, "--yes", "--json", env=env, timeout=420)
         assert down.returncode == 0, down.stderr[-3000:]
         assert json.loads(down.stdout)["leftovers"] == []
-    shutil.rmtree(base, ignore_errors=True)  # kept when anything above failed
+    if request.session.testsfailed == 0:  # kept (with every log) when a test failed
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_stage6_reclaims_and_guard(cluster):
@@ -51,6 +52,7 @@ def test_stage6_reclaims_and_guard(cluster):
     # (1) reclaim without notice: every task completes, some re-ran, replacements launched
     nn = d["reclaim_no_notice"]
     assert nn["tasks_completed"] == nn["tasks_total"] and nn["tasks_retried"] >= 1 and nn["replacements"] >= 1
+    assert nn["workers_max_after"] >= nn["workers_before"]
     # (2) with notice: drained by its watcher; no task started on it after the drain (from what the
     # tasks recorded about their node); terminated at the deadline
     wn = d["reclaim_notice"]

@@ -10,7 +10,8 @@ from raylab.stages.stage6_spot import checks, ensure_spot_allowed
 
 GOOD = {"drills": {
     "reclaim_no_notice": {"tasks_total": 12, "tasks_completed": 12, "tasks_retried": 2, "replacements": 1,
-                          "reclaimed": ["i-1"]},
+                          "reclaimed": ["i-1"], "workers_before": 4, "workers_min_after": 3,
+                          "workers_max_after": 4},
     "reclaim_notice": {"tasks_total": 12, "tasks_completed": 12, "drained": True, "started_after_drain": 0,
                        "started_within_grace": 1, "tasks_on_drained_node": 3, "terminated_after_s": 6.1,
                        "notice_s": 6.0, "drained_after_notice_s": 1.1},
@@ -30,6 +31,7 @@ def test_all_good():
         ("reclaim_no_notice", "tasks_completed", 11, "reclaim_no_notice: every task completed"),
         ("reclaim_no_notice", "tasks_retried", 0, "reclaim without notice: tasks re-ran elsewhere"),
         ("reclaim_no_notice", "replacements", 0, "reclaim without notice: replacements launched"),
+        ("reclaim_no_notice", "workers_max_after", 3, "reclaim without notice: replacements launched"),
         ("reclaim_notice", "started_after_drain", 1, "reclaim with notice: drained node started no new task"),
         ("reclaim_notice", "drained", False, "reclaim with notice: drained node started no new task"),
         ("reclaim_notice", "terminated_after_s", 2.0, "reclaim with notice: terminated at the deadline"),

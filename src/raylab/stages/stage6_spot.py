@@ -20,11 +20,13 @@ capacity errors into a real account.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -129,8 +131,12 @@ def checks(s: dict[str, Any]) -> list[Check]:
     if nn:
         out.append(Check("reclaim without notice: tasks re-ran elsewhere", nn.get("tasks_retried", 0) >= 1,
                          f"{nn.get('reclaimed')} reclaimed; {nn.get('tasks_retried', 0)} task(s) retried"))
-        out.append(Check("reclaim without notice: replacements launched", nn.get("replacements", 0) >= 1,
-                         f"{nn.get('replacements', 0)} worker instance(s) launched after the reclaim"))
+        back = (nn.get("workers_max_after") or 0) >= nn.get("workers_before", 1)
+        ok = nn.get("replacements", 0) >= 1 and back
+        out.append(Check("reclaim without notice: replacements launched", ok,
+                         f"{nn.get('replacements', 0)} worker instance(s) launched after the reclaim while "
+                         f"tasks waited; workers {nn.get('workers_before')} before, down to "
+                         f"{nn.get('workers_min_after')}, back to {nn.get('workers_max_after')}"))
     wn = d.get("reclaim_notice", {})
     if wn:
         ok = bool(wn.get("drained")) and wn.get("started_after_drain") == 0
@@ -244,10 +250,17 @@ def start_demo(ctx: Context, out: Path, tasks: int, duration: float) -> subproce
     return spawn(cmd, out.with_suffix(".log"), env=env)
 
 
-def wait_demo(p: subprocess.Popen[bytes], out: Path, timeout: float) -> dict[str, Any]:
-    try:
-        p.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
+def wait_demo(p: subprocess.Popen[bytes], out: Path, timeout: float,
+              tick: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Wait for the demo driver, calling ``tick`` about once a second meanwhile."""
+    deadline = time.monotonic() + timeout
+    while p.poll() is None and time.monotonic() < deadline:
+        if tick is not None:
+            with contextlib.suppress(Exception):  # an observation, never the drill's failure
+                tick()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            p.wait(timeout=1.0)
+    if p.poll() is None:
         from raylab.procs import stop_group
 
         stop_group(p.pid)
@@ -258,6 +271,12 @@ def wait_demo(p: subprocess.Popen[bytes], out: Path, timeout: float) -> dict[str
     r = json.loads(out.read_text())
     r["out"] = str(out)
     return r
+
+
+def running_workers(ctx: Context, exclude: set[str] | frozenset[str] = frozenset()) -> int:
+    cluster = ctx.state.get("cluster")["cluster_name"]
+    return sum(1 for m in _twin(ctx).machines()
+               if m["cluster"] == cluster and m["state"] == "running" and m["instance_id"] not in exclude)
 
 
 def running_spot(ctx: Context) -> list[str]:
@@ -321,8 +340,11 @@ def drill_reclaim(ctx: Context, out_dir: Path, o: dict[str, Any], notice_s: floa
                           "see .raylab/logs/twin.log")
     count = 1 if notice_s else max(1, len(running_spot(ctx)) // 3)
     t_reclaim = time.time()
+    before = running_workers(ctx)
     rc = reclaim(ctx, count=count, notice_s=notice_s, no_notice=not notice_s, prefer=spot)
-    r = wait_demo(p, out, o["timeout"])
+    after: list[int] = []  # running workers, sampled while the demo still runs
+    gone = set(rc["instance_ids"])
+    r = wait_demo(p, out, o["timeout"], tick=lambda: after.append(running_workers(ctx, gone)))
     evs = twin_events(ctx, since)
     ids = set(rc["instance_ids"])
     launches = [e for e in evs
@@ -331,6 +353,8 @@ def drill_reclaim(ctx: Context, out_dir: Path, o: dict[str, Any], notice_s: floa
                                  "executions", "makespan_s")},
            "reclaimed": sorted(ids), "notice_s": notice_s, "out": str(out),
            "replacements": sum(int(e.get("launched", 0)) for e in launches),
+           "workers_before": before, "workers_min_after": min(after, default=None),
+           "workers_max_after": max(after, default=None),
            "executions_detail": r.get("executions_detail", [])}
     if notice_s:
         iid = rc["instance_ids"][0]
