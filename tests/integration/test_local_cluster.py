@@ -27,11 +27,19 @@ pytestmark = pytest.mark.integration
 LAB = "itlocal"
 DRIVER = """
 import json, sys, ray
-ray.init(address=sys.argv[1])
+ray.init(address=sys.argv[1], log_to_driver=False)
 from ray.autoscaler.sdk import request_resources
 request_resources(bundles=[{"CPU": 4}] * int(sys.argv[2]))
-print(json.dumps(sorted({n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]})))
+print("ADDRS " + json.dumps(sorted({n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]})), flush=True)
 """
+
+
+def parse(proc: subprocess.CompletedProcess[str]) -> dict:
+    try:
+        return json_out(proc)
+    except json.JSONDecodeError:
+        raise AssertionError(f"not one JSON object on stdout: {proc.stdout[-1500:]!r} / "
+                             f"stderr: {proc.stderr[-1500:]!r}") from None
 
 
 def wait_for(pred, timeout: float, what: str, every: float = 1.0):  # noqa: ANN001, ANN201
@@ -108,7 +116,7 @@ def test_local_cluster_end_to_end(tmp_path: Path) -> None:
         # --- stage 3 through the real CLI --------------------------------------------------------
         r = run_cli("stage", "3", "--lab", LAB, "--workdir", str(workdir), "--json", timeout=240)
         assert r.returncode == 0, r.stderr[-3000:]
-        out = json_out(r)
+        out = parse(r)
         assert out["ok"] and out["stages"][0]["name"] == "cluster"
         names = {c["name"]: c["ok"] for c in out["stages"][0]["checks"]}
         assert names == {"head running": True, "ray and ec2 agree": True, "loopback only": True}
@@ -127,7 +135,8 @@ def test_local_cluster_end_to_end(tmp_path: Path) -> None:
         d = subprocess.run([sys.executable, "-c", DRIVER, gcs, "5"], env=driver_env(), capture_output=True,
                            text=True, timeout=120)
         assert d.returncode == 0, d.stderr[-2000:]
-        addrs = json.loads(d.stdout.strip().splitlines()[-1])
+        line = next((ln for ln in d.stdout.splitlines() if ln.startswith("ADDRS ")), "ADDRS null")
+        addrs = json.loads(line.split(" ", 1)[1])  # Ray may print its own lines around ours
         assert addrs and all(a.startswith("127.") for a in addrs), addrs  # NodeManagerAddress is loopback
         t_demand = time.monotonic()
 
@@ -142,7 +151,7 @@ def test_local_cluster_end_to_end(tmp_path: Path) -> None:
         def agreed() -> dict | None:
             r = run_cli("status", "--lab", LAB, "--workdir", str(workdir), "--json", timeout=60)
             assert r.returncode == 0, r.stderr[-2000:]
-            s = json_out(r)
+            s = parse(r)
             return s if s["agreement"]["ok"] and len(s["agreement"]["running"]) == 4 else None
 
         st = wait_for(agreed, 60, "Ray and EC2 to agree on head + 3 workers", every=2)

@@ -98,6 +98,7 @@ def head_ports() -> dict[str, int]:
 def head_command(cfg: dict[str, Any], config_path: Path, temp_dir: str, ports: dict[str, int]) -> list[str]:
     head_type = cfg["head_node_type"]
     res = dict(cfg["available_node_types"][head_type].get("resources", {}))
+    memory = [f"--memory={int(res['memory'])}"] if res.get("memory") else []
     return [ray_bin(), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
             f"--port={ports['gcs']}", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
             f"--dashboard-port={ports['dashboard']}", f"--ray-client-server-port={ports['client']}",
@@ -107,7 +108,7 @@ def head_command(cfg: dict[str, Any], config_path: Path, temp_dir: str, ports: d
             f"--runtime-env-agent-port={ports['runtime_env_agent']}",
             "--min-worker-port=0", "--max-worker-port=0", f"--temp-dir={temp_dir}",
             f"--autoscaling-config={config_path}", f"--num-cpus={int(res.get('CPU', 0))}",
-            f"--object-store-memory={HEAD_OBJECT_STORE_BYTES}", "--disable-usage-stats"]
+            f"--object-store-memory={HEAD_OBJECT_STORE_BYTES}", "--disable-usage-stats", *memory]
 
 
 def head_env(aws_env: dict[str, str], instance_id: str, head_type: str,
