@@ -35,7 +35,8 @@ def cfg(tmp_path: Path) -> Path:
 
 
 def test_plan_numbers_hit_the_quota_wall_and_say_what_to_request(cfg: Path) -> None:
-    r = run_cli("plan", "--config", str(cfg), "--json", "--trainees", "20")
+    # the numbers: quota 160 with the head included and nothing else running
+    r = run_cli("plan", "--config", str(cfg), "--json", "--trainees", "20", "--other-vcpus", "0")
     assert r.returncode == 0, r.stderr
     f = json_out(r)
     assert f["peak_workers"] == 9
@@ -53,11 +54,13 @@ def test_plan_numbers_hit_the_quota_wall_and_say_what_to_request(cfg: Path) -> N
     assert c["price_source"] == "offline" and c["price_date"]
 
 
-def test_human_output_names_the_wall(cfg: Path) -> None:
+def test_human_output_names_the_wall_and_counts_the_bastion_by_default(cfg: Path) -> None:
     r = run_cli("plan", "--config", str(cfg))
     assert r.returncode == 0, r.stderr
     assert r.stdout == ""
-    assert "quota WALL" in r.stderr and "request an increase to 496 vCPUs" in r.stderr
+    # the lab's t3.micro bastion takes 2 of the 160 vCPUs: 142 // 16 = 8 workers
+    assert "quota WALL" in r.stderr and "at 8 of 30 workers (22 short)" in r.stderr
+    assert "request an increase to 498 vCPUs" in r.stderr and "bastion" in r.stderr
 
 
 def test_compare_speed_with_enough_quota(cfg: Path) -> None:
@@ -76,7 +79,7 @@ def test_compare_speed_with_enough_quota(cfg: Path) -> None:
 def test_compare_quota_and_png(cfg: Path, tmp_path: Path) -> None:
     png = tmp_path / "plan.png"
     r = run_cli("plan", "--config", str(cfg), "--tasks", "96", "--duration", "60", "--boot-seconds", "30",
-                "--compare", "quota=48,512", "--png", str(png), "--json")
+                "--other-vcpus", "0", "--compare", "quota=48,512", "--png", str(png), "--json")
     assert r.returncode == 0, r.stderr
     walled, free = json_out(r)["compare"]["results"]
     assert walled["peak_workers"] == 2 and walled["quota"]["limited"] is True
@@ -90,7 +93,7 @@ def test_repo_config_default_scenario_runs() -> None:
     assert r.returncode == 0, r.stderr
     f = json_out(r)
     assert f["quota"]["limited"] is True
-    assert f["peak_workers"] == 9
+    assert f["peak_workers"] == 8  # 160 - 16 (head) - 2 (bastion) = 142 vCPUs = 8 workers
 
 
 @pytest.mark.parametrize(("args", "needle"), [

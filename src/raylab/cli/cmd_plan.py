@@ -73,6 +73,8 @@ def plan(
                                         "On-demand vCPU quota, head included ('none': no limit).")] = "160",
     quota_spot: Annotated[str, _opt("--quota-spot",
                                     "Spot vCPU quota, separate from on-demand ('none': no limit).")] = "none",
+    other_vcpus: Annotated[str, _opt("--other-vcpus", "vCPUs of other on-demand instances counting toward "
+                                     "the same quota (default 2: the lab's t3.micro bastion).")] = "2",
     boot_seconds: Annotated[str, _opt("--boot-seconds", "Launch call -> Ray node registered (s).")] = "120",
     trainees: Annotated[str, _opt("--trainees", "Trainees each running this (cost x K).")] = "1",
     compare: CompareOpt = None,
@@ -115,6 +117,7 @@ def plan(
         quota_ondemand=_num(quota_ondemand, "--quota-ondemand", integer=True, allow_none=True),
         quota_spot=_num(quota_spot, "--quota-spot", integer=True, allow_none=True),
         boot_seconds=_num(boot_seconds, "--boot-seconds"),
+        other_vcpus=_num(other_vcpus, "--other-vcpus", integer=True),
         scale=_num(scale, "--scale", integer=True, positive=True),
         worker_start_s=_num(worker_start, "--worker-start-seconds"),
         max_concurrent_boots=_num(boots, "--max-concurrent-boots", integer=True, allow_none=True,

@@ -9,14 +9,25 @@ outside world is simulated:
 - the cloud (``SimCloud``, an ``ICloudInstanceProvider``): launches are executed in batches of
   ``AUTOSCALER_MAX_LAUNCH_BATCH`` like ``NodeProviderAdapter``; each batch is one RunInstances with
   MinCount=1, MaxCount=n, so it fills what the vCPU quota of its market (on-demand or spot, separate
-  quotas) still allows and fails (VcpuLimitExceeded) only when not even one instance fits; a launched
-  instance's Ray node registers ``boot_seconds`` later;
+  quotas) still allows and fails (VcpuLimitExceeded) only when not even one instance fits (the rest of
+  a partly filled batch stays REQUESTED, as with Ray's AWS provider); a launched instance's Ray node
+  registers ``boot_seconds`` later (``max_concurrent_boots`` serializes boots, as the local twin does);
 - the Ray cluster: node states (the head reports ``node:__internal_head__``, or the reconciler never
   scales), pending demand, idle durations, and task placement (each task takes ``cpus`` CPUs for
-  ``duration_s`` seconds, placed the moment a slot is free);
+  ``duration_s`` seconds, placed the moment a slot is free; with ``worker_start_s`` a fresh CPU slot
+  first starts a worker process, during which the task holds the CPU and is still reported as
+  pending demand, as Ray does);
 - Ray's stopper (draining an idle node is reported DEAD on the next tick);
 - the clock: ``time`` is replaced, in the Ray modules that read it, by a simulated clock, so Ray's own
   timeouts (600 s REQUESTED, idle timeouts, availability recovery) fire in simulated time.
+
+Two storage-level shortcuts keep a forecast around a second or two: terminal IM instances
+(TERMINATED, ALLOCATION_FAILED) are dropped after each tick, and Ray's in-memory storage is read with a
+shallow copy (its values are immutable); neither changes a decision (see ``_World._prune``).
+
+Not modelled: Ray's AWS provider retrying a failed RunInstances up to 5 times (the forecast counts
+launch calls, not API calls), spot interruptions, node failures, and anything after a task's sleep
+(no data transfer, no object spilling).
 
 This is Ray's private API: Ray is pinned to 2.60.0 (pyproject) and ``check_ray_internals()`` (run by a
 unit test and at the start of every forecast) fails loudly if the pieces it drives have changed.
@@ -80,6 +91,7 @@ class PlanInput:
     workload: Workload = field(default_factory=Workload)
     quota_ondemand: int | None = 160  # vCPUs, head included; None = no quota
     quota_spot: int | None = None
+    other_vcpus: int = 0  # other running on-demand instances in the region (e.g. the lab's bastion)
     boot_seconds: float = 120.0
     max_concurrent_boots: int | None = None  # None: every instance boots in parallel (AWS); 1: local twin
     # Seconds Ray takes to start a worker process for a task on a CPU slot that has none yet (Ray
@@ -273,8 +285,9 @@ class SimCloud:
         return inst
 
     def used_vcpus(self, market: str) -> int:
-        return sum(i.spec.vcpus for i in self.instances.values()
-                   if i.terminated_at is None and i.spec.market == market)
+        other = self.plan.other_vcpus if market == "ondemand" else 0
+        return other + sum(i.spec.vcpus for i in self.instances.values()
+                           if i.terminated_at is None and i.spec.market == market)
 
     def add_head(self, spec: NodeTypeSpec) -> _Inst:
         head = self._new(spec, "head", 0.0)

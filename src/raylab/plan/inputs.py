@@ -95,7 +95,8 @@ def node_spec(name: str, nt: dict[str, Any], scale: int, head: bool) -> NodeType
 
 def plan_input(cfg: dict[str, Any], *, workload: Workload, quota_ondemand: int | None,
                quota_spot: int | None, boot_seconds: float, scale: int = 1,
-               max_concurrent_boots: int | None = None, worker_start_s: float = 0.0) -> PlanInput:
+               max_concurrent_boots: int | None = None, worker_start_s: float = 0.0,
+               other_vcpus: int = 0) -> PlanInput:
     types = cfg["available_node_types"]
     head_name = cfg.get("head_node_type")
     if head_name not in types:
@@ -114,7 +115,7 @@ def plan_input(cfg: dict[str, Any], *, workload: Workload, quota_ondemand: int |
         upscaling_speed=float(cfg.get("upscaling_speed", 1.0)),
         idle_timeout_minutes=float(cfg.get("idle_timeout_minutes", 5)),
         workload=workload, quota_ondemand=quota_ondemand, quota_spot=quota_spot, boot_seconds=boot_seconds,
-        max_concurrent_boots=max_concurrent_boots, worker_start_s=worker_start_s,
+        max_concurrent_boots=max_concurrent_boots, worker_start_s=worker_start_s, other_vcpus=other_vcpus,
     )
 
 

@@ -36,6 +36,11 @@ def _counts(d: dict[str, int]) -> str:
     return ", ".join(f"{v} {_short(k)}" for k, v in d.items() if v) or "-"
 
 
+def _other(q: dict[str, Any]) -> str:
+    n = q.get("other_vcpus")
+    return f", plus {n} for other instances such as the bastion" if n else ""
+
+
 def quota_line(q: dict[str, Any]) -> str:
     if not q.get("limited"):
         if q.get("quota_vcpus") is None:
@@ -44,7 +49,7 @@ def quota_line(q: dict[str, Any]) -> str:
                 f"(needs {q.get('needed_vcpus')} vCPUs, head included)")
     return (f"quota WALL: {q['market']} quota {q['quota_vcpus']} vCPUs stops the scale-up at "
             f"{q['reached_workers']} of {q['wanted_workers']} workers ({q['capped_workers']} short); "
-            f"the job needs {q['needed_vcpus']} vCPUs, head included: {q['request']} "
+            f"the job needs {q['needed_vcpus']} vCPUs (head included{_other(q)}): {q['request']} "
             f"(Service Quotas: {q['quota_name']})")
 
 

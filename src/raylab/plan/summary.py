@@ -18,17 +18,18 @@ def quota_by_market(plan: PlanInput, fc: Forecast) -> list[dict[str, Any]]:
     for market in MARKETS:
         types = [w for w in plan.workers if w.market == market]
         head_vcpus = plan.head.vcpus if plan.head.market == market else 0
+        other = plan.other_vcpus if market == "ondemand" else 0
         if not types and not head_vcpus:
             continue
         desired = sum(fc.desired_by_type.get(w.name, 0) for w in types)
         reached = sum(fc.peak_by_type.get(w.name, 0) for w in types)
-        needed = head_vcpus + sum(fc.desired_by_type.get(w.name, 0) * w.vcpus for w in types)
+        needed = other + head_vcpus + sum(fc.desired_by_type.get(w.name, 0) * w.vcpus for w in types)
         failed = sum(r.failed.get(w.name, 0) for r in fc.rounds for w in types)
         quota = plan.quota(market)
         limited = quota is not None and needed > quota and (failed > 0 or reached < desired)
         item: dict[str, Any] = {
             "market": market, "limited": limited, "quota_vcpus": quota, "needed_vcpus": needed,
-            "wanted_workers": desired, "reached_workers": reached,
+            "other_vcpus": other, "wanted_workers": desired, "reached_workers": reached,
             "capped_workers": max(0, desired - reached) if limited else 0,
             "failed_nodes": failed, "quota_name": QUOTA_NAMES[market],
         }
@@ -76,7 +77,7 @@ def inputs_dict(plan: PlanInput) -> dict[str, Any]:
         "max_workers": plan.max_workers, "upscaling_speed": plan.upscaling_speed,
         "idle_timeout_minutes": plan.idle_timeout_minutes, "boot_seconds": plan.boot_seconds,
         "max_concurrent_boots": plan.max_concurrent_boots, "worker_start_s": plan.worker_start_s,
-        "quota_ondemand": plan.quota_ondemand, "quota_spot": plan.quota_spot,
+        "quota_ondemand": plan.quota_ondemand, "quota_spot": plan.quota_spot, "other_vcpus": plan.other_vcpus,
         "head": {"type": plan.head.name, "instance_type": plan.head.instance_type, "cpus": plan.head.cpus},
         "workers": [{"type": w.name, "instance_type": w.instance_type, "market": w.market, "vcpus": w.vcpus,
                      "cpus": w.cpus, "min_workers": w.min_workers, "max_workers": w.max_workers}
