@@ -176,7 +176,8 @@ class Machines:
         import json
 
         with self.lock:
-            data = {m.instance_id: {"pid": m.pid, "pgid": m.pid, "state": m.state, "cluster": m.cluster}
+            data = {m.instance_id: {"pid": m.pid, "pgid": m.pid, "state": m.state, "cluster": m.cluster,
+                                    "temp_dir": m.temp_dir}
                     for m in self.machines.values() if m.pid}
         tmp = self.log_dir.parent / "machines.json.tmp"
         with contextlib.suppress(OSError):

@@ -49,10 +49,20 @@ def is_ours(pid: int | None, needle: str) -> bool:
 
 
 def recorded_program(rec: dict[str, Any]) -> str:
-    """A piece of the recorded command line that a recycled PID would not share."""
+    """The recorded arguments: /proc/<pid>/cmdline of that process contains them (an interpreter
+    may come first), a recycled PID does not."""
     cmd = rec.get("cmd") or ""
-    parts = cmd if isinstance(cmd, list) else str(cmd).split()
-    return next((str(p) for p in parts[1:] if len(str(p)) > 3), str(parts[0]) if parts else "\0")
+    parts = [str(p) for p in cmd] if isinstance(cmd, list) else str(cmd).split()
+    return " ".join(parts[1:]) or (parts[0] if parts else "\0")
+
+
+def head_needle(cluster: dict[str, Any]) -> str:
+    return f"--temp-dir={cluster['temp_dir']}" if cluster.get("temp_dir") else "\0"
+
+
+def node_needle(rec: dict[str, Any]) -> str:
+    """What a node process of machines.json has in its command line (its own temp dir)."""
+    return f"--temp-dir={rec['temp_dir']}" if rec.get("temp_dir") else "\0"
 
 
 def machine_pids(state_dir: Path) -> dict[str, dict[str, Any]]:
@@ -77,7 +87,7 @@ class LocalTarget:
 
     def _twin_alive(self, ctx: Context) -> bool:
         tw = ctx.state.get("twin")
-        return is_ours(tw.get("pid"), "raylab.targets.local.twin")
+        return is_ours(tw.get("pid"), f"--state-dir {tw.get('state_dir', '-')}")
 
     def _twin_state_dir(self, ctx: Context) -> Path:
         return ctx.workdir / "twin"
@@ -113,11 +123,11 @@ class LocalTarget:
         if tw and not self._twin_alive(ctx):
             # the twin's moto state is lost: a live head or node of that run talks to nothing
             head = ctx.state.get("cluster").get("head_pid")
-            if is_ours(head, "ray"):
+            if is_ours(head, head_needle(ctx.state.get("cluster"))):
                 stop_group(int(head))
                 fixed.append(f"stopped the orphaned Ray head (pid {head})")
             for iid, rec in machine_pids(self._twin_state_dir(ctx)).items():
-                if is_ours(rec.get("pid"), "ray"):
+                if is_ours(rec.get("pid"), node_needle(rec)):
                     stop_group(int(rec["pid"]))
                     fixed.append(f"stopped the orphaned node of {iid}")
             self._cleanup_temp(ctx.state.get("cluster"))
@@ -193,7 +203,7 @@ class LocalTarget:
         cfg = yaml.safe_load(Path(config_path).read_text())
         cluster = cfg["cluster_name"]
         cur = ctx.state.get("cluster")
-        if cur.get("gcs_address") and is_ours(cur.get("head_pid"), "ray") and \
+        if cur.get("gcs_address") and is_ours(cur.get("head_pid"), head_needle(cur)) and \
                 head_is_running(cur["gcs_address"], cur.get("head_instance_id", "")):
             if Path(cur.get("config_path", "")) != Path(config_path):
                 ctx.ui.warning("the running head keeps its config; "
@@ -251,7 +261,7 @@ class LocalTarget:
             return
         cluster = cur.get("cluster_name", ctx.names["cluster"])
         head = cur.get("head_pid")
-        if is_ours(head, "ray"):
+        if is_ours(head, head_needle(ctx.state.get("cluster"))):
             with ctx.ui.waiting(f"stopping the Ray head (pid {head})"):
                 stop_group(int(head), timeout=15)
         ctx.state.forget_process("ray-head")
@@ -327,7 +337,7 @@ class LocalTarget:
                     time.sleep(0.2)
                 stop_group(int(tw["pid"]), timeout=5)
         for iid, rec in machine_pids(state_dir).items():
-            if is_ours(rec.get("pid"), "ray"):
+            if is_ours(rec.get("pid"), node_needle(rec)):
                 stop_group(int(rec["pid"]), timeout=5)
                 ctx.ui.warning(f"stopped a left-over node process of {iid}")
         for name, rec in ctx.state.get("processes").items():
@@ -346,7 +356,7 @@ class LocalTarget:
         tw = ctx.state.get("twin")
         state_dir = Path(tw.get("state_dir") or self._twin_state_dir(ctx))
         for iid, rec in machine_pids(state_dir).items():
-            if is_ours(rec.get("pid"), "ray"):
+            if is_ours(rec.get("pid"), node_needle(rec)):
                 left.append(f"process ray node of {iid} (pid {rec['pid']})")
         if self._twin_alive(ctx):
             left += self._cloud_leftovers(ctx)
