@@ -81,3 +81,19 @@ def test_launch_failures_grouped_by_aws_code() -> None:
     assert [(f["code"], f["count"]) for f in lf] == [("VcpuLimitExceeded", 2),
                                                      ("InsufficientInstanceCapacity", 1)]
     assert lf[0]["limit"] == 64 and lf[0]["last_t"] == 3.0
+
+
+def test_only_the_recorded_program_counts_as_ours() -> None:
+    import subprocess
+
+    from raylab.targets.local.target import is_ours, recorded_program
+
+    p = subprocess.Popen(["sleep", "30.5"])
+    try:
+        assert is_ours(p.pid, recorded_program({"cmd": ["sleep", "30.5"]}))
+        assert not is_ours(p.pid, recorded_program({"cmd": ["sleep", "99"]}))  # a recycled PID
+        assert not is_ours(p.pid, recorded_program({}))
+    finally:
+        p.kill()
+        p.wait()
+    assert not is_ours(p.pid, recorded_program({"cmd": ["sleep", "30.5"]}))

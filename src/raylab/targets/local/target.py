@@ -154,7 +154,7 @@ class LocalTarget:
         cmd = [sys.executable, "-m", "raylab.targets.local.twin", "--port", str(port),
                "--state-dir", str(state_dir)]
         for opt, flag in (("quota_on_demand", "--quota-on-demand"), ("quota_spot", "--quota-spot"),
-                          ("boot_delay", "--boot-delay")):
+                          ("boot_delay", "--boot-delay"), ("max_concurrent_boots", "--max-concurrent-boots")):
             if ctx.options.get(opt) is not None:
                 cmd += [flag, str(ctx.options[opt])]
         from raylab.targets.local.head import loopback_env
