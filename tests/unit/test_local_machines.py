@@ -85,11 +85,16 @@ def test_launch_failures_grouped_by_aws_code() -> None:
 
 def test_only_the_recorded_program_counts_as_ours() -> None:
     import subprocess
+    import time
+    from pathlib import Path
 
     from raylab.targets.local.target import is_ours, recorded_program
 
     p = subprocess.Popen(["sleep", "30.5"])
     try:
+        deadline = time.monotonic() + 5
+        while b"30.5" not in Path(f"/proc/{p.pid}/cmdline").read_bytes() and time.monotonic() < deadline:
+            time.sleep(0.01)  # until the child has exec'd
         assert is_ours(p.pid, recorded_program({"cmd": ["sleep", "30.5"]}))
         assert not is_ours(p.pid, recorded_program({"cmd": ["sleep", "99"]}))  # a recycled PID
         assert not is_ours(p.pid, recorded_program({}))
