@@ -306,7 +306,14 @@ class LocalTarget:
         cur = ctx.state.get("cluster")
         if not cur.get("gcs_address"):
             raise RaylabError("no local Ray cluster is running", "run `raylab up` (or `raylab stage 3`)")
-        ray = ray_status(cur["gcs_address"])
+        try:
+            ray = ray_status(cur["gcs_address"])
+        except Exception as e:  # noqa: BLE001 - grpc/Ray errors: the head is down or wedged
+            alive = is_ours(cur.get("head_pid"), head_needle(cur))
+            raise RaylabError(f"Ray's GCS at {cur['gcs_address']} does not answer "
+                              f"({'head running' if alive else 'head process gone'}): {type(e).__name__}",
+                              f"see {cur.get('log', '.raylab/logs/ray-head.log')}; "
+                              "`raylab stage 3` restarts a dead head") from None
         instances = ec2_instances(client(ctx, "ec2"), cur["cluster_name"])
         return {**ray, "cluster_name": cur["cluster_name"], "gcs_address": cur["gcs_address"],
                 "instances": instances, "agreement": agreement(ray, instances, cur.get("head_instance_id")),
