@@ -103,8 +103,8 @@ STAGE = SpotStage()
 
 def drill_options(ctx: Context) -> dict[str, Any]:
     """Sizes for a 2-core machine (tests may shrink them through ctx.options['spot'])."""
-    o = {"tasks": 24, "duration": 12.0, "notice": 8.0, "capacity_window": 45.0, "cooldown": 20.0,
-         "probe": 15.0, "spot_wait": 90.0, "timeout": 240.0}
+    o = {"tasks": 24, "duration": 15.0, "notice": 8.0, "capacity_window": 45.0, "cooldown": 20.0,
+         "probe": 15.0, "spot_wait": 120.0, "timeout": 300.0, "spot_workers": 2}
     env = os.environ.get("RAYLAB_SPOT_DRILL")  # JSON, e.g. '{"tasks": 12}' (tests, slow machines)
     if env:
         try:
@@ -299,15 +299,40 @@ def live_path(out: Path) -> Path:
     return out.with_suffix(".live.json")
 
 
-def busy_spot(ctx: Context, out: Path, want: int) -> list[str]:
-    """Spot instances running demo tasks right now (busiest first), once at least ``want`` do."""
+def busy_spot(ctx: Context, out: Path, want: int, full: int = 1) -> list[str]:
+    """Spot instances running at least ``full`` demo tasks right now, once at least ``want`` do.
+    A node whose every CPU runs a task has no lease in flight: whatever starts there after a drain
+    is new work, which is what the notice drill must be able to see."""
     try:
         running = json.loads(live_path(out).read_text()).get("running", {})
     except (OSError, ValueError):
         return []
     up = set(running_spot(ctx))
-    busy = sorted((i for i in running if i in up), key=lambda i: -running[i])
+    busy = sorted((i for i in running if i in up and running[i] >= full), key=lambda i: -running[i])
     return busy if len(busy) >= want else []
+
+
+def type_cpus(ctx: Context, node_type: str) -> int:
+    from raylab.spot.guard import load_yaml
+
+    types = load_yaml(Path(ctx.state.get("cluster")["config_path"])).get("available_node_types", {})
+    return int(types.get(node_type, {}).get("resources", {}).get("CPU", 0))
+
+
+def fixed_size(cfg: Path, spot: int) -> dict[str, tuple[int, int]]:
+    """Pin the cluster for a reclaim drill: on-demand at its min_workers, spot at exactly ``spot``.
+    With work queued beyond that size, a reclaimed node leaves demand behind, so a replacement is
+    Ray's answer, not a scale-up. Returns the limits to put back."""
+    from raylab.spot.guard import load_yaml, set_node_type_limits
+
+    types = load_yaml(cfg).get("available_node_types", {})
+    back = {nt: (int(types[nt].get("min_workers", 0)), int(types[nt].get("max_workers", 0)))
+            for nt in ("ray.worker.ondemand", "ray.worker.spot") if nt in types}
+    od_min = back.get("ray.worker.ondemand", (0, 0))[0]
+    if "ray.worker.ondemand" in back:
+        set_node_type_limits(cfg, "ray.worker.ondemand", od_min, od_min)
+    set_node_type_limits(cfg, "ray.worker.spot", spot, spot)
+    return back
 
 
 def worker_cpus(ctx: Context) -> int:
@@ -321,24 +346,44 @@ def worker_cpus(ctx: Context) -> int:
 
 
 def drill_reclaim(ctx: Context, out_dir: Path, o: dict[str, Any], notice_s: float) -> dict[str, Any]:
-    from raylab.spot.chaos import reclaim
 
     tag = "notice" if notice_s else "no-notice"
     ctx.ui.step(f"drill: reclaim spot workers ({tag})")
     since = max((e["seq"] for e in twin_events(ctx)), default=0)
     out = out_dir / f"reclaim-{tag}.json"
     out.unlink(missing_ok=True)
-    # demand beyond the workers up now, so that demand remains after the reclaim (Ray replaces a
-    # reclaimed node only while tasks wait)
-    p = start_demo(ctx, out, worker_cpus(ctx) + o["tasks"], o["duration"])
-    spot = wait_for(lambda: busy_spot(ctx, out, 1 if notice_s else 2), o["spot_wait"])
-    if not spot:
-        from raylab.procs import stop_group
+    cfg = Path(ctx.state.get("cluster")["config_path"])
+    nspot = int(o["spot_workers"])
+    back = fixed_size(cfg, nspot)
+    try:
+        if not wait_for(lambda: len(running_spot(ctx)) >= nspot, o["spot_wait"]):
+            raise RaylabError(f"{nspot} spot workers did not come up within {o['spot_wait']:.0f} s",
+                              "see .raylab/logs/twin.log")
+        # two waves of work for the pinned size: work still waits when the node goes away
+        cpus = type_cpus(ctx, "ray.worker.spot")
+        p = start_demo(ctx, out, 2 * worker_cpus(ctx), o["duration"])
+        spot = wait_for(lambda: busy_spot(ctx, out, 1, full=cpus if notice_s else 1), o["spot_wait"])
+        if not spot:
+            from raylab.procs import stop_group
 
-        stop_group(p.pid)
-        raise RaylabError(f"no spot worker came up within {o['spot_wait']:.0f} s",
-                          "see .raylab/logs/twin.log")
-    count = 1 if notice_s else max(1, len(running_spot(ctx)) // 3)
+            stop_group(p.pid)
+            raise RaylabError(f"no spot worker ran demo tasks within {o['spot_wait']:.0f} s",
+                              f"see {out.with_suffix('.log')}")
+        res = _reclaim_and_watch(ctx, p, out, o, notice_s, spot, since, max(1, nspot // 3))
+    finally:
+        from raylab.spot.guard import set_node_type_limits
+
+        for nt, (mn, mx) in back.items():
+            set_node_type_limits(cfg, nt, mx, mn)
+    return res
+
+
+def _reclaim_and_watch(ctx: Context, p: subprocess.Popen[bytes], out: Path, o: dict[str, Any],
+                       notice_s: float, spot: list[str], since: int, count: int) -> dict[str, Any]:
+    from raylab.spot.chaos import reclaim
+
+    if notice_s:
+        count = 1
     t_reclaim = time.time()
     before = running_workers(ctx)
     rc = reclaim(ctx, count=count, notice_s=notice_s, no_notice=not notice_s, prefer=spot)
