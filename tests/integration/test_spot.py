@@ -18,8 +18,8 @@ from tests.conftest import run_cli
 
 pytestmark = pytest.mark.integration
 LAB = "spotit"
-SMALL = {"tasks": 12, "duration": 15.0, "spot_workers": 2, "notice": 6.0, "capacity_window": 30.0, "cooldown": 15.0,
-         "probe": 10.0, "spot_wait": 120.0, "timeout": 240.0}
+SMALL = {"tasks": 12, "duration": 15.0, "spot_workers": 2, "notice": 6.0, "capacity_window": 30.0,
+         "cooldown": 15.0, "probe": 10.0, "spot_wait": 120.0, "timeout": 240.0}
 
 
 @pytest.fixture(scope="module")
