@@ -14,7 +14,7 @@ in 4 parquet files of 10-row row groups. Timed: the plain loop from reading the 
 writing the kept features (imports and a 2-clip warm-up excluded); the Ray job = pipeline.run()
 (read, map_batches, materialize, write), ray.init excluded, Ray's worker start-up included.
 
-Run: .venv/bin/python bench/data_pipeline.py [--unique 80 --copies 6]
+Run: .venv/bin/python bench/data_pipeline.py [--unique 80 --copies 10]
 """
 
 from __future__ import annotations
@@ -194,7 +194,7 @@ def projection(per_clip_cpu_s: float, sample_mean_clip_s: float) -> list[str]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--unique", type=int, default=80)
-    ap.add_argument("--copies", type=int, default=6)
+    ap.add_argument("--copies", type=int, default=10)
     ap.add_argument("--worker", choices=("plain", "ray"), help=argparse.SUPPRESS)
     ap.add_argument("--cpus", type=int, default=1, help=argparse.SUPPRESS)
     ap.add_argument("--source", help=argparse.SUPPRESS)

@@ -169,7 +169,9 @@ def run(opts: JobOptions, progress: bool = True) -> dict[str, Any]:
     seconds = time.monotonic() - t0
     summary = report.summarize(rows, scan.issues, opts.thresholds, seconds, extra={
         "source": opts.source, "out": opts.out, "files": len(scan.good) + len(scan.issues),
-        "read_blocks": blocks, "cluster_cpus": cpus, "process_seconds": round(t_processed - t0, 3),
+        "read_blocks": blocks, "cluster_cpus": cpus,
+        "cluster_cpus_end": int(ray.cluster_resources().get("CPU", 0)),  # the autoscaler's reaction
+        "process_seconds": round(t_processed - t0, 3),
         "notes": scan.notes, "asr": opts.asr, "limit": opts.limit,
     })
     with fs_out.open_output_stream(f"{base}/clips.parquet") as fh:

@@ -76,9 +76,11 @@ def summarize(rows: list[Mapping[str, Any]], issues: list[FileIssue], thresholds
 
 def human_lines(s: Mapping[str, Any]) -> list[str]:
     """A few lines a person reads at the end of the job."""
+    cpus, cpus_end = s.get("cluster_cpus"), s.get("cluster_cpus_end", s.get("cluster_cpus"))
     lines = [
         f"{s['clips']} clips: {s['kept']} kept, {s['dropped']} dropped, {s['errors']} unreadable "
-        f"({s['seconds']:.1f} s, {s.get('clips_per_s') or 0:.1f} clips/s on {s.get('cluster_cpus')} CPU)",
+        f"({s['seconds']:.1f} s, {s.get('clips_per_s') or 0:.1f} clips/s; cluster CPUs "
+        f"{cpus} at the start, {cpus_end} at the end)",
         f"kept audio: {s['kept_hours'] * 3600:.1f} s ({s['kept_hours']:.3f} h); formats {s['formats']}",
     ]
     if s["dropped_by_reason"]:
