@@ -40,3 +40,20 @@ def test_transcribe_real_speech_returns_words() -> None:
     assert 0.0 <= asr.wer("hello world", text) <= max(1.0, len(asr.words(text)) / 2)
     with pytest.raises(ValueError, match="16 kHz"):
         asr.transcribe(d.samples, 8000)
+
+
+def test_asr_option_fills_transcript_and_wer_per_clip() -> None:
+    pytest.importorskip("pocketsphinx")
+    pa = pytest.importorskip("pyarrow")
+    from raylab.datajob import process, quality, report, sample
+
+    wav = subprocess.run(["espeak-ng", "--stdout", "-v", "en-us", "-s", "140", "good morning everyone"],
+                         capture_output=True, check=True, timeout=30).stdout
+    r = {"client_id": "c", "path": "a.wav", "audio": {"bytes": wav, "path": "a.wav"},
+         "sentence": "Good morning everyone", "up_votes": 1, "down_votes": 0, "age": "", "gender": "",
+         "accent": "", "locale": "en", "segment": "", "variant": ""}
+    out = process.process_table(pa.Table.from_pylist([r], schema=sample.schema()), asr=True).to_pylist()[0]
+    assert out["format"] == "wav" and isinstance(out["transcript"], str)
+    assert out["wer"] == pytest.approx(asr.wer("Good morning everyone", out["transcript"]))
+    summary = report.summarize([out], [], quality.DEFAULT, seconds=1.0)
+    assert summary["mean_wer"] == pytest.approx(round(out["wer"], 4))
