@@ -33,8 +33,13 @@ def test_network_and_identity_apply_verify_reapply_destroy(moto_ctx, capsys) -> 
     net = ctx.state.get("network")
     assert net["stack_name"] == "raylab-it-network"
     assert len(net["PrivateSubnetIds"].split(",")) == 2
-    assert {c.name for c in r1.checks} >= {"stack", "stack outputs", "private subnets", "Ray security group",
-                                           "bastion security group"}
+    assert {c.name for c in r1.checks} >= {
+        "stack",
+        "stack outputs",
+        "private subnets",
+        "Ray security group",
+        "bastion security group",
+    }
 
     r1b = run_stage(ctx, BY_NAME["network"])
     assert r1b.applied["action"] == "noop" and r1b.ok
@@ -89,10 +94,61 @@ def test_network_verify_catches_an_open_ray_port(moto_ctx) -> None:
     run_stage(moto_ctx, BY_NAME["network"])
     sg = moto_ctx.state.get("network")["RaySecurityGroupId"]
     client(moto_ctx, "ec2").authorize_security_group_ingress(
-        GroupId=sg, IpPermissions=[{"IpProtocol": "tcp", "FromPort": 8265, "ToPort": 8265,
-                                    "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
+        GroupId=sg,
+        IpPermissions=[
+            {"IpProtocol": "tcp", "FromPort": 8265, "ToPort": 8265, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}
+        ],
+    )
     ray_sg = {c.name: c for c in load(BY_NAME["network"]).verify(moto_ctx)}["Ray security group"]
     assert not ray_sg.ok
     assert "8265" in ray_sg.detail and "0.0.0.0/0" in ray_sg.detail
     load(BY_NAME["network"]).destroy(moto_ctx)
     assert moto_ctx.target.leftovers(moto_ctx) == []
+
+
+@needs_terraform
+def test_identity_converges_after_terraform_is_killed_mid_apply(moto_ctx, capsys) -> None:
+    """SIGKILL terraform while it creates the profiles (state unsaved); the re-run adopts and finishes."""
+    import os
+    import signal
+    import subprocess
+
+    from raylab.iac.terraform import state_addresses, var_args
+    from raylab.stages.stage2_identity import terraform_for
+
+    ctx = moto_ctx
+    tf, variables = terraform_for(ctx)
+    tf.init()
+    env = {**tf.env, "TF_CLI_CONFIG_FILE": str(tf.cli_config), "TF_IN_AUTOMATION": "1"}
+    proc = subprocess.Popen(
+        [
+            "terraform",
+            f"-chdir={tf.module_dir}",
+            "apply",
+            "-input=false",
+            "-no-color",
+            "-auto-approve",
+            *var_args(variables),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if "aws_iam_instance_profile.head: Creating..." in line:
+            break
+    time.sleep(1.0)  # the profile now exists in the cloud; terraform waits before saving it
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert any("Creating..." in ln for ln in seen)
+
+    r = run_stage(ctx, BY_NAME["identity"])
+    assert r.ok, r.first_failure
+    err = capsys.readouterr().err
+    assert "adopting them" in err and "adopted aws_iam_instance_profile.head" in err
+    assert len(state_addresses(tf.state_file)) == 6  # all managed again (destroy is covered above)

@@ -154,13 +154,63 @@ def test_tf_variables_local_points_at_the_twin_and_aws_leaves_it_empty() -> None
     assert aws["endpoint_url"] == "" and aws["region"] == "eu-west-1"
 
 
-def test_identity_destroy_without_state_is_a_noop_even_without_terraform(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+class _InProcessMoto:
+    name = "local"
+
+    def aws_env(self, ctx: Context) -> dict[str, str]:
+        return {
+            "AWS_DEFAULT_REGION": "us-west-2",
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+        }
+
+
+@pytest.fixture
+def moto_iam_ctx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    from moto import mock_aws
+
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        yield Context(
+            target_name="local", lab="kim", ui=UI(), workdir=tmp_path / ".raylab", _target=_InProcessMoto()
+        )
+
+
+def test_identity_destroy_without_state_or_objects_is_a_noop_even_without_terraform(
+    moto_iam_ctx: Context, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))  # no terraform binary reachable
-    ctx = Context(target_name="local", lab="kim", ui=UI(), workdir=tmp_path / ".raylab")
-    S2.STAGE.destroy(ctx)
+    S2.STAGE.destroy(moto_iam_ctx)
     assert "noop: no Terraform state for this lab" in capsys.readouterr().err
+
+
+def test_orphans_are_what_the_cloud_has_and_the_state_lacks(moto_iam_ctx: Context) -> None:
+    from raylab.aws.session import client
+
+    iam = client(moto_iam_ctx, "iam")
+    iam.create_role(RoleName="raylab-kim-ray-head", AssumeRolePolicyDocument="{}")
+    iam.create_instance_profile(InstanceProfileName="ray-instance-profile-kim")
+    names = moto_iam_ctx.names
+    exists = lambda a, rid: S2.cloud_has(iam, a, rid)  # noqa: E731
+    assert S2.orphans(set(), names, exists) == {
+        "aws_iam_role.head": "raylab-kim-ray-head",
+        "aws_iam_instance_profile.head": "ray-instance-profile-kim",
+    }
+    assert S2.orphans({"aws_iam_role.head"}, names, exists) == {
+        "aws_iam_instance_profile.head": "ray-instance-profile-kim"
+    }
+
+
+def test_adoptable_ids_follow_the_terraform_names() -> None:
+    from raylab.labid import names
+
+    ids = S2.adoptable(names("kim"))
+    assert ids["aws_iam_role_policy.head"] == "raylab-kim-ray-head:raylab-kim-ray-head-autoscaler"
+    tf = (Path(__file__).resolve().parents[2] / "infra" / "terraform" / "main.tf").read_text()
+    assert '"${local.head_role}-autoscaler"' in tf and '"${local.worker_role}-s3-read"' in tf
+    assert {a.split(".")[0] + '" "' + a.split(".")[1] for a in ids} <= {
+        m for m in __import__("re").findall(r'resource "(\w+" "\w+)"', tf)
+    }
 
 
 def test_stage_objects_match_the_stage_table() -> None:

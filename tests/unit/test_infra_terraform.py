@@ -138,13 +138,35 @@ def test_sync_module_keeps_state_and_drops_stale_files(tmp_path: Path) -> None:
     tf = T.Terraform(source=src, workdir=tmp_path / "lab", env={})
     tf.module_dir.mkdir(parents=True)
     (tf.module_dir / "old.tf").write_text("# removed upstream")
-    tf.state_file.write_text(json.dumps({"resources": [{"type": "aws_iam_role"}]}))
+    tf.state_file.write_text(
+        json.dumps(
+            {"resources": [{"mode": "managed", "type": "aws_iam_role", "name": "head", "instances": [{}]}]}
+        )
+    )
     tf.sync_module()
     assert sorted(
         p.relative_to(tf.module_dir).as_posix() for p in tf.module_dir.rglob("*") if p.is_file()
     ) == ["main.tf", "policies/p.json.tftpl", "terraform.tfstate"]
     assert tf.has_state()
     assert oct(os.stat(tf.workdir).st_mode & 0o777) == "0o700"
+
+
+def test_state_addresses_lists_managed_resources(tmp_path: Path) -> None:
+    f = tmp_path / "terraform.tfstate"
+    f.write_text(
+        json.dumps(
+            {
+                "resources": [
+                    {"mode": "managed", "type": "aws_iam_role", "name": "head", "instances": [{}]},
+                    # a create killed before it finished leaves an entry without instances
+                    {"mode": "managed", "type": "aws_iam_instance_profile", "name": "head", "instances": []},
+                    {"mode": "data", "type": "aws_partition", "name": "current", "instances": [{}]},
+                ]
+            }
+        )
+    )
+    assert T.state_addresses(f) == {"aws_iam_role.head"}
+    assert T.state_addresses(tmp_path / "missing") == set()
 
 
 def test_state_without_resources_is_no_state(tmp_path: Path) -> None:

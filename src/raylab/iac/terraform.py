@@ -20,8 +20,9 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -141,12 +142,22 @@ def summary_is_noop(lines: Iterable[str]) -> bool:
     return any("No changes." in line or "0 added, 0 changed, 0 destroyed" in line for line in lines)
 
 
-def state_has_resources(state_file: Path) -> bool:
+def state_addresses(state_file: Path) -> set[str]:
+    """Addresses (``type.name``) of the managed resources a local state file holds instances of."""
     try:
         data = json.loads(state_file.read_text())
     except (OSError, json.JSONDecodeError):
-        return False
-    return bool(data.get("resources"))
+        return set()
+    # An interrupted create can leave a resource entry with no instance: that object is not managed.
+    return {
+        f"{r['type']}.{r['name']}"
+        for r in data.get("resources", [])
+        if r.get("mode") == "managed" and r.get("instances")
+    }
+
+
+def state_has_resources(state_file: Path) -> bool:
+    return bool(state_addresses(state_file))
 
 
 @dataclass
@@ -158,6 +169,7 @@ class Terraform:
     env: dict[str, str]  # full environment for the subprocess (credentials only here)
     ui: UI | None = None
     cli_config: Path | None = None
+    last_output: list[str] = field(default_factory=list)  # lines of the last run (also in the log)
 
     @property
     def module_dir(self) -> Path:
@@ -209,7 +221,8 @@ class Terraform:
         self.workdir.mkdir(parents=True, exist_ok=True)
         lines: list[str] = []
         with open(self.log, "a") as log:
-            log.write(f"\n$ terraform {' '.join(args)}\n")
+            t0 = time.monotonic()
+            log.write(f"\n$ terraform {' '.join(args)}  # {time.strftime('%H:%M:%S')}\n")
             log.flush()
             proc = subprocess.Popen(
                 cmd,
@@ -220,12 +233,23 @@ class Terraform:
                 text=True,
             )
             assert proc.stdout is not None
-            for line in proc.stdout:
-                log.write(line)
-                lines.append(line.rstrip("\n"))
-                if show and self.ui is not None and any(m in line for m in _PROGRESS_MARKERS):
-                    self.ui.info(f"  terraform: {line.strip()}")
-            rc = proc.wait()
+            try:
+                for line in proc.stdout:
+                    log.write(line)
+                    lines.append(line.rstrip("\n"))
+                    if show and self.ui is not None and any(m in line for m in _PROGRESS_MARKERS):
+                        self.ui.info(f"  terraform: {line.strip()}")
+                rc = proc.wait()
+            except KeyboardInterrupt:
+                # terraform got the same Ctrl-C: let it stop cleanly and save its state first
+                try:
+                    proc.wait(timeout=120)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                raise
+            finally:
+                self.last_output = lines
+                log.write(f"# took {time.monotonic() - t0:.1f} s\n")
         if rc != 0:
             err = [ln.strip("│ ").strip() for ln in lines if ln.strip("│ ").strip()]
             first = next((ln for ln in err if ln.startswith("Error:")), err[-1] if err else "no output")
@@ -246,6 +270,21 @@ class Terraform:
 
     def destroy(self, variables: Mapping[str, str]) -> None:
         self._run(["destroy", "-input=false", "-no-color", "-auto-approve", *var_args(variables)])
+
+    def import_resource(self, address: str, resource_id: str, variables: Mapping[str, str]) -> bool:
+        """Adopt an existing cloud object into the state; False when there is nothing to adopt."""
+        try:
+            self._run(
+                ["import", "-input=false", "-no-color", *var_args(variables), address, resource_id],
+                show=False,
+            )
+        except RaylabError:
+            if any("Cannot import non-existent remote object" in ln for ln in self.last_output):
+                return False
+            raise
+        if self.ui is not None:
+            self.ui.info(f"  terraform: adopted {address} ({resource_id}) left by an interrupted run")
+        return True
 
     def validate(self) -> list[str]:
         return self._run(["validate", "-no-color"], show=False)

@@ -56,6 +56,44 @@ def terraform_for(ctx: Context) -> tuple[Terraform, dict[str, str]]:
     return tf, tf_variables(lab=ctx.lab, cluster_name=ctx.names["cluster"], env=env)
 
 
+def adoptable(names: Mapping[str, str]) -> dict[str, str]:
+    """Terraform address -> import id of everything infra/terraform creates (names as in main.tf)."""
+    head, worker = names["head_role"], names["worker_role"]
+    return {
+        "aws_iam_role.worker": worker,
+        "aws_iam_role.head": head,
+        "aws_iam_role_policy.worker": f"{worker}:{worker}-s3-read",
+        "aws_iam_role_policy.head": f"{head}:{head}-autoscaler",
+        "aws_iam_instance_profile.worker": names["worker_profile"],
+        "aws_iam_instance_profile.head": names["head_profile"],
+    }
+
+
+def cloud_has(iam: Any, address: str, resource_id: str) -> bool:
+    """Does the IAM object behind a Terraform address exist?"""
+    kind = address.split(".", 1)[0]
+    try:
+        if kind == "aws_iam_role":
+            iam.get_role(RoleName=resource_id)
+        elif kind == "aws_iam_instance_profile":
+            iam.get_instance_profile(InstanceProfileName=resource_id)
+        elif kind == "aws_iam_role_policy":
+            role, name = resource_id.split(":", 1)
+            iam.get_role_policy(RoleName=role, PolicyName=name)
+        else:
+            return False
+    except Exception as e:  # noqa: BLE001 - NoSuchEntity: not there
+        if "NoSuchEntity" in str(e) or "not found" in str(e).lower():
+            return False
+        raise
+    return True
+
+
+def orphans(known: set[str], names: Mapping[str, str], exists: Any) -> dict[str, str]:
+    """What the cloud has and Terraform's state lacks (a run killed before it saved its state)."""
+    return {a: rid for a, rid in adoptable(names).items() if a not in known and exists(a, rid)}
+
+
 class IdentityStage:
     number = _INFO.number
     name = _INFO.name
@@ -63,10 +101,22 @@ class IdentityStage:
     verified_by = _INFO.verified_by
 
     def apply(self, ctx: Context) -> dict[str, Any]:
+        from raylab.aws.session import client
+        from raylab.iac.terraform import state_addresses
+
         tf, variables = terraform_for(ctx)
         with ctx.ui.waiting("terraform init (providers from the local mirror when present)"):
             tf.init()
-        changed = tf.apply(variables)
+        iam = client(ctx, "iam")
+        lost = orphans(state_addresses(tf.state_file), ctx.names, lambda a, rid: cloud_has(iam, a, rid))
+        if lost:
+            ctx.ui.warning(
+                f"{len(lost)} IAM object(s) exist that Terraform's state lacks (an interrupted run?): "
+                "adopting them"
+            )
+            for address, rid in lost.items():
+                tf.import_resource(address, rid, variables)
+        changed = tf.apply(variables) or bool(lost)
         outputs = tf.output()
         ctx.state.put("identity", {k: outputs.get(k, "") for k in OUTPUT_KEYS})
         if changed:
@@ -164,15 +214,21 @@ class IdentityStage:
         return checks
 
     def destroy(self, ctx: Context) -> None:
-        from raylab.iac.terraform import state_has_resources
+        from raylab.aws.session import client
+        from raylab.iac.terraform import state_addresses
 
+        known = state_addresses(ctx.workdir / "terraform" / ctx.lab / "module" / "terraform.tfstate")
+        iam = client(ctx, "iam")
+        lost = orphans(known, ctx.names, lambda a, rid: cloud_has(iam, a, rid))
         # Checked before looking for terraform: nothing to destroy needs no binary.
-        if not state_has_resources(ctx.workdir / "terraform" / ctx.lab / "module" / "terraform.tfstate"):
-            ctx.ui.noop("noop: no Terraform state for this lab")
+        if not known and not lost:
+            ctx.ui.noop("noop: no Terraform state for this lab and none of its IAM objects exist")
             ctx.state.drop("identity")
             return
         tf, variables = terraform_for(ctx)
         tf.init()
+        for address, rid in lost.items():
+            tf.import_resource(address, rid, variables)
         tf.destroy(variables)
         ctx.state.drop("identity")
         ctx.ui.success("IAM roles and instance profiles destroyed")
