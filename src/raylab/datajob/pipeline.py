@@ -149,7 +149,7 @@ def run(opts: JobOptions, progress: bool = True) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     fs_out, base = _out_writer(opts.out)
     if scan.good:
-        ds = ray.data.read_parquet(src.ray_paths(scan.good), filesystem=src.fs, columns=scan.columns,
+        ds = ray.data.read_parquet(scan.good, filesystem=src.fs, columns=scan.columns,
                                    override_num_blocks=blocks)
         if opts.limit:
             ds = ds.limit(opts.limit)

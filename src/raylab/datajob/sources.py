@@ -29,13 +29,9 @@ METADATA_TYPES = {"client_id": "string", "accent": "string", "gender": "string",
 
 @dataclass(frozen=True)
 class Source:
-    fs: Any  # pyarrow.fs.FileSystem
-    base: str  # path inside ``fs``
+    fs: Any  # pyarrow.fs.FileSystem; Ray reads the same paths through the same filesystem object
+    base: str  # path inside ``fs`` (S3: "bucket/prefix", no scheme)
     uri: str  # as the user wrote it
-    ray_path_prefix: str = ""  # e.g. "s3://anonymous@" so Ray gets the same files
-
-    def ray_paths(self, paths: list[str]) -> list[str]:
-        return [f"{self.ray_path_prefix}{p}" for p in paths]
 
 
 @dataclass
@@ -64,7 +60,7 @@ def open_source(uri: str) -> Source:
         if anonymous:
             rest = rest[len("anonymous@"):]
         fs = pafs.S3FileSystem(anonymous=anonymous, region=AWS_REGION) if anonymous else pafs.S3FileSystem()
-        return Source(fs, rest.rstrip("/"), uri, "s3://anonymous@" if anonymous else "s3://")
+        return Source(fs, rest.rstrip("/"), uri)
     if "://" in uri and not uri.startswith("local://"):
         raise RaylabError(f"source {uri!r} is not a folder or an s3:// URI", "use a local folder or s3://...")
     p = Path(uri.removeprefix("local://")).expanduser().resolve()
