@@ -275,3 +275,24 @@ def test_recent_events_for_status(tmp_path: Path):
     with open(f, "a") as fh:
         fh.write("{torn")
     assert [e["message"] for e in recent_events(f, 3)] == ["m5", "m6"]
+
+
+def test_guard_restores_what_the_config_held_just_before_the_cap(tmp_path: Path):
+    """An edit made while spot is fine (a user, `raylab scale`, a drill) is what a restore returns to."""
+    p = tmp_path / "cluster.yaml"
+    p.write_text(CLUSTER_YAML)
+    now = [0.0]
+    src = Source()
+    g = Guard(p, src, lambda: {"ray.worker.spot": 1}, [].append, CFG, clock=lambda: now[0])
+    g.tick()
+    set_node_type_limits(p, "ray.worker.spot", 12, 0)  # edited while the guard watches
+    now[0] = 5.0
+    g.tick()
+    src.pending = [Failure(9.0, "ray.worker.spot", "c7i.4xlarge", ICE)]
+    now[0] = 10.0
+    g.tick()
+    assert yaml.safe_load(p.read_text())["available_node_types"]["ray.worker.spot"]["max_workers"] == 1
+    now[0] = 71.0
+    g.tick()
+    spot = yaml.safe_load(p.read_text())["available_node_types"]["ray.worker.spot"]
+    assert (spot["max_workers"], spot["min_workers"]) == (12, 0)

@@ -317,9 +317,12 @@ class Guard:
     def tick(self) -> list[Decision]:
         now = self.clock()
         types = spot_node_types(load_yaml(self.config_path))
-        for name, t in types.items():  # the config as the user wrote it, before any cap
-            self.originals.setdefault(name, {"max_workers": t["max_workers"],
-                                             "min_workers": t["min_workers"]})
+        for name, t in types.items():
+            # What to restore is the config as it stands while the guard has not capped this type:
+            # learnt again on every tick in state "ok" (so edits made by the user or another tool
+            # are kept), frozen while capped or probing (the YAML then holds the guard's values).
+            if self.states.get(name, TypeState()).status == "ok" or name not in self.originals:
+                self.originals[name] = {"max_workers": t["max_workers"], "min_workers": t["min_workers"]}
         failures = self.source.poll(types)
         counts = self.count()
         done: list[Decision] = []
