@@ -120,3 +120,12 @@ def test_unknown_instance_type_is_refused(tmp_path: Path) -> None:
     r = run_cli("plan", "--config", str(p))
     assert r.returncode == 2
     assert "unknown instance type 'c7i.4xlarg'" in r.stderr and "c7i.4xlarge" in r.stderr
+
+
+def test_a_config_ray_rejects_is_a_one_line_error(tmp_path: Path) -> None:
+    p = tmp_path / "floor.yaml"
+    p.write_text(CONFIG.replace("max_workers: 30\nupscaling", "max_workers: 2\nupscaling")
+                 .replace("min_workers: 0", "min_workers: 3"))
+    r = run_cli("plan", "--config", str(p))
+    assert r.returncode == 2
+    assert "Ray rejects this cluster setting" in r.stderr and "Traceback" not in r.stderr

@@ -58,7 +58,7 @@ def _opt(flag: str, text: str) -> Any:
 ConfigOpt = Annotated[Path | None, _opt("--config", "Ray cluster YAML (default configs/ray-cluster.yaml).")]
 CompareOpt = Annotated[str | None, _opt(
     "--compare", "PARAM=V1,V2 with PARAM one of upscaling_speed, idle_timeout_minutes, max_workers, "
-    "min_workers, quota, boot_seconds.")]
+    "min_workers (first worker type), quota (on-demand vCPUs), boot_seconds.")]
 
 
 def plan(
@@ -131,7 +131,12 @@ def plan(
     prices = _prices(target.lower(), [s.instance_type for s in (base.head, *base.workers)], region, ui)
 
     def one(p: Any) -> dict[str, Any]:
-        fc = simulate(p)
+        try:
+            fc = simulate(p)
+        except (ValueError, AssertionError) as e:  # Ray's own config checks (e.g. min_workers > max)
+            detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise RaylabError(f"Ray rejects this cluster setting: {detail}",
+                              "fix min_workers/max_workers in the config or the --compare values") from None
         return forecast_dict(p, fc, costmod.run_cost(p, fc, prices, k))
 
     if comp is None:
