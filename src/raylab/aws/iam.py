@@ -9,12 +9,12 @@ from typing import Any
 
 # Exactly what Ray's AWS node provider on the head needs (field notes: describe, run, tag,
 # terminate; stop/start only with cached stopped nodes; PassRole of the worker role).
+# DescribeInstanceTypes: the monitor fills node resources from it on every config load.
+# tests/unit/test_iam_head_policy_lifecycle.py proves each one is needed and together enough.
 HEAD_POLICY_ACTIONS: frozenset[str] = frozenset(
     {
-        "ec2:DescribeImages",
         "ec2:DescribeInstanceTypes",
         "ec2:DescribeInstances",
-        "ec2:DescribeSubnets",
         "ec2:RunInstances",
         "ec2:CreateTags",
         "ec2:TerminateInstances",
