@@ -98,3 +98,72 @@ def test_a_changed_bastion_key_is_refused(tmp_path: Path, sshd_factory) -> None:
     )
     assert r.returncode != 0
     assert "Host key verification failed" in r.stderr
+
+
+def test_head_python_and_dashboard_tunnel_through_bastion(tmp_path: Path, sshd_factory) -> None:
+    """What `raylab status`/stage 3 (a program on stdin for the head's Python) and `raylab dashboard`
+    (a tunnel bound to 127.0.0.1) send through the bastion, against real sshd processes."""
+    import http.server
+    import threading
+    import urllib.request
+
+    from raylab.procs import free_port, port_in_use
+    from raylab.targets.aws import HEAD_PYTHON
+
+    user = getpass.getuser()
+    workdir = tmp_path / ".raylab"
+    _, pub = ssh.ensure_key(workdir / "ssh" / "raylab-t.pem", "raylab-t")
+    bastion = sshd_factory("bastion", pub)
+    head = sshd_factory("head", pub)
+    plan = ssh.plan_for(workdir, "raylab-t", ssh.Hop(user, "127.0.0.1", bastion.port))
+    ssh.write_config(plan)
+    ssh.pin_host_key(plan, "127.0.0.1", bastion.port)
+    env = {**os.environ, "HOME": str(tmp_path)}
+    env.pop("SSH_AUTH_SOCK", None)
+    hop = ssh.Hop(user, "127.0.0.1", head.port)
+
+    r = subprocess.run(
+        ssh.ssh_command(plan, hop, HEAD_PYTHON),
+        input="import sys\nprint('RAYLAB', 6 * 7)\n",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "RAYLAB 42" in r.stdout.splitlines(), (r.stdout, r.stderr)
+
+    # "the dashboard": an HTTP server on the head's loopback; the tunnel ends on the operator's loopback
+    body = b"ray dashboard"
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a: object) -> None:
+            pass
+
+    httpd = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    lport = free_port()
+    cmd = ssh.ssh_command(plan, hop, forward=(lport, "127.0.0.1", httpd.server_address[1]))
+    tunnel = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
+    try:
+        for _ in range(200):
+            if port_in_use(lport):
+                break
+            assert tunnel.poll() is None, tunnel.stderr.read() if tunnel.stderr else ""
+            subprocess.run(["sleep", "0.05"], check=True)
+        with urllib.request.urlopen(f"http://127.0.0.1:{lport}/", timeout=10) as resp:
+            assert resp.read() == body
+        listening = subprocess.run(
+            ["ss", "-ltnH", f"sport = :{lport}"], capture_output=True, text=True
+        ).stdout
+        local_addrs = [ln.split()[3] for ln in listening.splitlines() if ln.strip()]
+        assert local_addrs == [f"127.0.0.1:{lport}"]  # bound to loopback only, one listener
+    finally:
+        stop_group(tunnel.pid, timeout=5)
+        httpd.shutdown()

@@ -31,6 +31,9 @@ DASHBOARD_PORT = 8265
 TUNNEL = "aws-dashboard-tunnel"
 RAY_UP_TIMEOUT_S = 45 * 60
 LIVE = ["pending", "running", "stopping", "stopped"]
+# A Python reading its program from stdin on the head, in the same shell Ray's updater uses (login +
+# interactive + ~/.bashrc: where Ray's AMI activates the environment that has `ray`).
+HEAD_PYTHON = "bash --login -c -i 'source ~/.bashrc 2>/dev/null; python3 -'"
 
 
 # --- pure helpers ---------------------------------------------------------------------------------
@@ -384,7 +387,7 @@ class AwsTarget:
         script = inspect.getsource(status) + (
             "\nimport json\nprint('RAYLAB-STATUS ' + json.dumps(ray_status('127.0.0.1:6379'), default=str))\n"
         )
-        out = self.on_head(ctx, "bash --login -c 'python -'", stdin=script)
+        out = self.on_head(ctx, HEAD_PYTHON, stdin=script)
         line = next((ln for ln in out.splitlines() if ln.startswith("RAYLAB-STATUS ")), None)
         if line is None:
             raise RaylabError(
