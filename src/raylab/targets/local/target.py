@@ -189,6 +189,9 @@ class LocalTarget:
         if not tw.get("endpoint_url"):
             raise RaylabError("the local twin is not running, so there is no local AWS endpoint",
                               "run `raylab up` (it starts the twin)")
+        if not self._twin_alive(ctx):
+            raise RaylabError(f"the local twin (pid {tw.get('pid')}) is gone, and its EC2/IAM/CloudFormation "
+                              "state with it", "`raylab up` starts a new one; `raylab down` cleans up")
         return {"AWS_DEFAULT_REGION": tw.get("region", REGION), "AWS_REGION": tw.get("region", REGION),
                 "AWS_ENDPOINT_URL": tw["endpoint_url"], "AWS_EC2_METADATA_DISABLED": "true", **FAKE_KEYS}
 
