@@ -43,14 +43,16 @@ def _kill(p: subprocess.Popen[str]) -> None:
     assert p.returncode == -signal.SIGKILL
 
 
-def _kill_at_line(p: subprocess.Popen[str], marker: str, timeout: float = 300) -> list[str]:
+def _kill_at_line(
+    p: subprocess.Popen[str], marker: str, delay: float = 1.0, timeout: float = 300
+) -> list[str]:
     assert p.stderr is not None
     seen: list[str] = []
     deadline = time.monotonic() + timeout
     for line in p.stderr:
         seen.append(line)
         if marker in line:
-            time.sleep(1.0)  # let the cloud side get ahead of raylab's own records
+            time.sleep(delay)  # let the cloud side get ahead of raylab's own records
             _kill(p)
             return seen
         assert time.monotonic() < deadline, "".join(seen)
@@ -98,7 +100,7 @@ def test_killed_stack_and_killed_down_converge(moto_endpoint: str, ec2_quotas: d
 
     # 2. down killed mid-way (the stack being deleted), then re-run: nothing left
     p = _start(["down", *common], env)
-    _kill_at_line(p, "deleting stack")
+    _kill_at_line(p, "deleting stack", delay=0.0)
     r = _run(["down", "--json", *common], env)
     left = json.loads(r.stdout)["leftovers"]
     # moto refuses to delete a stack's NAT/VPC (DependencyViolation; real AWS deletes them), and on
