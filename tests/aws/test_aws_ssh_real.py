@@ -167,3 +167,49 @@ def test_head_python_and_dashboard_tunnel_through_bastion(tmp_path: Path, sshd_f
     finally:
         stop_group(tunnel.pid, timeout=5)
         httpd.shutdown()
+
+
+class _Console:
+    """EC2's get_console_output, as cloud-init prints host key fingerprints to it."""
+
+    def __init__(self, fingerprints: list[str]) -> None:
+        self.text = "\n".join(
+            [
+                "-----BEGIN SSH HOST KEY FINGERPRINTS-----",
+                *[f"256 {f} root@ip-10-42-0-5 (ED25519)" for f in fingerprints],
+                "-----END SSH HOST KEY FINGERPRINTS-----",
+            ]
+        )
+
+    def get_console_output(self, InstanceId: str, Latest: bool) -> dict:  # noqa: N803 - boto3's names
+        return {"Output": self.text}
+
+
+@pytest.mark.parametrize("console_matches", [True, False])
+def test_bastion_key_checked_against_console(tmp_path: Path, sshd_factory, console_matches: bool) -> None:
+    from raylab.cli.options import make_context
+    from raylab.errors import RaylabError
+    from raylab.targets.aws import AwsTarget
+
+    ctx = make_context("aws", "t", workdir=tmp_path / ".raylab", quiet=True)
+    _, pub = ssh.ensure_key(ctx.workdir / "ssh" / "raylab-t.pem", "raylab-t")
+    bastion = sshd_factory("bastion", pub)
+    ctx.state.put("network", {"BastionPublicIp": "127.0.0.1", "BastionInstanceId": "i-0bastion"})
+    ctx.options["bastion_port"] = bastion.port
+    real = ssh.fingerprints(bastion.host_pub.read_text())
+    console = _Console(real if console_matches else ["SHA256:someoneElsesKey"])
+
+    class Target(AwsTarget):
+        def _client(self, ctx, service):  # type: ignore[no-untyped-def]
+            return console
+
+    target = Target()
+    plan = target.ssh_plan(ctx)
+    assert plan.bastion == ssh.Hop("ec2-user", "127.0.0.1", bastion.port)
+    if console_matches:
+        target.ensure_bastion_pinned(ctx, plan, wait_s=30)
+        assert ssh.pinned(plan, "127.0.0.1", bastion.port)
+    else:
+        with pytest.raises(RaylabError, match="does not match its console"):
+            target.ensure_bastion_pinned(ctx, plan, wait_s=30)
+        assert not ssh.pinned(plan, "127.0.0.1", bastion.port)

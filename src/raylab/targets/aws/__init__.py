@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 DASHBOARD_PORT = 8265
 TUNNEL = "aws-dashboard-tunnel"
 RAY_UP_TIMEOUT_S = 45 * 60
+BASTION_WAIT_S = 240.0
 LIVE = ["pending", "running", "stopping", "stopped"]
 # A Python reading its program from stdin on the head, in the same shell Ray's updater uses (login +
 # interactive + ~/.bashrc: where Ray's AMI activates the environment that has `ray`).
@@ -231,16 +232,36 @@ class AwsTarget:
         sshmod.write_config(plan)
         return plan
 
-    def ensure_bastion_pinned(self, ctx: Context, plan: sshmod.SshPlan) -> None:
+    def ensure_bastion_pinned(
+        self, ctx: Context, plan: sshmod.SshPlan, wait_s: float = BASTION_WAIT_S
+    ) -> None:
+        """Pin the bastion's host key before first use (see ssh.py). A fresh bastion may still be
+        booting: poll until it answers, and prefer to wait for the fingerprints cloud-init prints
+        to its console so the scanned key is checked, not just trusted."""
         h = plan.bastion
         if sshmod.pinned(plan, h.host, h.port):
             return
-        expected: list[str] = []
         bastion_id = ctx.state.get("network").get("BastionInstanceId")
-        with contextlib.suppress(Exception):
-            out = self._client(ctx, "ec2").get_console_output(InstanceId=bastion_id, Latest=True)
-            expected = sshmod.console_fingerprints(out.get("Output") or "")
-        fps = sshmod.pin_host_key(plan, h.host, h.port, expected=expected)
+        t0 = time.monotonic()
+        while True:
+            expected: list[str] = []
+            with contextlib.suppress(Exception):
+                out = self._client(ctx, "ec2").get_console_output(InstanceId=bastion_id, Latest=True)
+                expected = sshmod.console_fingerprints(out.get("Output") or "")
+            waited = time.monotonic() - t0
+            if expected or waited >= wait_s / 2:  # keys without a console check only after a while
+                try:
+                    fps = sshmod.pin_host_key(plan, h.host, h.port, expected=expected)
+                    break
+                except RaylabError as e:
+                    if "does not match" in e.message or waited >= wait_s:
+                        raise
+            if waited >= wait_s:
+                raise RaylabError(
+                    f"bastion {h.host} did not answer on SSH within {int(wait_s)} s",
+                    "check the bastion in the EC2 console and that your IP is allowed",
+                )
+            time.sleep(5)
         how = (
             "matches the console"
             if expected
