@@ -24,9 +24,11 @@ LOOPBACK_DIR = Path(__file__).resolve().parent / "loopback"
 # Autoscaler v2 knobs for a lab on one machine (defaults are for real clouds):
 AUTOSCALER_ENV = {
     # An instance REQUESTED from the cloud but not yet seen (e.g. the rest of a partly filled
-    # RunInstances at the quota wall) is given up after this long; default 600 s, so a lab run
-    # would wait 10 minutes before asking again. The twin answers at once: 30 s is plenty.
-    "RAY_AUTOSCALER_RECONCILE_REQUEST_STATUS_TIMEOUT_S": "30",
+    # RunInstances at the quota wall: AWS launches what fits WITHOUT an error) is asked for again
+    # after this long; default 600 s, so a lab run would wait 10 minutes before the retry that
+    # meets VcpuLimitExceeded. The twin answers RunInstances at once; 15 s leaves room for a slow
+    # launch call on a busy 2-core machine (a shorter value risks launching twice).
+    "RAY_AUTOSCALER_RECONCILE_REQUEST_STATUS_TIMEOUT_S": "15",
     # A running instance whose Ray node never joins (boot failure) stays ALLOCATED this long before
     # v2 terminates it; default 3600 s. Local nodes join in ~5-15 s even on 2 busy cores: 120 s.
     "RAY_AUTOSCALER_RECONCILE_ALLOCATE_STATUS_TIMEOUT_S": "120",
