@@ -60,6 +60,8 @@ def test_maxcount_quota_wall_and_aws_codes(twin: tuple[Any, Any]) -> None:
     assert q["Value"] == 64.0 and "On-Demand Standard" in q["QuotaName"]
     kinds = [e["kind"] for e in tw.events()]
     assert kinds.count("quota_error") == 2 and "launch" in kinds and "terminate" in kinds
+    short = [e for e in tw.events() if e["kind"] == "quota_partial"]
+    assert [(e["requested"], e["launched"]) for e in short] == [(3, 1), (5, 2), (5, 3)]
 
 
 def test_capacity_fault_by_market_and_window(twin: tuple[Any, Any]) -> None:

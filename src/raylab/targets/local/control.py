@@ -9,7 +9,9 @@ Routes (see twin.py):
        DELETE ?name=...
   GET  /raylab/machines                    instance id -> Ray node pid, state, times
   GET  /raylab/instances[?region=]         every EC2 instance moto knows, as plain dicts
-  GET  /raylab/events[?since=seq]          launch / quota_error / capacity_error / terminate / node_*
+  GET  /raylab/events[?since=seq]          launch / quota_partial (filled short of MaxCount at the
+                                           wall, no error: as AWS) / quota_error / capacity_error /
+                                           terminate / stop / node_boot|running|stop|exit|boot_failed
   POST /raylab/shutdown                    stop every machine, then the twin
 """
 

@@ -157,6 +157,11 @@ class Twin:
             self.event("quota_error", code=code, quota_code=qcode, limit=limit, used=used,
                        instance_type=itype, market=market, vcpus_each=vcpus, requested=max_count)
             raise EC2ClientError(code, msg)
+        if n < max_count and limit is not None:
+            # AWS fills what fits without an error; the wall shows as a short launch (and the
+            # autoscaler's retry of the rest meets the error above)
+            self.event("quota_partial", quota_code=qcode, limit=limit, used=used, instance_type=itype,
+                       market=market, vcpus_each=vcpus, requested=max_count, launched=n)
         return n
 
 
