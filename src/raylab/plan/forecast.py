@@ -15,7 +15,8 @@ outside world is simulated:
 - the Ray cluster: node states (the head reports ``node:__internal_head__``, or the reconciler never
   scales), pending demand, idle durations, and task placement (each task takes ``cpus`` CPUs for
   ``duration_s`` seconds, placed the moment a slot is free; with ``worker_start_s`` a fresh CPU slot
-  first starts a worker process, during which the task holds the CPU without progressing);
+  first starts a worker process, during which the task holds the CPU without progressing and, for at
+  most one tick, is also still reported as pending demand, as measured on the local lab);
 - Ray's stopper (draining an idle node is reported DEAD on the next tick);
 - the clock: ``time`` is replaced, in the Ray modules that read it, by a simulated clock, so Ray's own
   timeouts (600 s REQUESTED, idle timeouts, availability recovery) fire in simulated time.
@@ -24,10 +25,8 @@ Two storage-level shortcuts keep a forecast around a second or two: terminal IM 
 (TERMINATED, ALLOCATION_FAILED) are dropped after each tick, and Ray's in-memory storage is read with a
 shallow copy (its values are immutable); neither changes a decision (see ``_World._prune``).
 
-Not modelled: the brief moments when Ray reports a task both as running and as pending demand (a
-tick that lands there launches one node too many; seen in one of six local runs), Ray's AWS
-provider retrying a failed RunInstances up to 5 times (the forecast counts launch calls, not API
-calls), spot interruptions, node failures, and anything after a task's sleep
+Not modelled: Ray's AWS provider retrying a failed RunInstances up to 5 times (the forecast counts
+launch calls, not API calls), spot interruptions, node failures, and anything after a task's sleep
 (no data transfer, no object spilling).
 
 This is Ray's private API: Ray is pinned to 2.60.0 (pyproject) and ``check_ray_internals()`` (run by a
@@ -96,8 +95,10 @@ class PlanInput:
     boot_seconds: float = 120.0
     max_concurrent_boots: int | None = None  # None: every instance boots in parallel (AWS); 1: local twin
     # Seconds Ray takes to start a worker process for a task on a CPU slot that has none yet (Ray
-    # reuses idle workers afterwards); meanwhile the task holds its CPU but has not started.
-    # 0 = instant (fine for AWS-sized nodes; a loaded 2-core machine measures 10-20 s).
+    # reuses idle workers afterwards); meanwhile the task holds its CPU but has not started, and for up
+    # to one tick it is still reported as pending demand too (Ray counts it twice), so the tick right
+    # after a node takes its first tasks may ask for one node too many, as measured on the local lab.
+    # 0 = instant (fine for AWS-sized nodes; a loaded 2-core machine measures 2-20 s).
     worker_start_s: float = 0.0
     horizon_s: float = 6 * 3600.0  # stop simulating after this long past the job start
 
@@ -242,6 +243,7 @@ class _Inst:
     stopped: bool = False  # Ray drained/stopped on it
     running: list[float] = field(default_factory=list)  # end times of running tasks
     workers: int = 0  # worker processes started on the node (reused once idle)
+    double_counted: list[float] = field(default_factory=list)  # until when a starting task is also demand
     idle_since: float = 0.0
     ready: bool = False
 
@@ -439,6 +441,8 @@ class _World:
                 if node.workers < len(node.running) + 1:  # no idle worker process: start one
                     node.workers += 1
                     start = self.plan.worker_start_s
+                if start > 0:
+                    node.double_counted.append(self.clock.now + min(start, TICK_S))
                 node.running.append(self.clock.now + start + self.plan.workload.duration_s)
                 self.queued -= 1
 
@@ -494,10 +498,20 @@ class _World:
                 instance_type_name=i.spec.instance_type, total_resources=total, available_resources=avail,
                 status=status, node_ip_address="10.0.0.1",
                 idle_duration_ms=0 if busy or i.stopped else int((self.clock.now - i.idle_since) * 1000)))
-        if self.queued > 0:
+        pending = self.queued + self._double_counted()
+        if pending > 0:
             state.pending_resource_requests.append(ResourceRequestByCount(
-                request=ResourceRequest(resources_bundle={"CPU": float(c)}), count=self.queued))
+                request=ResourceRequest(resources_bundle={"CPU": float(c)}), count=pending))
         return state
+
+    def _double_counted(self) -> int:
+        now = self.clock.now
+        n = 0
+        for i in self.cloud.instances.values():
+            if i.double_counted:
+                i.double_counted = [u for u in i.double_counted if u > now]
+                n += len(i.double_counted) if i.terminated_at is None else 0
+        return n
 
     def im_instances(self) -> list[Any]:
         from ray.autoscaler.v2.instance_manager.reconciler import Reconciler
