@@ -159,7 +159,7 @@ def ray_head() -> Iterator[str]:
             time.sleep(1)
         yield url
     finally:
-        stop_group(proc.pid)
+        stop_group(proc.pid, timeout=3.0)
         import shutil
 
         shutil.rmtree(tmp, ignore_errors=True)
