@@ -62,11 +62,10 @@ def test_only_loopback_dashboards_are_contacted(url: str, ok: bool) -> None:
 
 
 @pytest.mark.parametrize(("files", "rows", "cpus", "blocks"), [
-    (10, 113_800, 480, 1778),  # the plan: ~64 clips per block, not 10 blocks
-    (10, 113_800, 0, 1778),  # no CPU yet (autoscaling from zero): same
-    (10, 113_800, 1200, 2400),  # a bigger cluster: 2 blocks per CPU
+    (10, 113_800, 480, 960),  # the plan's 30 x 16 vCPU: 2 blocks per CPU, not 10 blocks
+    (10, 113_800, 0, 10),  # no CPU yet (autoscaling from zero): one per file; pass --blocks
     (2, 40, 2, 4),
-    (2, 800, 1, 12),
+    (4, 2000, 1, 4),
     (2, 6, 16, 2),  # never blocks of fewer than ~4 rows, never fewer than the files
 ])
 def test_default_read_parallelism(files: int, rows: int, cpus: int, blocks: int) -> None:
