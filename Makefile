@@ -24,7 +24,7 @@ sysdeps:
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip >/dev/null
-	$(BIN)/pip install -q -e '.[test,data]'
+	$(BIN)/pip install -q -e '.[test,data,asr]'
 	touch $@
 
 # checkov (the IaC gate, tests/unit/test_iac_gates.py) lives in its own virtualenv: installed next to
