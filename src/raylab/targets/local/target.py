@@ -360,6 +360,10 @@ class LocalTarget:
                 stop_group(int(rec["pid"]), timeout=10)
         tw = ctx.state.get("twin")
         state_dir = Path(tw.get("state_dir") or self._twin_state_dir(ctx))
+        # The twin's cloud lives in the twin's memory: check it for leftovers BEFORE stopping it, so
+        # teardown's verdict covers instances, stacks, network pieces and profiles, not only processes.
+        cloud_left = self._cloud_leftovers(ctx) if self._twin_alive(ctx) else []
+        ctx.state.put("teardown", {"cloud_leftovers": cloud_left, "checked_at": time.time()})
         if self._twin_alive(ctx):
             with ctx.ui.waiting(f"stopping the local twin (pid {tw['pid']})"):
                 with contextlib.suppress(RaylabError):
@@ -392,10 +396,12 @@ class LocalTarget:
                 left.append(f"process ray node of {iid} (pid {rec['pid']})")
         if self._twin_alive(ctx):
             left += self._cloud_leftovers(ctx)
+        else:  # the twin is gone with its cloud: report what it still held when it was stopped
+            left += ctx.state.get("teardown").get("cloud_leftovers", [])
         return left
 
     def _cloud_leftovers(self, ctx: Context) -> list[str]:
-        from raylab.aws.session import client
+        from raylab.stages import stage1_network, stage2_identity
 
         left: list[str] = []
         n = ctx.names
@@ -404,17 +410,12 @@ class LocalTarget:
             if inst["state"] != "terminated" and (tags.get("raylab-lab") == ctx.lab
                                                   or tags.get("ray-cluster-name") == n["cluster"]):
                 left.append(f"instance {inst['id']} ({inst['state']})")
-        with contextlib.suppress(Exception):
-            cf = client(ctx, "cloudformation")
-            for s in cf.describe_stacks(StackName=n["stack"]).get("Stacks", []):
-                if s.get("StackStatus") != "DELETE_COMPLETE":
-                    left.append(f"stack {n['stack']} ({s.get('StackStatus')})")
-        iam = client(ctx, "iam")
-        for prof in (n["head_profile"], n["worker_profile"]):
-            with contextlib.suppress(Exception):
-                iam.get_instance_profile(InstanceProfileName=prof)
-                left.append(f"instance profile {prof}")
-        return left
+        for check in (stage1_network.leftovers, stage2_identity.leftovers):
+            try:
+                left += check(ctx)
+            except Exception as e:  # noqa: BLE001 - a check that cannot run is reported, never a pass
+                left.append(f"could not check ({check.__module__}): {e}")
+        return list(dict.fromkeys(left))
 
 
 def launch_failures(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
