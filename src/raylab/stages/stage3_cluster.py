@@ -31,64 +31,18 @@ def outputs_of(ctx: Context) -> dict[str, str]:
 
 
 def render_config(ctx: Context) -> dict[str, Any]:
+    """Render the cluster YAML for this target and scenario.
+
+    The base is the working copy `raylab scale` edits (``.raylab/config/ray-cluster.yaml``) when it
+    exists, so re-running stage 3 keeps the trainee's scaling edits; otherwise ``configs/``.
+    """
+    from raylab.cluster.config import render
+
     endpoint = ctx.target.aws_env(ctx).get("AWS_ENDPOINT_URL")
     scale = int(ctx.options.get("scale", DEFAULT_SCALE))
-    try:
-        from raylab.cluster.config import render
-    except ImportError:  # the config module is not in this build yet: a minimal lab config
-        cfg = minimal_aws_form(ctx.lab, outputs_of(ctx), ctx.scenario)
-        if ctx.target_name != "local":
-            return cfg
-        from raylab.targets.local.render import to_local
-
-        return to_local(cfg, endpoint_url=str(endpoint), scale=scale)
+    working = ctx.workdir / "config" / "ray-cluster.yaml"
     return render(target=ctx.target_name, scenario=ctx.scenario, lab=ctx.lab, outputs=outputs_of(ctx),
-                  scale=scale, endpoint_url=endpoint)
-
-
-def minimal_aws_form(lab: str, outputs: dict[str, str], scenario: str) -> dict[str, Any]:
-    """The lab's cluster config in AWS form, used only when raylab.cluster.config is absent."""
-    from raylab.errors import RaylabError
-    from raylab.labid import names
-
-    n = names(lab)
-    need = ("PrivateSubnetIds", "RaySecurityGroupId", "head_instance_profile_arn",
-            "worker_instance_profile_arn")
-    missing = [k for k in need if not outputs.get(k)]
-    if missing:
-        raise RaylabError(f"stage outputs missing for the cluster config: {', '.join(missing)}",
-                          "run stages 1 (network) and 2 (identity) first")
-    subnets = outputs["PrivateSubnetIds"].split(",")
-    sgs = [outputs["RaySecurityGroupId"]]
-
-    def node(profile_arn: str, spot: bool = False) -> dict[str, Any]:
-        nc: dict[str, Any] = {"InstanceType": "c7i.4xlarge", "ImageId": "ami-0raylab000local",
-                              "SubnetIds": subnets, "SecurityGroupIds": sgs,
-                              "IamInstanceProfile": {"Arn": profile_arn},
-                              "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled"},
-                              "TagSpecifications": [{"ResourceType": "instance",
-                                                     "Tags": [{"Key": "raylab-lab", "Value": lab}]}]}
-        if spot:
-            nc["InstanceMarketOptions"] = {"MarketType": "spot"}
-        return nc
-
-    spot_max = 10 if scenario in ("spot", "mixed") else 0
-    od_max = 0 if scenario == "spot" else 10
-    od_min = 2 if scenario == "static" else 0
-    return {
-        "cluster_name": n["cluster"], "max_workers": 10, "upscaling_speed": 1.0, "idle_timeout_minutes": 1,
-        "provider": {"type": "aws", "region": "us-west-2", "cache_stopped_nodes": False},
-        "auth": {"ssh_user": "ubuntu"},
-        "head_node_type": "ray.head.default",
-        "available_node_types": {
-            "ray.head.default": {"node_config": node(outputs["head_instance_profile_arn"]),
-                                 "resources": {"CPU": 0}},
-            "ray.worker.ondemand": {"node_config": node(outputs["worker_instance_profile_arn"]),
-                                    "min_workers": od_min, "max_workers": od_max},
-            "ray.worker.spot": {"node_config": node(outputs["worker_instance_profile_arn"], spot=True),
-                                "min_workers": 0, "max_workers": spot_max},
-        },
-    }
+                  scale=scale, endpoint_url=endpoint, base=working if working.exists() else None)
 
 
 def write_config(ctx: Context, cfg: dict[str, Any]) -> Path:
