@@ -65,9 +65,14 @@ class SpotStage:
         ensure_guard(ctx, cooldown=o["cooldown"], probe=o["probe"])
         results: dict[str, Any] = {}
         try:
-            results["reclaim_no_notice"] = drill_reclaim(ctx, out_dir, o, notice_s=0)
-            results["reclaim_notice"] = drill_reclaim(ctx, out_dir, o, notice_s=o["notice"])
-            results["capacity"] = drill_capacity(ctx, out_dir, o)
+            drills: dict[str, tuple[Callable[..., dict[str, Any]], dict[str, Any]]] = {
+                "reclaim_no_notice": (drill_reclaim, {"notice_s": 0}),
+                "reclaim_notice": (drill_reclaim, {"notice_s": o["notice"]}),
+                "capacity": (drill_capacity, {})}
+            for name, (drill, kw) in drills.items():
+                t0 = time.time()
+                results[name] = drill(ctx, out_dir, o, **kw)
+                results[name]["chart"] = drill_chart(ctx, name, results[name], t0, time.time())
         finally:
             for nt, (mn, mx) in restore.items():
                 from raylab.spot.guard import set_node_type_limits
@@ -420,6 +425,22 @@ def _reclaim_and_watch(ctx: Context, p: subprocess.Popen[bytes], out: Path, o: d
     ctx.ui.info(f"  {res['tasks_completed']}/{res['tasks_total']} tasks done, "
                 f"{res['tasks_retried']} retried, {res['replacements']} replacement instance(s)")
     return res
+
+
+def drill_chart(ctx: Context, name: str, res: dict[str, Any], t0: float, t1: float) -> str | None:
+    """``<drill>.png`` next to the drill's JSON: tasks and instances by market, faults, guard moves."""
+    from raylab.spot.chart import draw, drill_series, drill_title
+
+    path = Path(res["out"]).with_suffix(".png")
+    try:
+        s = drill_series(twin_events(ctx), res.get("executions_detail", []), t0, t1,
+                         cluster=ctx.state.get("cluster").get("cluster_name"))
+        draw(s, drill_title("capacity" if name == "capacity" else "reclaim", res), path)
+    except Exception as e:  # noqa: BLE001 - a chart must not sink the drill's result
+        ctx.ui.warning(f"  no chart for {name}: {e}")
+        return None
+    ctx.ui.info(f"  chart: {path}")
+    return str(path)
 
 
 def watcher_drained_at(ctx: Context, instance_id: str) -> float | None:
