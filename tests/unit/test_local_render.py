@@ -103,3 +103,15 @@ def test_provider_takes_the_environment_endpoint_only_if_loopback() -> None:
     assert loopback_endpoint({}, {"AWS_ENDPOINT_URL": EP}) == EP
     with pytest.raises(LoopbackOnlyError):
         loopback_endpoint({}, {"AWS_ENDPOINT_URL": "https://ec2.amazonaws.com"})
+
+
+def test_processes_raylab_starts_find_its_python_first_on_path() -> None:
+    """A job's `python stress.py` must run raylab's interpreter (with Ray), venv activated or not."""
+    import sys
+    from pathlib import Path
+
+    from raylab.targets.local.head import loopback_env
+
+    env = loopback_env({"PATH": "/usr/bin:/bin"})
+    assert env["PATH"].split(":")[0] == str(Path(sys.executable).parent)
+    assert env["PATH"].endswith("/usr/bin:/bin")

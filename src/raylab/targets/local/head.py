@@ -44,8 +44,11 @@ def ray_bin() -> str:
 def loopback_env(base: dict[str, str]) -> dict[str, str]:
     """Env that keeps Ray on 127.0.0.1 in a process raylab starts (see loopback/sitecustomize.py)."""
     pp = [str(LOOPBACK_DIR)] + [p for p in base.get("PYTHONPATH", "").split(os.pathsep) if p]
-    return {"PYTHONPATH": os.pathsep.join(pp), "RAYLAB_LOOPBACK_ONLY": "1", "RAY_AUTH_MODE": "disabled",
-            "RAY_USAGE_STATS_ENABLED": "0"}
+    # Job entrypoints say `python ...` (as on AWS): make that raylab's own interpreter (the one with
+    # Ray installed) even when the venv is not activated, e.g. `.venv/bin/raylab` or CI.
+    path = [str(Path(sys.executable).parent)] + [p for p in base.get("PATH", "").split(os.pathsep) if p]
+    return {"PYTHONPATH": os.pathsep.join(pp), "PATH": os.pathsep.join(dict.fromkeys(path)),
+            "RAYLAB_LOOPBACK_ONLY": "1", "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
 
 
 def driver_env(base: dict[str, str] | None = None) -> dict[str, str]:
