@@ -96,6 +96,24 @@ def create_network_and_identity(ctx) -> None:  # noqa: ANN001
                                "worker_instance_profile_arn": arns["worker"]})
 
 
+def remove_network_and_identity(ctx) -> None:  # noqa: ANN001
+    """Undo create_network_and_identity, so the teardown check sees a clean twin."""
+    from raylab.aws.ec2 import sweep_network
+    from raylab.aws.session import client
+
+    ec2, iam = client(ctx, "ec2"), client(ctx, "iam")
+    vpc = ctx.state.get("network").get("VpcId")
+    for sg in ec2.describe_security_groups(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["SecurityGroups"]:
+        if sg["GroupName"] != "default":
+            ec2.delete_security_group(GroupId=sg["GroupId"])
+    assert sweep_network(ec2, ctx.lab, [vpc]) == []
+    for kind in ("head", "worker"):
+        prof, role = ctx.names[f"{kind}_profile"], ctx.names[f"{kind}_role"]
+        iam.remove_role_from_instance_profile(InstanceProfileName=prof, RoleName=role)
+        iam.delete_instance_profile(InstanceProfileName=prof)
+        iam.delete_role(RoleName=role)
+
+
 def test_local_cluster_end_to_end(tmp_path: Path) -> None:
     from raylab.aws.session import client
     from raylab.cluster.status import ec2_instances
@@ -190,6 +208,7 @@ def test_local_cluster_end_to_end(tmp_path: Path) -> None:
         assert not [i for i in ec2_instances(ec2, ctx.names["cluster"]) if i["state"] != "terminated"]
         assert procs_with(temp_root) == []
         twin_pid = ctx.state.get("twin")["pid"]
+        remove_network_and_identity(ctx)
         target.stop(ctx)
         assert target.leftovers(ctx) == []
         assert procs_with(temp_root) == [] and procs_with(str(workdir)) == []

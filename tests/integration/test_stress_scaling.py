@@ -16,7 +16,11 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import json_out, run_cli
-from tests.integration.test_local_cluster import create_network_and_identity, procs_with
+from tests.integration.test_local_cluster import (
+    create_network_and_identity,
+    procs_with,
+    remove_network_and_identity,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -77,6 +81,8 @@ def test_stress_then_scaling_on_local_target(tmp_path: Path) -> None:
             from raylab.stages import BY_NAME, load
 
             load(BY_NAME["cluster"]).destroy(ctx)
+        with contextlib.suppress(Exception):
+            remove_network_and_identity(ctx)
         with contextlib.suppress(Exception):
             target.stop(ctx)
     assert target.leftovers(ctx) == []
