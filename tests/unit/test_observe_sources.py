@@ -99,3 +99,25 @@ def test_normalize_the_targets_status_summary_shape() -> None:
     assert n["nodes"]["ray.worker.ondemand"] == {"RUNNING": 1, "IDLE": 1, "PENDING": 1, "LAUNCHING": 2}
     assert (n["cpu_used"], n["queued_tasks"]) == (8.0, 30)
     assert sources.failed_launch_events(n["failed_launches"], set())[0]["kind"] == "launch_failed"
+
+
+def test_spot_events_reach_the_timeline_and_the_stress_numbers() -> None:
+    from raylab.observe.sources import classify_event
+    from raylab.spot.metrics import spot_metrics
+
+    raw = [
+        {"t": 10.0, "kind": "launch", "instance_ids": ["i-1", "i-2"], "market": "spot", "launched": 2},
+        {"t": 20.0, "kind": "spot_reclaim", "instance_id": "i-1", "notice_s": 0.0},
+        {"t": 21.0, "kind": "capacity_error", "code": "InsufficientInstanceCapacity", "requested": 1},
+        {"t": 22.0, "kind": "guard_cap", "message": "spot c7i.4xlarge unavailable: burst moved to on-demand"},
+        {"t": 25.0, "kind": "launch", "instance_ids": ["i-3"], "market": "on-demand", "launched": 1},
+        {"t": 40.0, "kind": "guard_restore", "message": "cooldown over"},
+    ]
+    timeline = [e for e in map(classify_event, raw) if e is not None]
+    assert [e["kind"] for e in timeline] == ["launch", "spot_reclaim", "capacity_error", "guard_cap",
+                                             "launch", "guard_restore"]
+    assert "burst moved to on-demand" in timeline[3]["detail"]
+    m = spot_metrics(timeline, [{"task_id": "a", "attempt_number": 0}, {"task_id": "a", "attempt_number": 1},
+                                {"task_id": "b", "attempt_number": 0}])
+    assert m == {"tasks_retried": 1, "nodes_reclaimed": 1, "nodes_replaced": 1, "capacity_events": 1,
+                 "guard_actions": 2}

@@ -53,6 +53,19 @@ class StressJob:
     message: str = ""
     _client: Any = field(default=None, repr=False)
 
+    def task_attempts(self) -> list[dict[str, Any]] | None:
+        """Every attempt of this job's `heavy_task`s from Ray's state API (None if Ray cannot say)."""
+        try:
+            from ray.util.state import list_tasks
+
+            ray_job_id = self._client.get_job_info(self.job_id).job_id
+            rows = list_tasks(address=self.dashboard_url, limit=100_000, timeout=15, detail=False,
+                              raise_on_missing_output=False,
+                              filters=[("job_id", "=", ray_job_id), ("name", "=", "heavy_task")])
+            return [{"task_id": r.task_id, "attempt_number": r.attempt_number} for r in rows]
+        except Exception:  # noqa: BLE001 - retries are then reported as unknown (null), never as 0
+            return None
+
     @classmethod
     def submit(cls, dashboard_url: str, workloads_dir: Path, tasks: int, duration: float, scale: int,
                submission_id: str | None = None) -> StressJob:

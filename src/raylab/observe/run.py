@@ -262,6 +262,11 @@ def run_stress(ctx: Context, *, tasks: int, duration: float, scale: int, out_dir
         summary["job_summary"] = str(out_dir / "job-summary.json")
     chart = draw(out_dir / "chart.png", meta, samples)
     removal = tl.idle_removal(samples, lim.min_workers) if observe_scale_down else None
+    from raylab.spot.metrics import spot_metrics
+
+    # spot numbers (tasks retried from Ray's state API; reclaims, replacements, capacity errors and
+    # the capacity guard's moves from the timeline's events)
+    summary.update(spot_metrics(tl.events(samples), job.task_attempts()))
     summary.update({"timeline": str(writer.path), "chart": str(chart), "job_id": job.job_id,
                     "job_status": job.status, "target": ctx.target_name})
     if observe_scale_down:

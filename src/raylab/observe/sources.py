@@ -141,7 +141,8 @@ def fetch_instances(ctx: Context, cluster_name: str,
 
 # --- events ---------------------------------------------------------------------------------------
 TWIN_KINDS = {"launch": "launch", "quota_error": "quota_error", "capacity_error": "capacity_error",
-              "terminate": "termination", "stop": "termination"}
+              "terminate": "termination", "stop": "termination", "spot_reclaim": "spot_reclaim",
+              "guard_cap": "guard_cap", "guard_restore": "guard_restore"}
 QUOTA_CODES = ("VcpuLimitExceeded", "MaxSpotInstanceCountExceeded")
 CAPACITY_CODES = ("InsufficientInstanceCapacity",)
 
@@ -170,6 +171,10 @@ def classify_event(raw: dict[str, Any]) -> dict[str, Any] | None:
                   f"x{raw.get('requested', '?')}")
         if raw.get("limit") is not None:
             detail += f" (in use {raw.get('used', '?')} of {raw['limit']} vCPU)"
+    elif kind == "spot_reclaim":
+        detail = f"{raw.get('instance_id', '?')} reclaimed (notice {raw.get('notice_s', 0)} s)"
+    elif kind.startswith("guard_"):
+        detail = str(raw.get("message") or raw.get("reason") or kind)
     else:
         detail = f"{', '.join(ids)} ({raw.get('reason') or raw.get('by') or raw.get('kind')})"
     return {"ts": float(raw.get("t") or time.time()), "kind": kind, "detail": detail[:200],
