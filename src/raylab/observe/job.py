@@ -54,16 +54,22 @@ class StressJob:
     _client: Any = field(default=None, repr=False)
 
     def task_attempts(self) -> list[dict[str, Any]] | None:
-        """Every attempt of this job's `heavy_task`s from Ray's state API (None if Ray cannot say)."""
+        """Every attempt of this job's `heavy_task`s from Ray's state API (None if Ray cannot say).
+
+        Ray's state API serves at most 10,000 rows (RAY_MAX_LIMIT_FROM_API_SERVER); the lab's job
+        has 480 tasks."""
         try:
             from ray.util.state import list_tasks
 
             ray_job_id = self._client.get_job_info(self.job_id).job_id
-            rows = list_tasks(address=self.dashboard_url, limit=100_000, timeout=15, detail=False,
+            rows = list_tasks(address=self.dashboard_url, limit=10_000, timeout=15, detail=False,
                               raise_on_missing_output=False,
                               filters=[("job_id", "=", ray_job_id), ("name", "=", "heavy_task")])
             return [{"task_id": r.task_id, "attempt_number": r.attempt_number} for r in rows]
-        except Exception:  # noqa: BLE001 - retries are then reported as unknown (null), never as 0
+        except Exception as e:  # noqa: BLE001 - retries are then reported as unknown (null), never as 0
+            import sys
+
+            print(f"note: task retries unknown ({type(e).__name__}: {e})"[:300], file=sys.stderr)
             return None
 
     @classmethod

@@ -78,6 +78,6 @@ def tasks_from_state_api(name: str, address: str | None = None) -> list[dict[str
     with the dashboard address). Feed to ``tasks_retried``."""
     from ray.util.state import list_tasks
 
-    rows = list_tasks(address=address, filters=[("name", "=", name)], limit=100_000,
+    rows = list_tasks(address=address, filters=[("name", "=", name)], limit=10_000,
                       raise_on_missing_output=False, detail=False)
     return [{"task_id": r.task_id, "attempt_number": r.attempt_number} for r in rows]
