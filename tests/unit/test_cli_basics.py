@@ -65,3 +65,23 @@ def test_bare_raylab_shows_help() -> None:
     p = run_cli()
     assert p.returncode == 0
     assert "Stages (see `raylab stages`)" in p.stdout
+
+
+def test_aws_is_never_the_default_target() -> None:
+    """Every command that takes --target defaults to local: spending money is never implied."""
+    import typer.main
+
+    from raylab.cli.main import app
+
+    def walk(cmd):  # noqa: ANN001, ANN202
+        yield cmd
+        for sub in getattr(cmd, "commands", {}).values():
+            yield from walk(sub)
+
+    seen = 0
+    for cmd in walk(typer.main.get_command(app)):
+        for p in getattr(cmd, "params", []):
+            if p.name == "target":
+                seen += 1
+                assert p.default == "local", f"{cmd.name}: --target defaults to {p.default!r}"
+    assert seen >= 8

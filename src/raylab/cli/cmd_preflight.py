@@ -26,7 +26,7 @@ IpOpt = Annotated[
 
 
 def preflight(
-    target: TargetOpt = "aws",
+    target: TargetOpt = "local",
     lab: LabOpt = None,
     scenario: ScenarioOpt = "autoscale",
     region: RegionOpt = None,
