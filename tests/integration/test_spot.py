@@ -18,7 +18,7 @@ from tests.conftest import run_cli
 
 pytestmark = pytest.mark.integration
 LAB = "spotit"
-SMALL = {"tasks": 12, "duration": 15.0, "spot_workers": 2, "notice": 6.0, "capacity_window": 30.0,
+SMALL = {"tasks": 20, "duration": 15.0, "spot_workers": 2, "notice": 6.0, "capacity_window": 30.0,
          "cooldown": 15.0, "probe": 10.0, "spot_wait": 120.0, "timeout": 240.0}
 
 
@@ -66,8 +66,22 @@ def test_stage6_reclaims_and_guard(cluster):
     assert cap["capacity_errors"] >= 1 and cap["guard_caps"] >= 1 and cap["ondemand_launched_in_window"] >= 1
     assert cap["tasks_completed"] == cap["tasks_total"]
     assert "burst moved to on-demand" in cap["guard_message"]
+    # ... and the same job without failures, from the same base, took at most 1/1.5 as long
+    assert cap["baseline"]["tasks_completed"] == cap["baseline"]["tasks_total"] == cap["tasks_total"]
+    assert cap["makespan_ratio"] <= 1.5, (cap["makespan_s"], cap["baseline"])
+    # after the window, with spot restored, the same burst launched spot (on-demand stayed at its base)
+    assert cap["after"]["spot_launched"] >= 1 and cap["after"]["ondemand_launched"] == 0, cap["after"]
+    assert cap["after"]["tasks_completed"] == cap["after"]["tasks_total"]
+    assert Path(cap["chart"]).exists()
     status = json.loads((work / "state.json").read_text())["spot"]
     assert status["nodes_reclaimed"] >= 2 and status["capacity_events"] >= 1
+    # `raylab status` says what the guard did and why
+    st = run_cli("status", "--lab", LAB, "--json", env=env)
+    assert st.returncode == 0, st.stderr
+    g = json.loads(st.stdout)["capacity_guard"]
+    assert g["running"] is True and g["types"]["ray.worker.spot"]["status"] in ("ok", "probing")
+    assert any("burst moved to on-demand" in e["message"] for e in g["recent"]) \
+        or g["types"]["ray.worker.spot"]["failures"] >= 1, g
 
 
 def test_capacity_without_guard_shows_rays_own_behaviour(cluster, monkeypatch):
@@ -82,12 +96,19 @@ def test_capacity_without_guard_shows_rays_own_behaviour(cluster, monkeypatch):
     ctx = make_context("local", LAB, workdir=work, scenario="mixed")
     s6.stop_guard(ctx)
     with_guard = json.loads((work / "spot" / "stage6.json").read_text())["drills"]["capacity"]
-    r = s6.drill_capacity(ctx, work / "spot", s6.drill_options(ctx), guard=False)
+    r = s6.drill_capacity(ctx, work / "spot", s6.drill_options(ctx), guard=False,
+                          baseline=with_guard["baseline"])
     assert r["tasks_completed"] == r["tasks_total"]
     assert r["guard_caps"] == 0
     assert r["capacity_errors"] > with_guard["capacity_errors"]
     assert r["ondemand_launched_in_window"] < with_guard["ondemand_launched_in_window"]
-    keys = ("tasks_total", "makespan_s", "capacity_errors", "ondemand_launched_in_window", "guard_caps")
+    # Ray alone: no worker is added until the window ends (spot is planned every tick and fails);
+    # with the guard, on-demand capacity came inside the window, and the makespan shows the cost
+    assert r["first_launch_s"] is None or r["first_launch_s"] >= r["window_s"], r
+    assert with_guard["first_launch_s"] < with_guard["window_s"], with_guard
+    assert r["makespan_ratio"] > with_guard["makespan_ratio"], (r, with_guard)
+    keys = ("tasks_total", "makespan_s", "makespan_ratio", "burst_start_s", "first_launch_s",
+            "capacity_errors", "ondemand_launched_in_window", "guard_caps")
     compare = {"guard": {k: with_guard[k] for k in keys}, "no_guard": {k: r[k] for k in keys}}
     (work / "spot" / "compare.json").write_text(json.dumps(compare))
     print("capacity window, guard vs no guard:", json.dumps(compare))  # visible with `pytest -s`

@@ -16,13 +16,19 @@ GOOD = {"drills": {
                        "started_within_grace": 1, "tasks_on_drained_node": 3, "terminated_after_s": 6.1,
                        "notice_s": 6.0, "drained_after_notice_s": 1.1},
     "capacity": {"tasks_total": 20, "tasks_completed": 20, "capacity_errors": 3, "guard_caps": 1,
-                 "guard_restores": 1, "ondemand_launched_in_window": 2, "guard_message": "burst moved"},
+                 "guard_restores": 1, "ondemand_launched_in_window": 2, "guard_message": "burst moved",
+                 "makespan_s": 48.0, "makespan_ratio": 1.2, "burst_start_s": 14.0,
+                 "baseline": {"makespan_s": 40.0, "burst_start_s": 9.0},
+                 "after": {"tasks_total": 20, "tasks_completed": 20, "spot_launched": 3,
+                           "ondemand_launched": 0}},
 }}
+MAKESPAN = "capacity: makespan within 1.5x of the same job without failures"
+AFTER = "capacity: after the window, new demand went to spot"
 
 
 def test_all_good():
     cs = checks(GOOD)
-    assert len(cs) == 10 and all(c.ok for c in cs)
+    assert len(cs) == 12 and all(c.ok for c in cs)
 
 
 @pytest.mark.parametrize(
@@ -38,6 +44,12 @@ def test_all_good():
         ("capacity", "guard_caps", 0, "capacity: the guard moved the burst to on-demand"),
         ("capacity", "ondemand_launched_in_window", 0, "capacity: the guard moved the burst to on-demand"),
         ("capacity", "guard_restores", 0, "capacity: spot restored after the cooldown"),
+        ("capacity", "makespan_ratio", 1.6, MAKESPAN),
+        ("capacity", "makespan_ratio", None, MAKESPAN),
+        ("capacity", "after", {}, AFTER),
+        ("capacity", "after", {"tasks_total": 20, "tasks_completed": 20, "spot_launched": 0,
+                               "ondemand_launched": 3}, AFTER),
+        ("capacity", "after", {"tasks_total": 20, "tasks_completed": 19, "spot_launched": 2}, AFTER),
     ],
 )
 def test_each_failure_is_named(drill, key, value, failing):
@@ -56,3 +68,48 @@ def test_scenario_without_spot_gets_mixed_limits_for_the_drill(tmp_path):
     assert restore == {"ray.worker.ondemand": (1, 6), "ray.worker.spot": (0, 0)}
     assert "max_workers: 28" in p.read_text()
     assert ensure_spot_allowed(p) == {}  # spot allowed already: nothing to put back
+
+
+def test_burst_start_counts_only_nodes_added_for_the_burst():
+    from raylab.stages.stage6_spot import burst_start_s
+
+    ex = [{"instance_id": "i-base", "start": 100.5}, {"instance_id": "i-new", "start": 131.0},
+          {"instance_id": "i-new2", "start": 120.25}]
+    assert burst_start_s(ex, {"i-base"}, 100.0) == 20.25
+    assert burst_start_s(ex[:1], ["i-base"], 100.0) is None
+
+
+def test_guard_settled_waits_for_the_window_and_the_restore(tmp_path):
+    import json
+
+    from raylab.stages.stage6_spot import guard_settled
+
+    f = tmp_path / "guard-state.json"
+    assert guard_settled(f, now=10.0, after=5.0)  # no guard state yet: nothing capped
+    assert not guard_settled(f, now=4.0, after=5.0)  # the window is not over
+    f.write_text(json.dumps({"states": {"ray.worker.spot": {"status": "capped"}}}))
+    assert not guard_settled(f, now=10.0, after=5.0)
+    f.write_text(json.dumps({"states": {"ray.worker.spot": {"status": "probing"}}}))
+    assert guard_settled(f, now=10.0, after=5.0)
+
+
+def test_launched_counts_worker_launches_by_market_and_time():
+    from raylab.stages.stage6_spot import launched
+
+    evs = [{"kind": "launch", "market": "spot", "launched": 2, "t": 5.0},
+           {"kind": "launch", "market": "spot", "launched": 1, "t": 50.0},
+           {"kind": "launch", "market": "on-demand", "launched": 1, "t": 6.0, "node_kind": "head"},
+           {"kind": "capacity_error", "market": "spot", "t": 7.0}]
+    assert launched(evs, "spot", 0.0, 10.0) == 2 and launched(evs, "spot", 10.0) == 1
+    assert launched(evs, "on-demand", 0.0) == 0
+
+
+def test_first_launch_is_the_first_worker_instance_after_the_start():
+    from raylab.stages.stage6_spot import first_launch_s
+
+    evs = [{"kind": "launch", "node_kind": "head", "launched": 1, "t": 101.0},
+           {"kind": "launch", "market": "spot", "launched": 0, "t": 102.0},
+           {"kind": "launch", "market": "on-demand", "launched": 2, "t": 104.5},
+           {"kind": "launch", "market": "spot", "launched": 1, "t": 99.0}]
+    assert first_launch_s(evs, 100.0) == 4.5
+    assert first_launch_s(evs[:2], 100.0) is None

@@ -38,7 +38,8 @@ STAGES: tuple[StageInfo, ...] = (
     StageInfo(5, "scaling", "edit upscaling_speed / idle_timeout / min,max workers; watch downscaling",
               "idle workers removed after the timeout down to min_workers (measured)"),
     StageInfo(6, "spot", "spot and on-demand/spot mixes; reclaim drills; the capacity guard",
-              "every task completes through reclaims; replacements launched; guard events"),
+              "every task completes through reclaims; replacements launched; the guard keeps a spot "
+              "outage within 1.5x the makespan; spot again after"),
     StageInfo(7, "data", "Ray Data over Common Voice 17 parquet (local: a generated sample)",
               "features parquet written; counts and durations consistent"),
     StageInfo(0, "teardown", "ray down, terraform destroy, delete the stack, stop local processes",

@@ -8,10 +8,13 @@ apply (local target), on the cluster stage 3 started:
    and v2 launches replacements while demand remains;
 3. drill "reclaim with notice": one spot worker gets an interruption notice in its IMDS; its watcher
    drains the node (DRAIN_NODE_REASON_PREEMPTION), the twin terminates it at the deadline;
-4. drill "capacity": spot RunInstances fail with InsufficientInstanceCapacity for a window; the
-   guard caps the spot type and the burst goes to on-demand; after the window spot is restored.
+4. drill "capacity": the same burst three times, each from the cluster's base (on-demand at
+   min_workers, no spot): without failures (the baseline); with spot RunInstances failing with
+   InsufficientInstanceCapacity for a window, when the guard caps the spot type and the burst goes to
+   on-demand; and after the window, once the guard restored spot, when new demand goes to spot.
 verify: every task of every drill completed; retries and replacements recorded; no task started on
-a drained node after its drain; the guard capped and restored; on-demand launched in the window.
+a drained node after its drain; the guard capped and restored; on-demand launched in the window;
+the makespan stayed within 1.5x of the baseline's; spot launched again after the window.
 destroy: stop the guard (the YAML goes back as written); AWS: remove FIS templates and role.
 
 On AWS, the drills are ``raylab chaos reclaim --target aws`` (FIS) by hand: a stage cannot inject
@@ -40,6 +43,7 @@ GUARD = "spot-guard"
 # A task whose lease the node granted just before the drain may begin executing a moment later
 # (worker start-up on a busy machine); "no new task" is judged after this grace.
 LEASE_GRACE_S = 2.0
+MAX_MAKESPAN_RATIO = 1.5  # issue 5: with the guard, within 1.5x of the same job without failures
 MIXED_LIMITS = {"ray.worker.ondemand": (2, 30), "ray.worker.spot": (0, 28)}  # configs/scenarios/mixed.yaml
 
 
@@ -47,7 +51,8 @@ class SpotStage:
     number = 6
     name = "spot"
     summary = "spot and on-demand/spot mixes; reclaim drills; the capacity guard"
-    verified_by = "every task completes through reclaims; replacements launched; guard events"
+    verified_by = ("every task completes through reclaims; replacements launched; the guard keeps a spot "
+                   "outage within 1.5x the makespan; spot again after")
 
     # --- apply ---------------------------------------------------------------------------------
     def apply(self, ctx: Context) -> dict[str, Any]:
@@ -72,7 +77,8 @@ class SpotStage:
             for name, (drill, kw) in drills.items():
                 t0 = time.time()
                 results[name] = drill(ctx, out_dir, o, **kw)
-                results[name]["chart"] = drill_chart(ctx, name, results[name], t0, time.time())
+                results[name]["chart"] = drill_chart(ctx, name, results[name],
+                                                     results[name].get("chart_from", t0), time.time())
         finally:
             for nt, (mn, mx) in restore.items():
                 from raylab.spot.guard import set_node_type_limits
@@ -163,8 +169,22 @@ def checks(s: dict[str, Any]) -> list[Check]:
         out.append(Check("capacity: the guard moved the burst to on-demand", ok,
                          f"guard caps {cap.get('guard_caps')}, on-demand instances launched in the window "
                          f"{cap.get('ondemand_launched_in_window')}: {cap.get('guard_message', '')}"))
+        ratio, base = cap.get("makespan_ratio"), cap.get("baseline") or {}
+        ok = ratio is not None and ratio <= MAX_MAKESPAN_RATIO
+        name = f"capacity: makespan within {MAX_MAKESPAN_RATIO:g}x of the same job without failures"
+        out.append(Check(name, ok, f"{cap.get('makespan_s')} s with the window vs {base.get('makespan_s')} "
+                         f"s without ({ratio}x); burst tasks began {cap.get('burst_start_s')} s in (baseline "
+                         f"{base.get('burst_start_s')} s)", None if ok else f"see {cap.get('out')}"))
         out.append(Check("capacity: spot restored after the cooldown", cap.get("guard_restores", 0) >= 1,
                          f"guard restores {cap.get('guard_restores')}"))
+        after = cap.get("after") or {}
+        ok = (after.get("spot_launched", 0) >= 1 and after.get("tasks_total", 0) > 0
+              and after.get("tasks_completed") == after.get("tasks_total"))
+        out.append(Check("capacity: after the window, new demand went to spot", ok,
+                         f"the same burst again: {after.get('spot_launched', 0)} spot and "
+                         f"{after.get('ondemand_launched', 0)} on-demand instance(s) launched; "
+                         f"{after.get('tasks_completed')}/{after.get('tasks_total')} tasks",
+                         None if ok else f"see {after.get('out') or cap.get('out')}"))
     return out
 
 
@@ -457,35 +477,130 @@ def watcher_drained_at(ctx: Context, instance_id: str) -> float | None:
     return None
 
 
-def drill_capacity(ctx: Context, out_dir: Path, o: dict[str, Any], guard: bool = True) -> dict[str, Any]:
-    ctx.ui.step(f"drill: spot capacity gone for {o['capacity_window']:g} s "
-                f"({'with' if guard else 'without'} the guard)")
+def settle_to_base(ctx: Context, o: dict[str, Any]) -> int:
+    """Bring the cluster to its base before a burst: on-demand at min_workers, no spot (the autoscaler
+    removes the rest because the YAML says so, then the limits go back). Every run of the capacity
+    drill starts from the same place, so their makespans compare. Returns the base worker count."""
+    from raylab.spot.guard import set_node_type_limits
+
+    cfg = Path(ctx.state.get("cluster")["config_path"])
+    back = fixed_size(cfg, 0)
+    base = back.get("ray.worker.ondemand", (0, 0))[0]
+    try:
+        if not wait_for(lambda: running_workers(ctx) == base and not running_spot(ctx), o["spot_wait"]):
+            raise RaylabError(f"the cluster did not settle to its {base} on-demand worker(s) within "
+                              f"{o['spot_wait']:.0f} s", "see .raylab/logs/twin.log")
+    finally:
+        for nt, (mn, mx) in back.items():
+            set_node_type_limits(cfg, nt, mx, mn)
+    return base
+
+
+def run_burst(ctx: Context, out: Path, o: dict[str, Any]) -> dict[str, Any]:
+    """The capacity drill's job: the base workers' CPUs plus ``o['tasks']`` more, so the autoscaler
+    must add capacity. Returns the demo's summary with ``t_start`` and the base instance ids."""
+    base_ids = {m["instance_id"] for m in _twin(ctx).machines()
+                if m["cluster"] == ctx.state.get("cluster")["cluster_name"] and m["state"] == "running"}
+    out.unlink(missing_ok=True)
+    t = time.time()
+    p = start_demo(ctx, out, worker_cpus(ctx) + int(o["tasks"]), o["duration"])
+    r = wait_demo(p, out, o["timeout"])
+    return {**r, "t_start": t, "base_ids": sorted(base_ids)}
+
+
+def burst_start_s(executions: list[dict[str, Any]], base_ids: set[str] | list[str],
+                  t_start: float) -> float | None:
+    """Seconds from the job's start until its first task began on a node added for the burst (pure);
+    None if no task ran beyond the base workers."""
+    base = set(base_ids)
+    starts = [float(x["start"]) for x in executions if x.get("instance_id") not in base]
+    return round(min(starts) - t_start, 2) if starts else None
+
+
+def guard_settled(state_file: Path, now: float, after: float) -> bool:
+    """True once ``now`` is past ``after`` and the guard has no spot type capped (pure but for the read)."""
+    if now < after:
+        return False
+    try:
+        states = json.loads(state_file.read_text()).get("states", {})
+    except (OSError, ValueError):
+        return True  # no state yet: the guard has capped nothing
+    return all(v.get("status") != "capped" for v in states.values())
+
+
+def launched(evs: list[dict[str, Any]], market: str, t_from: float, t_to: float = float("inf")) -> int:
+    return sum(int(e.get("launched", 0)) for e in evs
+               if e["kind"] == "launch" and e.get("market") == market and e.get("node_kind") != "head"
+               and t_from <= e["t"] <= t_to)
+
+
+def first_launch_s(evs: list[dict[str, Any]], t0: float) -> float | None:
+    """Seconds from ``t0`` until the first worker instance launched (any market), None if none (pure)."""
+    ts = [e["t"] for e in evs if e["kind"] == "launch" and e.get("node_kind") != "head"
+          and int(e.get("launched", 0)) > 0 and e["t"] >= t0]
+    return round(min(ts) - t0, 2) if ts else None
+
+
+def drill_capacity(ctx: Context, out_dir: Path, o: dict[str, Any], guard: bool = True,
+                   baseline: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The same burst three times from the same base: without failures (the baseline), with spot
+    capacity gone for a window, and (with the guard) once more after the window, when new demand
+    must go to spot again. ``baseline``: an earlier baseline run's result, reused."""
+    how = "with" if guard else "without"
+    ctx.ui.step(f"drill: spot capacity gone for {o['capacity_window']:g} s ({how} the guard)")
     tw = _twin(ctx)
     since = max((e["seq"] for e in twin_events(ctx)), default=0)
+    if baseline is None:
+        ctx.ui.info("  first the same burst without failures (the baseline)")
+        settle_to_base(ctx, o)
+        b = run_burst(ctx, out_dir / "capacity-baseline.json", o)
+        baseline = {"makespan_s": b["makespan_s"], "tasks_total": b["tasks_total"],
+                    "tasks_completed": b["tasks_completed"], "out": b["out"],
+                    "burst_start_s": burst_start_s(b.get("executions_detail", []), b["base_ids"],
+                                                   b["t_start"])}
+        ctx.ui.info(f"  baseline: {b['tasks_completed']}/{b['tasks_total']} tasks in {b['makespan_s']} s")
+    settle_to_base(ctx, o)
     t0 = time.time()
     tw.add_capacity_fault(market="spot", seconds=o["capacity_window"])
-    out = out_dir / f"capacity-{'guard' if guard else 'noguard'}.json"
-    out.unlink(missing_ok=True)
-    tasks = worker_cpus(ctx) + o["tasks"]  # a burst beyond the workers already up
-    p = start_demo(ctx, out, tasks, o["duration"])
-    r = wait_demo(p, out, o["timeout"])
     window_end = t0 + o["capacity_window"]
-    if guard:  # wait for the restore (cooldown) so the next demand goes to spot again
-        wait_for(lambda: any(e["kind"] == "guard_restore" for e in twin_events(ctx, since)),
-                 max(0.0, window_end + o["cooldown"] + 10 - time.time()) + 5)
+    r = run_burst(ctx, out_dir / f"capacity-{'guard' if guard else 'noguard'}.json", o)
+    execs = list(r.get("executions_detail", []))
     evs = twin_events(ctx, since)
-    od = [e for e in evs if e["kind"] == "launch" and e.get("market") == "on-demand"
-          and e.get("node_kind") != "head" and e["t"] <= window_end]
-    caps = [e for e in evs if e["kind"] == "guard_cap"]
+    caps = [e for e in evs if e["kind"] == "guard_cap" and e["t"] >= t0]
     keys = ("tasks_total", "tasks_completed", "tasks_failed", "tasks_retried", "makespan_s")
-    res = {**{k: r[k] for k in keys},
-           "window_s": o["capacity_window"], "guard": guard, "out": str(out),
-           "capacity_errors": sum(1 for e in evs if e["kind"] == "capacity_error"),
-           "ondemand_launched_in_window": sum(int(e.get("launched", 0)) for e in od),
-           "guard_caps": len(caps), "guard_restores": sum(1 for e in evs if e["kind"] == "guard_restore"),
-           "guard_message": caps[0].get("message", "") if caps else "",
-           "executions_detail": r.get("executions_detail", [])}
-    ctx.ui.info(f"  {res['tasks_completed']}/{res['tasks_total']} tasks in {res['makespan_s']} s; "
-                f"{res['capacity_errors']} capacity errors; "
-                f"on-demand launched {res['ondemand_launched_in_window']}")
+    res: dict[str, Any] = {
+        **{k: r[k] for k in keys}, "window_s": o["capacity_window"], "guard": guard, "out": r["out"],
+        "baseline": baseline,
+        "makespan_ratio": (round(r["makespan_s"] / baseline["makespan_s"], 2)
+                           if baseline["makespan_s"] else None),
+        "burst_start_s": burst_start_s(execs, r["base_ids"], r["t_start"]),
+        "first_launch_s": first_launch_s(evs, t0),
+        "capacity_errors": sum(1 for e in evs if e["kind"] == "capacity_error" and e["t"] >= t0),
+        "ondemand_launched_in_window": launched(evs, "on-demand", t0, window_end),
+        "spot_launched_in_window": launched(evs, "spot", t0, window_end),
+        "guard_caps": len(caps), "guard_message": caps[0].get("message", "") if caps else "",
+        "chart_from": t0}
+    if guard:  # after the window: the guard restores spot, and new demand must go to spot again
+        settled = wait_for(lambda: guard_settled(ctx.workdir / "spot" / "guard-state.json", time.time(),
+                                                 window_end), o["timeout"])
+        if not settled:
+            raise RaylabError("the guard kept spot capped after the window ended",
+                              f"see {ctx.workdir / 'spot' / 'guard-events.jsonl'}")
+        ctx.ui.info("  window over and spot restored: the same burst again")
+        settle_to_base(ctx, o)
+        t_after = time.time()
+        a = run_burst(ctx, out_dir / "capacity-after.json", o)
+        execs += a.get("executions_detail", [])
+        evs = twin_events(ctx, since)
+        res["after"] = {"tasks_total": a["tasks_total"], "tasks_completed": a["tasks_completed"],
+                        "makespan_s": a["makespan_s"], "out": a["out"],
+                        "spot_launched": launched(evs, "spot", t_after),
+                        "ondemand_launched": launched(evs, "on-demand", t_after)}
+    res["guard_restores"] = sum(1 for e in evs if e["kind"] == "guard_restore" and e["t"] >= t0)
+    res["executions_detail"] = execs
+    ctx.ui.info(f"  {res['tasks_completed']}/{res['tasks_total']} tasks in {res['makespan_s']} s "
+                f"({res['makespan_ratio']}x the baseline's {baseline['makespan_s']} s); "
+                f"{res['capacity_errors']} capacity errors; on-demand launched "
+                f"{res['ondemand_launched_in_window']} in the window"
+                + (f"; after it, spot launched {res['after']['spot_launched']}" if "after" in res else ""))
     return res
