@@ -296,3 +296,54 @@ def test_guard_restores_what_the_config_held_just_before_the_cap(tmp_path: Path)
     g.tick()
     spot = yaml.safe_load(p.read_text())["available_node_types"]["ray.worker.spot"]
     assert (spot["max_workers"], spot["min_workers"]) == (12, 0)
+
+
+def test_monitor_log_source_starts_over_on_a_new_session(tmp_path: Path):
+    log = tmp_path / "monitor.log"
+    log.write_text("x" * 500 + "\n")
+    src = MonitorLogSource(log)
+    log.write_text(FAIL1 + "\n")  # session_latest now points at a fresh, shorter monitor.log
+    assert [f.code for f in src.poll(TYPES)] == [ICE]
+
+
+def test_guard_edits_rays_json_bootstrap_config(tmp_path: Path):
+    """On AWS the guard edits ~/ray_bootstrap_config.yaml, which `ray up` writes as JSON."""
+    p = tmp_path / "ray_bootstrap_config.yaml"
+    doc = yaml.safe_load(CLUSTER_YAML)
+    p.write_text(json.dumps(doc))
+    assert set_node_type_limits(p, "ray.worker.spot", 0, 0)
+    back = yaml.safe_load(p.read_text())
+    assert back["available_node_types"]["ray.worker.spot"]["max_workers"] == 0
+    doc["available_node_types"]["ray.worker.spot"].update(max_workers=0, min_workers=0)
+    assert back == doc  # nothing else changed
+
+
+def test_report_for_status():
+    from raylab.spot.guard import report
+
+    evs = [{"t": 1.0, "kind": "capacity_error"}] + [
+        {"t": float(i), "kind": "guard_cap", "node_type": "ray.worker.spot", "message": f"m{i}"}
+        for i in range(2, 10)]
+    state = {"states": {"ray.worker.spot": {"status": "capped", "cap": 1, "until": 99.0, "failures": 5,
+                                            "code": ICE}}}
+    r = report(evs, state, True)
+    assert r["running"] is True and [e["message"] for e in r["recent"]] == ["m5", "m6", "m7", "m8", "m9"]
+    assert r["types"]["ray.worker.spot"] == {"status": "capped", "max_workers": 1, "until": 99.0,
+                                             "failures": 5, "code": ICE}
+    assert report([], None, None) == {"running": None, "types": {}, "recent": []}
+
+
+def test_status_lines_say_what_the_guard_did():
+    from raylab.cli.cmd_status import guard_lines
+    from raylab.spot.guard import report
+
+    state = {"states": {"ray.worker.spot": {"status": "capped", "cap": 0, "until": 160.0, "code": ICE}}}
+    ev = {"t": 100.0, "kind": "guard_cap", "node_type": "ray.worker.spot",
+          "message": "spot c7i.4xlarge unavailable in us-west-2a since 12:03: burst moved to on-demand"}
+    lines = guard_lines(report([ev], state, True), now=130.0)
+    assert lines[0] == ("capacity guard (running): ray.worker.spot capped at 0 "
+                        "(InsufficientInstanceCapacity), restores in 30 s")
+    assert lines[1].endswith("burst moved to on-demand")
+    assert guard_lines(report([], None, False), now=0) == []
+    assert guard_lines(report([], None, True), now=0) == [
+        "capacity guard: running, nothing to do (no spot capacity error)"]

@@ -22,7 +22,28 @@ def status_view(st: dict[str, Any]) -> dict[str, Any]:
             "pending_launches": st.get("pending_launches", []),
             "failed_launches": st.get("failed_launches", []),
             "launch_failures": st.get("launch_failures", []),
-            "demand": st.get("demand", []), "agreement": st.get("agreement", {})}
+            "demand": st.get("demand", []), "agreement": st.get("agreement", {}),
+            "capacity_guard": st.get("capacity_guard") or {"running": None, "types": {}, "recent": []}}
+
+
+def guard_lines(g: dict[str, Any], now: float) -> list[str]:
+    """The capacity guard in a few lines for people (pure)."""
+    if not g.get("types") and not g.get("recent"):
+        idle = "capacity guard: running, nothing to do (no spot capacity error)"
+        return [idle] if g.get("running") else []
+    on = {True: "running", False: "stopped", None: "unknown"}[g.get("running")]
+    out = []
+    for name, t in sorted(g.get("types", {}).items()):
+        what = t["status"]
+        if t["status"] == "capped":
+            left = max(0, int(t["until"] - now))
+            what = f"capped at {t['max_workers']} ({t['code']}), restores in {left} s"
+        elif t["status"] == "probing":
+            what = f"probing spot again for {max(0, int(t['until'] - now))} s"
+        out.append(f"capacity guard ({on}): {name} {what}")
+    for e in g.get("recent", [])[-3:]:
+        out.append(f"  {time.strftime('%H:%M:%S', time.localtime(e['t'] or 0))} {e['message']}")
+    return out
 
 
 def status(
@@ -33,7 +54,8 @@ def status(
     workdir: WorkdirOpt = None,  # type: ignore[assignment]
 ) -> None:
     """Show the cluster as Ray sees it (autoscaler v2 status) and as EC2 sees it (instances by the
-    ray-cluster-name tag), plus launch failures with AWS's reason (e.g. VcpuLimitExceeded)."""
+    ray-cluster-name tag), plus launch failures with AWS's reason (e.g. VcpuLimitExceeded), and what
+    the capacity guard did about spot capacity errors and why."""
     ctx = make_context(target, lab, json_mode, False, "autoscale", workdir, quiet)
     view = status_view(ctx.target.cluster_status(ctx))
     if ctx.ui.json_mode:
@@ -59,6 +81,8 @@ def status(
         ctx.ui.info(f"Ray's own CLI on this cluster (loopback only): RAYLAB_LOOPBACK_ONLY=1 "
                     f"PYTHONPATH={LOOPBACK_DIR} RAY_AUTH_MODE=disabled "
                     f"ray status --address {view['gcs_address']}")
+    for line in guard_lines(view["capacity_guard"], time.time()):
+        ctx.ui.info(line)
     a = view["agreement"]
     if a.get("ok"):
         ctx.ui.success(f"Ray and EC2 agree: {len(a['running'])} running instance(s)")

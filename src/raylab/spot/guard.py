@@ -253,6 +253,8 @@ class MonitorLogSource:
     def poll(self, spot_types: dict[str, dict[str, Any]]) -> list[Failure]:
         if not self.path.exists():
             return []
+        if self.path.stat().st_size < self.offset:  # a new Ray session: session_latest moved on
+            self.offset = 0
         with open(self.path, "rb") as fh:
             fh.seek(self.offset)
             data = fh.read()
@@ -371,6 +373,21 @@ def recent_events(path: Path, n: int = 5) -> list[dict[str, Any]]:
         except ValueError:
             continue
     return out
+
+
+def report(events: list[dict[str, Any]], state: dict[str, Any] | None,
+           running: bool | None) -> dict[str, Any]:
+    """What `raylab status` says about the guard (pure): whether it runs, each spot type's state
+    (ok | capped | probing, with the cap and until when) and its last decisions, newest last."""
+    types = {}
+    for name, st in ((state or {}).get("states") or {}).items():
+        types[name] = {"status": st.get("status", "ok"), "max_workers": st.get("cap"),
+                       "until": st.get("until") if st.get("status") in ("capped", "probing") else None,
+                       "failures": st.get("failures", 0), "code": st.get("code", "")}
+    recent = [{"t": e.get("t"), "kind": e.get("kind"), "node_type": e.get("node_type"),
+               "message": e.get("message", "")}
+              for e in events if str(e.get("kind", "")).startswith("guard_")]
+    return {"running": running, "types": types, "recent": recent[-5:]}
 
 
 def emitter(events_file: Path | None, twin_url: str | None) -> Callable[[dict[str, Any]], None]:

@@ -37,6 +37,36 @@ LIVE = ["pending", "running", "stopping", "stopped"]
 HEAD_PYTHON = "bash --login -c -i 'source ~/.bashrc 2>/dev/null; python3 -'"
 
 
+# The capacity guard on the head (started by head_start_ray_commands in configs/ray-cluster.yaml):
+# its decisions, state and whether it runs, read by `raylab status` in the same SSH round trip.
+GUARD_ON_HEAD = """
+import json, os
+d = os.path.expanduser("~/raylab")
+def _read(name):
+    try:
+        with open(os.path.join(d, name)) as fh:
+            return fh.read()
+    except OSError:
+        return None
+evs = []
+for ln in (_read("guard-events.jsonl") or "").splitlines()[-20:]:
+    try:
+        evs.append(json.loads(ln))
+    except ValueError:
+        pass
+try:
+    st = json.loads(_read("guard-state.json") or "null")
+except ValueError:
+    st = None
+try:
+    os.kill(int((_read("guard.pid") or "").strip()), 0)
+    running = True
+except (ValueError, OSError):
+    running = False
+print("RAYLAB-GUARD " + json.dumps({"events": evs, "state": st, "running": running}))
+"""
+
+
 # --- pure helpers ---------------------------------------------------------------------------------
 def aws_overlay(cfg: dict[str, Any], *, plan: sshmod.SshPlan, key_name: str, region: str) -> dict[str, Any]:
     """The rendered config as `ray up` on AWS needs it: absolute key paths, the bastion hop as the
@@ -404,10 +434,11 @@ class AwsTarget:
     def cluster_status(self, ctx: Context) -> dict[str, Any]:
         """Ray's v2 status read on the head (through the bastion) + EC2's instances of the cluster tag."""
         from raylab.cluster import status
+        from raylab.spot.guard import report
 
         script = inspect.getsource(status) + (
             "\nimport json\nprint('RAYLAB-STATUS ' + json.dumps(ray_status('127.0.0.1:6379'), default=str))\n"
-        )
+        ) + GUARD_ON_HEAD
         out = self.on_head(ctx, HEAD_PYTHON, stdin=script)
         line = next((ln for ln in out.splitlines() if ln.startswith("RAYLAB-STATUS ")), None)
         if line is None:
@@ -415,9 +446,12 @@ class AwsTarget:
                 "Ray's status could not be read on the head", "run `ray status` there: raylab ssh"
             )
         ray = json.loads(line.split(" ", 1)[1])
+        g = next((json.loads(ln.split(" ", 1)[1]) for ln in out.splitlines()
+                  if ln.startswith("RAYLAB-GUARD ")), {"events": [], "state": None, "running": None})
         inst = status.ec2_instances(self._client(ctx, "ec2"), ctx.names["cluster"])
         head_id = ctx.state.get("cluster").get("head_instance_id")
-        return {**ray, "instances": inst, "agreement": status.agreement(ray, inst, head_id)}
+        return {**ray, "instances": inst, "agreement": status.agreement(ray, inst, head_id),
+                "capacity_guard": report(g["events"], g["state"], g["running"])}
 
     # dashboard ----------------------------------------------------------------------------------
     def dashboard_url(self, ctx: Context) -> str:

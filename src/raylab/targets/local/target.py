@@ -342,7 +342,22 @@ class LocalTarget:
         instances = ec2_instances(client(ctx, "ec2"), cur["cluster_name"])
         return {**ray, "cluster_name": cur["cluster_name"], "gcs_address": cur["gcs_address"],
                 "instances": instances, "agreement": agreement(ray, instances, cur.get("head_instance_id")),
-                "launch_failures": launch_failures(self.twin(ctx).events())}
+                "launch_failures": launch_failures(self.twin(ctx).events()),
+                "capacity_guard": self.guard_report(ctx)}
+
+    def guard_report(self, ctx: Context) -> dict[str, Any]:
+        """The capacity guard next to the local head (stage 6): its process, state and decisions."""
+        from raylab.spot.guard import recent_events, report
+        from raylab.stages.stage6_spot import GUARD
+
+        d = ctx.workdir / "spot"
+        rec = ctx.state.get("processes").get(GUARD)
+        running = bool(rec) and is_ours(rec.get("pid"), recorded_program(rec))
+        try:
+            state = json.loads((d / "guard-state.json").read_text())
+        except (OSError, ValueError):
+            state = None
+        return report(recent_events(d / "guard-events.jsonl", 20), state, running)
 
     def dashboard_url(self, ctx: Context) -> str:
         url = ctx.state.get("cluster").get("dashboard_url")
