@@ -99,3 +99,15 @@ def test_ray_down_and_the_sweep_leave_no_instance(report: dict) -> None:
     gone = [report["orphan"], report["info"]["head_instance_id"], "key pair", "process"]
     assert not any(g in x for g in gone for x in left), left
     assert {"instance profile ray-instance-profile-nt", "IAM role raylab-nt-ray-head"} <= set(left)
+
+
+def test_the_spot_helpers_reach_the_head_and_the_guard_starts_there(report: dict) -> None:
+    """file_mounts copy the guard and the watcher (workers get them from the head's copy); the head's
+    start commands start the guard beside the autoscaler."""
+    rsync_calls = [c["argv"] for c in report["calls"] if c["tool"] == "rsync"]
+    copied = {a.rsplit(":", 1)[-1] for argv in rsync_calls for a in argv[-1:]}
+    assert {"~/raylab/guard.py", "~/raylab/imds_watcher.py"} <= copied, copied
+    sources = {argv[-2] for argv in rsync_calls}
+    assert any(s.endswith("src/raylab/spot/imds_watcher.py") for s in sources), sources
+    remote = " ".join(a for c in report["calls"] if c["tool"] == "ssh" for a in c["argv"])
+    assert "python3 ~/raylab/guard.py --config ~/ray_bootstrap_config.yaml" in remote

@@ -82,10 +82,24 @@ def test_the_plans_cluster(rendered: dict[str, dict[str, Any]]) -> None:
         assert "upscaling_speed" in cfg and "idle_timeout_minutes" in cfg
         head = cfg[NT][HEAD]["node_config"]
         assert head["IamInstanceProfile"] == {"Arn": OUTPUTS["head_instance_profile_arn"]}
-        assert cfg["worker_start_ray_commands"][-1].endswith(
+        assert cfg["worker_start_ray_commands"][1].endswith(
             "ray start --address=$RAY_HEAD_IP:6379 --object-manager-port=8076")
         assert "address=\"auto\"" not in json.dumps(cfg) and "ray.init" not in json.dumps(cfg)
-        assert "--autoscaling-config=~/ray_bootstrap_config.yaml" in cfg["head_start_ray_commands"][-1]
+        assert "--autoscaling-config=~/ray_bootstrap_config.yaml" in cfg["head_start_ray_commands"][1]
+        # the spot helpers: copied to every node; the guard beside the head's autoscaler, reading the
+        # YAML it re-reads and the monitor.log it writes; the watcher after each worker's `ray start`
+        spot = Path(__file__).resolve().parents[2] / "src" / "raylab" / "spot"
+        assert cfg["file_mounts"] == {"~/raylab/guard.py": str(spot / "guard.py"),
+                                      "~/raylab/imds_watcher.py": str(spot / "imds_watcher.py")}
+        assert all(Path(p).is_file() for p in cfg["file_mounts"].values())
+        guard = cfg["head_start_ray_commands"][-1]
+        assert "python3 ~/raylab/guard.py --config ~/ray_bootstrap_config.yaml" in guard
+        assert '--cluster-name "raylab-kim"' in guard and "/logs/monitor.log" in guard
+        watcher = cfg["worker_start_ray_commands"][-1]
+        assert "python3 ~/raylab/imds_watcher.py --gcs-address=$RAY_HEAD_IP:6379" in watcher
+        for cmd in (guard, watcher):  # restartable: the previous one is stopped by its own pid file
+            assert cmd.startswith("kill $(cat ~/raylab/") and "nohup " in cmd and "< /dev/null" in cmd
+        assert "ruamel.yaml" in " ".join(cfg["head_setup_commands"])
     assert rendered["autoscale"]["max_workers"] == 30
 
 

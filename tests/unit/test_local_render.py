@@ -115,3 +115,17 @@ def test_processes_raylab_starts_find_its_python_first_on_path() -> None:
     env = loopback_env({"PATH": "/usr/bin:/bin"})
     assert env["PATH"].split(":")[0] == str(Path(sys.executable).parent)
     assert env["PATH"].endswith("/usr/bin:/bin")
+
+
+def test_the_real_config_runs_no_remote_commands_locally() -> None:
+    """The AWS form copies the spot helpers and starts them with Ray's commands; the local target
+    starts the guard and one watcher per node itself, so none of that survives to_local."""
+    from raylab.cluster.config import render
+    from tests.unit.test_config_rules import OUTPUTS as outputs
+
+    aws = render(target="aws", scenario="mixed", lab="kim", outputs=outputs)
+    assert aws["file_mounts"] and len(aws["worker_start_ray_commands"]) == 3
+    local = render(target="local", scenario="mixed", lab="kim", outputs=outputs, endpoint_url=EP)
+    assert local["file_mounts"] == {}
+    assert local["head_start_ray_commands"] == local["worker_start_ray_commands"] == []
+    assert "guard.py" not in json.dumps(local) and "imds_watcher" not in json.dumps(local)

@@ -188,6 +188,8 @@ def derived_values(lab: str) -> dict[str, str]:
         "ssh_private_key": f".raylab/ssh/{n['key_pair']}.pem",
         "known_hosts": ".raylab/ssh/known_hosts",
         "bastion_user": "ec2-user",
+        # where the spot guard and watcher live on this machine (file_mounts copies them to the nodes)
+        "raylab_spot_dir": str(Path(__file__).resolve().parents[1] / "spot"),
     }
 
 
