@@ -88,6 +88,10 @@ def test_titles_say_what_happened() -> None:
                                          "ondemand_launched_in_window": 6, "tasks_completed": 40,
                                          "tasks_total": 40, "makespan_s": 87.8})
     assert "45 s" in cap and "5 capacity errors" in cap and "6 on-demand" in cap and "40/40" in cap
+    assert "x without failures" not in cap and "after it" not in cap
+    cap = chart.drill_title("capacity", {"window_s": 45.0, "makespan_s": 40.0, "makespan_ratio": 1.08,
+                                         "after": {"spot_launched": 5}})
+    assert cap.endswith("in 40.0 s (1.08x without failures); after it, 5 spot launched")
     rc = chart.drill_title("reclaim", {"notice_s": 8.0, "reclaimed": ["i-1"], "tasks_retried": 4})
     assert "with a 8 s notice" in rc and "4 task(s) retried" in rc
     assert "without notice" in chart.drill_title("reclaim", {"notice_s": 0})

@@ -133,7 +133,7 @@ def drill_series(events: list[dict[str, Any]], executions: list[dict[str, Any]],
 GUARD_STYLE = {  # kind -> (short label, colour)
     "guard_cap": ("guard caps spot", "tab:red"),
     "guard_restore": ("guard restores spot", "tab:green"),
-    "guard_note": ("spot launches succeed again", "tab:olive"),
+    "guard_note": ("no spot error since the restore", "tab:olive"),
 }
 
 
@@ -147,10 +147,13 @@ def drill_title(drill: str, res: dict[str, Any]) -> str:
     """One line that says what the drill did and how it ended (pure)."""
     done = f"{res.get('tasks_completed', '?')}/{res.get('tasks_total', '?')} tasks done"
     if drill == "capacity":
+        ratio = f" ({res['makespan_ratio']}x without failures)" if res.get("makespan_ratio") else ""
+        after = res.get("after") or {}
+        then = f"; after it, {after.get('spot_launched', 0)} spot launched" if after else ""
         return (f"spot capacity drill: spot launches fail for {float(res.get('window_s', 0)):g} s; "
                 f"{res.get('capacity_errors', 0)} capacity errors, "
                 f"{res.get('ondemand_launched_in_window', 0)} on-demand launched in the window; "
-                f"{done} in {res.get('makespan_s', '?')} s")
+                f"{done} in {res.get('makespan_s', '?')} s{ratio}{then}")
     how = f"with a {float(res['notice_s']):g} s notice" if res.get("notice_s") else "without notice"
     return (f"reclaim drill ({how}): {len(res.get('reclaimed', []))} spot worker(s) reclaimed; "
             f"{res.get('tasks_retried', 0)} task(s) retried, {res.get('replacements', 0)} replacement(s); "

@@ -125,7 +125,7 @@ def step(s: TypeState, *, node_type: str, instance_type: str, now: float, failur
         return cap(min(cfg.max_cooldown_s, max(cfg.cooldown_s, s.cooldown_s) * cfg.backoff), since,
                    "still unavailable after the cooldown; backing off, next try")
     if now >= s.until:
-        msg = (f"spot {instance_type} launches succeed again (no capacity error for {int(cfg.probe_s)} s): "
+        msg = (f"spot {instance_type}: no capacity error in the {int(cfg.probe_s)} s after the restore: "
                f"{node_type} takes bursts again")
         return TypeState(restored_at=s.restored_at), [Decision("note", node_type, None, msg, "recovered")]
     return s, []
