@@ -102,3 +102,19 @@ def test_only_the_recorded_program_counts_as_ours() -> None:
         p.kill()
         p.wait()
     assert not is_ours(p.pid, recorded_program({"cmd": ["sleep", "30.5"]}))
+
+
+def test_head_ready_waits_for_the_autoscaler_to_adopt_the_head() -> None:
+    """Right after `ray start --head`, v2 lists the head twice: the live node and a pending record of
+    its own (a fresh uuid) that it will not scale past; the stage waits for the second to go."""
+    from raylab.cluster.status import head_ready
+
+    live = {"instance_id": "i-head", "type": "ray.head.default", "group": "idle"}
+    adopting = {"instance_id": "7337ad64-9dc3-4999-86cb-3a0fb2a44d28", "type": "ray.head.default",
+                "group": "pending"}
+    worker_pending = {"instance_id": "0f0e", "type": "ray.worker.ondemand", "group": "pending"}
+    assert not head_ready({"ray_nodes": [live, adopting]}, "i-head")
+    assert head_ready({"ray_nodes": [live]}, "i-head")
+    assert head_ready({"ray_nodes": [live, worker_pending]}, "i-head")  # workers booting: still ready
+    assert not head_ready({"ray_nodes": [adopting]}, "i-head")
+    assert not head_ready({"ray_nodes": [{**live, "instance_id": "i-other"}]}, "i-head")

@@ -54,13 +54,26 @@ def ray_status(gcs_address: str, timeout: int = 10) -> dict[str, Any]:
     return summarize(get_cluster_status(gcs_address, timeout=timeout))
 
 
+def head_ready(st: dict[str, Any], instance_id: str) -> bool:
+    """The head's Ray node is alive under its cloud instance id AND autoscaler v2 has finished adopting
+    it (pure). v2 first records a Ray node it did not launch as an instance still "pending" (ALLOCATED,
+    under a fresh uuid), and scales nothing until that record reaches RAY_RUNNING a tick later; `ray
+    status` meanwhile lists the head twice, once as a pending node."""
+    nodes = st.get("ray_nodes", [])
+    head = next((n for n in nodes
+                 if n["instance_id"] == instance_id and n["group"] in ("active", "idle")), None)
+    if head is None:
+        return False
+    return not any(n["group"] == "pending" and n["type"] == head["type"] for n in nodes)
+
+
 def head_is_running(gcs_address: str, instance_id: str) -> bool:
-    """True once v2 reports the head's node alive (active or idle) under its cloud instance id."""
+    """True once v2 reports the head alive and adopted (see ``head_ready``)."""
     try:
         st = ray_status(gcs_address, timeout=5)
     except Exception:  # noqa: BLE001 - GCS not up yet
         return False
-    return any(n["instance_id"] == instance_id and n["group"] in ("active", "idle") for n in st["ray_nodes"])
+    return head_ready(st, instance_id)
 
 
 def ec2_instances(ec2: Any, cluster: str) -> list[dict[str, Any]]:
