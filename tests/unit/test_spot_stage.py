@@ -5,7 +5,9 @@ from __future__ import annotations
 import copy
 
 import pytest
+import yaml
 
+from raylab.spot.guard import set_node_type_fields
 from raylab.stages.stage6_spot import checks, ensure_spot_allowed
 
 GOOD = {"drills": {
@@ -50,6 +52,8 @@ def test_all_good():
         ("capacity", "after", {"tasks_total": 20, "tasks_completed": 20, "spot_launched": 0,
                                "ondemand_launched": 3}, AFTER),
         ("capacity", "after", {"tasks_total": 20, "tasks_completed": 19, "spot_launched": 2}, AFTER),
+        ("capacity", "after", {"tasks_total": 20, "tasks_completed": 20, "spot_launched": 3,
+                               "ondemand_launched": 4}, AFTER),  # a mix is not "went to spot"
     ],
 )
 def test_each_failure_is_named(drill, key, value, failing):
@@ -64,10 +68,17 @@ def test_scenario_without_spot_gets_mixed_limits_for_the_drill(tmp_path):
     p = tmp_path / "c.yaml"
     no_spot = "    min_workers: 0\n    max_workers: 0"
     p.write_text(CLUSTER_YAML.replace("    min_workers: 2\n    max_workers: 8", no_spot))
+    before = p.read_text()
     restore = ensure_spot_allowed(p)
-    assert restore == {"ray.worker.ondemand": (1, 6), "ray.worker.spot": (0, 0)}
-    assert "max_workers: 28" in p.read_text()
+    assert restore == {"ray.worker.ondemand": {"min_workers": 1, "max_workers": 6, "priority": None},
+                       "ray.worker.spot": {"min_workers": 0, "max_workers": 0, "priority": None}}
+    types = yaml.safe_load(p.read_text())["available_node_types"]
+    assert types["ray.worker.spot"]["max_workers"] == 28
+    assert types["ray.worker.spot"]["priority"] > types["ray.worker.ondemand"]["priority"]  # spot first
     assert ensure_spot_allowed(p) == {}  # spot allowed already: nothing to put back
+    for nt, fields in restore.items():
+        set_node_type_fields(p, nt, fields)
+    assert yaml.safe_load(p.read_text()) == yaml.safe_load(before)  # put back as it was
 
 
 def test_burst_start_counts_only_nodes_added_for_the_burst():

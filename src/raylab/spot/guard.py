@@ -184,6 +184,32 @@ def set_node_type_limits(path: Path, node_type: str, max_workers: int,
     return True
 
 
+def set_node_type_fields(path: Path, node_type: str, fields: dict[str, Any]) -> bool:
+    """Set fields of one node type (None removes the field), the same round trip as
+    ``set_node_type_limits``. Returns False when nothing had to change."""
+    from ruamel.yaml import YAML
+
+    y = YAML()
+    y.preserve_quotes = True
+    y.width = 4096
+    doc = y.load(path.read_text())
+    nt = doc["available_node_types"][node_type]
+    changed = False
+    for k, v in fields.items():
+        if v is None:
+            changed |= nt.pop(k, None) is not None
+        elif nt.get(k) != v:
+            nt[k] = v
+            changed = True
+    if not changed:
+        return False
+    tmp = path.with_name(f".{path.name}.guard.tmp")
+    with open(tmp, "w") as fh:
+        y.dump(doc, fh)
+    os.replace(tmp, path)
+    return True
+
+
 def load_yaml(path: Path) -> dict[str, Any]:
     import yaml
 
