@@ -8,8 +8,8 @@ Each block in docs/lab/ko/*.md of the form
 
 is replaced by the real output of that command (stderr + stdout, ANSI-free, first N lines,
 "..." where cut), run in chapter order in one fresh working directory on the local target, so
-later chapters see the state earlier ones created. At the end `raylab down --yes` runs.
-Nothing is typed by hand.
+later chapters see the state earlier ones created. The charts in docs/images/ are copied from the
+same run. At the end `raylab down --yes` runs. Nothing is typed by hand.
 
 Run: .venv/bin/python scripts/refresh_docs.py [--dry-run]
 """
@@ -20,6 +20,7 @@ import argparse
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -49,6 +50,21 @@ def run(cmd: str, workdir: Path) -> str:
     return f"$ {cmd}\n{p.stderr}{p.stdout}"
 
 
+# The guide's pictures, from the same run: (glob under the work dir, file in docs/images/)
+CHARTS = (("stress/*/chart.png", "stress-local.png"), ("spot/capacity-guard.png", "spot-capacity-local.png"),
+          ("spot/reclaim-no-notice.png", "spot-reclaim-local.png"))
+
+
+def copy_charts(workdir: Path) -> None:
+    for pattern, name in CHARTS:
+        found = sorted(workdir.glob(pattern), key=lambda p: p.stat().st_mtime)
+        if found:
+            shutil.copyfile(found[-1], ROOT / "docs" / "images" / name)
+            print(f"docs/images/{name} <- {found[-1]}", file=sys.stderr)
+        else:
+            print(f"no {pattern} in this run: docs/images/{name} left as it was", file=sys.stderr)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dry-run", action="store_true", help="list the commands, run nothing")
@@ -70,6 +86,8 @@ def main() -> int:
                 new = BLOCK.sub(fill, text)
                 if not args.dry_run and new != text:
                     f.write_text(new)
+            if not args.dry_run:
+                copy_charts(workdir)
         finally:
             if not args.dry_run:
                 run("raylab down", workdir)
