@@ -7,6 +7,7 @@ top, nodes below, legend outside, seconds since the drill started.
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -222,7 +223,7 @@ def draw(series: dict[str, Any], title: str, path: Path) -> Path:
     ax2.grid(alpha=0.3)
     for ax in (ax1, ax2):
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, borderaxespad=0)
-    fig.suptitle(title, fontsize=11)
+    fig.suptitle("\n".join(textwrap.wrap(title, 130)), fontsize=11)  # a long verdict never runs off
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
