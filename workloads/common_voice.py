@@ -28,7 +28,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, default=None, help="process at most N clips")
     p.add_argument("--asr", action="store_true", help="transcribe with pocketsphinx and compute WER")
     p.add_argument("--blocks", type=int, default=None, help="read units (override_num_blocks)")
-    p.add_argument("--batch-size", type=int, default=8, help="clips per map_batches call")
+    p.add_argument("--batch-size", type=int, default=32, help="clips per map_batches call")
     p.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS or a new local Ray)")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the new local Ray instance")
     p.add_argument("--no-progress", action="store_true", help="no Ray Data progress output")
