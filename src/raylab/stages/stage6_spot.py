@@ -117,7 +117,7 @@ STAGE = SpotStage()
 def drill_options(ctx: Context) -> dict[str, Any]:
     """Sizes for a 2-core machine (tests may shrink them through ctx.options['spot'])."""
     o = {"tasks": 24, "duration": 15.0, "notice": 8.0, "capacity_window": 45.0, "cooldown": 20.0,
-         "probe": 15.0, "spot_wait": 120.0, "timeout": 300.0, "spot_workers": 2}
+         "probe": 15.0, "spot_wait": 120.0, "timeout": 300.0, "spot_workers": 3}
     env = os.environ.get("RAYLAB_SPOT_DRILL")  # JSON, e.g. '{"tasks": 12}' (tests, slow machines)
     if env:
         try:
@@ -143,7 +143,9 @@ def checks(s: dict[str, Any]) -> list[Check]:
     nn = d.get("reclaim_no_notice", {})
     if nn:
         out.append(Check("reclaim without notice: tasks re-ran elsewhere", nn.get("tasks_retried", 0) >= 1,
-                         f"{nn.get('reclaimed')} reclaimed; {nn.get('tasks_retried', 0)} task(s) retried"))
+                         f"{len(nn.get('reclaimed') or [])} of {nn.get('spot_workers', '?')} spot workers "
+                         f"reclaimed at once ({nn.get('reclaimed')}); "
+                         f"{nn.get('tasks_retried', 0)} task(s) retried"))
         back = (nn.get("workers_max_after") or 0) >= nn.get("workers_before", 1)
         ok = nn.get("replacements", 0) >= 1 and back
         out.append(Check("reclaim without notice: replacements launched", ok,
@@ -399,6 +401,7 @@ def drill_reclaim(ctx: Context, out_dir: Path, o: dict[str, Any], notice_s: floa
             raise RaylabError(f"no spot worker ran demo tasks within {o['spot_wait']:.0f} s",
                               f"see {out.with_suffix('.log')}")
         res = _reclaim_and_watch(ctx, p, out, o, notice_s, spot, since, max(1, nspot // 3))
+        res["spot_workers"] = nspot
     finally:
         from raylab.spot.guard import set_node_type_limits
 
