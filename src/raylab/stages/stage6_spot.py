@@ -393,7 +393,9 @@ def drill_reclaim(ctx: Context, out_dir: Path, o: dict[str, Any], notice_s: floa
         # two waves of work for the pinned size: work still waits when the node goes away
         cpus = type_cpus(ctx, "ray.worker.spot")
         p = start_demo(ctx, out, 2 * worker_cpus(ctx), o["duration"])
-        spot = wait_for(lambda: busy_spot(ctx, out, 1, full=cpus if notice_s else 1), o["spot_wait"])
+        # a spot node with every CPU busy: the reclaim lands mid-run (tasks to re-run, with notice: no
+        # lease in flight, so whatever starts there after the drain is new work)
+        spot = wait_for(lambda: busy_spot(ctx, out, 1, full=cpus), o["spot_wait"])
         if not spot:
             from raylab.procs import stop_group
 
