@@ -158,56 +158,55 @@ def spot_node_types(cfg: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def set_node_type_limits(path: Path, node_type: str, max_workers: int,
-                         min_workers: int | None = None) -> bool:
-    """Set a node type's max_workers (and min_workers) in the YAML; ruamel round-trip keeps comments,
-    order and quoting; written to a temp file and renamed so the autoscaler never reads half a file.
-    Returns False when nothing had to change."""
+def _edit_node_type(path: Path, node_type: str, edit: Callable[[Any], bool]) -> bool:
+    """Round-trip edit of one node type (ruamel keeps comments, order and quoting), written to a
+    temp file and renamed so the autoscaler never reads half a file. ``edit`` changes the node
+    type's mapping in place and says whether anything changed; nothing is written if not."""
     from ruamel.yaml import YAML
 
     y = YAML()
     y.preserve_quotes = True
     y.width = 4096
     doc = y.load(path.read_text())
-    nt = doc["available_node_types"][node_type]
-    changed = nt.get("max_workers") != max_workers
-    nt["max_workers"] = max_workers
-    if min_workers is not None and nt.get("min_workers", 0) != min_workers:
-        nt["min_workers"] = min_workers
-        changed = True
-    if not changed:
+    if not edit(doc["available_node_types"][node_type]):
         return False
     tmp = path.with_name(f".{path.name}.guard.tmp")
     with open(tmp, "w") as fh:
         y.dump(doc, fh)
     os.replace(tmp, path)
     return True
+
+
+def set_node_type_limits(path: Path, node_type: str, max_workers: int,
+                         min_workers: int | None = None) -> bool:
+    """Set a node type's max_workers (and min_workers) in the YAML. Returns False when nothing had
+    to change."""
+
+    def edit(nt: Any) -> bool:
+        changed = nt.get("max_workers") != max_workers
+        nt["max_workers"] = max_workers
+        if min_workers is not None and nt.get("min_workers", 0) != min_workers:
+            nt["min_workers"] = min_workers
+            changed = True
+        return changed
+
+    return _edit_node_type(path, node_type, edit)
 
 
 def set_node_type_fields(path: Path, node_type: str, fields: dict[str, Any]) -> bool:
-    """Set fields of one node type (None removes the field), the same round trip as
-    ``set_node_type_limits``. Returns False when nothing had to change."""
-    from ruamel.yaml import YAML
+    """Set fields of one node type (None removes the field). Returns False when nothing changed."""
 
-    y = YAML()
-    y.preserve_quotes = True
-    y.width = 4096
-    doc = y.load(path.read_text())
-    nt = doc["available_node_types"][node_type]
-    changed = False
-    for k, v in fields.items():
-        if v is None:
-            changed |= nt.pop(k, None) is not None
-        elif nt.get(k) != v:
-            nt[k] = v
-            changed = True
-    if not changed:
-        return False
-    tmp = path.with_name(f".{path.name}.guard.tmp")
-    with open(tmp, "w") as fh:
-        y.dump(doc, fh)
-    os.replace(tmp, path)
-    return True
+    def edit(nt: Any) -> bool:
+        changed = False
+        for k, v in fields.items():
+            if v is None:
+                changed |= nt.pop(k, None) is not None
+            elif nt.get(k) != v:
+                nt[k] = v
+                changed = True
+        return changed
+
+    return _edit_node_type(path, node_type, edit)
 
 
 def load_yaml(path: Path) -> dict[str, Any]:
