@@ -18,6 +18,18 @@ from raylab.targets.aws import ssh
 pytestmark = pytest.mark.aws
 
 
+def bastion_and_head(tmp_path: Path, sshd_factory) -> tuple[str, ssh.SshPlan, object, object]:
+    """A key, two real sshd (bastion, head) that accept it, and the written ssh config for the hop."""
+    user = getpass.getuser()
+    workdir = tmp_path / ".raylab"
+    _, pub = ssh.ensure_key(workdir / "ssh" / "raylab-t.pem", "raylab-t")
+    bastion = sshd_factory("bastion", pub)
+    head = sshd_factory("head", pub)
+    plan = ssh.plan_for(workdir, "raylab-t", ssh.Hop(user, "127.0.0.1", bastion.port))
+    ssh.write_config(plan)
+    return user, plan, bastion, head
+
+
 def test_command_reaches_head_through_bastion(tmp_path: Path, sshd_factory) -> None:
     user = getpass.getuser()
     workdir = tmp_path / ".raylab"
@@ -77,13 +89,7 @@ def test_command_reaches_head_through_bastion(tmp_path: Path, sshd_factory) -> N
 
 
 def test_a_changed_bastion_key_is_refused(tmp_path: Path, sshd_factory) -> None:
-    user = getpass.getuser()
-    workdir = tmp_path / ".raylab"
-    _, pub = ssh.ensure_key(workdir / "ssh" / "raylab-t.pem", "raylab-t")
-    bastion = sshd_factory("bastion", pub)
-    head = sshd_factory("head", pub)
-    plan = ssh.plan_for(workdir, "raylab-t", ssh.Hop(user, "127.0.0.1", bastion.port))
-    ssh.write_config(plan)
+    user, plan, bastion, head = bastion_and_head(tmp_path, sshd_factory)
     # A console that printed other fingerprints: nothing is pinned, the run stops.
     with pytest.raises(Exception, match="does not match its console"):
         ssh.pin_host_key(plan, "127.0.0.1", bastion.port, expected=["SHA256:notTheBastionKey"])
@@ -110,13 +116,7 @@ def test_head_python_and_dashboard_tunnel_through_bastion(tmp_path: Path, sshd_f
     from raylab.procs import free_port, port_in_use
     from raylab.targets.aws import HEAD_PYTHON
 
-    user = getpass.getuser()
-    workdir = tmp_path / ".raylab"
-    _, pub = ssh.ensure_key(workdir / "ssh" / "raylab-t.pem", "raylab-t")
-    bastion = sshd_factory("bastion", pub)
-    head = sshd_factory("head", pub)
-    plan = ssh.plan_for(workdir, "raylab-t", ssh.Hop(user, "127.0.0.1", bastion.port))
-    ssh.write_config(plan)
+    user, plan, bastion, head = bastion_and_head(tmp_path, sshd_factory)
     ssh.pin_host_key(plan, "127.0.0.1", bastion.port)
     env = {**os.environ, "HOME": str(tmp_path)}
     env.pop("SSH_AUTH_SOCK", None)
