@@ -15,7 +15,7 @@ from functools import lru_cache
 from typing import Any
 
 from raylab.cluster import instance_types as itypes
-from raylab.cluster.validate import (
+from raylab.cluster.findings import (
     ERROR,
     FILE,
     WARN,
