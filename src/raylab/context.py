@@ -1,11 +1,17 @@
-"""What every command and stage receives: target, lab id, paths, output, state."""
+"""What every command and stage receives: target, lab id, paths, output, state.
+
+The base layer: it imports nothing above it. The target is handed in (``cli.options.make_context``
+passes ``raylab.targets.get_target`` so a target is built only when something asks for it).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from raylab.errors import RaylabError
 from raylab.labid import names
 from raylab.state import State
 from raylab.ui import UI
@@ -36,6 +42,7 @@ class Context:
     scenario: str = "autoscale"
     options: dict[str, Any] = field(default_factory=dict)
     _target: Target | None = None
+    make_target: Callable[[str], Target] | None = None  # builds ``target`` from ``target_name`` on first use
 
     @property
     def state(self) -> State:
@@ -52,7 +59,8 @@ class Context:
     @property
     def target(self) -> Target:
         if self._target is None:
-            from raylab.targets import get_target
-
-            self._target = get_target(self.target_name)
+            if self.make_target is None:
+                raise RaylabError(f"no {self.target_name!r} target was handed to this context",
+                                  "build contexts with raylab.cli.options.make_context, or pass _target=")
+            self._target = self.make_target(self.target_name)
         return self._target

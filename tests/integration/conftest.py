@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
+    from raylab.checks import Check
     from raylab.context import Context
-    from raylab.stages.base import Check
 
 
 @dataclass
@@ -40,9 +40,9 @@ class MotoTarget:
         return None
 
     def leftovers(self, ctx: Context) -> list[str]:
-        from raylab.stages import stage1_network, stage2_identity
+        from raylab.aws.leftovers import lab
 
-        return stage1_network.leftovers(ctx) + stage2_identity.leftovers(ctx)
+        return lab(ctx)
 
     def cluster_up(self, ctx: Context, config_path: Path) -> dict[str, Any]:
         raise NotImplementedError("moto_target has no Ray cluster")

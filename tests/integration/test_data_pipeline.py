@@ -169,11 +169,13 @@ def test_stage7_runs_as_a_ray_job_on_the_labs_cluster(ray_head: str, tmp_path: P
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     from raylab.context import Context
     from raylab.stages.stage7_data import STAGE
+    from raylab.targets import get_target
     from raylab.ui import UI
 
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # as the lab's local cluster runs
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    ctx = Context(target_name="local", lab="t7", ui=UI(quiet=True), workdir=tmp_path / ".raylab")
+    ctx = Context(target_name="local", lab="t7", ui=UI(quiet=True), workdir=tmp_path / ".raylab",
+                  make_target=get_target)
     ctx.state.put("cluster", {"dashboard_url": ray_head})
     applied = STAGE.apply(ctx)
     assert applied["where"].startswith("Ray Job on the lab's cluster") and applied["job_id"]

@@ -189,7 +189,7 @@ def test_scenario_files_are_overlays_not_copies() -> None:
 # --- the local target's form (engineered elsewhere; skipped only if that module is absent) -----
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_local_form_renders_and_validates(scenario: str) -> None:
-    pytest.importorskip("raylab.targets.local.render")
+    pytest.importorskip("raylab.cluster.local_form")
     cfg = render(target="local", scenario=scenario, lab="kim", outputs=OUTPUTS, scale=4,
                  endpoint_url="http://127.0.0.1:4599")
     assert cfg["provider"]["type"] == "external"

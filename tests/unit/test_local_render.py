@@ -7,9 +7,9 @@ import json
 
 import pytest
 
+from raylab.cluster.local_form import PROVIDER_MODULE, is_loopback_url, to_local, validate
 from raylab.errors import RaylabError
 from raylab.targets.local.provider import LoopbackOnlyError, loopback_endpoint
-from raylab.targets.local.render import PROVIDER_MODULE, is_loopback_url, to_local, validate
 
 EP = "http://127.0.0.1:4566"
 

@@ -50,4 +50,6 @@ def make_context(
     ui = UI(json_mode=json_mode, quiet=quiet)
     lab_id = check_lab_id(lab) if lab else default_lab_id()
     wd = (workdir or Path.cwd() / ".raylab").resolve()
-    return Context(target_name=t, lab=lab_id, ui=ui, workdir=wd, yes=yes, scenario=s)
+    from raylab.targets import get_target  # light: the chosen target is imported when first used
+
+    return Context(target_name=t, lab=lab_id, ui=ui, workdir=wd, yes=yes, scenario=s, make_target=get_target)

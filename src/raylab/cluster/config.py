@@ -5,7 +5,7 @@
 key by key, other values replace, ``null`` deletes). ``render`` fills every placeholder from the
 stage outputs (CloudFormation ∪ Terraform, flat strings) plus values derived from the lab id, and
 refuses (RaylabError naming it) to return a config with a placeholder left. For the local target
-the filled config is handed to ``raylab.targets.local.render.to_local``.
+the filled config is handed to ``raylab.cluster.local_form.to_local``.
 """
 
 from __future__ import annotations
@@ -216,7 +216,7 @@ def render(*, target: str, scenario: str, lab: str, outputs: Mapping[str, str], 
         if not endpoint_url:
             raise RaylabError("the local target needs the twin's endpoint URL to render",
                               "start the local target first with `raylab up`, then render again")
-        from raylab.targets.local.render import to_local
+        from raylab.cluster.local_form import to_local
 
         return to_local(filled, endpoint_url=endpoint_url, scale=scale)
     return filled

@@ -12,6 +12,9 @@
   ``CPU: 0`` unless the config says otherwise, so every task lands on autoscaled workers.
 
 Same node_config as on AWS otherwise: instance type, market options, tags, profile, IMDSv2.
+
+A piece of ``raylab.cluster`` (``config.render`` calls it; it imports no target): the local target
+names its provider here only as a string, for Ray to import on the head.
 """
 
 from __future__ import annotations

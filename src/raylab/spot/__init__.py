@@ -5,3 +5,5 @@
   type in the autoscaling YAML so the burst goes to on-demand, restoring it after a cooldown.
 - ``metrics``: tasks_retried, nodes_reclaimed, nodes_replaced, capacity_events for stress results.
 """
+
+GUARD = "spot-guard"  # the capacity guard's name in raylab's process records (stage 6 starts it)

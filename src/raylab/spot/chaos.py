@@ -95,12 +95,8 @@ def fis_template_request(*, lab: str, role_arn: str, instance_arns: list[str],
 # --- local target ----------------------------------------------------------------------------------
 
 def _twin(ctx: Context) -> Any:
-    from raylab.targets.local.control import TwinClient
-
-    twin = ctx.state.get("twin")
-    if not twin.get("endpoint_url"):
-        raise RaylabError("the local twin is not running", "run `raylab up` first")
-    return TwinClient(twin["endpoint_url"])
+    """The local target's twin control client (RaylabError when the twin is not running)."""
+    return ctx.target.twin(ctx)  # type: ignore[attr-defined]  # only LocalTarget has one; callers branch on it
 
 
 def capacity(ctx: Context, *, market: str, instance_type: str = "*", az: str = "*",

@@ -5,6 +5,8 @@
   and says "noop: ..." through ``ctx.ui`` when there was nothing to do.
 - ``verify(ctx)`` asks the cloud (boto3) and Ray itself whether the stage holds, and returns
   checks. It never raises: a check that cannot run is a failed check with a hint.
+
+``Check`` itself lives in ``raylab.checks`` (targets use it too, and never import stages).
 """
 
 from __future__ import annotations
@@ -12,19 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from raylab.checks import Check  # the stages' vocabulary; it lives below targets (raylab.checks)
+
 if TYPE_CHECKING:
     from raylab.context import Context
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    ok: bool
-    detail: str
-    hint: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "ok": self.ok, "detail": self.detail, "hint": self.hint}
 
 
 @dataclass(frozen=True)

@@ -378,24 +378,4 @@ class NetworkStage:
             ctx.ui.success(f"stack {name} and its network deleted")
 
 
-def leftovers(ctx: Context) -> list[str]:
-    """What of this lab's network is still there (the stack and every tagged/recorded resource)."""
-    from raylab.aws.cfn import describe
-    from raylab.aws.ec2 import network_leftovers
-    from raylab.aws.session import client
-
-    recorded = ctx.state.get("network")
-    out: list[str] = []
-    stack = describe(client(ctx, "cloudformation"), ctx.names["stack"])
-    if stack is not None:
-        out.append(f"stack {ctx.names['stack']} ({stack['StackStatus']})")
-    out += network_leftovers(
-        client(ctx, "ec2"),
-        ctx.lab,
-        [recorded["VpcId"]] if recorded.get("VpcId") else [],
-        [recorded["BastionInstanceId"]] if recorded.get("BastionInstanceId") else [],
-    )
-    return out
-
-
 STAGE = NetworkStage()

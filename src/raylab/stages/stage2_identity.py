@@ -234,12 +234,4 @@ class IdentityStage:
         ctx.ui.success("IAM roles and instance profiles destroyed")
 
 
-def leftovers(ctx: Context) -> list[str]:
-    """The lab's IAM roles/profiles still there (for the target's leftovers check)."""
-    from raylab.aws.iam import identity_leftovers
-    from raylab.aws.session import client
-
-    return identity_leftovers(client(ctx, "iam"), ctx.names)
-
-
 STAGE = IdentityStage()

@@ -34,12 +34,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from raylab.errors import RaylabError
+from raylab.spot import GUARD
 from raylab.stages.base import Check
 
 if TYPE_CHECKING:
     from raylab.context import Context
 
-GUARD = "spot-guard"
 # A task whose lease the node granted just before the drain may begin executing a moment later
 # (worker start-up on a busy machine); "no new task" is judged after this grace.
 LEASE_GRACE_S = 2.0

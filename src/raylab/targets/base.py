@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from raylab.checks import Check
     from raylab.context import Context
-    from raylab.stages.base import Check
 
 
 class Target(Protocol):

@@ -24,8 +24,8 @@ from raylab.errors import RaylabError
 from raylab.targets.aws import ssh as sshmod
 
 if TYPE_CHECKING:
+    from raylab.checks import Check
     from raylab.context import Context
-    from raylab.stages.base import Check
 
 DASHBOARD_PORT = 8265
 TUNNEL = "aws-dashboard-tunnel"
@@ -496,7 +496,7 @@ class AwsTarget:
     def leftovers(self, ctx: Context) -> list[str]:
         """Instances of the cluster tag, the stack and the lab's network (stage 1's own check), the
         roles/profiles (stage 2's), the lab's key pair, and raylab's live processes (tunnels)."""
-        from raylab.stages import stage1_network, stage2_identity
+        from raylab.aws.leftovers import lab as lab_leftovers
         from raylab.state import pid_alive
 
         n = ctx.names
@@ -512,7 +512,7 @@ class AwsTarget:
             for res in r["Reservations"]
             for i in res["Instances"]
         ]
-        left += stage1_network.leftovers(ctx) + stage2_identity.leftovers(ctx)
+        left += lab_leftovers(ctx)
         with contextlib.suppress(Exception):  # NotFound: gone
             if ec2.describe_key_pairs(KeyNames=[n["key_pair"]])["KeyPairs"]:
                 left.append(f"key pair {n['key_pair']}")

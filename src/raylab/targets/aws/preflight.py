@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from raylab.stages.base import Check
+from raylab.checks import Check
 
 ON_DEMAND_QUOTA = "L-1216C47A"
 SPOT_QUOTA = "L-34B43A08"

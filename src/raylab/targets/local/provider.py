@@ -15,7 +15,7 @@ from typing import Any
 
 from ray.autoscaler._private.aws.node_provider import AWSNodeProvider
 
-from raylab.targets.local.render import is_loopback_url
+from raylab.cluster.local_form import is_loopback_url
 
 
 class LoopbackOnlyError(RuntimeError):

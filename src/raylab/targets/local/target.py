@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from raylab.checks import Check
 from raylab.errors import RaylabError
 from raylab.procs import free_port, port_in_use, spawn, stop_group
-from raylab.stages.base import Check
 from raylab.state import pid_alive
 
 if TYPE_CHECKING:
@@ -347,8 +347,8 @@ class LocalTarget:
 
     def guard_report(self, ctx: Context) -> dict[str, Any]:
         """The capacity guard next to the local head (stage 6): its process, state and decisions."""
+        from raylab.spot import GUARD
         from raylab.spot.guard import recent_events, report
-        from raylab.stages.stage6_spot import GUARD
 
         d = ctx.workdir / "spot"
         rec = ctx.state.get("processes").get(GUARD)
@@ -416,7 +416,7 @@ class LocalTarget:
         return left
 
     def _cloud_leftovers(self, ctx: Context) -> list[str]:
-        from raylab.stages import stage1_network, stage2_identity
+        from raylab.aws import leftovers
 
         left: list[str] = []
         n = ctx.names
@@ -425,11 +425,11 @@ class LocalTarget:
             if inst["state"] != "terminated" and (tags.get("raylab-lab") == ctx.lab
                                                   or tags.get("ray-cluster-name") == n["cluster"]):
                 left.append(f"instance {inst['id']} ({inst['state']})")
-        for check in (stage1_network.leftovers, stage2_identity.leftovers):
+        for check in (leftovers.network, leftovers.identity):
             try:
                 left += check(ctx)
             except Exception as e:  # noqa: BLE001 - a check that cannot run is reported, never a pass
-                left.append(f"could not check ({check.__module__}): {e}")
+                left.append(f"could not check the lab's {check.__name__} leftovers: {e}")
         return list(dict.fromkeys(left))
 
 
