@@ -31,6 +31,7 @@ from raylab.cluster.findings import (
     provider_of,
     suggest,
 )
+from raylab.cluster.vocab import Market
 
 NT = "available_node_types"
 
@@ -295,8 +296,7 @@ def check_open_ports(cfg: Mapping[str, Any], env: Env) -> Iterator[Finding]:
 
 
 def _is_spot(nc: Mapping[str, Any]) -> bool:
-    imo = nc.get("InstanceMarketOptions")
-    return isinstance(imo, Mapping) and imo.get("MarketType") == "spot"
+    return Market.of_node_config(nc) is Market.SPOT
 
 
 def check_spot_cache(cfg: Mapping[str, Any], env: Env) -> Iterator[Finding]:

@@ -45,8 +45,7 @@ def draw(path: Path, meta: dict[str, Any], samples: list[dict[str, Any]], title:
     import matplotlib.pyplot as plt
 
     s = series(samples)
-    cap = tl.usable_workers(int(meta.get("max_workers", 0)), meta.get("quota_vcpus"),
-                            tl.reserved_of(meta), int(meta.get("worker_vcpus", 1)))
+    cap = tl.quota_cap(meta)
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(13, 7), sharex=True, gridspec_kw={"height_ratios": [1, 1]})
     ax1.plot(s["t"], s["pending"], label="tasks pending (queued)", color="tab:orange", lw=2)
     ax1.plot(s["t"], s["running"], label="tasks running", color="tab:blue", lw=2)

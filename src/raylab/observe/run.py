@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from raylab.cluster.vocab import IDLE_TIMEOUT_MINUTES, UPSCALING_SPEED, Market
 from raylab.errors import RaylabError
 from raylab.observe import sources
 from raylab.observe import timeline as tl
@@ -30,10 +31,14 @@ class Limits:
     max_workers: int
     upscaling_speed: float
     idle_timeout_minutes: float
-    market: str
+    market: str  # the main worker type's
+    head_market: str = Market.ON_DEMAND.value
+    # market -> {"max_workers", "worker_vcpus"} of the worker types that may run (max_workers > 0):
+    # each market is counted against its own vCPU quota
+    markets: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def as_meta(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {k: (dict(v) if isinstance(v, dict) else v) for k, v in self.__dict__.items()}
 
 
 def vcpus_of(itype: str) -> int | None:
@@ -74,17 +79,25 @@ def limits_from_config(cfg: dict[str, Any], scale: int) -> Limits:
     type_max = sum(int(n.get("max_workers", 0)) for _, n in workers)
     worker_vcpus = _vcpus(wnode, scale)
     cpus = wnode.get("resources", {}).get("CPU")
-    market = "spot" if (wnode.get("node_config", {}).get("InstanceMarketOptions") or {}).get(
-        "MarketType", "").lower() == "spot" else "on-demand"
+    markets: dict[str, dict[str, int]] = {}
+    for _, n in workers:
+        if int(n.get("max_workers", 0)) <= 0:
+            continue
+        m = markets.setdefault(Market.of_node_config(n.get("node_config")).value,
+                               {"max_workers": 0, "worker_vcpus": _vcpus(n, scale)})
+        m["max_workers"] += int(n.get("max_workers", 0))
+        m["worker_vcpus"] = min(m["worker_vcpus"], _vcpus(n, scale))  # the most workers that could fit
     return Limits(
         head_type=head, worker_type=wtype, head_vcpus=_vcpus(types[head], scale),
         worker_vcpus=worker_vcpus,
         cpus_per_worker=int(cpus) if cpus is not None else max(1, worker_vcpus // max(scale, 1)),
         min_workers=sum(int(n.get("min_workers", 0)) for _, n in workers),
         max_workers=min(global_max, type_max) if type_max else global_max,
-        upscaling_speed=float(cfg.get("upscaling_speed", 1.0)),
-        idle_timeout_minutes=float(cfg.get("idle_timeout_minutes", 5.0)),
-        market=market,
+        upscaling_speed=float(cfg.get("upscaling_speed", UPSCALING_SPEED)),
+        idle_timeout_minutes=float(cfg.get("idle_timeout_minutes", IDLE_TIMEOUT_MINUTES)),
+        market=Market.of_node_config(wnode.get("node_config")).value,
+        head_market=Market.of_node_config(types[head].get("node_config")).value,
+        markets=markets,
     )
 
 
@@ -107,7 +120,7 @@ def cluster_info(ctx: Context) -> dict[str, Any]:
 
 def fetch_quota(ctx: Context, market: str) -> int | None:
     """The account's vCPU quota for the workers' market (Service Quotas; the twin plays it locally)."""
-    code = "L-34B43A08" if market == "spot" else "L-1216C47A"
+    code = Market.parse(market).quota_code
     try:
         from raylab.aws.session import client
 
@@ -134,6 +147,18 @@ def reserved_vcpus(ctx: Context, cluster_name: str, market: str, head_vcpus: int
     except Exception:
         return head_vcpus
     return max(head_vcpus, tl.reserved_vcpus(inst, cluster_name, market, vcpus_of))
+
+
+def market_quotas(ctx: Context, lim: Limits, cluster_name: str) -> dict[str, dict[str, Any]]:
+    """Per market of the workers: its limits, the account's quota and what is already taken (the head
+    only where the head's market is: an on-demand head takes nothing of the spot quota)."""
+    out: dict[str, dict[str, Any]] = {}
+    for market, m in (lim.markets or {lim.market: {"max_workers": lim.max_workers,
+                                                   "worker_vcpus": lim.worker_vcpus}}).items():
+        head = lim.head_vcpus if market == lim.head_market else 0
+        out[market] = {**m, "quota_vcpus": fetch_quota(ctx, market),
+                       "reserved_vcpus": reserved_vcpus(ctx, cluster_name, market, head)}
+    return out
 
 
 class Sampler:
@@ -203,17 +228,17 @@ def run_stress(ctx: Context, *, tasks: int, duration: float, scale: int, out_dir
     cluster = cluster_info(ctx)
     cfg = load_config(cluster["config_path"])
     lim = limits_from_config(cfg, scale)
-    quota = fetch_quota(ctx, lim.market)
-    reserved = reserved_vcpus(ctx, cluster["cluster_name"], lim.market, lim.head_vcpus)
+    markets = market_quotas(ctx, lim, cluster["cluster_name"])
+    quota = markets.get(lim.market, {}).get("quota_vcpus")
+    reserved = markets.get(lim.market, {}).get("reserved_vcpus", lim.head_vcpus)
     dashboard = ctx.target.dashboard_url(ctx)
     started = time.time()
-    meta = {**lim.as_meta(), "reserved_vcpus": reserved, "tasks": tasks, "duration_s": duration,
-            "scale": scale, "quota_vcpus": quota,
+    meta = {**lim.as_meta(), "markets": markets, "reserved_vcpus": reserved, "tasks": tasks,
+            "duration_s": duration, "scale": scale, "quota_vcpus": quota,
             "target": ctx.target_name, "started": started, "cluster_name": cluster["cluster_name"]}
     out_dir.mkdir(parents=True, exist_ok=True)
     writer = tl.TimelineWriter(out_dir / "timeline.jsonl", meta)
-    ideal = tl.ideal_makespan(tasks, duration, lim.cpus_per_worker, lim.max_workers, quota,
-                              reserved, lim.worker_vcpus)
+    ideal = tl.makespan_bound(tasks, duration, lim.cpus_per_worker, tl.quota_cap(meta))
     limit_s = max_wait_s or max(300.0, 4 * (ideal or duration * tasks) + 240)
     sampler = Sampler(ctx, cluster, started, tasks, lim.head_type)
     ctx.ui.info(f"submitting {tasks} tasks x 1 CPU x {duration:g} s to {dashboard} "

@@ -12,6 +12,8 @@ import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
+from raylab.cluster.vocab import Market
+
 if TYPE_CHECKING:
     from raylab.context import Context
 
@@ -99,7 +101,7 @@ def fetch_ray_status(ctx: Context, gcs_address: str | None,
 
 # --- EC2 --------------------------------------------------------------------------------------
 def market_of(inst: dict[str, Any]) -> str:
-    return "spot" if inst.get("InstanceLifecycle") == "spot" else "on-demand"
+    return (Market.SPOT if inst.get("InstanceLifecycle") == "spot" else Market.ON_DEMAND).value
 
 
 def tag(inst: dict[str, Any], key: str) -> str | None:

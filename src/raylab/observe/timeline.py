@@ -4,7 +4,8 @@ File layout (``.raylab/stress/<run>/timeline.jsonl``):
 
 - line 1, ``{"kind": "meta", ...}``: what the run was asked to do and the cluster's limits
   (tasks, duration_s, cpus_per_worker, worker_vcpus, head_vcpus, quota_vcpus, min/max workers,
-  upscaling_speed, idle_timeout_minutes, target, started);
+  upscaling_speed, idle_timeout_minutes, target, started; ``markets``: per market the workers'
+  max_workers, worker_vcpus, quota_vcpus and reserved_vcpus, each market against its own quota);
 - then ``{"kind": "sample", "t": <s since start>, "ts": <epoch>, "tasks": {pending, running,
   finished, failed, total}, "nodes": {<ray node type>: {<state>: n}}, "workers": <Ray worker
   nodes up>, "instances": {<state>: {<market>: n}}, "events": [{ts, kind, detail}], "job": <status>}``.
@@ -76,12 +77,37 @@ def usable_workers(max_workers: int, quota_vcpus: int | None, head_vcpus: int, w
     return max(0, min(max_workers, (quota_vcpus - head_vcpus) // worker_vcpus))
 
 
+def workers_allowed(markets: dict[str, dict[str, Any]]) -> dict[str, int]:
+    """Workers each market's vCPU quota lets run (pure): on-demand workers count against the
+    on-demand quota, spot workers against the spot quota. ``markets``: market -> {max_workers,
+    worker_vcpus, quota_vcpus (None: unknown, no cap), reserved_vcpus (taken before any worker)}."""
+    return {m: usable_workers(int(v.get("max_workers") or 0), v.get("quota_vcpus"),
+                              int(v.get("reserved_vcpus") or 0), int(v.get("worker_vcpus") or 1))
+            for m, v in markets.items()}
+
+
+def quota_cap(meta: dict[str, Any]) -> int:
+    """Workers the quotas let run in all: the markets' sum, at most max_workers. A timeline without
+    ``markets`` (written before they were recorded) has one market: the one of ``quota_vcpus``."""
+    max_workers = int(meta.get("max_workers", 0))
+    if meta.get("markets"):
+        return min(max_workers, sum(workers_allowed(meta["markets"]).values()))
+    return usable_workers(max_workers, meta.get("quota_vcpus"), reserved_of(meta),
+                          int(meta.get("worker_vcpus", 1)))
+
+
 def ideal_makespan(tasks: int, duration_s: float, cpus_per_worker: int, max_workers: int,
                    quota_vcpus: int | None, head_vcpus: int, worker_vcpus: int) -> float | None:
     """Lower bound on the makespan: waves x duration, waves = ceil(tasks / (usable workers x CPUs)).
 
     None when no worker fits under the quota (the job can never finish on workers)."""
-    slots = usable_workers(max_workers, quota_vcpus, head_vcpus, worker_vcpus) * cpus_per_worker
+    workers = usable_workers(max_workers, quota_vcpus, head_vcpus, worker_vcpus)
+    return makespan_bound(tasks, duration_s, cpus_per_worker, workers)
+
+
+def makespan_bound(tasks: int, duration_s: float, cpus_per_worker: int, workers: int) -> float | None:
+    """waves x duration with ``workers`` workers of ``cpus_per_worker`` slots (None: no worker)."""
+    slots = workers * cpus_per_worker
     if tasks <= 0:
         return 0.0
     if slots <= 0:
@@ -196,12 +222,11 @@ def summarize(meta: dict[str, Any], samples: Sequence[dict[str, Any]],
     total = int(job.get("tasks_total", meta.get("tasks", last_tasks.get("total", 0))))
     completed = int(job.get("tasks_completed", last_tasks.get("finished", 0)))
     failed = int(job.get("tasks_failed", total - completed if job else last_tasks.get("failed", 0)))
-    ideal = ideal_makespan(total, float(meta.get("duration_s", 0)), int(meta.get("cpus_per_worker", 1)),
-                           int(meta.get("max_workers", 0)), meta.get("quota_vcpus"),
-                           reserved_of(meta), int(meta.get("worker_vcpus", 1)))
+    cpus_per_worker = int(meta.get("cpus_per_worker", 1))
+    cap = quota_cap(meta)
+    ideal = makespan_bound(total, float(meta.get("duration_s", 0)), cpus_per_worker, cap)
     makespan = job.get("makespan_s")
-    cap = usable_workers(int(meta.get("max_workers", 0)), meta.get("quota_vcpus"),
-                         reserved_of(meta), int(meta.get("worker_vcpus", 1)))
+    wanted = min(int(meta.get("max_workers", 0)), math.ceil(total / max(cpus_per_worker, 1)))
     return {
         "tasks_total": total,
         "tasks_completed": completed,
@@ -210,6 +235,8 @@ def summarize(meta: dict[str, Any], samples: Sequence[dict[str, Any]],
         "peak_workers": peak_workers(samples),
         "peak_instances_running": peak_instances_running(samples),
         "quota_cap_workers": cap,
+        "quota_cap_by_market": workers_allowed(meta["markets"]) if meta.get("markets") else None,
+        "quotas_by_market": {m: v.get("quota_vcpus") for m, v in (meta.get("markets") or {}).items()} or None,
         "makespan_s": makespan,
         "ideal_makespan_s": ideal,
         "makespan_ratio": round(makespan / ideal, 2) if makespan and ideal else None,
@@ -220,9 +247,7 @@ def summarize(meta: dict[str, Any], samples: Sequence[dict[str, Any]],
         "launch_failures": count_events(samples, "launch_failed"),
         "launches": count_events(samples, "launch"),
         "terminations": count_events(samples, "termination"),
-        "demand_exceeds_quota": demand_exceeds_quota(
-            total, int(meta.get("cpus_per_worker", 1)), int(meta.get("max_workers", 0)),
-            meta.get("quota_vcpus"), reserved_of(meta), int(meta.get("worker_vcpus", 1))),
+        "demand_exceeds_quota": wanted > cap,
         "nodes_used": job.get("nodes_used"),
         "min_workers": meta.get("min_workers"),
         "max_workers": meta.get("max_workers"),

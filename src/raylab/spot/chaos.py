@@ -14,6 +14,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
+from raylab.cluster.vocab import Market
 from raylab.errors import RaylabError
 
 if TYPE_CHECKING:
@@ -101,8 +102,12 @@ def _twin(ctx: Context) -> Any:
 
 def capacity(ctx: Context, *, market: str, instance_type: str = "*", az: str = "*",
              seconds: float | None = None, clear: bool = False) -> dict[str, Any]:
-    if market not in ("spot", "on-demand", "*"):
-        raise RaylabError(f"unknown market {market!r}", "use --market spot or --market on-demand")
+    if market != "*":
+        try:
+            market = Market.parse(market).value
+        except ValueError:
+            raise RaylabError(f"unknown market {market!r}",
+                              "use --market spot or --market on-demand") from None
     if ctx.target_name != "local":
         raise RaylabError("a capacity window cannot be injected into a real AWS account",
                           "run this drill on --target local; on AWS, capacity errors come when they come "

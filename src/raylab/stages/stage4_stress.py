@@ -44,10 +44,17 @@ def checks_for(s: dict[str, Any]) -> list[Check]:
     out.append(Check("the autoscaler added workers", peak > mn,
                      f"peak {peak} workers (min_workers {mn})",
                      "no worker joined: check the monitor log and `raylab status`"))
-    out.append(Check("peak workers within the quota", peak <= cap,
-                     f"peak {peak} <= {cap} workers allowed by quota {s['quota_vcpus']} vCPU "
-                     f"({s.get('reserved_vcpus', '?')} taken by head/bastion) "
-                     f"and max_workers {s['max_workers']}",
+    by_market = s.get("quota_cap_by_market")
+    if by_market and len(by_market) > 1:
+        quotas = s.get("quotas_by_market") or {}
+        allowed = " + ".join(f"{n} {m} (quota {quotas.get(m)} vCPU)" for m, n in by_market.items())
+        detail = f"peak {peak} <= {cap} workers allowed: {allowed}, max_workers {s['max_workers']}"
+    else:
+        market = f"{next(iter(by_market))} " if by_market else ""
+        detail = (f"peak {peak} <= {cap} workers allowed by {market}quota {s['quota_vcpus']} vCPU "
+                  f"({s.get('reserved_vcpus', '?')} taken by head/bastion) "
+                  f"and max_workers {s['max_workers']}")
+    out.append(Check("peak workers within the quota", peak <= cap, detail,
                      "more workers than the quota allows: the quota is not enforced"))
     if s.get("demand_exceeds_quota"):
         other = int(s.get("launch_failures") or 0)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from raylab.cluster.vocab import ON_DEMAND_QUOTA, SPOT_QUOTA
 from raylab.errors import RaylabError
 from raylab.stages.base import Check
 
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
 
 LOCAL_DEFAULTS = {"idle_timeout_minutes": 0.5, "quota_step_vcpus": 64}  # plan's 5 min / time scale 10
 AWS_DEFAULTS = {"idle_timeout_minutes": 1.0, "upscaling_speed": 2.0}
-ON_DEMAND_QUOTA, SPOT_QUOTA = "L-1216C47A", "L-34B43A08"
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from raylab.checks import Check
+from raylab.cluster.vocab import ON_DEMAND_QUOTA, SPOT_QUOTA
 
-ON_DEMAND_QUOTA = "L-1216C47A"
-SPOT_QUOTA = "L-34B43A08"
 QUOTA_NAMES = {
     ON_DEMAND_QUOTA: "Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances",
     SPOT_QUOTA: "All Standard (A, C, D, H, I, M, R, T, Z) Spot Instance Requests",

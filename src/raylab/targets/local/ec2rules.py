@@ -14,18 +14,16 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-ON_DEMAND_QUOTA = "L-1216C47A"
-SPOT_QUOTA = "L-34B43A08"
+from raylab.cluster.vocab import ON_DEMAND_QUOTA, SPOT_QUOTA, Market
+
 DEFAULT_VCPU_QUOTA = 160
 STANDARD_FAMILIES = frozenset("acdhimrtz")
 COUNTED_STATES = frozenset({"pending", "running"})
 
-QUOTA_NAMES = {
-    ON_DEMAND_QUOTA: "Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances",
-    SPOT_QUOTA: "All Standard (A, C, D, H, I, M, R, T, Z) Spot Instance Requests",
-}
-QUOTA_ALIASES = {"on-demand": ON_DEMAND_QUOTA, "on_demand": ON_DEMAND_QUOTA, "ondemand": ON_DEMAND_QUOTA,
-                 "spot": SPOT_QUOTA, ON_DEMAND_QUOTA: ON_DEMAND_QUOTA, SPOT_QUOTA: SPOT_QUOTA}
+QUOTA_NAMES = {m.quota_code: m.quota_name for m in Market}
+QUOTA_ALIASES = {**{spelling: m.quota_code for m in Market
+                    for spelling in (m.value, m.key, m.value.replace("-", "_"))},
+                 ON_DEMAND_QUOTA: ON_DEMAND_QUOTA, SPOT_QUOTA: SPOT_QUOTA}
 
 # AWS's own texts (RunInstances errors as returned by the EC2 API).
 VCPU_LIMIT_CODE = "VcpuLimitExceeded"
@@ -49,9 +47,7 @@ CAPACITY_MESSAGE_SPOT = "There is no Spot capacity available that matches your r
 
 def market_of(instance_market_options: Any) -> str:
     """'spot' or 'on-demand' from RunInstances' InstanceMarketOptions(.MarketType)."""
-    if isinstance(instance_market_options, dict):
-        instance_market_options = instance_market_options.get("MarketType")
-    return "spot" if str(instance_market_options or "").lower() == "spot" else "on-demand"
+    return Market.of_market_options(instance_market_options).value
 
 
 def quota_code_for(instance_type: str, market: str) -> str | None:
@@ -59,7 +55,7 @@ def quota_code_for(instance_type: str, market: str) -> str | None:
     family = instance_type.split(".", 1)[0]
     if not family or family[0].lower() not in STANDARD_FAMILIES:
         return None
-    return SPOT_QUOTA if market == "spot" else ON_DEMAND_QUOTA
+    return Market.parse(market).quota_code
 
 
 def vcpus_used(instances: list[dict[str, Any]], code: str) -> int:
