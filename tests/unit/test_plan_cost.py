@@ -10,7 +10,7 @@ import pytest
 
 from raylab.errors import RaylabError
 from raylab.plan.cost import Prices, live_prices, offline_prices, run_cost
-from raylab.plan.forecast import Forecast, NodeTypeSpec, PlanInput
+from raylab.plan.model import Forecast, NodeTypeSpec, PlanInput
 
 HEAD = NodeTypeSpec("ray.head.default", "c7i.4xlarge", 16, 0)
 OD = NodeTypeSpec("ray.worker.ondemand", "c7i.4xlarge", 16, 16, "ondemand", max_workers=30)

@@ -6,7 +6,9 @@ from dataclasses import replace
 
 import pytest
 
-from raylab.plan.forecast import NodeTypeSpec, PlanInput, Workload, check_ray_internals, simulate
+from raylab.plan.forecast import simulate
+from raylab.plan.model import NodeTypeSpec, PlanInput, Workload
+from raylab.plan.sim import check_ray_internals
 from raylab.plan.summary import quota_summary
 
 HEAD0 = NodeTypeSpec("ray.head.default", "c7i.4xlarge", vcpus=16, cpus=0)  # head runs no tasks

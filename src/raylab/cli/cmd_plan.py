@@ -102,7 +102,8 @@ def plan(
     if scenario is not None and scenario.lower() not in SCENARIOS:
         raise RaylabError(f"unknown scenario {scenario!r}", f"use one of: {', '.join(SCENARIOS)}")
     from raylab.plan import inputs
-    from raylab.plan.forecast import Workload, simulate
+    from raylab.plan.forecast import simulate
+    from raylab.plan.model import Workload
 
     workload = Workload(tasks=_num(tasks, "--tasks", integer=True, positive=True),
                         cpus=_num(cpus, "--cpus", integer=True, positive=True),

@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from raylab.errors import RaylabError
-from raylab.plan.forecast import Forecast, PlanInput
+from raylab.plan.model import Forecast, PlanInput
 
 SPOT_FRACTION = 0.35  # offline spot estimate as a fraction of on-demand (c7i-class, us-west-2, typical)
 

@@ -12,8 +12,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from raylab.cluster.vocab import IDLE_TIMEOUT_MINUTES, UPSCALING_SPEED, Market
 from raylab.errors import RaylabError
-from raylab.plan.forecast import NodeTypeSpec, PlanInput, Workload
+from raylab.plan.model import NodeTypeSpec, PlanInput, Workload
 
 COMPARE_PARAMS = ("upscaling_speed", "idle_timeout_minutes", "max_workers", "min_workers", "quota",
                   "boot_seconds")
@@ -83,10 +84,9 @@ def node_spec(name: str, nt: dict[str, Any], scale: int, head: bool) -> NodeType
     vcpus = _vcpus(itype)
     res = nt.get("resources") or {}
     cpus = _int(res["CPU"], f"{name}.resources.CPU") if "CPU" in res else max(1, vcpus // scale)
-    market = (node_config.get("InstanceMarketOptions") or {}).get("MarketType", "")
     return NodeTypeSpec(
         name=name, instance_type=itype, vcpus=vcpus, cpus=cpus,
-        market="spot" if str(market).lower() == "spot" else "ondemand",
+        market=Market.of_node_config(node_config).key,
         min_workers=0 if head else _int(nt.get("min_workers", 0), f"{name}.min_workers"),
         max_workers=0 if head else _int(nt.get("max_workers", 0), f"{name}.max_workers"),
         priority=int(nt.get("priority", 0) or 0),
@@ -112,8 +112,8 @@ def plan_input(cfg: dict[str, Any], *, workload: Workload, quota_ondemand: int |
                           "lower --cpus or use a bigger instance type")
     return PlanInput(
         head=head, workers=workers, max_workers=_int(cfg.get("max_workers", 0), "max_workers"),
-        upscaling_speed=float(cfg.get("upscaling_speed", 1.0)),
-        idle_timeout_minutes=float(cfg.get("idle_timeout_minutes", 5)),
+        upscaling_speed=float(cfg.get("upscaling_speed", UPSCALING_SPEED)),
+        idle_timeout_minutes=float(cfg.get("idle_timeout_minutes", IDLE_TIMEOUT_MINUTES)),
         workload=workload, quota_ondemand=quota_ondemand, quota_spot=quota_spot, boot_seconds=boot_seconds,
         max_concurrent_boots=max_concurrent_boots, worker_start_s=worker_start_s, other_vcpus=other_vcpus,
     )

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from raylab.plan.forecast import MARKETS, RAY_VERSION, Forecast, PlanInput
+from raylab.cluster.vocab import Market
+from raylab.plan.model import MARKETS, RAY_VERSION, Forecast, PlanInput
 
-QUOTA_NAMES = {
-    "ondemand": "Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances (L-1216C47A)",
-    "spot": "All Standard (A, C, D, H, I, M, R, T, Z) Spot Instance Requests (L-34B43A08)",
-}
+QUOTA_NAMES = {m.key: f"{m.quota_name} ({m.quota_code})" for m in Market}
 
 
 def quota_by_market(plan: PlanInput, fc: Forecast) -> list[dict[str, Any]]:
