@@ -44,6 +44,7 @@ lab: sysdeps setup
 
 test: sysdeps setup checkov
 	$(BIN)/ruff check src tests workloads bench
+	$(BIN)/mypy src
 	$(BIN)/pytest -q
 
 bench: setup

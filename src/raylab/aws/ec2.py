@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 LAB_TAG = "raylab-lab"
@@ -187,15 +188,15 @@ def sweep_network(
             lambda: ec2.terminate_instances(InstanceIds=inv.instances),
         )
     for n in inv.nat_gateways:
-        do(f"NAT gateway {n}", lambda n=n: ec2.delete_nat_gateway(NatGatewayId=n))
+        do(f"NAT gateway {n}", partial(ec2.delete_nat_gateway, NatGatewayId=n))
     for a in inv.addresses:
         if a.get("AssociationId"):
             _try(
                 errors,
                 f"disassociate {a['AllocationId']}",
-                lambda a=a: ec2.disassociate_address(AssociationId=a["AssociationId"]),
+                partial(ec2.disassociate_address, AssociationId=a["AssociationId"]),
             )
-        do(f"elastic IP {a.get('PublicIp')}", lambda a=a: ec2.release_address(AllocationId=a["AllocationId"]))
+        do(f"elastic IP {a.get('PublicIp')}", partial(ec2.release_address, AllocationId=a["AllocationId"]))
     if inv.endpoints:
         do(
             f"VPC endpoints {', '.join(inv.endpoints)}",
@@ -211,12 +212,11 @@ def sweep_network(
             _try(
                 errors,
                 f"rules of {g['GroupId']}",
-                lambda g=g: ec2.revoke_security_group_ingress(
-                    GroupId=g["GroupId"], IpPermissions=g["IpPermissions"]
-                ),
+                partial(ec2.revoke_security_group_ingress, GroupId=g["GroupId"],
+                        IpPermissions=g["IpPermissions"]),
             )
     for sg in inv.security_groups:
-        do(f"security group {sg}", lambda sg=sg: ec2.delete_security_group(GroupId=sg))
+        do(f"security group {sg}", partial(ec2.delete_security_group, GroupId=sg))
     for rt in (
         ec2.describe_route_tables(RouteTableIds=inv.route_tables)["RouteTables"] if inv.route_tables else []
     ):
@@ -224,19 +224,17 @@ def sweep_network(
             _try(
                 errors,
                 f"disassociate {assoc['RouteTableAssociationId']}",
-                lambda assoc=assoc: ec2.disassociate_route_table(
-                    AssociationId=assoc["RouteTableAssociationId"]
-                ),
+                partial(ec2.disassociate_route_table, AssociationId=assoc["RouteTableAssociationId"]),
             )
         do(
             f"route table {rt['RouteTableId']}",
-            lambda rt=rt: ec2.delete_route_table(RouteTableId=rt["RouteTableId"]),
+            partial(ec2.delete_route_table, RouteTableId=rt["RouteTableId"]),
         )
     for igw in inv.internet_gateways:
         for vpc in inv.vpcs:
             with contextlib.suppress(Exception):  # not attached to this VPC
                 ec2.detach_internet_gateway(InternetGatewayId=igw, VpcId=vpc)
-        do(f"internet gateway {igw}", lambda igw=igw: ec2.delete_internet_gateway(InternetGatewayId=igw))
+        do(f"internet gateway {igw}", partial(ec2.delete_internet_gateway, InternetGatewayId=igw))
     # Interfaces left detached once their instance or NAT gateway is gone.
     detached = [
         e["NetworkInterfaceId"]
@@ -248,13 +246,13 @@ def sweep_network(
         if e.get("Status") == "available"
     ]
     for eni in detached:
-        do(f"network interface {eni}", lambda eni=eni: ec2.delete_network_interface(NetworkInterfaceId=eni))
+        do(f"network interface {eni}", partial(ec2.delete_network_interface, NetworkInterfaceId=eni))
     for s in inv.subnets:
-        do(f"subnet {s}", lambda s=s: ec2.delete_subnet(SubnetId=s))
+        do(f"subnet {s}", partial(ec2.delete_subnet, SubnetId=s))
     for v in inv.vpcs:
-        do(f"VPC {v}", lambda v=v: ec2.delete_vpc(VpcId=v))
+        do(f"VPC {v}", partial(ec2.delete_vpc, VpcId=v))
     for lt in inv.launch_templates:
-        do(f"launch template {lt}", lambda lt=lt: ec2.delete_launch_template(LaunchTemplateId=lt))
+        do(f"launch template {lt}", partial(ec2.delete_launch_template, LaunchTemplateId=lt))
     return errors
 
 

@@ -36,9 +36,8 @@ def _as_list(v: Any) -> list[Any]:
 
 
 def statements(doc: Mapping[str, Any] | str) -> list[dict[str, Any]]:
-    if isinstance(doc, str):
-        doc = json.loads(doc)
-    return [dict(s) for s in _as_list(doc.get("Statement"))]
+    parsed: Mapping[str, Any] = json.loads(doc) if isinstance(doc, str) else doc
+    return [dict(s) for s in _as_list(parsed.get("Statement"))]
 
 
 def policy_actions(doc: Mapping[str, Any] | str) -> set[str]:

@@ -24,7 +24,7 @@ def capacity(
     lab: LabOpt = None,
     json_mode: JsonOpt = False,
     quiet: QuietOpt = False,
-    workdir: WorkdirOpt = None,  # type: ignore[assignment]
+    workdir: WorkdirOpt = None,
 ) -> None:
     """Make RunInstances fail with InsufficientInstanceCapacity (local target) for a window,
     as when EC2 has no spot capacity left for a type in an AZ."""
@@ -53,7 +53,7 @@ def reclaim(
     lab: LabOpt = None,
     json_mode: JsonOpt = False,
     quiet: QuietOpt = False,
-    workdir: WorkdirOpt = None,  # type: ignore[assignment]
+    workdir: WorkdirOpt = None,
 ) -> None:
     """EC2 takes back N spot instances: an interruption notice in each instance's metadata, then
     termination when it expires (--no-notice: at once). Local: the twin does it; AWS: an FIS experiment."""

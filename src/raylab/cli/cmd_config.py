@@ -122,7 +122,7 @@ def render_cmd(
     scale: Annotated[int, typer.Option("--scale", min=1, help="Local target: vCPUs per local CPU.")] = 4,
     json_mode: JsonOpt = False,
     quiet: QuietOpt = False,
-    workdir: WorkdirOpt = None,  # type: ignore[assignment]
+    workdir: WorkdirOpt = None,
 ) -> None:
     """Print the final cluster YAML that `ray up` (aws) or the local Ray head (local) gets:
     configs/ray-cluster.yaml + configs/scenarios/<scenario>.yaml, every placeholder filled."""

@@ -17,7 +17,7 @@ def dashboard(
     close: CloseOpt = False,
     json_mode: JsonOpt = False,
     quiet: QuietOpt = False,
-    workdir: WorkdirOpt = None,  # type: ignore[assignment]
+    workdir: WorkdirOpt = None,
 ) -> None:
     """Print the Ray dashboard's URL. On aws the tunnel (bound to 127.0.0.1) stays open until
     `raylab dashboard --close` or `raylab down`; it is recorded by PID under .raylab/."""

@@ -57,7 +57,7 @@ def lab(
     yes: YesOpt = False,
     json_mode: JsonOpt = False,
     quiet: QuietOpt = False,
-    workdir: WorkdirOpt = None,  # type: ignore[assignment]
+    workdir: WorkdirOpt = None,
 ) -> None:
     """Run the whole lab in order (stages 1-7), stopping at the first stage whose check fails,
     then tear everything down (unless --keep) and prove nothing is left."""
@@ -76,7 +76,7 @@ def up(
     yes: YesOpt = False,
     json_mode: JsonOpt = False,
     quiet: QuietOpt = False,
-    workdir: WorkdirOpt = None,  # type: ignore[assignment]
+    workdir: WorkdirOpt = None,
 ) -> None:
     """Stages 1-3: network, identity, cluster. Re-running converges (nothing is created twice)."""
     ctx = make_context(target, lab, json_mode, yes, scenario, workdir, quiet)
@@ -93,7 +93,7 @@ def stage(
     yes: YesOpt = False,
     json_mode: JsonOpt = False,
     quiet: QuietOpt = False,
-    workdir: WorkdirOpt = None,  # type: ignore[assignment]
+    workdir: WorkdirOpt = None,
 ) -> None:
     """Run one numbered stage (apply, then verify), as the trainee guide's chapter N does."""
     ctx = make_context(target, lab, json_mode, yes, scenario, workdir, quiet)
@@ -109,7 +109,7 @@ def down(
     yes: YesOpt = False,
     json_mode: JsonOpt = False,
     quiet: QuietOpt = False,
-    workdir: WorkdirOpt = None,  # type: ignore[assignment]
+    workdir: WorkdirOpt = None,
 ) -> None:
     """Tear down: ray down, terraform destroy, delete the stack, stop raylab's processes,
     then list what is left (nothing, or a non-zero exit)."""

@@ -34,7 +34,7 @@ def preflight(
     operator_ip: IpOpt = None,
     json_mode: JsonOpt = False,
     quiet: QuietOpt = False,
-    workdir: WorkdirOpt = None,  # type: ignore[assignment]
+    workdir: WorkdirOpt = None,
 ) -> None:
     """Check credentials, region, AZs, vCPU quotas, the spot role, your public IP and the cost per hour
     before anything is created. Creates nothing. Each failed check says how to fix it."""

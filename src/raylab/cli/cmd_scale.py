@@ -59,7 +59,7 @@ def scale(
     lab: LabOpt = None,
     json_mode: JsonOpt = False,
     quiet: QuietOpt = False,
-    workdir: WorkdirOpt = None,  # type: ignore[assignment]
+    workdir: WorkdirOpt = None,
 ) -> None:
     """Stage 5: edit the cluster YAML's autoscaling knobs (comments kept), re-apply it to the
     running cluster, run a second stress job, and measure: idle workers removed after the idle

@@ -51,7 +51,7 @@ def status(
     lab: LabOpt = None,
     json_mode: JsonOpt = False,
     quiet: QuietOpt = False,
-    workdir: WorkdirOpt = None,  # type: ignore[assignment]
+    workdir: WorkdirOpt = None,
 ) -> None:
     """Show the cluster as Ray sees it (autoscaler v2 status) and as EC2 sees it (instances by the
     ray-cluster-name tag), plus launch failures with AWS's reason (e.g. VcpuLimitExceeded), and what

@@ -31,7 +31,7 @@ def stress(
     lab: LabOpt = None,
     json_mode: JsonOpt = False,
     quiet: QuietOpt = False,
-    workdir: WorkdirOpt = None,  # type: ignore[assignment]
+    workdir: WorkdirOpt = None,
 ) -> None:
     """Stage 4: submit the stress job (the plan's 480 x 1-CPU tasks, scaled) as a Ray Job, show a
     live view, record a timeline and a chart, and verify: all tasks done, workers capped by the

@@ -106,9 +106,10 @@ def main() -> None:
         sys.exit(130)
     except _click_exceptions() as e:  # usage errors: click's own one-line message, exit 2
         if type(e).__name__ == "NoArgsIsHelpError":  # bare `raylab` or a bare group: show help
-            print(e.ctx.get_help() if getattr(e, "ctx", None) else str(e))
+            ctx = getattr(e, "ctx", None)
+            print(ctx.get_help() if ctx else str(e))
             sys.exit(0)
-        e.show()  # type: ignore[attr-defined]
+        e.show()  # type: ignore[attr-defined]  # every click exception has show(); the tuple is typed loosely
         sys.exit(getattr(e, "exit_code", 2))
 
 

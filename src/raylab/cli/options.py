@@ -27,7 +27,7 @@ ScenarioOpt = Annotated[
     str, typer.Option("--scenario", "-s", help="Cluster scenario: static | autoscale | spot | mixed.")
 ]
 WorkdirOpt = Annotated[
-    Path, typer.Option("--workdir", help="Where raylab keeps its state.", envvar="RAYLAB_WORKDIR")
+    Path | None, typer.Option("--workdir", help="Where raylab keeps its state.", envvar="RAYLAB_WORKDIR")
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr.")]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from raylab.cluster.instance_types import InstanceType
 
@@ -54,7 +54,7 @@ def is_placeholder(v: Any) -> bool:
     return isinstance(v, str) and "{{" in v and "}}" in v
 
 
-def is_number(v: Any) -> bool:
+def is_number(v: Any) -> TypeGuard[int | float]:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
 

@@ -81,9 +81,9 @@ def check_instance_types(cfg: Mapping[str, Any], env: Env) -> Iterator[Finding]:
             shape: itypes.InstanceType | None = env.instance_types[it]
         else:
             if it not in itypes.known_names():
-                close = itypes.closest(it)
+                near = itypes.closest(it)
                 yield Finding(ERROR, path, f"unknown EC2 instance type {it!r}",
-                              f"did you mean {close[0]!r}?" if close else "check the name, e.g. c7i.4xlarge",
+                              f"did you mean {near[0]!r}?" if near else "check the name, e.g. c7i.4xlarge",
                               "instance-type")
                 continue
             shape = itypes.lookup(it)

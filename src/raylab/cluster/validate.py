@@ -475,7 +475,7 @@ def check_file(path: Path | str, *, describe: Describer | None = None, ray: bool
         return [Finding(ERROR, FILE, "the file is empty (no YAML document)",
                         "start from configs/ray-cluster.yaml", "yaml")]
     if not isinstance(cfg, dict):
-        return validate(cfg, ray=False)  # type: ignore[arg-type]
+        return validate(cfg, ray=False)
     pre: list[Finding] = []
     answer: Mapping[str, InstanceType] | None = None
     if describe is not None and (names := instance_type_names(cfg)):

@@ -88,7 +88,7 @@ def compute(x: np.ndarray, sr: int, sentence: str, duration_s: float | None = No
     x = x.astype(np.float32, copy=False)
     frames = frame_signal(x, sr)
     power = np.mean(frames.astype(np.float64) ** 2, axis=1)
-    pdb = db(power)
+    pdb = np.asarray(db(power))
     voiced = voiced_mask(pdb)
     n_voiced = int(voiced.sum())
     voiced_power = float(power[voiced].mean()) if n_voiced else 0.0

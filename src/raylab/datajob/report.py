@@ -7,7 +7,7 @@ test can recompute every number from the rows.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from raylab.datajob.quality import Thresholds
@@ -41,7 +41,7 @@ def group_stats(rows: Iterable[Mapping[str, Any]], key: str) -> list[dict[str, A
     return out
 
 
-def summarize(rows: list[Mapping[str, Any]], issues: list[FileIssue], thresholds: Thresholds,
+def summarize(rows: Sequence[Mapping[str, Any]], issues: list[FileIssue], thresholds: Thresholds,
               seconds: float, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     status = Counter(r["status"] for r in rows)
     dropped = Counter(r["reason"] for r in rows if r["status"] == "dropped")

@@ -143,8 +143,8 @@ def render(p: ClipPlan, seed: int) -> bytes:
     x = np.concatenate([np.zeros(int(p.lead_s * SOURCE_SR), np.float32), speech,
                         np.zeros(int(p.trail_s * SOURCE_SR), np.float32)])
     rng = np.random.default_rng([seed, p.index])
-    speech_power = float(np.mean(speech.astype(np.float64) ** 2))
-    noise = rng.standard_normal(x.shape[0]).astype(np.float32)
+    speech_power = float(np.mean(np.asarray(speech, dtype=np.float64) ** 2))
+    noise: np.ndarray = rng.standard_normal(int(x.shape[0])).astype(np.float32)
     noise = np.convolve(noise, np.ones(4, np.float32) / 4, mode="same")  # a little less hiss-like
     noise *= np.sqrt(speech_power / 10 ** (p.snr_db / 10) / max(float(np.mean(noise ** 2)), 1e-12))
     x = np.clip(x + noise, -1.0, 1.0)

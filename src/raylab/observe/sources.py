@@ -213,7 +213,7 @@ class TwinEvents:
     """The twin's events log (local target), read incrementally by sequence number."""
 
     def __init__(self, ctx: Context) -> None:
-        self.client = ctx.target.twin(ctx)  # type: ignore[attr-defined]
+        self.client = ctx.target.twin(ctx)  # type: ignore[attr-defined]  # twin() is the local target's
         self.seq = max((int(e["seq"]) for e in self.client.events(0)), default=0)  # only what comes next
 
     def new(self) -> list[dict[str, Any]]:

@@ -99,7 +99,7 @@ def plan_input(cfg: dict[str, Any], *, workload: Workload, quota_ondemand: int |
                other_vcpus: int = 0) -> PlanInput:
     types = cfg["available_node_types"]
     head_name = cfg.get("head_node_type")
-    if head_name not in types:
+    if not isinstance(head_name, str) or head_name not in types:
         raise RaylabError(f"head_node_type {head_name!r} is not in available_node_types", "fix the config")
     head = node_spec(head_name, types[head_name], scale, head=True)
     workers = tuple(node_spec(n, t, scale, head=False) for n, t in types.items() if n != head_name)

@@ -65,7 +65,8 @@ class PlanInput:
         if param == "quota":
             return replace(self, quota_ondemand=int(value))
         if param in ("upscaling_speed", "idle_timeout_minutes", "boot_seconds"):
-            return replace(self, **{param: float(value)})
+            changes: dict[str, Any] = {param: float(value)}
+            return replace(self, **changes)
         if param == "max_workers":
             n = int(value)
             return replace(self, max_workers=n,

@@ -57,12 +57,12 @@ def patched_clock(clock: SimClock) -> Iterator[None]:
     mods = [importlib.import_module(m) for m in _CLOCK_MODULES]
     saved = [m.time for m in mods]
     for m in mods:
-        m.time = clock
+        m.time = clock  # type: ignore[attr-defined]  # the simulated clock stands in for Ray's `import time`
     try:
         yield
     finally:
         for m, t in zip(mods, saved, strict=True):
-            m.time = t
+            m.time = t  # type: ignore[attr-defined]  # as above: Ray's own `time` module back
 
 
 def check_ray_internals() -> None:

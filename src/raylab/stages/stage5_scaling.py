@@ -236,7 +236,7 @@ def apply_scaling(ctx: Context, s: Scaling, config: Path | None = None) -> dict[
     quota = None
     if s.quota is not None:
         code = SPOT_QUOTA if lim.market == "spot" else ON_DEMAND_QUOTA
-        quota = ctx.target.twin(ctx).set_quotas(**{code: s.quota}).get(code)  # type: ignore[attr-defined]
+        quota = ctx.target.twin(ctx).set_quotas(**{code: s.quota}).get(code)  # type: ignore[attr-defined]  # twin() is the local target's
         changes.append(f"twin vCPU quota {code}: -> {quota}")
     return {
         "edited": str(base),

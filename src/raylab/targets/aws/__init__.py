@@ -446,7 +446,7 @@ class AwsTarget:
                 "Ray's status could not be read on the head", "run `ray status` there: raylab ssh"
             )
         ray = json.loads(line.split(" ", 1)[1])
-        g = next((json.loads(ln.split(" ", 1)[1]) for ln in out.splitlines()
+        g: dict[str, Any] = next((json.loads(ln.split(" ", 1)[1]) for ln in out.splitlines()
                   if ln.startswith("RAYLAB-GUARD ")), {"events": [], "state": None, "running": None})
         inst = status.ec2_instances(self._client(ctx, "ec2"), ctx.names["cluster"])
         head_id = ctx.state.get("cluster").get("head_instance_id")

@@ -122,7 +122,7 @@ class Machines:
     """Instance -> local Ray node manager. ``snapshot`` returns moto's instances as plain dicts."""
 
     def __init__(self, snapshot: Callable[[], list[dict[str, Any]]],
-                 terminate: Callable[[str, str], None], event: Callable[..., None], log_dir: Path) -> None:
+                 terminate: Callable[[str, str], None], event: Callable[..., Any], log_dir: Path) -> None:
         self._snapshot = snapshot
         self._terminate = terminate
         self._event = event
@@ -211,10 +211,10 @@ class Machines:
                 if inst["state"] == "running" and (m is None or m.state == "stopped"):
                     self._queue_boot(inst, cluster)
             for iid, m in list(self.machines.items()):
-                inst = instances.get(iid)
-                gone = inst is None or inst["state"] != "running"
+                now = instances.get(iid)
+                gone = now is None or now["state"] != "running"
                 if m.state in ("queued", "booting", "running") and gone:
-                    why = inst["state"] if inst else "gone"
+                    why = now["state"] if now else "gone"
                     self._begin_stop(m, f"instance {why}")
                 elif m.state in ("booting", "running") and m.proc is not None and m.proc.poll() is not None:
                     m.exit_code = m.proc.returncode

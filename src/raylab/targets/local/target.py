@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from raylab.checks import Check
 from raylab.errors import RaylabError
@@ -43,9 +43,9 @@ def cmdline(pid: int) -> str:
         return ""
 
 
-def is_ours(pid: int | None, needle: str) -> bool:
+def is_ours(pid: int | None, needle: str) -> TypeGuard[int]:
     """Alive and still the program we started (a recycled PID is not ours to stop)."""
-    return bool(pid) and pid_alive(int(pid)) and needle in cmdline(int(pid))
+    return pid is not None and bool(pid) and pid_alive(int(pid)) and needle in cmdline(int(pid))
 
 
 def recorded_program(rec: dict[str, Any]) -> str:
@@ -352,7 +352,7 @@ class LocalTarget:
 
         d = ctx.workdir / "spot"
         rec = ctx.state.get("processes").get(GUARD)
-        running = bool(rec) and is_ours(rec.get("pid"), recorded_program(rec))
+        running = bool(rec and is_ours(rec.get("pid"), recorded_program(rec)))
         try:
             state = json.loads((d / "guard-state.json").read_text())
         except (OSError, ValueError):

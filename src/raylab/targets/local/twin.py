@@ -112,7 +112,7 @@ class Twin:
         """Every instance moto knows (all regions, or one), as plain dicts."""
         for _ in range(5):
             try:
-                out = []
+                out: list[dict[str, Any]] = []
                 for b in self._backends():
                     if region and b.region_name != region:
                         continue
@@ -237,12 +237,12 @@ def install_moto_patches(twin: Twin) -> None:
             return [quota_dict(c, self.region_name) for c in twin.quotas]
         return orig_list_default(self, service_code)
 
-    InstanceBackend.run_instances = backend_run  # type: ignore[method-assign]
-    InstanceResponse.run_instances = run_instances  # type: ignore[method-assign]
-    InstanceResponse.terminate_instances = terminate_instances  # type: ignore[method-assign]
-    InstanceResponse.stop_instances = stop_instances  # type: ignore[method-assign]
-    ServiceQuotasBackend.get_service_quota = get_service_quota  # type: ignore[method-assign]
-    ServiceQuotasBackend.list_aws_default_service_quotas = list_default  # type: ignore[method-assign]
+    InstanceBackend.run_instances = backend_run  # type: ignore[method-assign]  # moto patched with the twin\'s rules
+    InstanceResponse.run_instances = run_instances  # type: ignore[method-assign]  # moto patched with the twin\'s rules
+    InstanceResponse.terminate_instances = terminate_instances  # type: ignore[method-assign]  # moto patched with the twin\'s rules
+    InstanceResponse.stop_instances = stop_instances  # type: ignore[method-assign]  # moto patched with the twin\'s rules
+    ServiceQuotasBackend.get_service_quota = get_service_quota  # type: ignore[method-assign]  # moto patched with the twin\'s rules
+    ServiceQuotasBackend.list_aws_default_service_quotas = list_default  # type: ignore[method-assign]  # moto patched with the twin\'s rules
 
 
 # --- control API ------------------------------------------------------------------------------------

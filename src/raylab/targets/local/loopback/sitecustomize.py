@@ -59,7 +59,7 @@ class _Finder(importlib.abc.MetaPathFinder):
             _patch(module)
             sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _Finder)]
 
-        loader.exec_module = exec_and_patch  # type: ignore[method-assign]
+        loader.exec_module = exec_and_patch  # type: ignore[method-assign]  # patch the module once it has run
         return spec
 
 
