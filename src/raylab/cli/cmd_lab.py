@@ -18,11 +18,8 @@ from raylab.cli.options import (
 )
 from raylab.context import Context
 from raylab.errors import RaylabError, StageFailed
-from raylab.stages import BY_NAME, STAGES, StageInfo, find
+from raylab.stages import BY_NAME, LAB_STAGES, STAGES, UP_STAGES, StageInfo, find
 from raylab.stages.runner import run_stages
-
-UP_STAGES = ("network", "identity", "cluster")
-LAB_STAGES = ("network", "identity", "cluster", "stress", "scaling", "spot", "data")
 
 
 def _confirm_spend(ctx: Context, what: str) -> None:

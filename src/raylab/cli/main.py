@@ -11,19 +11,14 @@ import sys
 import typer
 
 from raylab.errors import RaylabError
+from raylab.stages.registry import help_lines
 
-HELP = """Run the lab "Ray on AWS EC2: autoscaling, spot, and data at scale" stage by
+HELP = f"""Run the lab "Ray on AWS EC2: autoscaling, spot, and data at scale" stage by
 stage, proving each stage worked before the next one starts.
 
 \b
 Stages (see `raylab stages`):
-  1 network   CloudFormation VPC: bastion in a public subnet, Ray in private subnets
-  2 identity  Terraform IAM: ray-instance-profile, so the head can launch/terminate workers
-  3 cluster   `ray up` through the bastion (ProxyJump, never ssh -A)
-  4 stress    480 one-CPU tasks: watch the autoscaler hit the vCPU quota wall
-  5 scaling   upscaling_speed, idle_timeout_minutes, min/max workers, downscaling
-  6 spot      spot and on-demand mixes, reclaims, the capacity guard
-  7 data      Ray Data over Common Voice 17
+{help_lines()}
 
 \b
 Targets:

@@ -1,78 +1,13 @@
-"""The numbered lab stages. Numbers are the ones the trainee guide (docs/lab/ko/) uses.
+"""The numbered lab stages (top layer under the CLI). Numbers are the ones the trainee guide
+(docs/lab/ko/) uses; every stage is described once, in ``registry.py``, and its code lives in
+``stage<N>_<name>.py`` with ``apply`` and ``verify`` (see ``base.py``).
 
-This module stays import-light: ``raylab stages`` and ``--help`` read ``STAGES`` without
-importing boto3, Ray or moto. A stage's code lives in ``stage<N>_<name>.py``.
+May import: targets, pieces (cluster, aws, spot, plan, observe, datajob, iac) and the base. Nothing
+below imports a stage. The registry's names are re-exported here for the stage modules.
 """
 
 from __future__ import annotations
 
-import importlib
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from raylab.stages.registry import BY_NAME, BY_NUMBER, LAB_STAGES, STAGES, UP_STAGES, StageInfo, find, load
 
-if TYPE_CHECKING:
-    from raylab.stages.base import Stage
-
-
-@dataclass(frozen=True)
-class StageInfo:
-    number: int
-    name: str
-    summary: str
-    verified_by: str
-
-    @property
-    def module(self) -> str:
-        return f"raylab.stages.stage{self.number}_{self.name}" if self.number else "raylab.stages.teardown"
-
-
-STAGES: tuple[StageInfo, ...] = (
-    StageInfo(1, "network", "CloudFormation VPC: public subnet + bastion, private subnets for Ray",
-              "describe_stacks outputs; describe_vpcs/subnets/security_groups"),
-    StageInfo(2, "identity", "Terraform IAM: ray-instance-profile for the head, worker profile",
-              "terraform output; iam get_instance_profile and the head policy's actions"),
-    StageInfo(3, "cluster", "`ray up` through the bastion (local: head + autoscaler v2 on the twin)",
-              "Ray's cluster status and describe_instances by the ray-cluster-name tag agree"),
-    StageInfo(4, "stress", "the plan's 480 x 1-CPU job; the autoscaler meets the vCPU quota wall",
-              "all tasks complete; peak workers capped by the quota; VcpuLimitExceeded recorded"),
-    StageInfo(5, "scaling", "edit upscaling_speed / idle_timeout / min,max workers; watch downscaling",
-              "idle workers removed after the timeout down to min_workers (measured)"),
-    StageInfo(6, "spot", "spot and on-demand/spot mixes; reclaim drills; the capacity guard",
-              "every task completes through reclaims; replacements launched; the guard keeps a spot "
-              "outage within 1.5x the makespan; spot again after"),
-    StageInfo(7, "data", "Ray Data over Common Voice 17 parquet (local: a generated sample)",
-              "features parquet written; counts and durations consistent"),
-    StageInfo(0, "teardown", "ray down, terraform destroy, delete the stack, stop local processes",
-              "no instance, stack, profile or process left (listed, not assumed)"),
-)
-
-BY_NAME = {s.name: s for s in STAGES}
-BY_NUMBER = {s.number: s for s in STAGES}
-
-
-def find(key: str | int) -> StageInfo:
-    from raylab.errors import RaylabError
-
-    k = str(key).strip().lower()
-    if k.isdigit() and int(k) in BY_NUMBER:
-        return BY_NUMBER[int(k)]
-    if k in BY_NAME:
-        return BY_NAME[k]
-    known = ", ".join(f"{s.number} {s.name}" for s in STAGES if s.number)
-    raise RaylabError(f"no stage {key!r}", f"stages are: {known}, teardown")
-
-
-def load(info: StageInfo) -> Stage:
-    """Import a stage's module and return its ``STAGE`` object."""
-    from raylab.errors import RaylabError
-
-    try:
-        mod = importlib.import_module(info.module)
-    except ModuleNotFoundError as e:
-        if e.name == info.module:
-            raise RaylabError(
-                f"stage {info.number} {info.name} is not built yet in this raylab version",
-                "run the stages before it; see `raylab stages`",
-            ) from None
-        raise
-    return mod.STAGE
+__all__ = ["BY_NAME", "BY_NUMBER", "LAB_STAGES", "STAGES", "UP_STAGES", "StageInfo", "find", "load"]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from raylab.stages import BY_NAME
 from raylab.stages.base import Check
 
 if TYPE_CHECKING:
@@ -69,11 +70,11 @@ def checks_for(s: dict[str, Any]) -> list[Check]:
     return out
 
 
+_INFO = BY_NAME["stress"]
+
+
 class StressStage:
-    number = 4
-    name = "stress"
-    summary = "the plan's 480 x 1-CPU job; the autoscaler meets the vCPU quota wall"
-    verified_by = "all tasks complete; peak workers capped by the quota; VcpuLimitExceeded recorded"
+    number, name, summary, verified_by = _INFO.number, _INFO.name, _INFO.summary, _INFO.verified_by
 
     def apply(self, ctx: Context) -> dict[str, Any]:
         from raylab.observe.run import run_stress

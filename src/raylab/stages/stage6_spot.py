@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from raylab.errors import RaylabError
 from raylab.spot import GUARD
+from raylab.stages import BY_NAME
 from raylab.stages.base import Check
 
 if TYPE_CHECKING:
@@ -49,12 +50,11 @@ MIXED = {"ray.worker.ondemand": {"min_workers": 2, "max_workers": 30, "priority"
          "ray.worker.spot": {"min_workers": 0, "max_workers": 28, "priority": 10}}
 
 
+_INFO = BY_NAME["spot"]
+
+
 class SpotStage:
-    number = 6
-    name = "spot"
-    summary = "spot and on-demand/spot mixes; reclaim drills; the capacity guard"
-    verified_by = ("every task completes through reclaims; replacements launched; the guard keeps a spot "
-                   "outage within 1.5x the makespan; spot again after")
+    number, name, summary, verified_by = _INFO.number, _INFO.name, _INFO.summary, _INFO.verified_by
 
     # --- apply ---------------------------------------------------------------------------------
     def apply(self, ctx: Context) -> dict[str, Any]:

@@ -10,18 +10,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from raylab.stages import STAGES, load
+from raylab.stages import BY_NAME, STAGES, load
 from raylab.stages.base import Check
 
 if TYPE_CHECKING:
     from raylab.context import Context
 
 
+_INFO = BY_NAME["teardown"]
+
+
 class Teardown:
-    number = 0
-    name = "teardown"
-    summary = "ray down, terraform destroy, delete the stack, stop local processes"
-    verified_by = "no instance, stack, profile or process left"
+    number, name, summary, verified_by = _INFO.number, _INFO.name, _INFO.summary, _INFO.verified_by
 
     def apply(self, ctx: Context) -> dict[str, Any]:
         errors: list[str] = []
