@@ -5,4 +5,6 @@ Modules: ``audio`` (sniff + decode from bytes), ``features`` (per-clip measures)
 espeak-ng), ``asr`` (optional offline transcription + WER), ``chart`` (PNG).
 Heavy imports (numpy, soundfile, pyarrow, ray) live inside functions or in these modules only;
 nothing here is imported by ``raylab --help``.
+
+A piece: may import other pieces and the base; never targets, stages or the CLI.
 """

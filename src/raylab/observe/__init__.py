@@ -2,4 +2,6 @@
 
 Modules: ``timeline`` (records and pure summaries), ``sources`` (Ray status, EC2, cloud events),
 ``job`` (the Ray Job), ``run`` (one observed stress run), ``live`` and ``chart``.
+
+A piece: may import other pieces and the base; never targets, stages or the CLI.
 """

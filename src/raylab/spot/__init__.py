@@ -4,6 +4,10 @@
 - ``guard``: sees spot launch failures (InsufficientInstanceCapacity, ...) and caps the spot node
   type in the autoscaling YAML so the burst goes to on-demand, restoring it after a cooldown.
 - ``metrics``: tasks_retried, nodes_reclaimed, nodes_replaced, capacity_events for stress results.
+- ``chaos``: the drills (capacity windows, reclaims); ``chart``: the drill charts.
+
+A piece: may import other pieces and the base; never targets, stages or the CLI. ``guard.py`` and
+``imds_watcher.py`` are also copied to the nodes as single files, so they import nothing of raylab.
 """
 
 GUARD = "spot-guard"  # the capacity guard's name in raylab's process records (stage 6 starts it)

@@ -1,4 +1,9 @@
-"""Targets: ``local`` (the embedded default, a real twin on loopback) and ``aws``."""
+"""Targets: ``local`` (the embedded default, a real twin on loopback) and ``aws``; ``base.Target`` is the
+contract, and every difference between the two belongs behind it.
+
+May import: pieces (cluster, aws, spot, plan, observe, datajob, iac) and the base; never stages or
+the CLI (stages import targets, not the other way round).
+"""
 
 from __future__ import annotations
 
