@@ -23,7 +23,6 @@ MAX_LINES = 450
 # Modules still over MAX_LINES, each with its line count when it was listed as a ceiling: the test
 # fails if one grows, and when one shrinks under MAX_LINES its entry must go (the list only shrinks).
 OVERSIZED: dict[str, int] = {
-    "raylab.cluster.validate": 489,
     "raylab.spot.guard": 488,
     "raylab.stages.stage6_spot": 615,
     "raylab.targets.aws": 522,
