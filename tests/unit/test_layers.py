@@ -27,7 +27,6 @@ OVERSIZED: dict[str, int] = {
     "raylab.stages.stage6_spot": 615,
     "raylab.targets.aws": 522,
     "raylab.targets.aws.preflight": 485,
-    "raylab.targets.local.imds": 528,
     "raylab.targets.local.twin": 464,
 }
 
