@@ -1,0 +1,201 @@
+"""Stage 6's I/O helpers: the twin's events and machines, the capacity guard's process, the spot demo
+job and the waits and sizes the drills need. ``stage6_spot`` runs the drills with them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from raylab.errors import RaylabError
+from raylab.spot import GUARD
+
+if TYPE_CHECKING:
+    from raylab.context import Context
+
+# configs/scenarios/mixed.yaml: a small on-demand base, spot preferred (priority) for bursts
+MIXED = {"ray.worker.ondemand": {"min_workers": 2, "max_workers": 30, "priority": 0},
+         "ray.worker.spot": {"min_workers": 0, "max_workers": 28, "priority": 10}}
+
+
+# --- I/O helpers --------------------------------------------------------------------------------
+
+def twin_client(ctx: Context) -> Any:
+    from raylab.targets.local.control import TwinClient
+
+    return TwinClient(ctx.state.get("twin")["endpoint_url"])
+
+
+def twin_events(ctx: Context, since: int = 0) -> list[dict[str, Any]]:
+    return twin_client(ctx).events(since)
+
+
+def ensure_spot_allowed(cfg: Path) -> dict[str, dict[str, Any]]:
+    """If the scenario has no spot workers, give the drill the mixed scenario's limits and priorities;
+    return what to put back (a field the config did not have comes back as None: removed)."""
+    from raylab.spot.guard import load_yaml, set_node_type_fields
+
+    types = load_yaml(cfg).get("available_node_types", {})
+    if int(types.get("ray.worker.spot", {}).get("max_workers", 0)) > 0:
+        return {}
+    restore = {}
+    for nt, fields in MIXED.items():
+        if nt in types:
+            restore[nt] = {k: types[nt].get(k) for k in fields}
+            set_node_type_fields(cfg, nt, fields)
+    return restore
+
+
+def guard_command(ctx: Context, cooldown: float, probe: float) -> list[str]:
+    cl, tw = ctx.state.get("cluster"), ctx.state.get("twin")
+    d = ctx.workdir / "spot"
+    return [sys.executable, "-m", "raylab.spot.guard", f"--config={cl['config_path']}",
+            f"--cluster-name={cl['cluster_name']}", f"--twin={tw['endpoint_url']}",
+            f"--events={d / 'guard-events.jsonl'}", f"--state={d / 'guard-state.json'}",
+            "--interval=2", f"--cooldown={cooldown}", f"--probe={probe}",
+            f"--region={tw.get('region', 'us-west-2')}"]
+
+
+def ensure_guard(ctx: Context, cooldown: float, probe: float) -> int:
+    from raylab.procs import spawn
+    from raylab.state import pid_alive
+
+    rec = ctx.state.get("processes").get(GUARD)
+    if rec and pid_alive(int(rec["pid"])):
+        ctx.ui.noop(f"noop: capacity guard already running (pid {rec['pid']})")
+        return int(rec["pid"])
+    cmd = guard_command(ctx, cooldown, probe)
+    env = {**os.environ, **ctx.target.aws_env(ctx)}
+    p = spawn(cmd, ctx.workdir / "logs" / "spot-guard.log", env=env)
+    ctx.state.record_process(GUARD, p.pid, cmd)
+    ctx.ui.success(f"capacity guard started (pid {p.pid}): caps spot on capacity errors, restores after "
+                   f"{cooldown:g} s")
+    return p.pid
+
+
+def stop_guard(ctx: Context) -> None:
+    from raylab.procs import stop_group
+    from raylab.state import pid_alive
+
+    rec = ctx.state.get("processes").get(GUARD)
+    if not rec:
+        return
+    if pid_alive(int(rec["pid"])):
+        stop_group(int(rec["pid"]), timeout=10)  # SIGTERM: the guard puts the YAML back first
+        ctx.ui.success("capacity guard stopped")
+    ctx.state.forget_process(GUARD)
+
+
+def start_demo(ctx: Context, out: Path, tasks: int, duration: float) -> subprocess.Popen[bytes]:
+    """The spot demo as a driver on the cluster; ``out`` gets its summary, ``out.live`` what runs now."""
+    from raylab.procs import spawn
+    from raylab.targets.local.head import driver_env
+
+    script = ctx.root / "workloads" / "spot_demo.py"
+    cmd = [sys.executable, str(script), f"--address={ctx.state.get('cluster')['gcs_address']}",
+           f"--tasks={tasks}", f"--duration={duration}", f"--out={out}", f"--live={live_path(out)}"]
+    live_path(out).unlink(missing_ok=True)
+    env = {k: v for k, v in driver_env().items() if k != "RAY_ADDRESS"}
+    return spawn(cmd, out.with_suffix(".log"), env=env)
+
+
+def wait_demo(p: subprocess.Popen[bytes], out: Path, timeout: float,
+              tick: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Wait for the demo driver, calling ``tick`` about once a second meanwhile."""
+    deadline = time.monotonic() + timeout
+    while p.poll() is None and time.monotonic() < deadline:
+        if tick is not None:
+            with contextlib.suppress(Exception):  # an observation, never the drill's failure
+                tick()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            p.wait(timeout=1.0)
+    if p.poll() is None:
+        from raylab.procs import stop_group
+
+        stop_group(p.pid)
+        raise RaylabError(f"the spot demo did not finish in {timeout:.0f} s",
+                          f"see {out.with_suffix('.log')}") from None
+    if not out.exists():
+        raise RaylabError(f"the spot demo failed (exit {p.returncode})", f"see {out.with_suffix('.log')}")
+    r = json.loads(out.read_text())
+    r["out"] = str(out)
+    return r
+
+
+def running_workers(ctx: Context, exclude: set[str] | frozenset[str] = frozenset()) -> int:
+    cluster = ctx.state.get("cluster")["cluster_name"]
+    return sum(1 for m in twin_client(ctx).machines()
+               if m["cluster"] == cluster and m["state"] == "running" and m["instance_id"] not in exclude)
+
+
+def running_spot(ctx: Context) -> list[str]:
+    cluster = ctx.state.get("cluster")["cluster_name"]
+    return sorted(m["instance_id"] for m in twin_client(ctx).machines()
+                  if m["cluster"] == cluster and m["market"] == "spot" and m["state"] == "running")
+
+
+def wait_for(pred: Any, timeout: float, every: float = 1.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(every)
+    return None
+
+
+def live_path(out: Path) -> Path:
+    return out.with_suffix(".live.json")
+
+
+def busy_spot(ctx: Context, out: Path, want: int, full: int = 1) -> list[str]:
+    """Spot instances running at least ``full`` demo tasks right now, once at least ``want`` do.
+    A node whose every CPU runs a task has no lease in flight: whatever starts there after a drain
+    is new work, which is what the notice drill must be able to see."""
+    try:
+        running = json.loads(live_path(out).read_text()).get("running", {})
+    except (OSError, ValueError):
+        return []
+    up = set(running_spot(ctx))
+    busy = sorted((i for i in running if i in up and running[i] >= full), key=lambda i: -running[i])
+    return busy if len(busy) >= want else []
+
+
+def type_cpus(ctx: Context, node_type: str) -> int:
+    from raylab.spot.guard import load_yaml
+
+    types = load_yaml(Path(ctx.state.get("cluster")["config_path"])).get("available_node_types", {})
+    return int(types.get(node_type, {}).get("resources", {}).get("CPU", 0))
+
+
+def fixed_size(cfg: Path, spot: int) -> dict[str, tuple[int, int]]:
+    """Pin the cluster for a reclaim drill: on-demand at its min_workers, spot at exactly ``spot``.
+    With work queued beyond that size, a reclaimed node leaves demand behind, so a replacement is
+    Ray's answer, not a scale-up. Returns the limits to put back."""
+    from raylab.spot.guard import load_yaml, set_node_type_limits
+
+    types = load_yaml(cfg).get("available_node_types", {})
+    back = {nt: (int(types[nt].get("min_workers", 0)), int(types[nt].get("max_workers", 0)))
+            for nt in ("ray.worker.ondemand", "ray.worker.spot") if nt in types}
+    od_min = back.get("ray.worker.ondemand", (0, 0))[0]
+    if "ray.worker.ondemand" in back:
+        set_node_type_limits(cfg, "ray.worker.ondemand", od_min, od_min)
+    set_node_type_limits(cfg, "ray.worker.spot", spot, spot)
+    return back
+
+
+def worker_cpus(ctx: Context) -> int:
+    """CPUs of the worker nodes up now (to size a burst beyond them)."""
+    from raylab.spot.guard import load_yaml
+
+    types = load_yaml(Path(ctx.state.get("cluster")["config_path"])).get("available_node_types", {})
+    cluster = ctx.state.get("cluster")["cluster_name"]
+    return sum(int(types.get(m["node_type"], {}).get("resources", {}).get("CPU", 0))
+               for m in twin_client(ctx).machines() if m["cluster"] == cluster and m["state"] == "running")
