@@ -175,12 +175,13 @@ class AwsTarget:
 
     def run_preflight(self, ctx: Context) -> Any:
         from raylab.cluster import instance_types
-        from raylab.targets.aws.preflight import run_checks
+        from raylab.targets.aws.preflight import BASTION_TYPE, run_checks
 
         def price(itype: str, market: str) -> float | None:
             return instance_types.price(itype)  # spot: at most the on-demand price (upper bound)
 
         cfg = self.cluster_config(ctx)
+        bastion = str(ctx.options.get("bastion_type") or BASTION_TYPE)
         findings = run_checks(
             cfg=cfg,
             region=self.region(ctx),
@@ -188,7 +189,9 @@ class AwsTarget:
             cluster_name=ctx.names["cluster"],
             ip_lookup=self.operator_ip_lookup(ctx),
             price=price,
-            bastion_price=instance_types.price("t3.micro"),
+            bastion_price=instance_types.price(bastion),
+            bastion_type=bastion,
+            lab=ctx.lab,
         )
         if findings.ok:
             f = findings.facts
