@@ -355,7 +355,50 @@ class AwsTarget:
                 f"`ray {args[0]}` failed (exit {rc}): {' | '.join(tail)[-400:]}", f"full log: {log}"
             )
 
-    def cluster_up(self, ctx: Context, config_path: Path) -> dict[str, Any]:
+    def reapply(self, ctx: Context, config_path: Path) -> dict[str, Any]:
+        """Re-apply a changed config to the running cluster (stage 5): `ray up --no-restart`, so Ray
+        on the head keeps running (GCS, job history, the guard); autoscaler v2 re-reads the YAML."""
+        return self.cluster_up(ctx, config_path, restart=False)
+
+    def wait_for_profiles(self, ctx: Context) -> None:
+        """Before the head's launch: the lab's instance profiles usable (IAM eventual consistency)."""
+        from raylab.targets.aws.readiness import wait_profiles
+
+        ident = ctx.state.get("identity")
+        names = [ident[k] for k in ("head_instance_profile_name", "worker_instance_profile_name")
+                 if ident.get(k)]
+        if not names:
+            return
+        waited = wait_profiles(self._client(ctx, "iam"), names)
+        if waited:
+            ctx.ui.info(f"waited {waited:.0f} s for IAM to propagate {', '.join(names)}")
+
+    def _ray_up(self, ctx: Context, path: Path, restart: bool) -> None:
+        """`ray up`, run again (bounded) while RunInstances refuses a profile IAM has not propagated."""
+        from raylab.targets.aws.readiness import RAY_UP_ATTEMPTS, ray_up_args, ray_up_retry_after
+
+        log = ctx.workdir / "logs" / "ray-up.log"
+        attempt = 0
+        while True:
+            attempt += 1
+            start = log.stat().st_size if log.exists() else 0
+            try:
+                self._run_ray(ctx, ray_up_args(path, restart=restart), "ray-up.log", RAY_UP_TIMEOUT_S)
+                return
+            except RaylabError:
+                with open(log, "rb") as fh:
+                    fh.seek(start)
+                    text = fh.read().decode(errors="replace")
+                delay = ray_up_retry_after(attempt, text)
+                if delay is None:
+                    raise
+                ctx.ui.warning(
+                    f"RunInstances refused the instance profile (IAM has not propagated it yet): "
+                    f"`ray up` again in {delay:.0f} s (attempt {attempt + 1}/{RAY_UP_ATTEMPTS})"
+                )
+                time.sleep(delay)
+
+    def cluster_up(self, ctx: Context, config_path: Path, restart: bool = True) -> dict[str, Any]:
         from raylab.cluster.config import dump_yaml, load_yaml
         from raylab.cluster.status import ec2_instances
 
@@ -369,12 +412,14 @@ class AwsTarget:
         )
         path = ctx.workdir / "cluster-aws.yaml"
         sshmod._write_private(path, dump_yaml(cfg))
+        if restart:
+            self.wait_for_profiles(ctx)
         t0 = time.monotonic()
         with ctx.ui.waiting(
-            f"ray up {ctx.names['cluster']} through bastion {plan.bastion.host} "
-            f"(log: {ctx.workdir / 'logs' / 'ray-up.log'})"
+            f"ray up {'' if restart else '--no-restart '}{ctx.names['cluster']} through bastion "
+            f"{plan.bastion.host} (log: {ctx.workdir / 'logs' / 'ray-up.log'})"
         ):
-            self._run_ray(ctx, ["up", "-y", "--no-config-cache", str(path)], "ray-up.log", RAY_UP_TIMEOUT_S)
+            self._ray_up(ctx, path, restart)
         head = head_of(ec2_instances(self._client(ctx, "ec2"), ctx.names["cluster"]))
         if head is None:
             raise RaylabError(
