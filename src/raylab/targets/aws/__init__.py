@@ -31,7 +31,11 @@ DASHBOARD_PORT = 8265
 TUNNEL = "aws-dashboard-tunnel"
 RAY_UP_TIMEOUT_S = 45 * 60
 BASTION_WAIT_S = 240.0
-LIVE = ["pending", "running", "stopping", "stopped"]
+LIVE = ["pending", "running", "stopping", "stopped"]  # what terminate_instances must still end
+# Not gone yet: a `shutting-down` instance still holds its ENI, so deleting the stack's security group
+# or subnets before it is `terminated` fails with DependencyViolation.
+NOT_GONE = [*LIVE, "shutting-down"]
+SWEEP_TIMEOUT_S = 900.0
 # A Python reading its program from stdin on the head, in the same shell Ray's updater uses (login +
 # interactive + ~/.bashrc: where Ray's AMI activates the environment that has `ray`).
 HEAD_PYTHON = "bash --login -c -i 'source ~/.bashrc 2>/dev/null; python3 -'"
@@ -452,31 +456,43 @@ class AwsTarget:
             with contextlib.suppress(RaylabError):
                 sshmod.forget_host(self.ssh_plan(ctx), cl["head_ip"])
 
-    def sweep(self, ctx: Context, timeout: float = 600) -> list[str]:
-        """Terminate every instance still tagged ray-cluster-name=<cluster>; wait until they are gone."""
+    def sweep(self, ctx: Context, timeout: float = SWEEP_TIMEOUT_S, poll_s: float = 5.0) -> list[str]:
+        """Terminate every instance still tagged ray-cluster-name=<cluster>, then wait until each is
+        `terminated` (not merely `shutting-down`: it still holds its network interface, and the
+        stack's delete would meet DependencyViolation). Returns the ids it terminated."""
         ec2 = self._client(ctx, "ec2")
-        flt = [
-            {"Name": "tag:ray-cluster-name", "Values": [ctx.names["cluster"]]},
-            {"Name": "instance-state-name", "Values": LIVE},
-        ]
+        cluster = ctx.names["cluster"]
 
-        def live() -> list[str]:
-            ids = []
+        def by_state() -> dict[str, str]:
+            flt = [
+                {"Name": "tag:ray-cluster-name", "Values": [cluster]},
+                {"Name": "instance-state-name", "Values": NOT_GONE},
+            ]
+            out: dict[str, str] = {}
             for page in ec2.get_paginator("describe_instances").paginate(Filters=flt):
-                ids += [i["InstanceId"] for r in page["Reservations"] for i in r["Instances"]]
-            return sorted(ids)
+                out.update({i["InstanceId"]: i["State"]["Name"] for r in page["Reservations"]
+                            for i in r["Instances"]})
+            return out
 
-        ids = live()
-        if not ids:
-            ctx.ui.noop(f"no instance of {ctx.names['cluster']} left")
+        states = by_state()
+        ids = sorted(i for i, st in states.items() if st in LIVE)
+        if not states:
+            ctx.ui.noop(f"no instance of {cluster} left")
             return []
-        ctx.ui.step(
-            f"terminating {len(ids)} leftover instance(s) of {ctx.names['cluster']}: {', '.join(ids)}"
-        )
-        ec2.terminate_instances(InstanceIds=ids)
+        if ids:
+            ctx.ui.step(f"terminating {len(ids)} leftover instance(s) of {cluster}: {', '.join(ids)}")
+            ec2.terminate_instances(InstanceIds=ids)
         deadline = time.monotonic() + timeout
-        while live() and time.monotonic() < deadline:
-            time.sleep(5)
+        with ctx.ui.waiting(f"waiting until every instance of {cluster} is terminated (ENIs released)"):
+            while states:
+                if time.monotonic() >= deadline:
+                    left = ", ".join(f"{i} ({st})" for i, st in sorted(states.items()))
+                    raise RaylabError(
+                        f"instances of {cluster} not terminated after {int(timeout)} s: {left}",
+                        "wait a minute and re-run `raylab down` (the stack cannot be deleted before)",
+                    )
+                time.sleep(poll_s)
+                states = by_state()
         return ids
 
     def cluster_status(self, ctx: Context) -> dict[str, Any]:
@@ -552,7 +568,7 @@ class AwsTarget:
         r = ec2.describe_instances(
             Filters=[
                 {"Name": "tag:ray-cluster-name", "Values": [n["cluster"]]},
-                {"Name": "instance-state-name", "Values": LIVE},
+                {"Name": "instance-state-name", "Values": NOT_GONE},
             ]
         )
         left = [
