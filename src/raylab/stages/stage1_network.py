@@ -349,7 +349,7 @@ class NetworkStage:
         return checks
 
     def destroy(self, ctx: Context) -> None:
-        from raylab.aws.cfn import delete_and_wait, describe
+        from raylab.aws.cfn import delete_and_wait, delete_or_explain, describe
         from raylab.aws.ec2 import network_leftovers, sweep_network
         from raylab.aws.session import client
 
@@ -367,7 +367,8 @@ class NetworkStage:
         else:
             ctx.ui.info(f"deleting stack {name}")
             try:
-                final = delete_and_wait(cfn, stack["StackId"], ctx.ui)
+                final = (delete_or_explain(cfn, stack["StackId"], name, ctx.ui) if ctx.target_name == "aws"
+                         else delete_and_wait(cfn, stack["StackId"], ctx.ui))
                 if final != "DELETE_COMPLETE":
                     problem = f"stack delete ended {final}"
             except RaylabError:
