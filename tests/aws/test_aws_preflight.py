@@ -193,3 +193,28 @@ def test_region_option_wins(moto_endpoint: str, ec2_quotas: dict, tmp_path: Path
     )
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["facts"]["availability_zones"] == ["eu-west-1a", "eu-west-1b"]
+
+
+def test_no_network_is_not_rejected_credentials(tmp_path: Path) -> None:
+    # a closed port on loopback stands for "no network": botocore's EndpointConnectionError
+    env = _env_without(aws_env("http://127.0.0.1:9"))
+    r = _run(["preflight", "--target", "aws", "--lab", "pf"], env, tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: preflight: credentials: could not reach AWS at http://127.0.0.1:9")
+    assert "(EndpointConnectionError)" in last and "rejected" not in last
+    assert not (tmp_path / ".raylab").exists()
+
+
+@pytest.mark.parametrize("region", [None, "us-west-2"])
+def test_missing_profile_is_one_line(tmp_path: Path, region: str | None) -> None:
+    env = _env_without(aws_env("http://127.0.0.1:9"), "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                       *(["AWS_DEFAULT_REGION"] if region is None else []))
+    env["AWS_PROFILE"] = "nope"
+    r = _run(["preflight", "--target", "aws", "--lab", "pf"], env, tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert "AWS profile 'nope' is not configured" in last
+    assert last.endswith(
+        "(run `aws configure --profile nope` (or `aws configure sso`), or unset AWS_PROFILE)"
+    )

@@ -123,8 +123,16 @@ class AwsTarget:
             or os.environ.get("AWS_DEFAULT_REGION")
         ):
             import boto3
+            from botocore.exceptions import ProfileNotFound
 
-            prof = boto3.session.Session().region_name
+            try:
+                prof = boto3.session.Session().region_name
+            except ProfileNotFound as e:
+                name = e.kwargs.get("profile", "?")
+                raise RaylabError(
+                    f"AWS profile {name!r} is not configured",
+                    f"run `aws configure --profile {name}` (or `aws configure sso`), or unset AWS_PROFILE",
+                ) from None
         return region_of(ctx.options.get("region"), saved, dict(os.environ), prof)
 
     def aws_env(self, ctx: Context) -> dict[str, str]:

@@ -302,6 +302,10 @@ def credentials_failure(e: Exception) -> Check:
     fix = "run `aws configure` or `aws sso login`, or export AWS_PROFILE=<profile>"
     if code in ("NoCredentialsError", "PartialCredentialsError"):
         return Check("credentials", False, "no AWS credentials found", fix)
+    if code == "ProfileNotFound":
+        name = getattr(e, "kwargs", {}).get("profile", "?")
+        return Check("credentials", False, f"AWS profile {name!r} is not configured",
+                     f"run `aws configure --profile {name}` (or `aws configure sso`), or unset AWS_PROFILE")
     if code in UNREACHABLE or isinstance(e, ConnectionError):
         where = getattr(e, "kwargs", {}).get("endpoint_url") or "the STS endpoint"
         return Check(
