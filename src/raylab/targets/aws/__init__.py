@@ -458,8 +458,10 @@ class AwsTarget:
                 self._run_ray(ctx, ["down", "-y", str(path)], "ray-down.log", 15 * 60)
             except RaylabError as e:  # the sweep below still terminates what is left
                 ctx.ui.warning(f"{e.one_line()}; sweeping by tag")
-        self.sweep(ctx)
-        self.stop_tunnel(ctx)
+        try:
+            self.sweep(ctx)
+        finally:  # the tunnel is ours to stop even when the sweep could not finish
+            self.stop_tunnel(ctx)
         if cl.get("head_ip"):
             with contextlib.suppress(RaylabError):
                 sshmod.forget_host(self.ssh_plan(ctx), cl["head_ip"])
