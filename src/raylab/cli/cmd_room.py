@@ -1,0 +1,101 @@
+"""`raylab room plan`: what a room of trainees needs before class (quotas, cost, stage 4's stagger)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from raylab.cli.options import JsonOpt, QuietOpt
+
+room_app = typer.Typer(
+    help="The room: an instructor's plan for every lab in one account.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+
+
+def _opt(flag: str, text: str) -> Any:
+    return typer.Option(flag, help=text)
+
+
+@room_app.command("plan")
+def plan(
+    trainees: Annotated[str, _opt("--trainees", "Trainees in the room, each with their own lab (1-100).")],
+    stagger: Annotated[str | None, _opt("--stagger", "Trainees running stage 4 at once (default: what "
+                                        "--quota-ondemand holds, else everyone).")] = None,
+    hours: Annotated[str, _opt("--hours", "Hours every lab stays up (the class day).")] = "8",
+    quota_ondemand: Annotated[str | None, _opt(
+        "--quota-ondemand", "The account's on-demand vCPU quota now (L-1216C47A), to say what fits and what "
+        "to request.")] = None,
+    quota_spot: Annotated[str | None, _opt("--quota-spot", "The account's spot vCPU quota now "
+                                           "(L-34B43A08).")] = None,
+    config: Annotated[Path | None, _opt("--config",
+                                        "Ray cluster YAML (default configs/ray-cluster.yaml).")] = None,
+    json_mode: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Quota requests, the cost of the day and how many trainees can run stage 4 at once, from the
+    same forecast as `raylab plan` (Ray's own autoscaler code on a simulated cloud). Offline."""
+    from raylab.room import plan as rp
+    from raylab.ui import UI
+
+    ui = UI(json_mode=json_mode, quiet=quiet)
+    n = rp.parse_count(trainees, "--trainees", hi=rp.MAX_TRAINEES) or 0  # required: never None
+    k = rp.parse_count(stagger, "--stagger", hi=n)
+    h = rp.parse_hours(hours)
+    q_od = rp.parse_count(quota_ondemand, "--quota-ondemand", lo=0)
+    q_spot = rp.parse_count(quota_spot, "--quota-spot", lo=0)
+
+    from raylab.cluster import instance_types
+    from raylab.context import project_root
+    from raylab.plan import cost, inputs
+    from raylab.plan.forecast import simulate
+
+    cfg_path = config or project_root() / "configs" / "ray-cluster.yaml"
+    fallback = project_root() / "configs" / "scenarios"
+    bastion = instance_types.lookup(rp.BASTION_TYPE)
+    bastion_vcpus = bastion.vcpus if bastion else 2
+    p4, p6 = rp.stage_plans(inputs.load_config(cfg_path, "autoscale", fallback_scenarios=fallback),
+                            inputs.load_config(cfg_path, "mixed", fallback_scenarios=fallback), bastion_vcpus)
+    prices = cost.offline_prices([s.instance_type for p in (p4, p6) for s in (p.head, *p.workers)]
+                                 + [rp.BASTION_TYPE])
+    with ui.waiting("forecasting one trainee's stage 4 and stage 6 with Ray's autoscaler"):
+        load = rp.trainee_load((p4, simulate(p4)), (p6, simulate(p6)), prices, bastion_vcpus)
+    result = rp.room_plan(n, load, stagger=k, hours=h, quota_ondemand=q_od, quota_spot=q_spot)
+    result.update(config=str(cfg_path), price_source=prices.source, price_date=prices.date,
+                  price_note=prices.note)
+    if json_mode:
+        ui.result(result)
+        return
+    _show(ui, result)
+
+
+def _show(ui: Any, r: dict[str, Any]) -> None:
+    t, s, c = r["per_trainee"], r["stagger"], r["cost"]
+    ui.step(f"room of {r['trainees']}: each lab holds {t['baseline_vcpus']} on-demand vCPUs all day "
+            f"(head {t['head_type']} + bastion); stage 4 adds {t['burst_ondemand_vcpus']} vCPUs "
+            f"({t['burst_workers']} of {t['wanted_workers']} wanted workers, wall at "
+            f"{t['lesson_quota_vcpus']} vCPUs) for {s['slot_minutes']:g} min")
+    fits = s["fits_quota_now"]
+    if fits is not None:
+        line = (f"the on-demand quota now holds {fits} stage-4 run(s) at once next to every lab"
+                if fits else "the on-demand quota now cannot hold the labs plus one stage-4 run")
+        (ui.info if fits else ui.warning)(line)
+    ui.info(f"stagger: {s['at_once']} of {r['trainees']} at once ({s['source']}): {s['waves']} wave(s), "
+            f"stage 4 takes about {s['stage4_minutes']:g} min for the room")
+    rows = [(q["code"], q["market"], q["vcpus"], "-" if q["current"] is None else q["current"],
+             {None: "?", True: "REQUEST", False: "ok"}[q["increase_needed"]], q["why"])
+            for q in r["quota_requests"]]
+    ui.table("vCPU quotas the room needs", ["code", "market", "need", "now", "", "why"], rows)
+    ui.info(f"lead time: {r['lead_time']}")
+    ui.info(f"note: {r['note']}")
+    ui.info(f"cost of the day: ${c['total_usd']:,.2f} (${c['per_trainee_usd']:,.2f} per trainee): labs "
+            f"{c['hours']:g} h x ${c['baseline_usd_per_lab_hour']}/h = ${c['baseline_usd']:,.2f}, stage 4 "
+            f"workers ${c['stage4_usd']:,.2f}, stage 6 workers ${c['stage6_usd']:,.2f}")
+    ui.info(f"prices: {r['price_note']}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(room_app, name="room")
