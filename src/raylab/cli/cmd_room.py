@@ -7,10 +7,10 @@ from typing import Annotated, Any
 
 import typer
 
-from raylab.cli.options import JsonOpt, QuietOpt
+from raylab.cli.options import JsonOpt, QuietOpt, TargetOpt
 
 room_app = typer.Typer(
-    help="The room: an instructor's plan for every lab in one account.",
+    help="The room: an instructor's plan and view of every lab in one account and region.",
     no_args_is_help=True,
     rich_markup_mode=None,
 )
@@ -95,6 +95,61 @@ def _show(ui: Any, r: dict[str, Any]) -> None:
             f"{c['hours']:g} h x ${c['baseline_usd_per_lab_hour']}/h = ${c['baseline_usd']:,.2f}, stage 4 "
             f"workers ${c['stage4_usd']:,.2f}, stage 6 workers ${c['stage6_usd']:,.2f}")
     ui.info(f"prices: {r['price_note']}")
+
+
+@room_app.command("status")
+def status(
+    target: TargetOpt = "local",
+    json_mode: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Every lab in the account and region, found by raylab's tag: id, owner, age, stack, instances and
+    Ray workers by market, vCPUs against each quota, and the room's totals. Reads only."""
+    from datetime import UTC, datetime
+
+    from raylab.aws.session import client
+    from raylab.cli.options import make_context
+    from raylab.cluster import instance_types
+    from raylab.room import inventory
+    from raylab.room.status import room_status
+
+    ctx = make_context(target=target, json_mode=json_mode, quiet=quiet)
+    ec2 = client(ctx, "ec2")
+    quotas, notes = inventory.quotas(client(ctx, "service-quotas"))
+
+    def vcpus_of(itype: str) -> int | None:
+        it = instance_types.lookup(itype)
+        return it.vcpus if it else None
+
+    result = room_status(inventory.instances(ec2), inventory.stacks(client(ctx, "cloudformation")),
+                         now=datetime.now(UTC), quotas=quotas, vcpus_of=vcpus_of)
+    result.update(region=ec2.meta.region_name, target=ctx.target_name, notes=notes)
+    if json_mode:
+        ctx.ui.result(result)
+        return
+    _show_status(ctx.ui, result)
+
+
+def _show_status(ui: Any, r: dict[str, Any]) -> None:
+    from raylab.room.status import age_text
+
+    for n in r["notes"]:
+        ui.warning(n)
+    if not r["labs"]:
+        ui.info(f"no raylab lab in {r['region']} (nothing tagged raylab-lab)")
+    else:
+        rows = [(x["lab"], x["owner"] or "-", age_text(x["age_s"]), ", ".join(x["stacks"]) or "-",
+                 f"{x['instances']['ondemand']} / {x['instances']['spot']}",
+                 f"{x['ray_workers']['ondemand']} / {x['ray_workers']['spot']}",
+                 " / ".join(str(v) for v in x["vcpus_by_quota"].values()), "; ".join(x["findings"]))
+                for x in r["labs"]]
+        ui.table(f"labs in {r['region']}", ["lab", "owner", "age", "stack", "instances od/spot",
+                                           "ray workers od/spot", "vCPUs od/spot", "notes"], rows)
+    for t in r["totals"]:
+        quota = "unknown quota" if t["quota_vcpus"] is None else (
+            f"quota {t['quota_vcpus']:g} ({t['used_pct']}% used, {t['free_vcpus']} free)")
+        ui.info(f"{t['market']} vCPUs ({t['quota_code']}): labs {t['labs_vcpus']} + other {t['other_vcpus']} "
+                f"= {t['used_vcpus']} of {quota}")
 
 
 def register(app: typer.Typer) -> None:
