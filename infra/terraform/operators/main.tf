@@ -13,6 +13,15 @@
 # boto3 calls in src/raylab, plus what CloudFormation, Terraform and `ray up` call with the
 # operator's credentials); tests/unit/test_room_operator_policy.py fails when they drift, when
 # src/ calls an action they lack, or when a trainee could change another lab's resources.
+#
+# Known gaps (judged offline only, by the small evaluator; check with the IAM policy simulator on a
+# real account before class):
+# - a trainee may write any inline policy into their own lab's head/worker roles (stage 2 does) and
+#   pass those roles to EC2: an escalation path until stage 2 sets a permissions boundary that the
+#   trainee policy then requires (iam:PermissionsBoundary on CreateRole/PutRolePolicy);
+# - that CloudFormation passes the stack's tags at creation for every EC2 resource of vpc.yaml
+#   (aws:RequestTag) is assumed, not proven here; ENIs that AWS creates for NAT gateways and
+#   endpoints carry no raylab-lab tag, so deleting a leftover one needs the instructor's cleanup.
 
 provider "aws" {
   region = var.region
