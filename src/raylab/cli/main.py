@@ -62,6 +62,7 @@ _COMMANDS = (
     "raylab.cli.cmd_chaos",
     "raylab.cli.cmd_preflight",
     "raylab.cli.cmd_dashboard",
+    "raylab.cli.cmd_room",
 )
 
 for _name in _COMMANDS:
