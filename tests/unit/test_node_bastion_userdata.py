@@ -1,4 +1,4 @@
-"""Finding 12: the bastion is an SSH hop; its user data installs nothing of ours (never `pip install raylab`)."""
+"""Finding 12: the bastion is an SSH hop; its user data installs nothing (never `pip install raylab`)."""
 
 from __future__ import annotations
 
