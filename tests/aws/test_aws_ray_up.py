@@ -110,4 +110,4 @@ def test_the_spot_helpers_reach_the_head_and_the_guard_starts_there(report: dict
     sources = {argv[-2] for argv in rsync_calls}
     assert any(s.endswith("src/raylab/spot/imds_watcher.py") for s in sources), sources
     remote = " ".join(a for c in report["calls"] if c["tool"] == "ssh" for a in c["argv"])
-    assert "python3 ~/raylab/guard.py --config ~/ray_bootstrap_config.yaml" in remote
+    assert "ray-env/bin/python ~/raylab/guard.py --config ~/ray_bootstrap_config.yaml" in remote
