@@ -40,14 +40,14 @@ def operator_python() -> str:
 def setup_commands(python: str, ray: str = RAY_VERSION, uv: str = UV_VERSION) -> list[str]:
     """Common setup on every node: pinned uv, a ``python`` venv with ``ray[default]==ray``, PATH."""
     want = f"sys.version_info[:2] == {tuple(int(p) for p in python.split('.'))}"
-    check = (f"import sys; from importlib.metadata import version; "
-             f"ok = {want} and version('ray') == '{ray}'; "
-             "print('node env: Python', sys.version.split()[0], 'Ray', version('ray')); "
-             "sys.exit(0 if ok else 1)")
+    check = (f'import sys; from importlib.metadata import version; '
+             f'ok = {want} and version("ray") == "{ray}"; '
+             'print("node env: Python", sys.version.split()[0], "Ray", version("ray")); '
+             'sys.exit(0 if ok else 1)')
     return [
         # uv, exactly this version (re-run: a no-op when it is already there)
         f"({UV} --version 2>/dev/null | grep -qE '^uv {uv.replace('.', '[.]')}( |$)') || "
-        f"(curl -LsSf https://astral.sh/uv/{uv}/install.sh | "
+        f"(set -o pipefail; curl -LsSf https://astral.sh/uv/{uv}/install.sh | "
         f"env UV_INSTALL_DIR=$HOME/.local/bin UV_NO_MODIFY_PATH=1 sh)",
         # the env, recreated only when missing or of another Python minor version
         f"({ENV_DIR}/bin/python -c 'import sys; sys.exit(0 if {want} else 1)' 2>/dev/null) || "
