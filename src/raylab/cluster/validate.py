@@ -469,7 +469,7 @@ def _covered(ray: Finding, ours: list[Finding]) -> bool:
 
 # --- running the checks -------------------------------------------------------------------------------------
 def _checks() -> list[tuple[str, Check]]:
-    from raylab.cluster import rules_ec2
+    from raylab.cluster import rules_ec2, rules_node
 
     return [
         ("provider", check_provider),
@@ -481,6 +481,7 @@ def _checks() -> list[tuple[str, Check]]:
         ("head-node-type", check_head_node_type),
         ("placeholders", check_placeholders),
         *rules_ec2.CHECKS,
+        *rules_node.CHECKS,
     ]
 
 

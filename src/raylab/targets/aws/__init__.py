@@ -413,6 +413,7 @@ class AwsTarget:
     def cluster_up(self, ctx: Context, config_path: Path, restart: bool = True) -> dict[str, Any]:
         from raylab.cluster.config import dump_yaml, load_yaml
         from raylab.cluster.status import ec2_instances
+        from raylab.targets.aws.image import pin_node_images
 
         plan = self.ssh_plan(ctx)
         self.ensure_bastion_pinned(ctx, plan)
@@ -422,6 +423,7 @@ class AwsTarget:
             key_name=ctx.names["key_pair"],
             region=self.aws_env(ctx)["AWS_DEFAULT_REGION"],
         )
+        cfg = pin_node_images(cfg, self._client(ctx, "ssm"), self._client(ctx, "ec2"))  # one AMI, root fits
         path = ctx.workdir / "cluster-aws.yaml"
         sshmod._write_private(path, dump_yaml(cfg))
         if restart:
