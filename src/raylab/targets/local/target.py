@@ -125,7 +125,14 @@ class LocalTarget:
         prev = previous_run(ctx.state.get("run"))
         if prev:
             ctx.ui.warning(f"{prev}: converging")
-        for rec, act in procs.Records(ctx.workdir).converge():
+        records = procs.Records(ctx.workdir)
+        known = {ctx.state.get("twin").get("pid"), ctx.state.get("cluster").get("head_pid")}
+        for rec, act in records.converge():
+            if act == "adopt" and rec.owner == "local-target" and rec.pid not in known:
+                # a twin or head whose run was killed before the state named it: nothing uses it
+                procs.stop_record(rec, records.root, procs.QUICK_STEPS)
+                records.forget(rec)
+                act = "stop"
             if act == "stop":
                 fixed.append(f"stopped `{rec.what}` (pid {rec.pid}) left running by a killed run")
         note_stage(ctx.workdir, "preflight (before the first stage)")
