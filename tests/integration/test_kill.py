@@ -101,6 +101,21 @@ def _attempt(wd: Path, point: Point, delay: float, log: Path) -> dict[str, objec
             "said": [ln for ln in err_text.splitlines() if ln.startswith(("! ", "interrupted"))]}
 
 
+def _timed(cmd: list[str]) -> tuple[int, str, list[tuple[float, str]]]:
+    """Run a command; its stderr lines with the seconds at which each appeared."""
+    t0 = time.monotonic()
+    p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert p.stderr is not None and p.stdout is not None
+    lines = [(round(time.monotonic() - t0, 1), ln.rstrip()) for ln in p.stderr]
+    out = p.stdout.read()
+    return p.wait(timeout=600), out, lines
+
+
+def _slowest(lines: list[tuple[float, str]], n: int = 3) -> list[str]:
+    gaps = [(t - (lines[i - 1][0] if i else 0.0), ln) for i, (t, ln) in enumerate(lines)]
+    return [f"+{g:.1f}s {ln[:100]}" for g, ln in sorted(gaps, reverse=True)[:n]]
+
+
 def _check_interrupted(wd: Path, r: dict[str, object]) -> None:
     err = str(r["stderr"])
     if r["rc"] == 0:  # the run finished in the delay window: nothing to interrupt
@@ -147,10 +162,10 @@ def test_killed_at_seeded_points_then_rerun_converges_and_down_leaves_nothing(tm
             said += [ln for ln in c.stderr.splitlines() if ln.startswith("! ")]
         converge_s = time.monotonic() - t_conv
         t_down = time.monotonic()
-        d = subprocess.run(_cli(wd, "down", "--json"), cwd=ROOT, capture_output=True, text=True, timeout=600)
+        rc, out, down_lines = _timed(_cli(wd, "down", "--json"))
         down_s = time.monotonic() - t_down
-        assert d.returncode == 0, d.stderr[-2000:]
-        assert json.loads(d.stdout)["leftovers"] == []
+        assert rc == 0, down_lines[-20:]
+        assert json.loads(out)["leftovers"] == []
         assert procs.find_leftovers(wd) == []
         assert _lab_processes(wd) == []
         assert procs.Records(wd).live() == []
@@ -167,4 +182,5 @@ def test_killed_at_seeded_points_then_rerun_converges_and_down_leaves_nothing(tm
     points = [{k: v for k, v in r.items() if k != "stderr"} for r in results]
     print(json.dumps({"seed": seed, "points": points, "converge_said": said,
                       "converge_s": round(converge_s, 1), "down_s": round(down_s, 1),
+                      "down_slowest_steps": _slowest(down_lines),
                       "total_s": round(time.monotonic() - t_start, 1)}, indent=1))

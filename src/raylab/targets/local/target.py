@@ -165,9 +165,15 @@ class LocalTarget:
         return Check("stale state", True, "none")
 
     def start(self, ctx: Context) -> None:
-        if self._twin_alive(ctx) and self.twin(ctx).alive():
-            ctx.ui.noop(f"twin already running at {ctx.state.get('twin')['endpoint_url']}")
-            return
+        # a twin that a killed run left still booting: wait for it rather than start a second one
+        deadline = time.monotonic() + TWIN_READY_TIMEOUT_S
+        while self._twin_alive(ctx) and time.monotonic() < deadline:
+            if self.twin(ctx).alive():
+                ctx.ui.noop(f"twin already running at {ctx.state.get('twin')['endpoint_url']}")
+                return
+            time.sleep(0.3)
+        if self._twin_alive(ctx):  # alive but never answered: ours (pid checked), stop it
+            stop_group(int(ctx.state.get("twin")["pid"]), timeout=5)
         self._converge_stale(ctx)
         port = self._wanted_port(ctx) or free_port()
         state_dir = self._twin_state_dir(ctx)
