@@ -240,3 +240,22 @@ def test_stop_leftovers_stops_marked_processes_but_not_foreign_ones(tmp_path: Pa
         for p in (marked, foreign):
             p.kill()
             p.wait()
+
+
+def test_a_child_started_from_a_worker_thread_outlives_that_thread(tmp_path: Path) -> None:
+    """The parent-death signal is per thread: the twin starts nodes from boot threads that end."""
+    import threading
+
+    records = Records(tmp_path / ".raylab")
+    box: list[subprocess.Popen[bytes]] = []
+    t = threading.Thread(target=lambda: box.append(_spawn_sleep(records)))
+    t.start()
+    t.join()
+    p = box[0]
+    try:
+        time.sleep(0.3)
+        assert procs.start_time(p.pid) is not None
+        assert records.of(p.pid) is not None
+    finally:
+        p.kill()
+        p.wait()

@@ -234,13 +234,14 @@ class AwsTarget:
         ctx.options.setdefault("bastion_key_name", name)
 
     def stop(self, ctx: Context) -> None:
-        from raylab.procs import stop_group
+        from raylab.procs import stop_group, stop_leftovers
 
         procs = ctx.state.get("processes")
         for pname, p in procs.items():
             if pname.startswith("aws-"):
                 stop_group(int(p["pgid"]), timeout=5)
                 ctx.state.forget_process(pname)
+        stop_leftovers(ctx.workdir)  # every other process raylab started here (pid + start time checked)
         name = ctx.names["key_pair"]
         with contextlib.suppress(RaylabError):
             ec2 = self._client(ctx, "ec2")
