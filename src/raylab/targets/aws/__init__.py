@@ -249,13 +249,14 @@ class AwsTarget:
         ctx.options.setdefault("bastion_key_name", name)
 
     def stop(self, ctx: Context) -> None:
-        from raylab.procs import stop_group
+        from raylab.procs import stop_group, stop_leftovers
 
         procs = ctx.state.get("processes")
         for pname, p in procs.items():
             if pname.startswith("aws-"):
                 stop_group(int(p["pgid"]), timeout=5)
                 ctx.state.forget_process(pname)
+        stop_leftovers(ctx.workdir)  # every other process raylab started here (pid + start time checked)
         name = ctx.names["key_pair"]
         with contextlib.suppress(RaylabError):
             ec2 = self._client(ctx, "ec2")
@@ -352,7 +353,8 @@ class AwsTarget:
 
         log = ctx.workdir / "logs" / log_name
         env = {**os.environ, **self.aws_env(ctx)}
-        p = procs.spawn([self._ray(), *args], log, env=env, cwd=ctx.workdir)
+        p = procs.spawn([self._ray(), *args], log, env=env, cwd=ctx.workdir, what=f"ray {args[0]}",
+                        records=procs.Records(ctx.workdir), owner="aws-target", lab=ctx.lab, ephemeral=True)
         ctx.state.record_process(f"aws-{log_name.split('.')[0]}", p.pid, [self._ray(), *args], log=str(log))
         try:
             rc = p.wait(timeout=timeout)
@@ -595,4 +597,5 @@ class AwsTarget:
         for pname, p in ctx.state.get("processes").items():
             if pname.startswith("aws-") and pid_alive(int(p["pid"])):
                 left.append(f"process {pname} (pid {p['pid']})")
-        return left
+        from raylab.procs import find_leftovers  # every process of the work dir (records + /proc scan)
+        return left + [x.line() for x in find_leftovers(ctx.workdir)]
