@@ -96,11 +96,12 @@ def test_a_wrong_command_is_caught() -> None:
 # --- figures in the text against `raylab plan` and the recorded run -------------------------------
 GUIDE = ROOT / "docs" / "lab" / "ko"
 OUTPUT_BLOCK = re.compile(r"<!-- raylab:output .*?<!-- /raylab:output -->", re.S)
+TEXT_BLOCK = re.compile(r"```text\n.*?```", re.S)  # other real outputs, pasted verbatim
 
 
 def prose(path: Path) -> str:
     """A page without its captured outputs (those quote raylab verbatim and are checked apart)."""
-    return OUTPUT_BLOCK.sub("", path.read_text())
+    return TEXT_BLOCK.sub("", OUTPUT_BLOCK.sub("", path.read_text()))
 
 
 def mmss(seconds: float) -> str:
