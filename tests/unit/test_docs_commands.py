@@ -182,3 +182,23 @@ def test_the_stress_chapter_states_the_recorded_run() -> None:
     assert f"{run['quota_errors']}번" in text
     assert f"{mk}초" in text and f"{run['makespan_ratio']:.2f}배" in text
     assert run["peak_workers"] == wall()["peak"], "the local run's wall differs from the forecast's"
+
+
+def compare(spec: str) -> list[dict]:
+    out = subprocess.run([sys.executable, "-m", "raylab", "plan", "--compare", spec, "--json"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300, check=True,
+                         env={**os.environ, "NO_COLOR": "1"}).stdout
+    return json.loads(out)["compare"]["results"]
+
+
+def test_the_scaling_chapter_states_the_forecasts() -> None:
+    """Chapter 5's sentences about speed 1 vs 10 and quota 160 vs 498 are the forecasts' numbers."""
+    text = prose(GUIDE / "05-scaling.md")
+    s1, s10 = compare("upscaling_speed=1,10")
+    assert s1["peak_workers"] == s10["peak_workers"] == wall()["peak"], "at the wall speed changes nothing"
+    assert f"({mmss(s1['makespan_s'])} → {mmss(s10['makespan_s'])})" in text
+    assert f"({s1['failed_launch_calls']} → {s10['failed_launch_calls']})" in text
+    q160, q498 = compare("quota=160,498")
+    assert q498["peak_workers"] == 30 and q498["failed_launch_calls"] == 0
+    assert f"{mmss(q160['makespan_s'])} → {mmss(q498['makespan_s'])}" in text
+    assert f"${q160['cost']['per_trainee']:.2f} → ${q498['cost']['per_trainee']:.2f}" in text
