@@ -202,3 +202,15 @@ def test_the_scaling_chapter_states_the_forecasts() -> None:
     assert q498["peak_workers"] == 30 and q498["failed_launch_calls"] == 0
     assert f"{mmss(q160['makespan_s'])} → {mmss(q498['makespan_s'])}" in text
     assert f"${q160['cost']['per_trainee']:.2f} → ${q498['cost']['per_trainee']:.2f}" in text
+
+
+def test_the_speed_runs_in_chapter_5_are_the_recorded_ones() -> None:
+    """The local speed 1 vs 10 runs: makespans and launches in the text = docs/lab/runs/speed-local.json."""
+    runs = json.loads((ROOT / "docs" / "lab" / "runs" / "speed-local.json").read_text())["runs"]
+    by = {r["upscaling_speed"]: r for r in runs}
+    text = prose(GUIDE / "05-scaling.md")
+    m1, m10 = round(by[1.0]["makespan_s"]), round(by[10.0]["makespan_s"])
+    assert f"makespan은 {m10}초로 속도 1의 {m1}초보다" in text
+    first10 = sorted(set(by[10.0]["launch_t"]))[0]
+    assert by[10.0]["launch_t"].count(first10) == 10 and f"첫 틱({first10:g}초)에 10대" in text
+    assert len(by[1.0]["launch_t"]) == len(by[10.0]["launch_t"]) == 12
