@@ -114,6 +114,15 @@ class Ec2:
     def describe_instances(self, InstanceIds: list[str]) -> dict[str, Any]:  # noqa: N803
         return {"Reservations": [{"Instances": [{"PrivateIpAddress": "10.42.1.5"}]}]}
 
+    def describe_images(self, ImageIds: list[str]) -> dict[str, Any]:  # noqa: N803
+        return {"Images": [{"ImageId": ImageIds[0], "Name": "debian-12-amd64", "RootDeviceName": "/dev/xvda",
+                            "BlockDeviceMappings": [{"DeviceName": "/dev/xvda", "Ebs": {"VolumeSize": 8}}]}]}
+
+
+class Ssm:
+    def get_parameter(self, Name: str) -> dict[str, Any]:  # noqa: N803
+        return {"Parameter": {"Value": "ami-0debian12"}}
+
 
 class RecordingAws(AwsTarget):
     def __init__(self, iam: FakeIam, refusals: int = 0) -> None:
@@ -129,7 +138,7 @@ class RecordingAws(AwsTarget):
         return {"AWS_DEFAULT_REGION": "us-west-2", "AWS_REGION": "us-west-2"}
 
     def _client(self, ctx: Context, service: str) -> Any:
-        return {"ec2": Ec2(), "iam": self.iam}[service]
+        return {"ec2": Ec2(), "iam": self.iam, "ssm": Ssm()}[service]
 
     def _run_ray(self, ctx: Context, args: list[str], log_name: str, timeout: float) -> None:
         self.ray_calls.append(args)
