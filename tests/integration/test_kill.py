@@ -4,7 +4,8 @@ One work dir lives through a chain of attempts, each killed at its point (SIGKIL
 just after a marker line of its output plus a seeded delay: while the twin starts, in stage 1, in
 `terraform init`, in `terraform apply`. Each attempt is the re-run of the one before, so it must get
 past where that one died (no lock error, no stale state). Then the same stages run to the end
-(`raylab stage 1`, `raylab stage 2`: `up` without its stage 3), then `raylab down`. Asserted:
+(`raylab stage 1`, `raylab stage 2`: `up` without its stage 3), then `raylab down` killed in
+`terraform destroy`, then `raylab down` again. Asserted:
 
 - an interrupted attempt exits 130 with one "interrupted ..." line and no traceback, and leaves no
   process but the twin (adopted on purpose);
@@ -54,7 +55,10 @@ POINTS = (
     Point(("stage", "2"), "terraform init", signal.SIGHUP, 3.0),
     Point(("up",), "  terraform: ", signal.SIGKILL, 1.0),  # in apply: the measured bug
     Point(("stage", "2"), "terraform init", signal.SIGINT, 6.0),
+    # after the stages have converged: `down` killed in `terraform destroy`, then `down` again
+    Point(("down",), "  terraform: ", signal.SIGKILL, 2.0),
 )
+DOWN_POINT = len(POINTS)  # 1-based number of the `down` point: it runs after the converging re-runs
 
 
 def _cli(wd: Path, *args: str) -> list[str]:
@@ -146,7 +150,7 @@ def test_killed_at_seeded_points_then_rerun_converges_and_down_leaves_nothing(tm
     t_start = time.monotonic()
     current = ",".join(map(str, chosen))
     try:
-        for i in chosen:
+        for i in [c for c in chosen if c != DOWN_POINT]:
             current = str(i)
             r = _attempt(wd, POINTS[i - 1], delays[i - 1], tmp_path / f"attempt-{i}.log")
             results.append({"point": i, **r})
@@ -161,6 +165,11 @@ def test_killed_at_seeded_points_then_rerun_converges_and_down_leaves_nothing(tm
             assert "Traceback" not in c.stderr
             said += [ln for ln in c.stderr.splitlines() if ln.startswith("! ")]
         converge_s = time.monotonic() - t_conv
+        if DOWN_POINT in chosen:
+            current = str(DOWN_POINT)
+            r = _attempt(wd, POINTS[DOWN_POINT - 1], delays[DOWN_POINT - 1], tmp_path / "attempt-down.log")
+            results.append({"point": DOWN_POINT, **r})
+            current = ",".join(map(str, chosen))
         t_down = time.monotonic()
         rc, out, down_lines = _timed(_cli(wd, "down", "--json"))
         down_s = time.monotonic() - t_down
