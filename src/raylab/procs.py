@@ -1,20 +1,50 @@
-"""Processes raylab starts: each in its own session, recorded by PID, stopped by process group.
+"""Processes raylab starts: each in its own session, recorded by PID and start time, stopped by group.
 
-Never `ray stop`, `pkill` or `killall`: on a shared machine they hit other people's clusters.
+Never `ray stop`, `pkill` or `killall`: on a shared machine they hit other people's clusters. A
+process is only ever signalled after its PID *and* its start time (``/proc/<pid>/stat`` field 22)
+match a record, so a recycled PID is never hit.
+
+Records: ``<workdir>/procs/<pid>-<start>.json``, one file per process, written by the child itself
+between fork and exec (so a child is recorded before it runs), holding who started it (the raylab
+run's pid and start time), what it is, the lab and the command. ``ephemeral`` children (terraform,
+``ray up``/``ray down``) must not outlive the run: they get a parent-death signal, Ctrl-C stops their
+group (SIGINT, then SIGTERM, then SIGKILL), and a later run stops any it finds orphaned. Long-lived
+ones (the twin, the Ray head) are adopted by the next run.
+
+Every child also carries ``RAYLAB_STARTED_BY=<workdir>`` in its environment, which its own children
+inherit (terraform's providers, Ray's raylets): the leftover scan finds them by that, or by a working
+directory or argument under the workdir, even when nothing recorded them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import json
 import os
 import signal
 import socket
 import subprocess
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from raylab.state import pid_alive
+
+MARK_ENV = "RAYLAB_STARTED_BY"
+PR_SET_PDEATHSIG = 1
+# How a group is stopped: SIGINT first (terraform saves its state and releases its lock), then
+# SIGTERM, then SIGKILL; seconds to wait after each. Signal 0 = only wait.
+STOP_STEPS: tuple[tuple[int, float], ...] = (
+    (signal.SIGINT, 30.0), (signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0))
+QUICK_STEPS: tuple[tuple[int, float], ...] = (
+    (signal.SIGINT, 5.0), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0))
+# An orphan already got its parent-death SIGTERM and is stopping gracefully (terraform saves its
+# state): give it time first, since a second interrupt makes terraform exit without saving.
+ORPHAN_STEPS: tuple[tuple[int, float], ...] = ((0, 30.0), *STOP_STEPS[1:])
 
 
 def spawn(
@@ -22,20 +52,33 @@ def spawn(
     log: Path,
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
+    *,
+    records: Records | None = None,
+    what: str = "",
+    owner: str = "raylab",
+    lab: str = "",
+    ephemeral: bool = False,
 ) -> subprocess.Popen[bytes]:
-    """Start ``cmd`` detached in its own session (so its group can be stopped as one)."""
+    """Start ``cmd`` detached in its own session (so its group can be stopped as one).
+
+    With ``records``: the child records itself there before it runs, carries the work dir marker,
+    and, when ``ephemeral``, dies with this process (parent-death signal; see module doc).
+    """
     log.parent.mkdir(parents=True, exist_ok=True)
     out = open(log, "ab")  # noqa: SIM115 - the child owns it
     try:
-        return subprocess.Popen(
-            list(cmd),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=dict(env) if env is not None else None,
-            cwd=cwd,
-            start_new_session=True,
-        )
+        if records is None:
+            return subprocess.Popen(
+                list(cmd),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=dict(env) if env is not None else None,
+                cwd=cwd,
+                start_new_session=True,
+            )
+        return records.start(cmd, what=what or Path(cmd[0]).name, owner=owner, lab=lab,
+                             ephemeral=ephemeral, env=env, cwd=cwd, stdout=out)
     finally:
         out.close()
 
@@ -90,3 +133,411 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
         except OSError:
             return True
     return False
+
+
+# --- /proc -----------------------------------------------------------------------------------------
+def _stat(pid: int) -> list[str] | None:
+    """Fields of /proc/<pid>/stat after the command name: [0] is field 3 (state), [19] field 22."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text.rsplit(")", 1)[1].split()
+
+
+def start_time(pid: int) -> int | None:
+    """Start time of a live process (clock ticks since boot, field 22), None if gone or a zombie."""
+    f = _stat(pid)
+    if f is None or f[0] in ("Z", "X"):
+        return None
+    return int(f[19])
+
+
+@dataclass(frozen=True)
+class ProcInfo:
+    """One live process as /proc shows it."""
+
+    pid: int
+    ppid: int
+    pgid: int
+    start: int
+    argv: tuple[str, ...]
+    cwd: str
+    exe: str
+    marker: str | None  # RAYLAB_STARTED_BY in its environment
+
+    def describe(self) -> str:
+        return " ".join(self.argv)[:120] or self.exe
+
+
+def read_proc(pid: int) -> ProcInfo | None:
+    f = _stat(pid)
+    if f is None or f[0] in ("Z", "X"):
+        return None
+    try:
+        argv = tuple(a.decode(errors="replace")
+                     for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a)
+    except OSError:
+        return None
+    if not argv:  # kernel threads
+        return None
+    cwd = exe = ""
+    marker = None
+    with contextlib.suppress(OSError):
+        cwd = os.readlink(f"/proc/{pid}/cwd")
+    with contextlib.suppress(OSError):
+        exe = os.readlink(f"/proc/{pid}/exe")
+    with contextlib.suppress(OSError):
+        for kv in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+            if kv.startswith(MARK_ENV.encode() + b"="):
+                marker = kv.split(b"=", 1)[1].decode(errors="replace")
+    return ProcInfo(pid, int(f[1]), int(f[2]), int(f[19]), argv, cwd, exe, marker)
+
+
+def all_procs() -> Iterator[ProcInfo]:
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            info = read_proc(int(p.name))
+            if info is not None:
+                yield info
+
+
+def self_and_ancestors() -> set[int]:
+    out: set[int] = set()
+    pid = os.getpid()
+    while pid > 1 and pid not in out:
+        out.add(pid)
+        f = _stat(pid)
+        pid = int(f[1]) if f else 0
+    return out
+
+
+def under(path: str, root: Path) -> bool:
+    """Does ``path`` (or an argument such as ``-chdir=<path>``) lie under ``root``?"""
+    r = str(root).rstrip("/") + "/"
+    return r in path.removesuffix(" (deleted)") + "/"
+
+
+# --- records ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Record:
+    """A process raylab started, as its own child wrote it down before exec."""
+
+    pid: int
+    start: int
+    pgid: int
+    owner: str  # the raylab module that started it: terraform, local-target, aws-target, twin
+    what: str  # e.g. "terraform apply", "twin", "ray-head", "ray up"
+    lab: str
+    cmd: tuple[str, ...]
+    run_pid: int  # the raylab process that started it
+    run_start: int
+    ephemeral: bool  # must not outlive run_pid: stopped when orphaned, never adopted
+    at: float = field(default=0.0)
+
+    @property
+    def key(self) -> str:
+        return f"{self.pid}-{self.start}"
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Record:
+        return cls(pid=int(d["pid"]), start=int(d["start"]), pgid=int(d.get("pgid", d["pid"])),
+                   owner=str(d.get("owner", "")), what=str(d.get("what", "")), lab=str(d.get("lab", "")),
+                   cmd=tuple(d.get("cmd", ())), run_pid=int(d.get("run_pid", 0)),
+                   run_start=int(d.get("run_start", 0)), ephemeral=bool(d.get("ephemeral", False)),
+                   at=float(d.get("at", 0.0)))
+
+
+def liveness(recorded_start: int, now_start: int | None) -> str:
+    """gone | recycled (same PID, another process) | alive."""
+    if now_start is None:
+        return "gone"
+    return "alive" if now_start == recorded_start else "recycled"
+
+
+def decide(proc: str, run: str, ephemeral: bool) -> str:
+    """What a run does with a record: forget | leave | stop | adopt (pure; see the unit table).
+
+    ``proc`` and ``run`` are the liveness of the process and of the raylab run that started it.
+    """
+    if proc != "alive":
+        return "forget"  # never signal a recycled PID
+    if run == "alive":
+        return "leave"  # its run still owns it (this run, or another raylab still running)
+    return "stop" if ephemeral else "adopt"
+
+
+_libc: Any = None
+
+
+def _prctl() -> Any:
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    return _libc.prctl
+
+
+def _child_setup(dir_: Path, body: bytes, parent: int, deathsig: int | None) -> Any:
+    """The function run in the child between fork and exec: parent-death signal, then the record.
+
+    Only system calls and byte formatting here (no imports, no locks).
+    """
+    prctl = _prctl() if deathsig else None
+    d = str(dir_)
+
+    def run() -> None:
+        if prctl is not None:
+            prctl(PR_SET_PDEATHSIG, deathsig, 0, 0, 0)
+            if os.getppid() != parent:  # the parent died before prctl: do not start at all
+                os._exit(1)
+        pid = os.getpid()
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
+        try:
+            stat = os.read(fd, 4096)
+        finally:
+            os.close(fd)
+        start = stat.rsplit(b")", 1)[1].split()[19].decode()
+        data = body[:-1] + f', "pid": {pid}, "pgid": {os.getpgrp()}, "start": {start}}}'.encode()
+        tmp = f"{d}/.{pid}-{start}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+        os.rename(tmp, f"{d}/{pid}-{start}.json")
+
+    return run
+
+
+_RUN_START: int | None = None
+_OWN: list[tuple[Records, Record]] = []  # ephemeral children this process started
+
+
+def run_identity() -> tuple[int, int]:
+    global _RUN_START
+    if _RUN_START is None:
+        _RUN_START = start_time(os.getpid()) or 0
+    return os.getpid(), _RUN_START
+
+
+def mark(workdir: Path) -> None:
+    """Put the work dir marker in this process's environment: every child inherits it."""
+    os.environ[MARK_ENV] = str(workdir)
+
+
+class Records:
+    """The process records of one lab work dir (``<workdir>/procs/``)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.dir = self.root / "procs"
+
+    def all(self) -> list[Record]:
+        out = []
+        with contextlib.suppress(OSError):
+            for f in sorted(self.dir.glob("*.json")):
+                with contextlib.suppress(OSError, ValueError, KeyError):
+                    out.append(Record.from_dict(json.loads(f.read_text())))
+        return out
+
+    def write(self, rec: Record) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.dir / f".{rec.key}.tmp"
+        tmp.write_text(json.dumps({**asdict(rec), "cmd": list(rec.cmd)}))
+        os.replace(tmp, self.dir / f"{rec.key}.json")
+
+    def forget(self, rec: Record) -> None:
+        (self.dir / f"{rec.key}.json").unlink(missing_ok=True)
+
+    def start(
+        self,
+        cmd: Sequence[str],
+        *,
+        what: str,
+        owner: str,
+        lab: str,
+        ephemeral: bool,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        stdout: Any = None,
+    ) -> subprocess.Popen[bytes]:
+        """Start ``cmd`` in its own session; the child records itself before exec (see module doc).
+
+        The parent-death signal is per *thread*: it is set only when the main thread starts the
+        child (a worker thread that ends would take the child with it).
+        """
+        self.dir.mkdir(parents=True, exist_ok=True)
+        run_pid, run_start = run_identity()
+        full_env = dict(os.environ if env is None else env)
+        full_env[MARK_ENV] = str(self.root)
+        body = json.dumps({"owner": owner, "what": what, "lab": lab, "cmd": list(cmd), "run_pid": run_pid,
+                           "run_start": run_start, "ephemeral": ephemeral, "at": time.time()}).encode()
+        deathsig = signal.SIGTERM if ephemeral and threading.current_thread() is threading.main_thread() \
+            else None
+        p = subprocess.Popen(list(cmd), stdout=stdout, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                             env=full_env, cwd=cwd, start_new_session=True,
+                             preexec_fn=_child_setup(self.dir, body, run_pid, deathsig))
+        rec = next((r for r in self.all() if r.pid == p.pid), None)
+        if ephemeral and rec is not None:
+            _OWN.append((self, rec))
+        return p
+
+    def of(self, pid: int) -> Record | None:
+        """The record of a live process by PID (its start time checked)."""
+        st = start_time(pid)
+        return next((r for r in self.all() if r.pid == pid and r.start == st), None)
+
+    def live(self) -> list[Record]:
+        return [r for r in self.all() if liveness(r.start, start_time(r.pid)) == "alive"]
+
+    def converge(self, *, owner: str | None = None, lab: str | None = None,
+                 steps: Sequence[tuple[int, float]] = ORPHAN_STEPS) -> list[tuple[Record, str]]:
+        """Forget dead records, stop orphaned ephemeral processes, adopt long-lived ones.
+
+        Returns (record, action) for every record looked at; ``stop`` means it was stopped.
+        """
+        done: list[tuple[Record, str]] = []
+        for rec in self.all():
+            if (owner and rec.owner != owner) or (lab and rec.lab != lab):
+                continue
+            act = decide(liveness(rec.start, start_time(rec.pid)),
+                         liveness(rec.run_start, start_time(rec.run_pid)), rec.ephemeral)
+            if act == "stop":
+                stop_record(rec, self.root, steps)
+            if act in ("forget", "stop"):
+                self.forget(rec)
+            done.append((rec, act))
+        return done
+
+
+def members(rec: Record, root: Path, procs: Iterable[ProcInfo] | None = None) -> list[ProcInfo]:
+    """Live processes that belong to a record: the process itself (pid and start time match) and,
+    in its group, those started after it that are verifiably ours (the leader still alive, or the
+    work dir marker in their environment)."""
+    procs = list(all_procs() if procs is None else procs)
+    leader = next((p for p in procs if p.pid == rec.pid and p.start == rec.start), None)
+    return [p for p in procs
+            if p is leader or (p.pgid == rec.pgid and p.start >= rec.start
+                               and (leader is not None or p.marker == str(root)))]
+
+
+def signal_verified(pid: int, start: int, sig: int) -> bool:
+    """Send ``sig`` to ``pid`` only if it is still the process that started at ``start``."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return False
+    except OSError:  # no pidfd (old kernel): check, then kill (a tiny window remains)
+        if start_time(pid) != start:
+            return False
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+            return True
+        return False
+    try:
+        if start_time(pid) != start:  # the pidfd pins the process: checked here, it stays true
+            return False
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            signal.pidfd_send_signal(fd, sig)
+            return True
+        return False
+    finally:
+        os.close(fd)
+
+
+def stop_procs(targets: Sequence[ProcInfo], steps: Sequence[tuple[int, float]] = STOP_STEPS) -> bool:
+    """Stop exactly these processes (pid + start verified): SIGINT, SIGTERM, SIGKILL. True if gone.
+
+    A second Ctrl-C while waiting moves on to the next, harder signal at once.
+    """
+    left = list(targets)
+    for sig, wait in steps:
+        left = [p for p in left if start_time(p.pid) == p.start]
+        if not left:
+            return True
+        for p in left:
+            if sig:
+                signal_verified(p.pid, p.start, sig)
+        deadline = time.monotonic() + wait
+        try:
+            while time.monotonic() < deadline:
+                for p in left:
+                    with contextlib.suppress(ChildProcessError, OSError):
+                        os.waitpid(p.pid, os.WNOHANG)  # reap our own children
+                if all(start_time(p.pid) != p.start for p in left):
+                    return True
+                time.sleep(0.1)
+        except KeyboardInterrupt:
+            continue
+    return all(start_time(p.pid) != p.start for p in left)
+
+
+def stop_record(rec: Record, root: Path, steps: Sequence[tuple[int, float]] = STOP_STEPS) -> bool:
+    """Stop a recorded process and its group (each member verified by pid and start time)."""
+    gone = True
+    for _ in range(3):  # a member may start another while we stop it (terraform -> provider)
+        ms = members(rec, root)
+        if not ms:
+            return gone
+        gone = stop_procs(ms, steps)
+    return gone and not members(rec, root)
+
+
+def stop_own_children(steps: Sequence[tuple[int, float]] = QUICK_STEPS) -> list[Record]:
+    """Stop every ephemeral child this process started that still runs (the Ctrl-C safety net)."""
+    stopped = []
+    for records, rec in list(_OWN):
+        if liveness(rec.start, start_time(rec.pid)) == "alive" or members(rec, records.root):
+            stop_record(rec, records.root, steps)
+            stopped.append(rec)
+        records.forget(rec)
+        _OWN.remove((records, rec))
+    return stopped
+
+
+# --- leftovers -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Leftover:
+    proc: ProcInfo
+    what: str  # the record's name, or the program
+    why: str  # recorded | marker | exe | cwd | argv
+    ours: bool  # raylab started it (recorded, marker, or its program lies in the work dir)
+
+    def line(self) -> str:
+        how = "" if self.ours else "; raylab did not start it, so it is not stopped: stop it yourself"
+        return f"process {self.what} (pid {self.proc.pid}, {self.why}){how}"
+
+
+def find_leftovers(root: Path, procs: Iterable[ProcInfo] | None = None,
+                   exclude: set[int] | None = None) -> list[Leftover]:
+    """Every live process of this work dir: recorded ones (and their groups), then any whose
+    environment marker, program, working directory or arguments lie under ``root``.
+    Excludes this process and its ancestors."""
+    root = Path(root)
+    procs = list(all_procs() if procs is None else procs)
+    skip = self_and_ancestors() if exclude is None else exclude
+    out: dict[int, Leftover] = {}
+    for rec in Records(root).all():
+        for p in members(rec, root, procs):
+            if p.pid not in skip:
+                what = rec.what if p.pid == rec.pid else f"{Path(p.argv[0]).name} (of {rec.what})"
+                out.setdefault(p.pid, Leftover(p, what, "recorded", True))
+    for p in procs:
+        if p.pid in skip or p.pid in out:
+            continue
+        why = ("marker" if p.marker == str(root) else "exe" if under(p.exe, root)
+               else "cwd" if under(p.cwd, root) else "argv" if any(under(a, root) for a in p.argv) else "")
+        if why:
+            out[p.pid] = Leftover(p, Path(p.argv[0]).name, f"{why} under {root}", why in ("marker", "exe"))
+    return sorted(out.values(), key=lambda x: x.proc.pid)
+
+
+def stop_leftovers(root: Path, steps: Sequence[tuple[int, float]] = QUICK_STEPS) -> list[Leftover]:
+    """Stop every leftover raylab started (records first, group by group; then the scan's)."""
+    records = Records(root)
+    for rec in records.all():
+        stop_record(rec, records.root, steps)
+        records.forget(rec)
+    left = [x for x in find_leftovers(root) if x.ours]
+    stop_procs([x.proc for x in left], steps)
+    return left

@@ -166,6 +166,11 @@ def main(tmp: Path) -> dict:
             lab=lab,
             outputs={**{k: v for k, v in network.items() if k != "stack_name"}, **identity},
         )
+        # moto publishes Amazon Linux's public SSM parameters, not Debian's: the same resolve-and-pin
+        # path (SSM, then DescribeImages for the root device and snapshot size) on an image it knows.
+        for nt in cfg["available_node_types"].values():
+            nt["node_config"]["ImageId"] = (
+                "resolve:ssm:/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64")
         rendered = write_rendered(cfg, tmp / ".raylab" / "cluster.yaml")
         t0 = time.monotonic()
         info = target.cluster_up(ctx, rendered)

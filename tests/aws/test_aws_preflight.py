@@ -79,7 +79,7 @@ def test_sane_config_passes(moto_endpoint: str, ec2_quotas: dict, tmp_path: Path
         "cost estimate",
     ]
     quota = next(c for c in out["checks"] if c["name"] == "on-demand vCPU quota")
-    assert quota["detail"] == "max_workers 30 x 16 vCPU + head 16 = 496 <= quota 512 (L-1216C47A)"
+    assert quota["detail"] == "max_workers 30 x 16 vCPU + head 16 + bastion 2 = 498 <= quota 512 (L-1216C47A)"
     assert out["facts"]["availability_zones"] == ["us-west-2a", "us-west-2b"]
     assert out["facts"]["operator_cidr"] == "52.95.110.1/32"
     assert out["facts"]["cost_per_hour_usd"] > 0
@@ -89,25 +89,39 @@ def test_sane_config_passes(moto_endpoint: str, ec2_quotas: dict, tmp_path: Path
     _nothing_created(moto_endpoint)
 
 
-def test_quota_too_small_names_the_fix(moto_endpoint: str, ec2_quotas: dict, tmp_path: Path) -> None:
+def test_quota_wall_passes_and_says_where_it_stands(
+    moto_endpoint: str, ec2_quotas: dict, tmp_path: Path
+) -> None:
     ec2_quotas.update({OD: 160, SPOT: 160})
     r = run_cli(
-        "preflight",
-        "--target",
-        "aws",
-        "--lab",
-        "pf",
-        "--workdir",
-        str(tmp_path / ".raylab"),
+        "preflight", "--target", "aws", "--lab", "pf", "--workdir", str(tmp_path / ".raylab"),
+        env=aws_env(moto_endpoint),
+    )
+    assert r.returncode == 0, r.stderr
+    assert (
+        "on-demand vCPU quota: max_workers 30 x 16 vCPU + head 16 + bastion 2 = 498 > quota 160: "
+        "the wall stands at about 8 worker(s)"
+    ) in r.stderr
+    _nothing_created(moto_endpoint)
+
+
+def test_quota_below_head_bastion_and_one_worker_names_the_fix(
+    moto_endpoint: str, ec2_quotas: dict, tmp_path: Path
+) -> None:
+    ec2_quotas.update({OD: 33, SPOT: 160})
+    r = run_cli(
+        "preflight", "--target", "aws", "--lab", "pf", "--workdir", str(tmp_path / ".raylab"),
         env=aws_env(moto_endpoint),
     )
     assert r.returncode == 2
     assert "Traceback" not in r.stderr
     last = r.stderr.strip().splitlines()[-1]
     assert last == (
-        "error: preflight: on-demand vCPU quota: max_workers 30 x 16 vCPU + head 16 = 496 > quota 160 "
+        "error: preflight: on-demand vCPU quota: "
+        "max_workers 30 x 16 vCPU + head 16 + bastion 2 = 498 > quota 33, "
+        "below head 16 + bastion 2 + one worker 16 = 34: the lab cannot start "
         "(request an increase of Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances "
-        "(L-1216C47A) to >= 496 or set max_workers <= 9)"
+        "(L-1216C47A) to >= 34 (better >= 498), or use smaller instance types)"
     )
     _nothing_created(moto_endpoint)
 
@@ -179,3 +193,28 @@ def test_region_option_wins(moto_endpoint: str, ec2_quotas: dict, tmp_path: Path
     )
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["facts"]["availability_zones"] == ["eu-west-1a", "eu-west-1b"]
+
+
+def test_no_network_is_not_rejected_credentials(tmp_path: Path) -> None:
+    # a closed port on loopback stands for "no network": botocore's EndpointConnectionError
+    env = _env_without(aws_env("http://127.0.0.1:9"))
+    r = _run(["preflight", "--target", "aws", "--lab", "pf"], env, tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: preflight: credentials: could not reach AWS at http://127.0.0.1:9")
+    assert "(EndpointConnectionError)" in last and "rejected" not in last
+    assert not (tmp_path / ".raylab").exists()
+
+
+@pytest.mark.parametrize("region", [None, "us-west-2"])
+def test_missing_profile_is_one_line(tmp_path: Path, region: str | None) -> None:
+    env = _env_without(aws_env("http://127.0.0.1:9"), "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                       *(["AWS_DEFAULT_REGION"] if region is None else []))
+    env["AWS_PROFILE"] = "nope"
+    r = _run(["preflight", "--target", "aws", "--lab", "pf"], env, tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert "AWS profile 'nope' is not configured" in last
+    assert last.endswith(
+        "(run `aws configure --profile nope` (or `aws configure sso`), or unset AWS_PROFILE)"
+    )

@@ -74,7 +74,7 @@ def test_every_ssh_hop_goes_through_the_bastion_without_agent(report: dict) -> N
     rsync_calls = [c["argv"] for c in report["calls"] if c["tool"] == "rsync"]
     assert ssh_calls and rsync_calls
     bastion = f"ec2-user@{report['bastion_ip']}"
-    head = f"ubuntu@{report['info']['head_ip']}"
+    head = f"admin@{report['info']['head_ip']}"  # Debian 12 node image
     for argv in ssh_calls:
         proxy = [a for a in argv if a.startswith("ProxyCommand=")]
         assert len(proxy) == 1, argv
@@ -110,4 +110,4 @@ def test_the_spot_helpers_reach_the_head_and_the_guard_starts_there(report: dict
     sources = {argv[-2] for argv in rsync_calls}
     assert any(s.endswith("src/raylab/spot/imds_watcher.py") for s in sources), sources
     remote = " ".join(a for c in report["calls"] if c["tool"] == "ssh" for a in c["argv"])
-    assert "python3 ~/raylab/guard.py --config ~/ray_bootstrap_config.yaml" in remote
+    assert "ray-env/bin/python ~/raylab/guard.py --config ~/ray_bootstrap_config.yaml" in remote

@@ -28,12 +28,14 @@ def cfg(od: int, spot: int, cap: int | None, head: dict | None = None) -> dict:
 @pytest.mark.parametrize(
     ("config", "quota", "ok", "detail", "hint_tail"),
     [
+        # stage 4's lesson: demand above the quota passes, and says where the wall stands
         (
             cfg(30, 0, 30),
             160,
-            False,
-            "max_workers 30 x 16 vCPU + head 16 = 496 > quota 160",
-            "to >= 496 or set max_workers <= 9",
+            True,
+            "max_workers 30 x 16 vCPU + head 16 = 496 > quota 160: the wall stands at about 9 worker(s) "
+            "(stage 4 shows it) (L-1216C47A)",
+            "to >= 496",
         ),
         (
             cfg(30, 0, 30),
@@ -46,16 +48,19 @@ def cfg(od: int, spot: int, cap: int | None, head: dict | None = None) -> dict:
         (
             cfg(30, 0, None),
             32,
-            False,
-            "max_workers 30 x 16 vCPU + head 16 = 496 > quota 32",
-            "or set max_workers <= 1",
+            True,
+            "max_workers 30 x 16 vCPU + head 16 = 496 > quota 32: the wall stands at about 1 worker(s) "
+            "(stage 4 shows it) (L-1216C47A)",
+            "to >= 496",
         ),
+        # refused only below head + one worker
         (
             cfg(30, 0, 30),
-            8,
+            31,
             False,
-            "max_workers 30 x 16 vCPU + head 16 = 496 > quota 8",
-            "or set max_workers <= 0",
+            "max_workers 30 x 16 vCPU + head 16 = 496 > quota 31, below head 16 + one worker 16 = 32: "
+            "the lab cannot start",
+            "to >= 32 (better >= 496), or use smaller instance types",
         ),
     ],
 )
@@ -64,8 +69,46 @@ def test_on_demand_quota(config: dict, quota: int, ok: bool, detail: str, hint_t
     c = pf.quota_check(d, quota)
     assert (c.ok, c.detail) == (ok, detail)
     if hint_tail:
-        assert c.hint.startswith("request an increase of Running On-Demand Standard")
+        assert "request an increase of Running On-Demand Standard" in c.hint
         assert c.hint.endswith(hint_tail)
+
+
+# The bastion's 2 vCPUs (t3.micro) count against the on-demand quota: 16 + 2 + 8 x 16 = 146 fits
+# 160, a 9th c7i.4xlarge worker would make 162.
+@pytest.mark.parametrize(
+    ("quota", "ok", "wall", "floor_detail"),
+    [
+        (160, True, "8", None),
+        (162, True, "9", None),
+        (34, True, "1", None),
+        (33, False, None, "below head 16 + bastion 2 + one worker 16 = 34: the lab cannot start"),
+        (17, False, None, "below head 16 + bastion 2 + one worker 16 = 34: the lab cannot start"),
+    ],
+)
+def test_bastion_counts_and_the_wall(
+    quota: int, ok: bool, wall: str | None, floor_detail: str | None
+) -> None:
+    d = pf.quota_demands(pf.launch_shapes(cfg(30, 0, 30)), VCPUS, 30, bastion_vcpus=2)[pf.ON_DEMAND_QUOTA]
+    assert d.total == 30 * 16 + 16 + 2 and d.floor == 34
+    c = pf.quota_check(d, quota)
+    assert c.ok is ok
+    assert c.detail.startswith(f"max_workers 30 x 16 vCPU + head 16 + bastion 2 = 498 > quota {quota}")
+    if wall:
+        assert f"the wall stands at about {wall} worker(s)" in c.detail
+        assert pf.workers_that_fit(quota, 16, 16, bastion_vcpus=2) == int(wall)
+    else:
+        assert c.detail.endswith(floor_detail)
+        assert c.hint.endswith("to >= 34 (better >= 498), or use smaller instance types")
+
+
+def test_spot_only_workers_put_head_and_bastion_on_the_on_demand_quota() -> None:
+    d = pf.quota_demands(pf.launch_shapes(cfg(0, 28, 28)), VCPUS, 28, bastion_vcpus=2)
+    assert d[pf.ON_DEMAND_QUOTA].total == 18 and d[pf.ON_DEMAND_QUOTA].terms == ()
+    assert not pf.quota_check(d[pf.ON_DEMAND_QUOTA], 16).ok
+    assert pf.quota_check(d[pf.ON_DEMAND_QUOTA], 18).ok
+    spot = pf.quota_check(d[pf.SPOT_QUOTA], 160)
+    assert spot.detail.endswith("about 10 worker(s) (stage 4 shows it) (L-34B43A08)")
+    assert not pf.quota_check(d[pf.SPOT_QUOTA], 15).ok
 
 
 def test_each_market_at_its_own_worst_case() -> None:
@@ -74,16 +117,29 @@ def test_each_market_at_its_own_worst_case() -> None:
     assert d[pf.ON_DEMAND_QUOTA].total == 30 * 16 + 16
     assert d[pf.SPOT_QUOTA].total == 28 * 16  # the head is on-demand
     c = pf.quota_check(d[pf.SPOT_QUOTA], 160)
-    assert c.detail == "max_workers 28 x 16 vCPU = 448 > quota 160"
-    assert c.hint.endswith("or set max_workers <= 10")
+    assert c.ok
+    assert c.detail.startswith(
+        "max_workers 28 x 16 vCPU = 448 > quota 160: the wall stands at about 10 worker(s)"
+    )
 
 
 def test_vcpus_already_in_use_count() -> None:
     d = pf.quota_demands(pf.launch_shapes(cfg(4, 0, 4)), VCPUS, 4)[pf.ON_DEMAND_QUOTA]
     c = pf.quota_check(d, 160, in_use=96)
-    assert not c.ok
-    assert c.detail == "max_workers 4 x 16 vCPU + head 16 + 96 in use = 176 > quota 160"
-    assert c.hint.endswith("set max_workers <= 3")
+    assert c.ok
+    assert c.detail.startswith("max_workers 4 x 16 vCPU + head 16 + 96 in use = 176 > quota 160")
+    assert "about 3 worker(s)" in c.detail
+    c = pf.quota_check(d, 120, in_use=96)
+    assert not c.ok and "below head 16 + one worker 16 + 96 in use = 128" in c.detail
+
+
+def test_mixed_worker_sizes_give_a_range() -> None:
+    c = cfg(0, 0, None)
+    c["available_node_types"]["small"] = {"max_workers": 40, "node_config": {"InstanceType": "m7i.large"}}
+    c["available_node_types"]["od"]["max_workers"] = 10
+    d = pf.quota_demands(pf.launch_shapes(c), VCPUS, None, bastion_vcpus=2)[pf.ON_DEMAND_QUOTA]
+    chk = pf.quota_check(d, 160)
+    assert chk.ok and "the wall stands at about 8-71 worker(s)" in chk.detail
 
 
 def test_non_standard_families_are_not_silently_passed() -> None:
@@ -186,3 +242,41 @@ def test_ip_lookup_not_called_when_credentials_fail() -> None:
     assert [(c.name, c.ok) for c in f.checks] == [("region", True), ("credentials", False)]
     assert f.checks[-1].detail == "no AWS credentials found"
     assert looked == []
+
+
+@pytest.mark.parametrize(
+    ("exc", "detail"),
+    [
+        ("no-net", "could not reach AWS at https://sts.us-west-2.amazonaws.com (EndpointConnectionError)"),
+        ("no-creds", "no AWS credentials found"),
+        ("denied", "AWS rejected the credentials (InvalidClientTokenId)"),
+    ],
+)
+def test_credentials_failures_are_told_apart(exc: str, detail: str) -> None:
+    from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
+
+    errors = {
+        "no-net": EndpointConnectionError(endpoint_url="https://sts.us-west-2.amazonaws.com"),
+        "no-creds": NoCredentialsError(),
+        "denied": ClientError(
+            {"Error": {"Code": "InvalidClientTokenId", "Message": "no"}}, "GetCallerIdentity"
+        ),
+    }
+
+    class Sts:
+        def get_caller_identity(self):
+            raise errors[exc]
+
+    f = pf.run_checks(
+        cfg=cfg(1, 0, 1),
+        region="us-west-2",
+        client=lambda s: Sts(),
+        cluster_name="raylab-x",
+        ip_lookup=lambda: "52.95.110.1",
+        price=lambda t, m: 1.0,
+    )
+    c = f.checks[-1]
+    assert c.name == "credentials" and not c.ok
+    assert c.detail.startswith(detail)
+    if exc == "no-net":
+        assert "rejected" not in c.detail and "network" in c.hint

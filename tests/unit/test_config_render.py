@@ -93,10 +93,10 @@ def test_the_plans_cluster(rendered: dict[str, dict[str, Any]]) -> None:
                                       "~/raylab/imds_watcher.py": str(spot / "imds_watcher.py")}
         assert all(Path(p).is_file() for p in cfg["file_mounts"].values())
         guard = cfg["head_start_ray_commands"][-1]
-        assert "python3 ~/raylab/guard.py --config ~/ray_bootstrap_config.yaml" in guard
-        assert '--cluster-name "raylab-kim"' in guard and "/logs/monitor.log" in guard
+        assert "$HOME/ray-env/bin/python ~/raylab/guard.py --config ~/ray_bootstrap_config.yaml" in guard
+        assert "--cluster-name raylab-kim " in guard and "/logs/monitor.log" in guard
         watcher = cfg["worker_start_ray_commands"][-1]
-        assert "python3 ~/raylab/imds_watcher.py --gcs-address=$RAY_HEAD_IP:6379" in watcher
+        assert "$HOME/ray-env/bin/python ~/raylab/imds_watcher.py --gcs-address=$RAY_HEAD_IP:6379" in watcher
         for cmd in (guard, watcher):  # restartable: the previous one is stopped by its own pid file
             assert cmd.startswith("kill $(cat ~/raylab/") and "nohup " in cmd and "< /dev/null" in cmd
         assert "ruamel.yaml" in " ".join(cfg["head_setup_commands"])

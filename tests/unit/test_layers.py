@@ -29,7 +29,7 @@ OVERSIZED: dict[str, int] = {
     "raylab.targets.local.twin": 464,
 }
 
-PIECES = ("cluster", "aws", "spot", "plan", "observe", "datajob", "iac")
+PIECES = ("cluster", "aws", "spot", "plan", "observe", "datajob", "iac", "room")
 
 
 def layer(module: str) -> str:

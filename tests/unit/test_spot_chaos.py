@@ -17,7 +17,7 @@ CL = "raylab-t1"
 def inst(iid: str, market: str = "spot", state: str = "running", kind: str = "worker",
          node_type: str = "ray.worker.spot", cluster: str = CL) -> dict:
     return {"id": iid, "state": state, "market": market,
-            "tags": {"ray-cluster-name": cluster, "ray-node-kind": kind, "ray-user-node-type": node_type}}
+            "tags": {"ray-cluster-name": cluster, "ray-node-type": kind, "ray-user-node-type": node_type}}
 
 
 def test_reclaimable_only_running_spot_workers_of_the_cluster():
@@ -75,7 +75,7 @@ def test_aws_fis_drill_and_cleanup_against_moto(monkeypatch):
 
         ctx._target = Env()  # type: ignore[assignment]
         ec2 = boto3.client("ec2", region_name="us-west-2")
-        kv = {"ray-cluster-name": "raylab-t1", "ray-node-kind": "worker",
+        kv = {"ray-cluster-name": "raylab-t1", "ray-node-type": "worker",
               "ray-user-node-type": "ray.worker.spot"}
         tags = [{"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in kv.items()]}]
         ids = [i["InstanceId"] for i in ec2.run_instances(

@@ -166,6 +166,41 @@ def _failure_reason(cfn: Any, stack_id: str) -> str:
     return "unknown"
 
 
+def delete_failed_resources(events: list[Mapping[str, Any]], stack_name: str) -> list[str]:
+    """The resources the newest delete could not remove, as "LogicalId: reason" (pure; events newest
+    first, as describe_stack_events returns them; stops at the start of that delete)."""
+    out: list[str] = []
+    for ev in events:
+        lid = ev.get("LogicalResourceId", "?")
+        status = ev.get("ResourceStatus", "")
+        if lid == stack_name and status == "DELETE_IN_PROGRESS":
+            break
+        if status == "DELETE_FAILED" and lid != stack_name:
+            line = f"{lid}: {ev.get('ResourceStatusReason') or 'no reason given'}"
+            if line not in out:
+                out.append(line)
+    return out
+
+
+def delete_failed_error(name: str, failed: list[str]) -> RaylabError:
+    """One line for a stack stuck in DELETE_FAILED: what holds it, and what to do."""
+    what = "; ".join(f[:200] for f in failed[:3]) or "see the stack's events"
+    more = f" (+{len(failed) - 3} more)" if len(failed) > 3 else ""
+    return RaylabError(
+        f"stack {name} is stuck in DELETE_FAILED: {what}{more}",
+        "remove what still uses those resources (e.g. instances or network interfaces left in the VPC), "
+        "then re-run `raylab down`",
+    )
+
+
+def _delete_failed(cfn: Any, stack_id: str, name: str) -> RaylabError:
+    try:
+        evs = list(cfn.describe_stack_events(StackName=stack_id)["StackEvents"])
+    except Exception:  # noqa: BLE001 - the line is still worth giving
+        evs = []
+    return delete_failed_error(name, delete_failed_resources(evs, name))
+
+
 def deploy_stack(
     cfn: Any,
     *,
@@ -194,7 +229,8 @@ def deploy_stack(
         if action == "recreate":
             assert cur is not None
             ui.warning(f"stack {name} is {status}: deleting it to create it again")
-            delete_and_wait(cfn, cur["StackId"], ui, timeout_s, poll_s)
+            if delete_and_wait(cfn, cur["StackId"], ui, timeout_s, poll_s) == "DELETE_FAILED":
+                raise _delete_failed(cfn, cur["StackId"], name)
             continue
         break
     else:
@@ -239,6 +275,15 @@ def deploy_stack(
     st = cfn.describe_stacks(StackName=stack_id)["Stacks"][0]
     ui.success(f"stack {name} {verb} ({final})")
     return verb, outputs_of(st)
+
+
+def delete_or_explain(cfn: Any, stack_id: str, name: str, ui: UI, timeout_s: float = 1800.0,
+                      poll_s: float = 2.0) -> str:
+    """``delete_and_wait``, and a stack that ends DELETE_FAILED becomes one clear RaylabError."""
+    final = delete_and_wait(cfn, stack_id, ui, timeout_s, poll_s)
+    if final == "DELETE_FAILED":
+        raise _delete_failed(cfn, stack_id, name)
+    return final
 
 
 def delete_and_wait(cfn: Any, stack_id: str, ui: UI, timeout_s: float = 1800.0, poll_s: float = 2.0) -> str:

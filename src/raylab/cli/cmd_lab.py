@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from raylab.cli.cmd_preflight import RegionOpt
 from raylab.cli.options import (
     JsonOpt,
     LabOpt,
@@ -29,19 +30,92 @@ def _confirm_spend(ctx: Context, what: str) -> None:
         raise RaylabError("not confirmed: nothing was created", "re-run with --yes to skip the question")
 
 
-def _run(ctx: Context, infos: list[StageInfo], command: str, verify_only: bool = False) -> None:
-    results = []
+def _set_region(ctx: Context, region: str | None) -> None:
+    """--region (as `raylab preflight` takes it): the AWS target reads ctx.options["region"]."""
+    if region:
+        if ctx.target_name != "aws":
+            raise RaylabError("--region applies to --target aws only", "drop --region on the local target")
+        ctx.options["region"] = region
+
+
+def _preflight(ctx: Context) -> None:
+    for c in ctx.target.preflight(ctx):
+        if not c.ok:
+            raise RaylabError(f"preflight: {c.name}: {c.detail}", c.hint)
+        if ctx.target_name == "aws":
+            ctx.ui.success(f"preflight · {c.name}: {c.detail}")  # e.g. where the quota wall stands
+
+
+def _teardown_after_failure(ctx: Context) -> dict[str, Any]:
+    """What `raylab down` does (teardown, then the leftover check), run because a stage failed.
+    Never raises: the caller reports the stage's failure, with what teardown left behind."""
+    from raylab.stages import load
+
+    ctx.ui.step("teardown: a stage failed, so everything the lab created is removed now (--keep skips this)")
+    out: dict[str, Any] = {"ran": True, "errors": [], "leftovers": []}
     try:
-        with ctx.state.lock(command):
+        out["errors"] = (load(BY_NAME["teardown"]).apply(ctx) or {}).get("errors", [])
+    except Exception as e:  # noqa: BLE001 - still check what is left
+        out["errors"] = [f"teardown: {type(e).__name__}: {e}"]
+    try:
+        out["leftovers"] = ctx.target.leftovers(ctx)
+    except Exception as e:  # noqa: BLE001 - a check that cannot run is not a pass
+        out["leftovers"] = [f"could not list what is left: {type(e).__name__}: {e}"]
+    for item in out["leftovers"]:
+        ctx.ui.error(f"left behind: {item}")
+    if not out["leftovers"]:
+        ctx.ui.success("nothing left: no instance, stack, profile or process of this lab")
+    return out
+
+
+def failure_error(label: str, err: BaseException, teardown: dict[str, Any] | None) -> RaylabError:
+    """One line naming the failed stage and what teardown did (pure)."""
+    what = err.message if isinstance(err, RaylabError) else f"{type(err).__name__}: {err}"
+    if isinstance(err, KeyboardInterrupt):
+        what = "interrupted"
+    what = what if what.startswith(f"{label}") else f"{label} failed: {what}"
+    if teardown is None:
+        hint = err.hint if isinstance(err, RaylabError) and err.hint else "see the logs under .raylab/"
+        hint += "; the lab is still up (`raylab down` removes it)"
+    elif teardown["leftovers"]:
+        hint = f"torn down, but {len(teardown['leftovers'])} resource(s) are left: re-run `raylab down`"
+    else:
+        hint = "torn down: nothing of the lab is left"
+        if isinstance(err, RaylabError) and err.hint:
+            hint = f"{err.hint}; {hint}"
+    return RaylabError(what, hint, exit_code=130 if isinstance(err, KeyboardInterrupt) else 1)
+
+
+def _run(ctx: Context, infos: list[StageInfo], command: str, verify_only: bool = False,
+         teardown_on_failure: bool = False) -> None:
+    """Run the stages in order. With ``teardown_on_failure`` (`raylab lab` without --keep), a stage
+    that fails (a failed check, an error, Ctrl-C) is followed by teardown and the leftover check,
+    and the command still fails, naming that stage."""
+    results = []
+    with ctx.state.lock(command):
+        if not verify_only:
+            _preflight(ctx)  # refuses before anything is created: nothing to tear down
+        failed, label = "start", f"starting the {ctx.target_name} target"
+        try:
             if not verify_only:
-                for c in ctx.target.preflight(ctx):
-                    if not c.ok:
-                        raise RaylabError(f"preflight: {c.name}: {c.detail}", c.hint)
                 ctx.target.start(ctx)
-            results = run_stages(ctx, infos, verify_only=verify_only)
-    except StageFailed as e:
-        ctx.ui.result({"ok": False, "failed_stage": e.stage, "failed_check": e.check, "error": e.one_line()})
-        raise
+            for info in infos:
+                failed = f"{info.number} {info.name}" if info.number else info.name
+                label = f"stage {failed}" if info.number else failed
+                results += run_stages(ctx, [info], verify_only=verify_only)
+        except (Exception, KeyboardInterrupt) as e:
+            td = None
+            if teardown_on_failure and failed != "teardown":
+                ctx.ui.error(f"{label} failed: {e.one_line() if isinstance(e, RaylabError) else repr(e)}")
+                td = _teardown_after_failure(ctx)
+            err = failure_error(label, e, td)
+            out = {"ok": False, "failed_stage": failed, "error": err.one_line(), "teardown": td}
+            if isinstance(e, StageFailed):
+                out["failed_check"] = e.check
+            ctx.ui.result(out)
+            if td is None:
+                raise  # as before: a RaylabError's own line, or Ctrl-C's resume hint
+            raise err from e
     ctx.ui.result({"ok": True, "lab": ctx.lab, "target": ctx.target_name,
                    "stages": [r.as_dict() for r in results]})
 
@@ -51,25 +125,29 @@ def lab(
     lab: LabOpt = None,
     scenario: ScenarioOpt = "autoscale",
     keep: Annotated[bool, typer.Option("--keep", help="Do not tear down at the end.")] = False,
+    region: RegionOpt = None,
     yes: YesOpt = False,
     json_mode: JsonOpt = False,
     quiet: QuietOpt = False,
     workdir: WorkdirOpt = None,
 ) -> None:
-    """Run the whole lab in order (stages 1-7), stopping at the first stage whose check fails,
-    then tear everything down (unless --keep) and prove nothing is left."""
+    """Run the whole lab in order (stages 1-7), stopping at the first stage that fails; then tear
+    everything down (unless --keep) and prove nothing is left. A failed stage is named, still ends
+    in teardown and the leftover check, and the exit code is non-zero."""
     ctx = make_context(target, lab, json_mode, yes, scenario, workdir, quiet)
+    _set_region(ctx, region)
     _confirm_spend(ctx, "VPC, NAT gateway, EC2 instances")
     infos = [BY_NAME[n] for n in LAB_STAGES]
     if not keep:
         infos.append(BY_NAME["teardown"])
-    _run(ctx, infos, "lab")
+    _run(ctx, infos, "lab", teardown_on_failure=not keep)
 
 
 def up(
     target: TargetOpt = "local",
     lab: LabOpt = None,
     scenario: ScenarioOpt = "autoscale",
+    region: RegionOpt = None,
     yes: YesOpt = False,
     json_mode: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -77,6 +155,7 @@ def up(
 ) -> None:
     """Stages 1-3: network, identity, cluster. Re-running converges (nothing is created twice)."""
     ctx = make_context(target, lab, json_mode, yes, scenario, workdir, quiet)
+    _set_region(ctx, region)
     _confirm_spend(ctx, "VPC, NAT gateway, the Ray head")
     _run(ctx, [BY_NAME[n] for n in UP_STAGES], "up")
 

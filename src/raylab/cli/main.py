@@ -57,6 +57,7 @@ _COMMANDS = (
     "raylab.cli.cmd_chaos",
     "raylab.cli.cmd_preflight",
     "raylab.cli.cmd_dashboard",
+    "raylab.cli.cmd_room",
 )
 
 for _name in _COMMANDS:
@@ -82,6 +83,7 @@ def _click_exceptions() -> tuple[type[BaseException], ...]:
 
 
 def main() -> None:
+    importlib.import_module("raylab.signals").install()  # SIGTERM/SIGHUP stop like Ctrl-C, exit 130
     try:
         rc = app(standalone_mode=False)
         if isinstance(rc, int) and rc:  # `raise typer.Exit(n)` returns n here (standalone_mode=False)

@@ -4,8 +4,9 @@
 ``"{{ Name }}"``; ``configs/scenarios/<scenario>.yaml`` is an overlay merged on top (mappings merge
 key by key, other values replace, ``null`` deletes). ``render`` fills every placeholder from the
 stage outputs (CloudFormation ∪ Terraform, flat strings) plus values derived from the lab id, and
-refuses (RaylabError naming it) to return a config with a placeholder left. For the local target
-the filled config is handed to ``raylab.cluster.local_form.to_local``.
+refuses (RaylabError naming it) to return a config with a placeholder left. The node command lists
+the config does not give itself (setup and start commands) come from ``raylab.cluster.bootstrap``.
+For the local target the filled config is handed to ``raylab.cluster.local_form.to_local``.
 """
 
 from __future__ import annotations
@@ -212,6 +213,10 @@ def render(*, target: str, scenario: str, lab: str, outputs: Mapping[str, str], 
                                                                  else ""),
             f"run stages 1-2 first, or pass --outputs FILE with a JSON object holding {left[0]!r}",
         )
+    from raylab.cluster.bootstrap import node_commands
+
+    for key, cmds in node_commands(str(filled.get("cluster_name", ""))).items():
+        filled.setdefault(key, cmds)  # Ray's rule: a list the config gives replaces ours
     if target == "local":
         if not endpoint_url:
             raise RaylabError("the local target needs the twin's endpoint URL to render",

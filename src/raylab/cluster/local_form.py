@@ -101,7 +101,8 @@ def _local_node_config(nc: dict[str, Any], name: str) -> dict[str, Any]:
         )
     nc["SubnetIds"] = subnets
     nc["SecurityGroupIds"] = sgs
-    nc.setdefault("ImageId", PLACEHOLDER_AMI)
+    if not str(nc.get("ImageId", "")).startswith("ami-"):  # e.g. resolve:ssm:...: AWS resolves it
+        nc["ImageId"] = PLACEHOLDER_AMI
     if "InstanceType" not in nc:
         raise RaylabError(f"node type {name!r} has no InstanceType", "set node_config.InstanceType")
     return nc

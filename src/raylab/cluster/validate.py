@@ -308,7 +308,7 @@ def check_placeholders(cfg: Mapping[str, Any], env: Env) -> Iterator[Finding]:
 
 # --- running the checks -------------------------------------------------------------------------------------
 def _checks() -> list[tuple[str, Check]]:
-    from raylab.cluster import rules_ec2
+    from raylab.cluster import rules_ec2, rules_node
 
     return [
         ("provider", check_provider),
@@ -320,6 +320,7 @@ def _checks() -> list[tuple[str, Check]]:
         ("head-node-type", check_head_node_type),
         ("placeholders", check_placeholders),
         *rules_ec2.CHECKS,
+        *rules_node.CHECKS,
     ]
 
 

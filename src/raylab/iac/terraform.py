@@ -12,6 +12,15 @@ and a log, so two labs in one room never share state. Providers come from a loca
 mirror when one exists (the folder above ``registry.terraform.io``), through a CLI config file
 written under ``.raylab/`` and selected with ``TF_CLI_CONFIG_FILE``. Credentials travel only in
 the environment; nothing secret is written to a file.
+
+Killed at any moment: terraform runs in its own session, recorded before it runs
+(:mod:`raylab.procs`), with a parent-death signal (SIGTERM: terraform stops gracefully, saves its
+state and releases its lock). Its output goes to the log file, not a pipe, so a dead raylab never
+makes it die of SIGPIPE half-way (which would orphan its provider). Ctrl-C stops its group SIGINT
+first. Before each run, a terraform of this lab that an earlier raylab run left behind is stopped
+(pid and start time checked); commands that lock the state wait ``-lock-timeout`` for a lock, and a
+lock held by anything else is named in one line (holder pid from /proc/locks, who/when/operation
+from ``.terraform.tfstate.lock.info``).
 """
 
 from __future__ import annotations
@@ -19,13 +28,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from raylab import procs
 from raylab.errors import RaylabError
 
 if TYPE_CHECKING:
@@ -45,6 +54,9 @@ LIKELY_MIRROR_ROOTS: tuple[str, ...] = (
 # Parents searched one level deep for any folder that holds ``registry.terraform.io``.
 SEARCH_PARENTS: tuple[str, ...] = ("/opt", "/usr/local/share", "/usr/share", "~")
 
+LOCK_TIMEOUT = "60s"
+# Commands that take the state lock (and so accept -lock-timeout).
+_LOCKING = ("apply", "destroy", "import")
 # Lines of terraform's output worth showing live (the rest goes to the log only).
 _PROGRESS_MARKERS = (
     ": Creating",
@@ -160,6 +172,45 @@ def state_has_resources(state_file: Path) -> bool:
     return bool(state_addresses(state_file))
 
 
+def lock_holders(path: Path, locks_text: str | None = None) -> list[int]:
+    """PIDs holding a POSIX lock on ``path`` (the local backend locks ``terraform.tfstate``)."""
+    try:
+        st = path.stat()
+        text = Path("/proc/locks").read_text() if locks_text is None else locks_text
+    except OSError:
+        return []
+    out = []
+    for line in text.splitlines():
+        f = line.split()
+        if "->" in f:  # a waiter, not a holder
+            continue
+        if len(f) >= 6 and f[1] in ("POSIX", "OFDLCK") and f[5].rsplit(":", 1)[-1] == str(st.st_ino):
+            with_pid = f[4]
+            if with_pid.lstrip("-").isdigit() and int(with_pid) > 0:
+                out.append(int(with_pid))
+    return sorted(set(out))
+
+
+def lock_info(module_dir: Path) -> dict[str, str]:
+    try:
+        return dict(json.loads((module_dir / ".terraform.tfstate.lock.info").read_text()))
+    except (OSError, ValueError):
+        return {}
+
+
+def describe_lock(info: Mapping[str, str], holders: Iterable[int]) -> str:
+    """One line naming a lock's holder: ``<Who>, <operation> since <Created> (lock ID, pid N ...)``."""
+    op = str(info.get("Operation", "")).removeprefix("OperationType").lower() or "an operation"
+    who = info.get("Who") or "someone"
+    created = str(info.get("Created", ""))[:19].replace("T", " ")
+    parts = [f"id {info['ID']}"] if info.get("ID") else []
+    for pid in holders:
+        p = procs.read_proc(pid)
+        parts.append(f"pid {pid}: {p.describe()[:60]}" if p else f"pid {pid}")
+    since = f" since {created} UTC" if created else ""
+    return f"{who}, {op}{since}" + (f" ({'; '.join(parts)})" if parts else "")
+
+
 @dataclass
 class Terraform:
     """One lab's Terraform working directory, run with the real binary."""
@@ -170,6 +221,12 @@ class Terraform:
     ui: UI | None = None
     cli_config: Path | None = None
     last_output: list[str] = field(default_factory=list)  # lines of the last run (also in the log)
+    lab: str = ""
+    records_root: Path | None = None  # where its process is recorded: the lab's .raylab/ (for_lab)
+
+    @property
+    def records(self) -> procs.Records:
+        return procs.Records(self.records_root or self.workdir)
 
     @property
     def module_dir(self) -> Path:
@@ -210,6 +267,18 @@ class Terraform:
             ):
                 old.unlink()
 
+    def _clear_orphans(self) -> None:
+        """Stop a terraform of this lab that an earlier, dead raylab run left running."""
+        for rec, act in self.records.converge(owner="terraform", lab=self.lab):
+            if act == "stop" and self.ui is not None:
+                self.ui.warning(f"stopped `{rec.what}` (pid {rec.pid}) left running by an earlier raylab "
+                                "run that was killed; it held this lab's Terraform state lock")
+
+    def _foreign_lock(self) -> str | None:
+        """One line naming who holds the state lock, if anything does right now."""
+        holders = lock_holders(self.state_file)
+        return describe_lock(lock_info(self.module_dir), holders) if holders else None
+
     def _run(self, args: list[str], show: bool = True) -> list[str]:
         exe = find_terraform(self.env)
         env = dict(self.env)
@@ -217,47 +286,79 @@ class Terraform:
         env["CHECKPOINT_DISABLE"] = "1"
         if self.cli_config is not None:
             env["TF_CLI_CONFIG_FILE"] = str(self.cli_config)
+        if args[0] in _LOCKING:
+            args = [args[0], f"-lock-timeout={LOCK_TIMEOUT}", *args[1:]]
         cmd = [exe, f"-chdir={self.module_dir}", *args]
         self.workdir.mkdir(parents=True, exist_ok=True)
-        lines: list[str] = []
+        self._clear_orphans()
+        holder = self._foreign_lock() if args[0] in _LOCKING else None
+        if holder and self.ui is not None:
+            self.ui.warning(f"this lab's Terraform state is locked by {holder}; "
+                            f"waiting up to {LOCK_TIMEOUT} for it")
         with open(self.log, "a") as log:
-            t0 = time.monotonic()
             log.write(f"\n$ terraform {' '.join(args)}  # {time.strftime('%H:%M:%S')}\n")
-            log.flush()
-            proc = subprocess.Popen(
-                cmd,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                text=True,
-            )
-            assert proc.stdout is not None
-            try:
-                for line in proc.stdout:
-                    log.write(line)
-                    lines.append(line.rstrip("\n"))
-                    if show and self.ui is not None and any(m in line for m in _PROGRESS_MARKERS):
-                        self.ui.info(f"  terraform: {line.strip()}")
-                rc = proc.wait()
-            except KeyboardInterrupt:
-                # terraform got the same Ctrl-C: let it stop cleanly and save its state first
-                try:
-                    proc.wait(timeout=120)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                raise
-            finally:
-                self.last_output = lines
+        t0 = time.monotonic()
+        lines: list[str] = []
+        offset = self.log.stat().st_size
+        proc = procs.spawn(cmd, self.log, env=env, records=self.records, what=f"terraform {args[0]}",
+                           owner="terraform", lab=self.lab, ephemeral=True)
+        rec = self.records.of(proc.pid)
+        try:
+            rc = self._follow(proc, offset, lines, show)
+        except KeyboardInterrupt:
+            # terraform is in its own session: Ctrl-C reached only raylab. Stop its group SIGINT
+            # first, so it saves its state and releases the lock; a second Ctrl-C hurries it.
+            if self.ui is not None:
+                self.ui.warning(f"stopping terraform (pid {proc.pid}): it saves its state first")
+            if rec is not None:
+                procs.stop_record(rec, self.records.root)
+                self.records.forget(rec)
+            raise
+        finally:
+            self.last_output = lines
+            with open(self.log, "a") as log:
                 log.write(f"# took {time.monotonic() - t0:.1f} s\n")
+        if rec is not None:
+            procs.stop_record(rec, self.records.root, procs.QUICK_STEPS)  # a provider left behind
+            self.records.forget(rec)
         if rc != 0:
             err = [ln.strip("│ ").strip() for ln in lines if ln.strip("│ ").strip()]
             first = next((ln for ln in err if ln.startswith("Error:")), err[-1] if err else "no output")
+            if "Error acquiring the state lock" in first:
+                held = self._foreign_lock() or describe_lock(lock_info(self.module_dir), [])
+                raise RaylabError(
+                    f"terraform {args[0]}: the Terraform state of lab {self.lab or self.workdir.name!r} "
+                    f"is locked by {held}, not by a raylab run",
+                    f"let it finish or stop it, then re-run; if no such process exists: "
+                    f"terraform -chdir={self.module_dir} force-unlock <id>",
+                )
             raise RaylabError(
                 f"terraform {args[0]} failed: {first}",
                 f"see {self.log}; fix the cause and re-run (Terraform resumes from its state)",
             )
         return lines
+
+    def _follow(self, proc: Any, offset: int, lines: list[str], show: bool) -> int:
+        """Read terraform's output from the log as it grows (no pipe: see the module doc)."""
+        buf = b""
+        with open(self.log, "rb") as fh:
+            fh.seek(offset)
+            while True:
+                rc = proc.poll()  # polled before reading: after exit, one read gets the rest
+                chunk = fh.read()
+                buf += chunk
+                *done, buf = buf.split(b"\n")
+                for raw in done:
+                    line = raw.decode(errors="replace")
+                    lines.append(line)
+                    if show and self.ui is not None and any(m in line for m in _PROGRESS_MARKERS):
+                        self.ui.info(f"  terraform: {line.strip()}")
+                if rc is not None and not chunk:
+                    if buf:
+                        lines.append(buf.decode(errors="replace"))
+                    return int(rc)
+                if not chunk:
+                    time.sleep(0.1)
 
     def init(self) -> None:
         self.sync_module()
@@ -324,5 +425,6 @@ def for_lab(
         )
     cfg = write_cli_config(raylab_dir, mirror) if mirror is not None else None
     return Terraform(
-        source=source, workdir=raylab_dir / "terraform" / lab, env=full_env, ui=ui, cli_config=cfg
+        source=source, workdir=raylab_dir / "terraform" / lab, env=full_env, ui=ui, cli_config=cfg,
+        lab=lab, records_root=raylab_dir,
     )

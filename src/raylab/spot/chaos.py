@@ -27,13 +27,17 @@ FIS_MAX_NOTICE_S = 900
 
 # --- pure pieces ---------------------------------------------------------------------------------
 
+# Ray's node-kind tag (ray.autoscaler.tags.TAG_RAY_NODE_KIND) is spelled "ray-node-type": head | worker.
+RAY_NODE_KIND_TAG = "ray-node-type"
+
+
 def reclaimable(instances: list[dict[str, Any]], cluster: str,
                 node_type: str | None = None) -> list[dict[str, Any]]:
     """Running spot workers of ``cluster`` (twin/plain dicts: id, state, market, tags), oldest id first."""
     out = [i for i in instances
            if i.get("state") == "running" and i.get("market") == "spot"
            and i.get("tags", {}).get("ray-cluster-name") == cluster
-           and i.get("tags", {}).get("ray-node-kind") != "head"
+           and i.get("tags", {}).get(RAY_NODE_KIND_TAG) != "head"
            and (node_type is None or i.get("tags", {}).get("ray-user-node-type") == node_type)]
     return sorted(out, key=lambda i: i["id"])
 

@@ -215,6 +215,23 @@ def load_yaml(path: Path) -> dict[str, Any]:
     return yaml.safe_load(path.read_text()) or {}
 
 
+def cluster_region(flag: str | None, config: Path) -> str | None:
+    """The region whose instances the guard counts: ``--region``, else the cluster's own
+    ``provider.region`` in the YAML the autoscaler reads (what `ray up` launched in). Never a default
+    region: a guard counting another region's instances would see none and uncap spot at once."""
+    import yaml
+
+    if flag:
+        return flag
+    try:
+        cfg = load_yaml(config)
+    except (OSError, yaml.YAMLError):
+        return None
+    provider = cfg.get("provider") if isinstance(cfg, dict) else None
+    region = provider.get("region") if isinstance(provider, dict) else None
+    return str(region) if region else None
+
+
 # --- failure sources ------------------------------------------------------------------------------
 
 class TwinEventsSource:
@@ -447,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cluster-name", required=True)
     ap.add_argument("--twin", help="local target: the twin's URL (events source and EC2 endpoint)")
     ap.add_argument("--monitor-log", type=Path, help="AWS path: Ray's monitor.log on the head")
-    ap.add_argument("--region", default=os.environ.get("AWS_DEFAULT_REGION", "us-west-2"))
+    ap.add_argument("--region", help="default: provider.region of --config (the cluster's own region)")
     ap.add_argument("--interval", type=float, default=5.0)
     ap.add_argument("--cooldown", type=float, default=GuardConfig.cooldown_s)
     ap.add_argument("--max-cooldown", type=float, default=GuardConfig.max_cooldown_s)
@@ -455,6 +472,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--events", type=Path, help="append guard events (JSON lines) here")
     ap.add_argument("--state", type=Path, help="guard state file (originals survive a restart)")
     a = ap.parse_args(argv)
+    a.region = cluster_region(a.region, a.config)
+    if not a.region:
+        ap.error(f"no region: pass --region, or give {a.config} a provider.region")
     import boto3
 
     if a.twin:

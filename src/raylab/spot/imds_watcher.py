@@ -16,6 +16,9 @@ Endpoint: ``--endpoint`` or ``AWS_EC2_METADATA_SERVICE_ENDPOINT`` (botocore's va
 Run: ``python -m raylab.spot.imds_watcher --gcs-address HOST:PORT [--node-id HEX] [--log FILE]``.
 Without ``--node-id`` it reads ``instance-id`` from IMDS and finds the Ray node with that
 cloud instance id (Ray nodes started with ``RAY_CLOUD_INSTANCE_ID``), retrying until it appears.
+
+It is one copied file run by the node's own Python, 3.8 or newer: standard library only at import,
+no ``datetime.UTC`` (3.11) and no subscripted builtins evaluated at runtime (3.9).
 """
 
 from __future__ import annotations
@@ -29,10 +32,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
-from typing import Any, TextIO
+from datetime import datetime, timezone
+from typing import Any, Callable, TextIO, Tuple  # noqa: UP035
 
 DEFAULT_ENDPOINT = "http://169.254.169.254"
 ACTION_PATH = "/latest/meta-data/spot/instance-action"
@@ -99,7 +101,7 @@ class Notice:
 
 
 def parse_time(s: str) -> datetime:
-    return datetime.strptime(s, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    return datetime.strptime(s, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)  # noqa: UP017
 
 
 def parse_instance_action(body: str) -> Notice:
@@ -202,7 +204,7 @@ def poll_once(client: ImdsClient) -> Poll:
 
 # --- Ray side (I/O) --------------------------------------------------------------------------
 
-Drainer = Callable[[str, str, int], tuple[bool, str]]
+Drainer = Callable[[str, str, int], Tuple[bool, str]]  # noqa: UP006 - evaluated at import
 
 
 def gcs_drainer(gcs_address: str) -> Drainer:

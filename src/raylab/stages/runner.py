@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from raylab.errors import StageFailed
+from raylab.signals import note_stage
 from raylab.stages import StageInfo, load
 from raylab.stages.base import StageResult, safe_verify
 
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
 def run_stage(ctx: Context, info: StageInfo, verify_only: bool = False) -> StageResult:
     stage = load(info)
     label = f"stage {info.number} {info.name}" if info.number else info.name
+    note_stage(ctx.workdir, label)  # where an interrupted or killed run stopped
     t0 = time.monotonic()
     applied: dict = {}
     if not verify_only:

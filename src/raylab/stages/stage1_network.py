@@ -200,10 +200,27 @@ def template_path(ctx: Context) -> Path:
     return ctx.root / "infra" / "cloudformation" / "vpc.yaml"
 
 
-def bastion_ami(ctx: Context) -> str:
-    """The bastion AMI: ``ctx.options["bastion_ami"]``, else Amazon Linux 2023 from SSM."""
-    if ctx.options.get("bastion_ami"):
-        return str(ctx.options["bastion_ami"])
+def choose_bastion_ami(option: str | None, pinned: str | None) -> tuple[str | None, str]:
+    """Which bastion AMI the stack gets, and why (pure). A new ``BastionAmiId`` makes CloudFormation
+    replace the bastion: the Elastic IP moves to a new instance with a new host key, and the pinned
+    key then locks the operator out. So the AMI is resolved from SSM once, when the stack is first
+    created, and the stack's own parameter is kept on every later run; only an explicit
+    ``--bastion-ami`` changes it. (None: resolve from SSM.)"""
+    if option:
+        return str(option), "given"
+    if pinned:
+        return pinned, "pinned"
+    return None, "latest"
+
+
+def bastion_ami(ctx: Context, pinned: str | None = None) -> str:
+    """The bastion AMI: ``ctx.options["bastion_ami"]``, else the existing stack's (``pinned``), else
+    Amazon Linux 2023's latest from SSM (first create only)."""
+    ami, why = choose_bastion_ami(ctx.options.get("bastion_ami"), pinned)
+    if ami:
+        if why == "pinned":
+            ctx.ui.noop(f"bastion AMI {ami} kept from the stack (a new AMI would replace the bastion)")
+        return ami
     from raylab.aws.session import client
 
     try:
@@ -226,17 +243,18 @@ class NetworkStage:
     verified_by = _INFO.verified_by
 
     def apply(self, ctx: Context) -> dict[str, Any]:
-        from raylab.aws.cfn import deploy_stack
+        from raylab.aws.cfn import deploy_stack, describe, params_of
         from raylab.aws.ec2 import availability_zones
         from raylab.aws.session import client
 
         operator = operator_cidr(ctx)
         azs = ctx.options.get("azs") or availability_zones(client(ctx, "ec2"))
+        current = describe(client(ctx, "cloudformation"), ctx.names["stack"])
         params = stack_parameters(
             lab=ctx.lab,
             operator=operator,
             azs=azs,
-            ami=bastion_ami(ctx),
+            ami=bastion_ami(ctx, params_of(current).get("BastionAmiId") if current else None),
             bastion_type=ctx.options.get("bastion_type"),
             key_name=ctx.options.get("bastion_key_name"),
         )
@@ -331,7 +349,7 @@ class NetworkStage:
         return checks
 
     def destroy(self, ctx: Context) -> None:
-        from raylab.aws.cfn import delete_and_wait, describe
+        from raylab.aws.cfn import delete_and_wait, delete_or_explain, describe
         from raylab.aws.ec2 import network_leftovers, sweep_network
         from raylab.aws.session import client
 
@@ -349,7 +367,8 @@ class NetworkStage:
         else:
             ctx.ui.info(f"deleting stack {name}")
             try:
-                final = delete_and_wait(cfn, stack["StackId"], ctx.ui)
+                final = (delete_or_explain(cfn, stack["StackId"], name, ctx.ui) if ctx.target_name == "aws"
+                         else delete_and_wait(cfn, stack["StackId"], ctx.ui))
                 if final != "DELETE_COMPLETE":
                     problem = f"stack delete ended {final}"
             except RaylabError:

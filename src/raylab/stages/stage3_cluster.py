@@ -10,6 +10,7 @@ destroy: stop the head, terminate every instance of the cluster tag, wait for th
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,8 +20,31 @@ from raylab.stages.base import Check
 if TYPE_CHECKING:
     from raylab.context import Context
 
-AGREE_TIMEOUT_S = 60.0
+AGREE_TIMEOUT_S = 60.0  # nodes booting or stopping, with no worker expected
 DEFAULT_SCALE = 4
+# Launch call -> Ray node alive, per node: on AWS the AMI's boot, then SSH from the head and the
+# setup commands (pip install of Ray and the workload's packages); locally a `ray start`.
+NODE_SETUP_S = {"aws": 600.0, "local": 60.0}
+PARALLEL_LAUNCHES = 10  # Ray's AUTOSCALER_MAX_CONCURRENT_LAUNCHES: nodes set up at the same time
+
+
+def agree_timeout_s(expected_workers: int, node_setup_s: float, parallel: int = PARALLEL_LAUNCHES,
+                    base_s: float = AGREE_TIMEOUT_S) -> float:
+    """How long verify waits for Ray and EC2 to agree. With min_workers > 0 the workers are
+    `running` in EC2 long before their setup ends and Ray lists them: allow a setup per wave of
+    ``parallel`` launches on top of the base wait."""
+    if expected_workers <= 0:
+        return base_s
+    return base_s + math.ceil(expected_workers / max(parallel, 1)) * node_setup_s
+
+
+def expected_workers(cfg: dict[str, Any]) -> int:
+    """Workers the autoscaler starts by itself: the sum of min_workers, capped by max_workers."""
+    head = cfg.get("head_node_type")
+    n = sum(int(nt.get("min_workers") or 0) for name, nt in (cfg.get("available_node_types") or {}).items()
+            if name != head)
+    cap = cfg.get("max_workers")
+    return min(n, int(cap)) if cap is not None else n
 
 
 def outputs_of(ctx: Context) -> dict[str, str]:
@@ -79,8 +103,12 @@ class ClusterStage:
             st = ctx.target.cluster_status(ctx)
         except Exception as e:  # noqa: BLE001 - reported as a failed check
             return [Check("ray status", False, f"{type(e).__name__}: {e}", "see .raylab/logs/ray-head.log")]
-        # Booting or stopping nodes make Ray and EC2 briefly disagree: poll until they settle.
-        deadline = time.monotonic() + AGREE_TIMEOUT_S
+        # Booting or stopping nodes make Ray and EC2 briefly disagree: poll until they settle, for
+        # as long as the workers min_workers asks for take to set up.
+        timeout = agree_timeout_s(self._expected_workers(ctx), NODE_SETUP_S.get(ctx.target_name, 60.0))
+        if not st["agreement"]["ok"] and timeout > AGREE_TIMEOUT_S:
+            ctx.ui.info(f"waiting up to {timeout:.0f} s for Ray and EC2 to agree (min_workers' nodes set up)")
+        deadline = time.monotonic() + timeout
         while not st["agreement"]["ok"] and time.monotonic() < deadline:
             time.sleep(2)
             st = ctx.target.cluster_status(ctx)
@@ -100,6 +128,16 @@ class ClusterStage:
             checks.append(Check("loopback only", ok, f"node addresses: {', '.join(ips) or 'none'}",
                                 "a node bound a non-loopback address: see targets/local/loopback/"))
         return checks
+
+    @staticmethod
+    def _expected_workers(ctx: Context) -> int:
+        import yaml
+
+        path = ctx.state.get("cluster").get("config_path")
+        try:
+            return expected_workers(yaml.safe_load(Path(path).read_text()) or {}) if path else 0
+        except (OSError, yaml.YAMLError, TypeError, ValueError):
+            return 0
 
     def destroy(self, ctx: Context) -> None:
         if not ctx.state.get("cluster"):

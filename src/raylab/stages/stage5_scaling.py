@@ -2,7 +2,7 @@
 
 apply: edit the cluster YAML (upscaling_speed, idle_timeout_minutes, min/max workers) keeping its
 comments (``raylab.cluster.edit.set_scaling``), re-render it and re-apply it to the running cluster
-(local: the autoscaling config the v2 monitor re-reads every loop; aws: ``ray up`` again through
+(local: the autoscaling config the v2 monitor re-reads every loop; aws: ``ray up --no-restart`` through
 the target), on the local target optionally move the twin's vCPU quota (an approved increase);
 then run a second stress job, watch the idle workers go, and compare with stage 4's run.
 
@@ -274,8 +274,7 @@ def rerender(ctx: Context, base: Path, scenario: str, scale: int) -> Path:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(yaml.safe_dump(cfg, sort_keys=False))
     tmp.replace(path)
-    if ctx.target_name != "local":  # aws: `ray up` again with the new file (the target's hook)
-        ctx.target.cluster_up(ctx, path)
+    ctx.target.reapply(ctx, path)  # aws: `ray up --no-restart`; local: the autoscaler re-reads the file
     return path
 
 

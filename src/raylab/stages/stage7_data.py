@@ -44,6 +44,23 @@ def job_plan(ctx: Context) -> dict[str, Any]:
             "limit": None, "sample_rows": LOCAL_ROWS}
 
 
+def cluster_dashboard(ctx: Context) -> str | None:
+    """Where the lab cluster's dashboard answers, as the target says (aws: an SSH tunnel through the
+    bastion to the head, bound to 127.0.0.1; local: the head's port). None when no cluster is up
+    (local then runs the job on an isolated Ray); on aws that is an error."""
+    if not ctx.state.get("cluster"):
+        if ctx.target_name == "aws":
+            raise RaylabError("stage 7 on aws runs on the lab's cluster, and no cluster is up",
+                              "run `raylab up --target aws` (stage 3) first")
+        return None
+    try:
+        return ctx.target.dashboard_url(ctx)
+    except RaylabError as e:
+        if ctx.target_name == "aws":
+            raise RaylabError(f"stage 7 cannot reach the cluster's dashboard: {e.message}", e.hint) from None
+        return None
+
+
 def _ensure_sample(ctx: Context, folder: Path) -> None:
     from raylab.datajob import sample
 
@@ -110,7 +127,7 @@ class DataStage:
             return {k: prev.get(k) for k in ("where", "clips", "kept", "out")}
         script = ctx.root / "workloads" / "common_voice.py"
         args = submit.job_args(plan["source"], plan["out"], blocks=plan["blocks"], limit=plan["limit"])
-        url = ctx.state.get("cluster").get("dashboard_url")
+        url = cluster_dashboard(ctx)
         job_id = None
         if url and submit.dashboard_up(url):
             runtime_env, python = None, _local_python()
@@ -127,8 +144,8 @@ class DataStage:
                     url, script, args, runtime_env=runtime_env, python=python,
                     timeout=3600 if ctx.target_name == "aws" else 600)
         elif ctx.target_name == "aws":
-            raise RaylabError("stage 7 on aws runs on the lab's cluster, and its dashboard is not reachable",
-                              "run `raylab up --target aws` (stage 3) first")
+            raise RaylabError(f"stage 7 on aws runs on the lab's cluster, and its dashboard ({url}) does not "
+                              "answer", "check the head: `raylab status --target aws`")
         else:
             where = "an isolated local Ray (no lab cluster is up)"
             with ctx.ui.waiting(f"data job running on {where}"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from raylab.errors import RaylabError
 from raylab.stages import BY_NAME, STAGES, load
 from raylab.stages.base import Check
 
@@ -36,8 +37,9 @@ class Teardown:
             try:
                 destroy(ctx)
             except Exception as e:  # noqa: BLE001 - keep cleaning, report at the end
-                errors.append(f"stage {info.number} {info.name}: {e}")
-                ctx.ui.error(f"teardown of stage {info.number} {info.name} failed: {e}")
+                why = e.one_line() if isinstance(e, RaylabError) else str(e)
+                errors.append(f"stage {info.number} {info.name}: {why}")
+                ctx.ui.error(f"teardown of stage {info.number} {info.name} failed: {why}")
         try:
             ctx.target.stop(ctx)
         except Exception as e:  # noqa: BLE001

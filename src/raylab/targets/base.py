@@ -44,6 +44,11 @@ class Target(Protocol):
         """Start (or converge) the Ray cluster from a rendered cluster YAML."""
         ...
 
+    def reapply(self, ctx: Context, config_path: Path) -> dict[str, Any]:
+        """Apply a changed cluster YAML to the running cluster without restarting Ray on the head
+        (stage 5). local: the head's autoscaler v2 re-reads the file itself; aws: `ray up --no-restart`."""
+        ...
+
     def cluster_down(self, ctx: Context) -> None: ...
 
     def cluster_status(self, ctx: Context) -> dict[str, Any]:

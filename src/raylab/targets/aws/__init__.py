@@ -31,7 +31,11 @@ DASHBOARD_PORT = 8265
 TUNNEL = "aws-dashboard-tunnel"
 RAY_UP_TIMEOUT_S = 45 * 60
 BASTION_WAIT_S = 240.0
-LIVE = ["pending", "running", "stopping", "stopped"]
+LIVE = ["pending", "running", "stopping", "stopped"]  # what terminate_instances must still end
+# Not gone yet: a `shutting-down` instance still holds its ENI, so deleting the stack's security group
+# or subnets before it is `terminated` fails with DependencyViolation.
+NOT_GONE = [*LIVE, "shutting-down"]
+SWEEP_TIMEOUT_S = 900.0
 # A Python reading its program from stdin on the head, in the same shell Ray's updater uses (login +
 # interactive + ~/.bashrc: where Ray's AMI activates the environment that has `ray`).
 HEAD_PYTHON = "bash --login -c -i 'source ~/.bashrc 2>/dev/null; python3 -'"
@@ -119,8 +123,16 @@ class AwsTarget:
             or os.environ.get("AWS_DEFAULT_REGION")
         ):
             import boto3
+            from botocore.exceptions import ProfileNotFound
 
-            prof = boto3.session.Session().region_name
+            try:
+                prof = boto3.session.Session().region_name
+            except ProfileNotFound as e:
+                name = e.kwargs.get("profile", "?")
+                raise RaylabError(
+                    f"AWS profile {name!r} is not configured",
+                    f"run `aws configure --profile {name}` (or `aws configure sso`), or unset AWS_PROFILE",
+                ) from None
         return region_of(ctx.options.get("region"), saved, dict(os.environ), prof)
 
     def aws_env(self, ctx: Context) -> dict[str, str]:
@@ -175,12 +187,13 @@ class AwsTarget:
 
     def run_preflight(self, ctx: Context) -> Any:
         from raylab.cluster import instance_types
-        from raylab.targets.aws.preflight import run_checks
+        from raylab.targets.aws.preflight import BASTION_TYPE, run_checks
 
         def price(itype: str, market: str) -> float | None:
             return instance_types.price(itype)  # spot: at most the on-demand price (upper bound)
 
         cfg = self.cluster_config(ctx)
+        bastion = str(ctx.options.get("bastion_type") or BASTION_TYPE)
         findings = run_checks(
             cfg=cfg,
             region=self.region(ctx),
@@ -188,7 +201,9 @@ class AwsTarget:
             cluster_name=ctx.names["cluster"],
             ip_lookup=self.operator_ip_lookup(ctx),
             price=price,
-            bastion_price=instance_types.price("t3.micro"),
+            bastion_price=instance_types.price(bastion),
+            bastion_type=bastion,
+            lab=ctx.lab,
         )
         if findings.ok:
             f = findings.facts
@@ -234,13 +249,14 @@ class AwsTarget:
         ctx.options.setdefault("bastion_key_name", name)
 
     def stop(self, ctx: Context) -> None:
-        from raylab.procs import stop_group
+        from raylab.procs import stop_group, stop_leftovers
 
         procs = ctx.state.get("processes")
         for pname, p in procs.items():
             if pname.startswith("aws-"):
                 stop_group(int(p["pgid"]), timeout=5)
                 ctx.state.forget_process(pname)
+        stop_leftovers(ctx.workdir)  # every other process raylab started here (pid + start time checked)
         name = ctx.names["key_pair"]
         with contextlib.suppress(RaylabError):
             ec2 = self._client(ctx, "ec2")
@@ -337,7 +353,8 @@ class AwsTarget:
 
         log = ctx.workdir / "logs" / log_name
         env = {**os.environ, **self.aws_env(ctx)}
-        p = procs.spawn([self._ray(), *args], log, env=env, cwd=ctx.workdir)
+        p = procs.spawn([self._ray(), *args], log, env=env, cwd=ctx.workdir, what=f"ray {args[0]}",
+                        records=procs.Records(ctx.workdir), owner="aws-target", lab=ctx.lab, ephemeral=True)
         ctx.state.record_process(f"aws-{log_name.split('.')[0]}", p.pid, [self._ray(), *args], log=str(log))
         try:
             rc = p.wait(timeout=timeout)
@@ -352,9 +369,53 @@ class AwsTarget:
                 f"`ray {args[0]}` failed (exit {rc}): {' | '.join(tail)[-400:]}", f"full log: {log}"
             )
 
-    def cluster_up(self, ctx: Context, config_path: Path) -> dict[str, Any]:
+    def reapply(self, ctx: Context, config_path: Path) -> dict[str, Any]:
+        """Re-apply a changed config to the running cluster (stage 5): `ray up --no-restart`, so Ray
+        on the head keeps running (GCS, job history, the guard); autoscaler v2 re-reads the YAML."""
+        return self.cluster_up(ctx, config_path, restart=False)
+
+    def wait_for_profiles(self, ctx: Context) -> None:
+        """Before the head's launch: the lab's instance profiles usable (IAM eventual consistency)."""
+        from raylab.targets.aws.readiness import wait_profiles
+
+        ident = ctx.state.get("identity")
+        names = [ident[k] for k in ("head_instance_profile_name", "worker_instance_profile_name")
+                 if ident.get(k)]
+        if not names:
+            return
+        waited = wait_profiles(self._client(ctx, "iam"), names)
+        if waited:
+            ctx.ui.info(f"waited {waited:.0f} s for IAM to propagate {', '.join(names)}")
+
+    def _ray_up(self, ctx: Context, path: Path, restart: bool) -> None:
+        """`ray up`, run again (bounded) while RunInstances refuses a profile IAM has not propagated."""
+        from raylab.targets.aws.readiness import RAY_UP_ATTEMPTS, ray_up_args, ray_up_retry_after
+
+        log = ctx.workdir / "logs" / "ray-up.log"
+        attempt = 0
+        while True:
+            attempt += 1
+            start = log.stat().st_size if log.exists() else 0
+            try:
+                self._run_ray(ctx, ray_up_args(path, restart=restart), "ray-up.log", RAY_UP_TIMEOUT_S)
+                return
+            except RaylabError:
+                with open(log, "rb") as fh:
+                    fh.seek(start)
+                    text = fh.read().decode(errors="replace")
+                delay = ray_up_retry_after(attempt, text)
+                if delay is None:
+                    raise
+                ctx.ui.warning(
+                    f"RunInstances refused the instance profile (IAM has not propagated it yet): "
+                    f"`ray up` again in {delay:.0f} s (attempt {attempt + 1}/{RAY_UP_ATTEMPTS})"
+                )
+                time.sleep(delay)
+
+    def cluster_up(self, ctx: Context, config_path: Path, restart: bool = True) -> dict[str, Any]:
         from raylab.cluster.config import dump_yaml, load_yaml
         from raylab.cluster.status import ec2_instances
+        from raylab.targets.aws.image import pin_node_images
 
         plan = self.ssh_plan(ctx)
         self.ensure_bastion_pinned(ctx, plan)
@@ -364,14 +425,17 @@ class AwsTarget:
             key_name=ctx.names["key_pair"],
             region=self.aws_env(ctx)["AWS_DEFAULT_REGION"],
         )
+        cfg = pin_node_images(cfg, self._client(ctx, "ssm"), self._client(ctx, "ec2"))  # one AMI, root fits
         path = ctx.workdir / "cluster-aws.yaml"
         sshmod._write_private(path, dump_yaml(cfg))
+        if restart:
+            self.wait_for_profiles(ctx)
         t0 = time.monotonic()
         with ctx.ui.waiting(
-            f"ray up {ctx.names['cluster']} through bastion {plan.bastion.host} "
-            f"(log: {ctx.workdir / 'logs' / 'ray-up.log'})"
+            f"ray up {'' if restart else '--no-restart '}{ctx.names['cluster']} through bastion "
+            f"{plan.bastion.host} (log: {ctx.workdir / 'logs' / 'ray-up.log'})"
         ):
-            self._run_ray(ctx, ["up", "-y", "--no-config-cache", str(path)], "ray-up.log", RAY_UP_TIMEOUT_S)
+            self._ray_up(ctx, path, restart)
         head = head_of(ec2_instances(self._client(ctx, "ec2"), ctx.names["cluster"]))
         if head is None:
             raise RaylabError(
@@ -398,37 +462,51 @@ class AwsTarget:
                 self._run_ray(ctx, ["down", "-y", str(path)], "ray-down.log", 15 * 60)
             except RaylabError as e:  # the sweep below still terminates what is left
                 ctx.ui.warning(f"{e.one_line()}; sweeping by tag")
-        self.sweep(ctx)
-        self.stop_tunnel(ctx)
+        try:
+            self.sweep(ctx)
+        finally:  # the tunnel is ours to stop even when the sweep could not finish
+            self.stop_tunnel(ctx)
         if cl.get("head_ip"):
             with contextlib.suppress(RaylabError):
                 sshmod.forget_host(self.ssh_plan(ctx), cl["head_ip"])
 
-    def sweep(self, ctx: Context, timeout: float = 600) -> list[str]:
-        """Terminate every instance still tagged ray-cluster-name=<cluster>; wait until they are gone."""
+    def sweep(self, ctx: Context, timeout: float = SWEEP_TIMEOUT_S, poll_s: float = 5.0) -> list[str]:
+        """Terminate every instance still tagged ray-cluster-name=<cluster>, then wait until each is
+        `terminated` (not merely `shutting-down`: it still holds its network interface, and the
+        stack's delete would meet DependencyViolation). Returns the ids it terminated."""
         ec2 = self._client(ctx, "ec2")
-        flt = [
-            {"Name": "tag:ray-cluster-name", "Values": [ctx.names["cluster"]]},
-            {"Name": "instance-state-name", "Values": LIVE},
-        ]
+        cluster = ctx.names["cluster"]
 
-        def live() -> list[str]:
-            ids = []
+        def by_state() -> dict[str, str]:
+            flt = [
+                {"Name": "tag:ray-cluster-name", "Values": [cluster]},
+                {"Name": "instance-state-name", "Values": NOT_GONE},
+            ]
+            out: dict[str, str] = {}
             for page in ec2.get_paginator("describe_instances").paginate(Filters=flt):
-                ids += [i["InstanceId"] for r in page["Reservations"] for i in r["Instances"]]
-            return sorted(ids)
+                out.update({i["InstanceId"]: i["State"]["Name"] for r in page["Reservations"]
+                            for i in r["Instances"]})
+            return out
 
-        ids = live()
-        if not ids:
-            ctx.ui.noop(f"no instance of {ctx.names['cluster']} left")
+        states = by_state()
+        ids = sorted(i for i, st in states.items() if st in LIVE)
+        if not states:
+            ctx.ui.noop(f"no instance of {cluster} left")
             return []
-        ctx.ui.step(
-            f"terminating {len(ids)} leftover instance(s) of {ctx.names['cluster']}: {', '.join(ids)}"
-        )
-        ec2.terminate_instances(InstanceIds=ids)
+        if ids:
+            ctx.ui.step(f"terminating {len(ids)} leftover instance(s) of {cluster}: {', '.join(ids)}")
+            ec2.terminate_instances(InstanceIds=ids)
         deadline = time.monotonic() + timeout
-        while live() and time.monotonic() < deadline:
-            time.sleep(5)
+        with ctx.ui.waiting(f"waiting until every instance of {cluster} is terminated (ENIs released)"):
+            while states:
+                if time.monotonic() >= deadline:
+                    left = ", ".join(f"{i} ({st})" for i, st in sorted(states.items()))
+                    raise RaylabError(
+                        f"instances of {cluster} not terminated after {int(timeout)} s: {left}",
+                        "wait a minute and re-run `raylab down` (the stack cannot be deleted before)",
+                    )
+                time.sleep(poll_s)
+                states = by_state()
         return ids
 
     def cluster_status(self, ctx: Context) -> dict[str, Any]:
@@ -504,7 +582,7 @@ class AwsTarget:
         r = ec2.describe_instances(
             Filters=[
                 {"Name": "tag:ray-cluster-name", "Values": [n["cluster"]]},
-                {"Name": "instance-state-name", "Values": LIVE},
+                {"Name": "instance-state-name", "Values": NOT_GONE},
             ]
         )
         left = [
@@ -519,4 +597,5 @@ class AwsTarget:
         for pname, p in ctx.state.get("processes").items():
             if pname.startswith("aws-") and pid_alive(int(p["pid"])):
                 left.append(f"process {pname} (pid {p['pid']})")
-        return left
+        from raylab.procs import find_leftovers  # every process of the work dir (records + /proc scan)
+        return left + [x.line() for x in find_leftovers(ctx.workdir)]

@@ -11,22 +11,23 @@ from __future__ import annotations
 import ipaddress
 import math
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from raylab.aws.quotas import (  # noqa: F401 - the quota vocabulary, re-exported for the preflight's readers
+    NAT_GATEWAY_PER_HOUR,
+    QUOTA_NAMES,
+    STANDARD_FAMILIES,
+    quota_code_for,
+    quota_value,
+)
+from raylab.aws.quotas import error_code as _code
 from raylab.checks import Check
 from raylab.cluster.vocab import ON_DEMAND_QUOTA, SPOT_QUOTA
 
-QUOTA_NAMES = {
-    ON_DEMAND_QUOTA: "Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances",
-    SPOT_QUOTA: "All Standard (A, C, D, H, I, M, R, T, Z) Spot Instance Requests",
-}
-STANDARD_FAMILIES = frozenset("acdhimrtz")
 SPOT_ROLE = "AWSServiceRoleForEC2Spot"
 CHECKIP_URL = "https://checkip.amazonaws.com"
-# Fixed costs of the lab's network while it exists (us-west-2 list prices, USD/h): NAT gateway
-# hourly charge (data processing extra) and the bastion (t3.micro).
-NAT_GATEWAY_PER_HOUR = 0.045
+BASTION_TYPE = "t3.micro"  # infra/cloudformation/vpc.yaml's default BastionInstanceType
 
 
 # --- what the config can launch (pure) ---------------------------------------------------------
@@ -44,13 +45,6 @@ class NodeShape:
 def market_of(node_config: Mapping[str, Any]) -> str:
     imo = node_config.get("InstanceMarketOptions") or {}
     return "spot" if str(imo.get("MarketType", "")).lower() == "spot" else "on-demand"
-
-
-def quota_code_for(instance_type: str, market: str) -> str | None:
-    family = instance_type.split(".", 1)[0].lower()
-    if not family or family[0] not in STANDARD_FAMILIES:
-        return None
-    return SPOT_QUOTA if market == "spot" else ON_DEMAND_QUOTA
 
 
 def launch_shapes(cfg: Mapping[str, Any]) -> list[NodeShape]:
@@ -103,42 +97,64 @@ class QuotaDemand:
     market: str
     head_vcpus: int
     terms: tuple[tuple[str, int, int], ...]  # (node type, count, vCPUs each) for workers
+    bastion_vcpus: int = 0  # the lab's bastion (on-demand) counts against the same quota
 
     @property
     def total(self) -> int:
-        return self.head_vcpus + sum(n * v for _, n, v in self.terms)
+        return self.head_vcpus + self.bastion_vcpus + sum(n * v for _, n, v in self.terms)
+
+    @property
+    def floor(self) -> int:
+        """The least the lab can run with: head + bastion + one worker of the smallest type."""
+        return self.head_vcpus + self.bastion_vcpus + min((v for _, n, v in self.terms if n), default=0)
 
 
 def quota_demands(
     shapes: Iterable[NodeShape],
     vcpus: Mapping[str, int],
     cap: int | None = None,
+    bastion_vcpus: int = 0,
 ) -> dict[str, QuotaDemand]:
     """vCPUs each quota must allow at full scale, keyed by quota code (unknown families skipped).
 
     Each quota is checked at its own worst case: as many workers of its market as the per-type
-    and global max_workers allow, the largest instance types first.
+    and global max_workers allow, the largest instance types first. The bastion (on-demand,
+    a Standard family) is added to the on-demand quota.
     """
     shapes = list(shapes)
     out: dict[str, QuotaDemand] = {}
     codes = {quota_code_for(s.instance_type, s.market) for s in shapes} - {None}
+    if bastion_vcpus:
+        codes.add(ON_DEMAND_QUOTA)
     for code in sorted(c for c in codes if c):
         mine = [s for s in shapes if quota_code_for(s.instance_type, s.market) == code]
-        d = QuotaDemand(code, mine[0].market, 0, ())
+        market = "spot" if code == SPOT_QUOTA else "on-demand"
+        d = QuotaDemand(code, market, 0, (), bastion_vcpus if code == ON_DEMAND_QUOTA else 0)
         for s in capped(mine, cap, lambda x: vcpus[x.instance_type]):
             v = int(vcpus[s.instance_type])
             if s.is_head:
-                d = QuotaDemand(code, d.market, d.head_vcpus + v, d.terms)
+                d = replace(d, head_vcpus=d.head_vcpus + v)
             elif s.count:
-                d = QuotaDemand(code, d.market, d.head_vcpus, (*d.terms, (s.node_type, s.count, v)))
+                d = replace(d, terms=(*d.terms, (s.node_type, s.count, v)))
         if d.total:
             out[code] = d
     return out
 
 
-def quota_check(d: QuotaDemand, quota: float, in_use: int = 0) -> Check:
-    """Compare what the config can launch with the quota; on failure, say exactly what fits.
+def wall_at(d: QuotaDemand, quota: int, in_use: int = 0) -> str:
+    """How many workers fit under the quota beside the head and bastion ("8", or "8-17" when the
+    worker types differ in size): where stage 4's autoscaler meets the wall."""
+    room = max(quota - in_use - d.head_vcpus - d.bastion_vcpus, 0)
+    sizes = [v for _, n, v in d.terms if n]
+    lo, hi = room // max(sizes), room // min(sizes)
+    return str(lo) if lo == hi else f"{lo}-{hi}"
 
+
+def quota_check(d: QuotaDemand, quota: float, in_use: int = 0) -> Check:
+    """Compare what the config can launch with the quota.
+
+    Demand above the quota passes: that wall is what stage 4 shows, and the detail says where it
+    stands. Only a quota below head + bastion + one worker refuses (the lab cannot run at all).
     ``in_use``: vCPUs already running in the region against the same quota (other labs in a
     shared account) - they count too.
     """
@@ -150,19 +166,33 @@ def quota_check(d: QuotaDemand, quota: float, in_use: int = 0) -> Check:
         lhs = " + ".join(f"{t} {n} x {v} vCPU" for t, n, v in d.terms) or "no workers"
     if d.head_vcpus:
         lhs += f" + head {d.head_vcpus}"
+    if d.bastion_vcpus:
+        lhs += f" + bastion {d.bastion_vcpus}"
     used = f" + {in_use} in use" if in_use else ""
     need = d.total + in_use
     detail = f"{lhs}{used} = {need} {'<=' if need <= q else '>'} quota {q}"
     if need <= q:
         return Check(name, True, f"{detail} ({d.code})")
-    room = q - in_use - d.head_vcpus
-    fix = f"request an increase of {QUOTA_NAMES[d.code]} ({d.code}) to >= {need}"
-    if len(d.terms) == 1:
-        fit = max(room // d.terms[0][2], 0)
-        fix += f" or set max_workers <= {fit}"
-    else:
-        fix += " or lower the max_workers of " + ", ".join(t for t, _, _ in d.terms)
-    return Check(name, False, detail, fix)
+    raise_to = f"request an increase of {QUOTA_NAMES[d.code]} ({d.code})"
+    floor = d.floor + in_use
+    if d.terms and q >= floor:
+        return Check(
+            name,
+            True,
+            f"{detail}: the wall stands at about {wall_at(d, q, in_use)} worker(s) "
+            f"(stage 4 shows it) ({d.code})",
+            f"to lift the wall, {raise_to} to >= {need}",
+        )
+    parts = [f"head {d.head_vcpus}"] if d.head_vcpus else []
+    parts += [f"bastion {d.bastion_vcpus}"] if d.bastion_vcpus else []
+    parts += [f"one worker {d.floor - d.head_vcpus - d.bastion_vcpus}"] if d.terms else []
+    parts += [f"{in_use} in use"] if in_use else []
+    return Check(
+        name,
+        False,
+        f"{detail}, below {' + '.join(parts)} = {floor}: the lab cannot start",
+        f"{raise_to} to >= {floor} (better >= {need}), or use smaller instance types",
+    )
 
 
 def choose_azs(offered: Mapping[str, set[str]], wanted: Iterable[str], need: int = 2) -> list[str]:
@@ -240,9 +270,38 @@ def checkip_lookup(timeout: float = 5.0) -> str:
 
 
 # --- boto3 edges ------------------------------------------------------------------------------
-def _code(e: Exception) -> str:
-    resp = getattr(e, "response", None) or {}
-    return str(resp.get("Error", {}).get("Code", type(e).__name__))
+# botocore's "the endpoint could not be reached" family: no network, DNS, proxy, a dead endpoint.
+UNREACHABLE = frozenset(
+    {
+        "EndpointConnectionError",
+        "ConnectTimeoutError",
+        "ConnectionClosedError",
+        "ReadTimeoutError",
+        "ProxyConnectionError",
+        "SSLError",
+    }
+)
+
+
+def credentials_failure(e: Exception) -> Check:
+    """STS GetCallerIdentity failed: tell "no credentials", "cannot reach AWS" and "AWS said no" apart."""
+    code = _code(e)
+    fix = "run `aws configure` or `aws sso login`, or export AWS_PROFILE=<profile>"
+    if code in ("NoCredentialsError", "PartialCredentialsError"):
+        return Check("credentials", False, "no AWS credentials found", fix)
+    if code == "ProfileNotFound":
+        name = getattr(e, "kwargs", {}).get("profile", "?")
+        return Check("credentials", False, f"AWS profile {name!r} is not configured",
+                     f"run `aws configure --profile {name}` (or `aws configure sso`), or unset AWS_PROFILE")
+    if code in UNREACHABLE or isinstance(e, ConnectionError):
+        where = getattr(e, "kwargs", {}).get("endpoint_url") or "the STS endpoint"
+        return Check(
+            "credentials",
+            False,
+            f"could not reach AWS at {where} ({code}): the credentials were not checked",
+            "check your network connection or proxy (HTTPS_PROXY), and AWS_ENDPOINT_URL if set",
+        )
+    return Check("credentials", False, f"AWS rejected the credentials ({code})", fix)
 
 
 def caller_identity(sts: Any) -> dict[str, str]:
@@ -266,18 +325,9 @@ def offerings(ec2: Any, instance_types: list[str]) -> dict[str, set[str]]:
     return out
 
 
-def quota_value(sq: Any, code: str) -> float:
-    """The account's applied quota, or AWS's default when none was ever applied."""
-    try:
-        return float(sq.get_service_quota(ServiceCode="ec2", QuotaCode=code)["Quota"]["Value"])
-    except Exception as e:
-        if _code(e) != "NoSuchResourceException":
-            raise
-    return float(sq.get_aws_default_service_quota(ServiceCode="ec2", QuotaCode=code)["Quota"]["Value"])
-
-
-def vcpus_in_use(ec2: Any, exclude_cluster: str) -> dict[str, int]:
-    """vCPUs of pending/running instances in the region by quota code, except this cluster's own."""
+def vcpus_in_use(ec2: Any, exclude_cluster: str, exclude_lab: str | None = None) -> dict[str, int]:
+    """vCPUs of pending/running instances in the region by quota code, except this cluster's own
+    and this lab's bastion (both are already in the demand)."""
     used: dict[str, int] = {}
     pages = ec2.get_paginator("describe_instances").paginate(
         Filters=[{"Name": "instance-state-name", "Values": ["pending", "running"]}]
@@ -286,7 +336,9 @@ def vcpus_in_use(ec2: Any, exclude_cluster: str) -> dict[str, int]:
         for res in page["Reservations"]:
             for i in res["Instances"]:
                 tags = {t["Key"]: t["Value"] for t in i.get("Tags", [])}
-                if tags.get("ray-cluster-name") == exclude_cluster:
+                if tags.get("ray-cluster-name") == exclude_cluster or (
+                    exclude_lab and tags.get("raylab-lab") == exclude_lab
+                ):
                     continue
                 market = "spot" if i.get("InstanceLifecycle") == "spot" else "on-demand"
                 code = quota_code_for(i["InstanceType"], market)
@@ -327,6 +379,8 @@ def run_checks(
     ip_lookup: Callable[[], str],
     price: Callable[[str, str], float | None],
     bastion_price: float | None = None,
+    bastion_type: str | None = BASTION_TYPE,
+    lab: str | None = None,
 ) -> Findings:
     """Every preflight check, in order. Stops early only when nothing else can run
     (no region, no credentials); otherwise each check stands alone."""
@@ -348,19 +402,7 @@ def run_checks(
     try:
         ident = caller_identity(client("sts"))
     except Exception as e:  # noqa: BLE001 - reported as a finding
-        code = _code(e)
-        if code in ("NoCredentialsError", "PartialCredentialsError"):
-            detail = "no AWS credentials found"
-        else:
-            detail = f"AWS rejected the credentials ({code})"
-        checks.append(
-            Check(
-                "credentials",
-                False,
-                detail,
-                "run `aws configure` or `aws sso login`, or export AWS_PROFILE=<profile>",
-            )
-        )
+        checks.append(credentials_failure(e))
         return Findings(checks, facts)
     checks.append(Check("credentials", True, f"account {ident['account']} as {ident['arn']}"))
     facts["account"] = ident["account"]
@@ -389,9 +431,9 @@ def run_checks(
         return [c]
 
     def _quotas() -> list[Check]:
-        vcpus.update(vcpus_of(client("ec2"), wanted))
+        vcpus.update(vcpus_of(client("ec2"), sorted({*wanted, *([bastion_type] if bastion_type else [])})))
         out = []
-        demands = quota_demands(shapes, vcpus, cap)
+        demands = quota_demands(shapes, vcpus, cap, vcpus.get(bastion_type, 0) if bastion_type else 0)
         unknown = sorted(
             {s.instance_type for s in shapes if quota_code_for(s.instance_type, s.market) is None}
         )
@@ -406,7 +448,7 @@ def run_checks(
                 )
             )
         ec2 = client("ec2")
-        in_use = vcpus_in_use(ec2, cluster_name)
+        in_use = vcpus_in_use(ec2, cluster_name, lab)
         sq = client("service-quotas")
         for code, d in sorted(demands.items()):
             q = quota_value(sq, code)
@@ -479,6 +521,9 @@ def run_checks(
     return Findings(checks, facts)
 
 
-def workers_that_fit(quota: int, head_vcpus: int, vcpus_each: int, in_use: int = 0) -> int:
-    """How many workers of ``vcpus_each`` fit beside the head (the README's planning rule)."""
-    return max(math.floor((quota - in_use - head_vcpus) / vcpus_each), 0)
+def workers_that_fit(
+    quota: int, head_vcpus: int, vcpus_each: int, in_use: int = 0, bastion_vcpus: int = 0
+) -> int:
+    """How many workers of ``vcpus_each`` fit beside the head and the bastion (the README's
+    planning rule)."""
+    return max(math.floor((quota - in_use - head_vcpus - bastion_vcpus) / vcpus_each), 0)

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from raylab.procs import stop_group
+from raylab.procs import MARK_ENV, Records, stop_group
 from raylab.state import pid_alive
 
 log = logging.getLogger("raylab.twin.machines")
@@ -137,6 +137,9 @@ class Machines:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.ray_bin = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
+        # the twin runs with the work dir marker (raylab.procs): its nodes are recorded there too
+        marker = os.environ.get(MARK_ENV)
+        self.records = Records(Path(marker)) if marker else None
 
     # --- lifecycle ---------------------------------------------------------------------
     def start(self) -> None:
@@ -313,8 +316,12 @@ class Machines:
             Path(m.temp_dir).mkdir(parents=True, exist_ok=True)
             out = open(m.log, "ab")  # noqa: SIM115 - the child owns it
             try:
-                m.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                          env=env, start_new_session=True)
+                if self.records is not None:  # recorded by pid + start time; stopped if the twin dies
+                    m.proc = self.records.start(cmd, what=f"ray node {iid}", owner="twin", lab="",
+                                                ephemeral=True, env=env, stdout=out)
+                else:
+                    m.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                                              stdin=subprocess.DEVNULL, env=env, start_new_session=True)
             finally:
                 out.close()
             m.pid = m.proc.pid

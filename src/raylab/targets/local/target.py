@@ -6,6 +6,11 @@ State it owns in ``.raylab/state.json``:
   temp_dir, temp_root, ports, scenario, scale, head_ready_s}
 - ``processes``: ``twin`` and ``ray-head`` (pid = process group); worker node processes are the
   twin's (listed in ``.raylab/twin/machines.json`` so they can be stopped even if the twin died).
+
+Every process it starts is also recorded by pid and start time in ``.raylab/procs/`` (see
+:mod:`raylab.procs`): preflight stops what a killed run left (terraform, ``ray up``) and adopts the
+twin and head; ``leftovers`` lists every live process of the work dir (records + a /proc scan) and
+``stop`` stops them, each by pid with its start time checked.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeGuard
 
+from raylab import procs
 from raylab.checks import Check
 from raylab.errors import RaylabError
 from raylab.procs import free_port, port_in_use, spawn, stop_group
@@ -113,9 +119,24 @@ class LocalTarget:
 
     def _converge_stale(self, ctx: Context) -> Check:
         """A killed run left .raylab/: forget dead PIDs; if the twin died, its cloud died with it."""
-        procs = ctx.state.get("processes")
+        from raylab.signals import note_stage, previous_run
+
         fixed: list[str] = []
-        for name, rec in list(procs.items()):
+        prev = previous_run(ctx.state.get("run"))
+        if prev:
+            ctx.ui.warning(f"{prev}: converging")
+        records = procs.Records(ctx.workdir)
+        known = {ctx.state.get("twin").get("pid"), ctx.state.get("cluster").get("head_pid")}
+        for rec, act in records.converge():
+            if act == "adopt" and rec.owner == "local-target" and rec.pid not in known:
+                # a twin or head whose run was killed before the state named it: nothing uses it
+                procs.stop_record(rec, records.root, procs.QUICK_STEPS)
+                records.forget(rec)
+                act = "stop"
+            if act == "stop":
+                fixed.append(f"stopped `{rec.what}` (pid {rec.pid}) left running by a killed run")
+        note_stage(ctx.workdir, "preflight (before the first stage)")
+        for name, rec in list(ctx.state.get("processes").items()):
             if not pid_alive(int(rec.get("pid", 0))):
                 ctx.state.forget_process(name)
                 fixed.append(f"{name} (pid {rec.get('pid')}) is gone")
@@ -126,9 +147,9 @@ class LocalTarget:
             if is_ours(head, head_needle(ctx.state.get("cluster"))):
                 stop_group(int(head))
                 fixed.append(f"stopped the orphaned Ray head (pid {head})")
-            for iid, rec in machine_pids(self._twin_state_dir(ctx)).items():
-                if is_ours(rec.get("pid"), node_needle(rec)):
-                    stop_group(int(rec["pid"]))
+            for iid, mrec in machine_pids(self._twin_state_dir(ctx)).items():
+                if is_ours(mrec.get("pid"), node_needle(mrec)):
+                    stop_group(int(mrec["pid"]))
                     fixed.append(f"stopped the orphaned node of {iid}")
             self._cleanup_temp(ctx.state.get("cluster"))
             ctx.state.drop("cluster")
@@ -144,9 +165,15 @@ class LocalTarget:
         return Check("stale state", True, "none")
 
     def start(self, ctx: Context) -> None:
-        if self._twin_alive(ctx) and self.twin(ctx).alive():
-            ctx.ui.noop(f"twin already running at {ctx.state.get('twin')['endpoint_url']}")
-            return
+        # a twin that a killed run left still booting: wait for it rather than start a second one
+        deadline = time.monotonic() + TWIN_READY_TIMEOUT_S
+        while self._twin_alive(ctx) and time.monotonic() < deadline:
+            if self.twin(ctx).alive():
+                ctx.ui.noop(f"twin already running at {ctx.state.get('twin')['endpoint_url']}")
+                return
+            time.sleep(0.3)
+        if self._twin_alive(ctx):  # alive but never answered: ours (pid checked), stop it
+            stop_group(int(ctx.state.get("twin")["pid"]), timeout=5)
         self._converge_stale(ctx)
         port = self._wanted_port(ctx) or free_port()
         state_dir = self._twin_state_dir(ctx)
@@ -163,7 +190,8 @@ class LocalTarget:
         env.update(loopback_env(env))
         env["AWS_EC2_METADATA_DISABLED"] = "true"
         ctx.state.ensure_dir()
-        proc = spawn(cmd, log, env=env)
+        proc = spawn(cmd, log, env=env, records=procs.Records(ctx.workdir), what="twin", owner="local-target",
+                     lab=ctx.lab)
         endpoint = f"http://127.0.0.1:{port}"
         ctx.state.record_process("twin", proc.pid, cmd, port=port)
         ctx.state.put("twin", {"pid": proc.pid, "port": port, "endpoint_url": endpoint, "log": str(log),
@@ -260,7 +288,8 @@ class LocalTarget:
         cmd = H.head_command(cfg, config_path.resolve(), temp_dir, ports)
         env = H.head_env(self.aws_env(ctx), iid, cfg["head_node_type"])
         log = ctx.workdir / "logs" / "ray-head.log"
-        proc = spawn(cmd, log, env=env)
+        proc = spawn(cmd, log, env=env, records=procs.Records(ctx.workdir), what="ray-head",
+                     owner="local-target", lab=ctx.lab)
         ctx.state.record_process("ray-head", proc.pid, cmd, temp_dir=temp_dir)
         info = {"cluster_name": cluster, "config_path": str(config_path.resolve()), "gcs_address": gcs,
                 "dashboard_url": f"http://127.0.0.1:{ports['dashboard']}", "head_instance_id": iid,
@@ -359,6 +388,10 @@ class LocalTarget:
             state = None
         return report(recent_events(d / "guard-events.jsonl", 20), state, running)
 
+    def reapply(self, ctx: Context, config_path: Path) -> dict[str, Any]:
+        """Nothing to push: the head's autoscaler v2 re-reads the YAML at ``config_path`` every loop."""
+        return {}
+
     def dashboard_url(self, ctx: Context) -> str:
         url = ctx.state.get("cluster").get("dashboard_url")
         if not url:
@@ -367,6 +400,9 @@ class LocalTarget:
 
     # --- stop / leftovers -------------------------------------------------------------------------
     def stop(self, ctx: Context) -> None:
+        from raylab.signals import note_stage
+
+        note_stage(ctx.workdir, "teardown")
         if ctx.state.get("cluster"):
             self.cluster_down(ctx)
         # every other process raylab recorded (jobs, tunnels, watchers), by its own group; twin last
@@ -397,17 +433,22 @@ class LocalTarget:
             if not pid_alive(int(rec.get("pid", 0))):
                 ctx.state.forget_process(name)
         ctx.state.drop("twin")
+        # last, everything else this work dir still runs (records + /proc scan), by verified pid
+        for x in procs.stop_leftovers(ctx.workdir):
+            ctx.ui.warning(f"stopped a left-over {x.line()}")
         ctx.ui.success("local target stopped (twin, Ray head and nodes)")
 
     def leftovers(self, ctx: Context) -> list[str]:
-        left: list[str] = []
+        found = procs.find_leftovers(ctx.workdir)
+        seen = {x.proc.pid for x in found}
+        left = [x.line() for x in found]
         for name, rec in ctx.state.get("processes").items():
-            if pid_alive(int(rec.get("pid", 0))):
+            if int(rec.get("pid", 0)) not in seen and is_ours(rec.get("pid"), recorded_program(rec)):
                 left.append(f"process {name} (pid {rec['pid']})")
         tw = ctx.state.get("twin")
         state_dir = Path(tw.get("state_dir") or self._twin_state_dir(ctx))
         for iid, rec in machine_pids(state_dir).items():
-            if is_ours(rec.get("pid"), node_needle(rec)):
+            if int(rec.get("pid") or 0) not in seen and is_ours(rec.get("pid"), node_needle(rec)):
                 left.append(f"process ray node of {iid} (pid {rec['pid']})")
         if self._twin_alive(ctx):
             left += self._cloud_leftovers(ctx)
