@@ -12,8 +12,9 @@ group (SIGINT, then SIGTERM, then SIGKILL), and a later run stops any it finds o
 ones (the twin, the Ray head) are adopted by the next run.
 
 Every child also carries ``RAYLAB_STARTED_BY=<workdir>`` in its environment, which its own children
-inherit (terraform's providers, Ray's raylets): the leftover scan finds them by that, or by a working
-directory or argument under the workdir, even when nothing recorded them.
+inherit (terraform's providers, Ray's raylets): the leftover scan (``raylab.leftovers``) finds them by
+that, or by a working directory or argument under the workdir, even when nothing recorded them. Reading
+``/proc`` lives in ``raylab.proctable``; this module starts, records and stops.
 """
 
 from __future__ import annotations
@@ -27,14 +28,14 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from raylab.proctable import MARK_ENV, ProcInfo, all_procs, start_time
 from raylab.state import pid_alive
 
-MARK_ENV = "RAYLAB_STARTED_BY"
 PR_SET_PDEATHSIG = 1
 # How a group is stopped: SIGINT first (terraform saves its state and releases its lock), then
 # SIGTERM, then SIGKILL; seconds to wait after each. Signal 0 = only wait.
@@ -134,88 +135,6 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
             return True
     return False
 
-
-# --- /proc -----------------------------------------------------------------------------------------
-def _stat(pid: int) -> list[str] | None:
-    """Fields of /proc/<pid>/stat after the command name: [0] is field 3 (state), [19] field 22."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return text.rsplit(")", 1)[1].split()
-
-
-def start_time(pid: int) -> int | None:
-    """Start time of a live process (clock ticks since boot, field 22), None if gone or a zombie."""
-    f = _stat(pid)
-    if f is None or f[0] in ("Z", "X"):
-        return None
-    return int(f[19])
-
-
-@dataclass(frozen=True)
-class ProcInfo:
-    """One live process as /proc shows it."""
-
-    pid: int
-    ppid: int
-    pgid: int
-    start: int
-    argv: tuple[str, ...]
-    cwd: str
-    exe: str
-    marker: str | None  # RAYLAB_STARTED_BY in its environment
-
-    def describe(self) -> str:
-        return " ".join(self.argv)[:120] or self.exe
-
-
-def read_proc(pid: int) -> ProcInfo | None:
-    f = _stat(pid)
-    if f is None or f[0] in ("Z", "X"):
-        return None
-    try:
-        argv = tuple(a.decode(errors="replace")
-                     for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a)
-    except OSError:
-        return None
-    if not argv:  # kernel threads
-        return None
-    cwd = exe = ""
-    marker = None
-    with contextlib.suppress(OSError):
-        cwd = os.readlink(f"/proc/{pid}/cwd")
-    with contextlib.suppress(OSError):
-        exe = os.readlink(f"/proc/{pid}/exe")
-    with contextlib.suppress(OSError):
-        for kv in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
-            if kv.startswith(MARK_ENV.encode() + b"="):
-                marker = kv.split(b"=", 1)[1].decode(errors="replace")
-    return ProcInfo(pid, int(f[1]), int(f[2]), int(f[19]), argv, cwd, exe, marker)
-
-
-def all_procs() -> Iterator[ProcInfo]:
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            info = read_proc(int(p.name))
-            if info is not None:
-                yield info
-
-
-def self_and_ancestors() -> set[int]:
-    out: set[int] = set()
-    pid = os.getpid()
-    while pid > 1 and pid not in out:
-        out.add(pid)
-        f = _stat(pid)
-        pid = int(f[1]) if f else 0
-    return out
-
-
-def under(path: str, root: Path) -> bool:
-    """Does ``path`` (or an argument such as ``-chdir=<path>``) lie under ``root``?"""
-    r = str(root).rstrip("/") + "/"
-    return r in path.removesuffix(" (deleted)") + "/"
 
 
 # --- records ---------------------------------------------------------------------------------------
@@ -494,50 +413,3 @@ def stop_own_children(steps: Sequence[tuple[int, float]] = QUICK_STEPS) -> list[
         _OWN.remove((records, rec))
     return stopped
 
-
-# --- leftovers -------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Leftover:
-    proc: ProcInfo
-    what: str  # the record's name, or the program
-    why: str  # recorded | marker | exe | cwd | argv
-    ours: bool  # raylab started it (recorded, marker, or its program lies in the work dir)
-
-    def line(self) -> str:
-        how = "" if self.ours else "; raylab did not start it, so it is not stopped: stop it yourself"
-        return f"process {self.what} (pid {self.proc.pid}, {self.why}){how}"
-
-
-def find_leftovers(root: Path, procs: Iterable[ProcInfo] | None = None,
-                   exclude: set[int] | None = None) -> list[Leftover]:
-    """Every live process of this work dir: recorded ones (and their groups), then any whose
-    environment marker, program, working directory or arguments lie under ``root``.
-    Excludes this process and its ancestors."""
-    root = Path(root)
-    procs = list(all_procs() if procs is None else procs)
-    skip = self_and_ancestors() if exclude is None else exclude
-    out: dict[int, Leftover] = {}
-    for rec in Records(root).all():
-        for p in members(rec, root, procs):
-            if p.pid not in skip:
-                what = rec.what if p.pid == rec.pid else f"{Path(p.argv[0]).name} (of {rec.what})"
-                out.setdefault(p.pid, Leftover(p, what, "recorded", True))
-    for p in procs:
-        if p.pid in skip or p.pid in out:
-            continue
-        why = ("marker" if p.marker == str(root) else "exe" if under(p.exe, root)
-               else "cwd" if under(p.cwd, root) else "argv" if any(under(a, root) for a in p.argv) else "")
-        if why:
-            out[p.pid] = Leftover(p, Path(p.argv[0]).name, f"{why} under {root}", why in ("marker", "exe"))
-    return sorted(out.values(), key=lambda x: x.proc.pid)
-
-
-def stop_leftovers(root: Path, steps: Sequence[tuple[int, float]] = QUICK_STEPS) -> list[Leftover]:
-    """Stop every leftover raylab started (records first, group by group; then the scan's)."""
-    records = Records(root)
-    for rec in records.all():
-        stop_record(rec, records.root, steps)
-        records.forget(rec)
-    left = [x for x in find_leftovers(root) if x.ours]
-    stop_procs([x.proc for x in left], steps)
-    return left

@@ -71,7 +71,8 @@ def note_stage(workdir: Path, stage: str) -> None:
 
 def previous_run(run: dict[str, Any]) -> str | None:
     """One line about how the previous run ended, if it did not finish (pure but for /proc)."""
-    from raylab.procs import liveness, start_time
+    from raylab.procs import liveness
+    from raylab.proctable import start_time
 
     if not run or run.get("outcome") == "exited":
         return None

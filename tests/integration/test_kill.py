@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from raylab import procs
+from raylab import leftovers, procs, proctable
 from tests.conftest import ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow,
@@ -68,13 +68,13 @@ def _cli(wd: Path, *args: str) -> list[str]:
 def _lab_processes(wd: Path) -> list[str]:
     """Independent of raylab's own check: anything whose cwd or argv lies under the work dir's
     parent, or that carries its marker (this test process and its ancestors excluded)."""
-    mine = procs.self_and_ancestors()
+    mine = proctable.self_and_ancestors()
     out = []
-    for p in procs.all_procs():
+    for p in proctable.all_procs():
         if p.pid in mine:
             continue
-        if (p.marker == str(wd) or procs.under(p.cwd, wd.parent)
-                or any(procs.under(a, wd.parent) for a in p.argv)):
+        if (p.marker == str(wd) or proctable.under(p.cwd, wd.parent)
+                or any(proctable.under(a, wd.parent) for a in p.argv)):
             out.append(f"{p.pid} {p.describe()}")
     return out
 
@@ -132,7 +132,7 @@ def _check_interrupted(wd: Path, r: dict[str, object]) -> None:
     state = json.loads((wd / "state.json").read_text())
     assert state["run"]["outcome"] == "interrupted" and state["run"]["signal"] == r["signal"]
     # its children stopped with it: what runs now is the twin (kept on purpose for the next command)
-    left = [x for x in procs.find_leftovers(wd) if "twin" not in x.what]
+    left = [x for x in leftovers.find_leftovers(wd) if "twin" not in x.what]
     assert left == [], [x.line() for x in left]
 
 
@@ -175,7 +175,7 @@ def test_killed_at_seeded_points_then_rerun_converges_and_down_leaves_nothing(tm
         down_s = time.monotonic() - t_down
         assert rc == 0, down_lines[-20:]
         assert json.loads(out)["leftovers"] == []
-        assert procs.find_leftovers(wd) == []
+        assert leftovers.find_leftovers(wd) == []
         assert _lab_processes(wd) == []
         assert procs.Records(wd).live() == []
     except AssertionError as e:
@@ -186,7 +186,7 @@ def test_killed_at_seeded_points_then_rerun_converges_and_down_leaves_nothing(tm
         # whatever a failure left: raylab's own teardown, then only processes verified as this lab's
         if _lab_processes(wd):
             subprocess.run(_cli(wd, "down"), cwd=ROOT, capture_output=True, timeout=600)
-            procs.stop_leftovers(wd)
+            leftovers.stop_leftovers(wd)
         shutil.rmtree(tmp_path, ignore_errors=True)
     points = [{k: v for k, v in r.items() if k != "stderr"} for r in results]
     print(json.dumps({"seed": seed, "points": points, "converge_said": said,

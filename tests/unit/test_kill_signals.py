@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from raylab import procs
+from raylab import procs, proctable
 from raylab.iac.terraform import LOCK_TIMEOUT, Terraform, describe_lock, lock_holders
 from raylab.signals import command_words, previous_run
 
@@ -41,7 +41,7 @@ def _run(**kw: object) -> dict[str, object]:
         (_run(outcome="exited"), None),
         (_run(outcome="interrupted", signal="SIGINT"), "(SIGINT)"),
         (_run(outcome="running", pid=2**22 + 7, pid_start=1), "(killed: pid"),
-        (_run(outcome="running", pid=os.getpid(), pid_start=procs.start_time(os.getpid())), None),
+        (_run(outcome="running", pid=os.getpid(), pid_start=proctable.start_time(os.getpid())), None),
     ],
 )
 def test_previous_run(run: dict[str, object], expected: str | None) -> None:
@@ -82,7 +82,7 @@ def test_a_signal_stops_children_records_the_stage_and_prints_one_line(tmp_path:
         f"interrupted ({signal.Signals(sig).name}) during stage 9 test: `raylab up` resumes "
         "(a re-run converges), `raylab down` cleans up"
     ]
-    assert procs.start_time(child) is None
+    assert proctable.start_time(child) is None
     run = json.loads((wd / "state.json").read_text())["run"]
     assert (run["stage"], run["outcome"], run["signal"]) == ("stage 9 test", "interrupted",
                                                              signal.Signals(sig).name)

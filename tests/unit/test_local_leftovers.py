@@ -28,7 +28,7 @@ def test_leftovers_list_a_process_of_the_work_dir_that_nothing_recorded(tmp_path
     import os
     import subprocess
 
-    from raylab.procs import MARK_ENV
+    from raylab.proctable import MARK_ENV
 
     wd = tmp_path / ".raylab"
     module = wd / "terraform" / "lo" / "module"

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from raylab import procs
-from raylab.procs import ProcInfo, Record, Records, decide, liveness
+from raylab import leftovers, procs, proctable
+from raylab.procs import Record, Records, decide, liveness
+from raylab.proctable import ProcInfo
 
 
 @pytest.mark.parametrize(
@@ -56,7 +57,7 @@ def test_decide(proc: str, run: str, ephemeral: bool, expected: str) -> None:
     ],
 )
 def test_under(path: str, expected: bool) -> None:
-    assert procs.under(path, Path("/w/.raylab")) is expected
+    assert proctable.under(path, Path("/w/.raylab")) is expected
 
 
 def _p(pid: int, pgid: int, start: int, marker: str | None = None, argv: tuple[str, ...] = ("x",),
@@ -106,7 +107,7 @@ def test_find_leftovers_by_record_marker_exe_cwd_argv(tmp_path: Path) -> None:
         _p(24, 24, 600, marker=str(root)),  # this process (excluded)
         _p(30, 30, 600, argv=("sleep", "9"), cwd="/tmp"),  # unrelated
     ]
-    found = {x.proc.pid: x for x in procs.find_leftovers(root, table, exclude={24})}
+    found = {x.proc.pid: x for x in leftovers.find_leftovers(root, table, exclude={24})}
     assert sorted(found) == [10, 11, 20, 21, 22, 23]
     assert [p for p, x in found.items() if x.ours] == [10, 11, 20, 21]
     assert found[10].what == "terraform apply" and found[10].why == "recorded"
@@ -117,7 +118,7 @@ def test_find_leftovers_by_record_marker_exe_cwd_argv(tmp_path: Path) -> None:
 def test_find_leftovers_ignores_a_recycled_recorded_pid(tmp_path: Path) -> None:
     root = tmp_path / ".raylab"
     Records(root).write(_rec(pid=10, start=500))
-    assert procs.find_leftovers(root, [_p(10, 10, 777, argv=("vim",))], exclude=set()) == []
+    assert leftovers.find_leftovers(root, [_p(10, 10, 777, argv=("vim",))], exclude=set()) == []
 
 
 # --- real processes ---------------------------------------------------------------------------------
@@ -132,13 +133,13 @@ def test_child_records_itself_with_pid_start_time_and_marker(tmp_path: Path) -> 
     try:
         rec = records.of(p.pid)
         assert rec is not None
-        assert (rec.pid, rec.pgid, rec.start) == (p.pid, p.pid, procs.start_time(p.pid))
+        assert (rec.pid, rec.pgid, rec.start) == (p.pid, p.pid, proctable.start_time(p.pid))
         assert (rec.run_pid, rec.run_start) == procs.run_identity()
         assert rec.ephemeral and rec.what == "sleep" and rec.cmd == ("sleep", "60")
-        info = procs.read_proc(p.pid)
+        info = proctable.read_proc(p.pid)
         assert info is not None and info.marker == str(records.root)
         assert [r for r, a in records.converge() if a != "leave"] == []  # its run (this test) is alive
-        assert procs.start_time(p.pid) is not None
+        assert proctable.start_time(p.pid) is not None
     finally:
         p.kill()
         p.wait()
@@ -160,7 +161,7 @@ def test_converge_stops_an_orphan_and_adopts_a_long_lived_process(
         records.write(replace(rec, run_start=rec.run_start + 1))
         steps = ((signal.SIGINT, 2.0), (signal.SIGKILL, 2.0))
         assert [a for _, a in records.converge(steps=steps)] == [action]
-        assert (procs.start_time(p.pid) is not None) is survives
+        assert (proctable.start_time(p.pid) is not None) is survives
         assert bool(records.all()) is survives
     finally:
         p.kill()
@@ -171,12 +172,12 @@ def test_a_recycled_pid_is_forgotten_and_never_signalled(tmp_path: Path) -> None
     records = Records(tmp_path / ".raylab")
     other = subprocess.Popen(["sleep", "60"])  # not started by raylab
     try:
-        st = procs.start_time(other.pid)
+        st = proctable.start_time(other.pid)
         assert st is not None
         records.write(_rec(pid=other.pid, start=st - 1, pgid=other.pid))  # same PID, other start time
         assert [a for _, a in records.converge(steps=((signal.SIGKILL, 1.0),))] == ["forget"]
         assert procs.signal_verified(other.pid, st - 1, signal.SIGKILL) is False
-        assert procs.start_time(other.pid) == st
+        assert proctable.start_time(other.pid) == st
     finally:
         other.kill()
         other.wait()
@@ -194,7 +195,7 @@ def test_stop_procs_escalates_from_sigint_to_sigkill(tmp_path: Path) -> None:
     assert procs.stop_record(rec, records.root, ((signal.SIGINT, 0.5), (signal.SIGTERM, 0.5),
                                                  (signal.SIGKILL, 3.0)))
     assert 1.0 <= time.monotonic() - t0 < 5  # it waited out SIGINT and SIGTERM
-    assert procs.start_time(p.pid) is None  # (stop_procs reaped it, so Popen sees no status)
+    assert proctable.start_time(p.pid) is None  # (stop_procs reaped it, so Popen sees no status)
     p.wait(timeout=5)
 
 
@@ -213,13 +214,13 @@ def test_an_ephemeral_child_dies_with_the_process_that_started_it(tmp_path: Path
     s = subprocess.Popen([sys.executable, "-c", starter], stdout=subprocess.PIPE, text=True, env=env)
     assert s.stdout is not None
     child = int(s.stdout.readline())
-    assert procs.start_time(child) is not None
+    assert proctable.start_time(child) is not None
     s.kill()
     s.wait()
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and procs.start_time(child) is not None:
+    while time.monotonic() < deadline and proctable.start_time(child) is not None:
         time.sleep(0.05)
-    assert procs.start_time(child) is None
+    assert proctable.start_time(child) is None
     recs = [json.loads(f.read_text()) for f in (root / "procs").glob("*.json")]
     assert [r["pid"] for r in recs] == [child]  # recorded by the child before it ran
     assert Records(root).converge() and Records(root).all() == []
@@ -228,12 +229,12 @@ def test_an_ephemeral_child_dies_with_the_process_that_started_it(tmp_path: Path
 def test_stop_leftovers_stops_marked_processes_but_not_foreign_ones(tmp_path: Path) -> None:
     root = tmp_path / ".raylab"
     (root / "logs").mkdir(parents=True)
-    marked = subprocess.Popen(["sleep", "60"], env={**os.environ, procs.MARK_ENV: str(root)})
+    marked = subprocess.Popen(["sleep", "60"], env={**os.environ, proctable.MARK_ENV: str(root)})
     foreign = subprocess.Popen(["sleep", "60"], cwd=root / "logs")  # e.g. a trainee's shell there
     try:
-        found = {x.proc.pid: x.ours for x in procs.find_leftovers(root)}
+        found = {x.proc.pid: x.ours for x in leftovers.find_leftovers(root)}
         assert found.get(marked.pid) is True and found.get(foreign.pid) is False
-        stopped = procs.stop_leftovers(root, ((signal.SIGINT, 2.0), (signal.SIGKILL, 2.0)))
+        stopped = leftovers.stop_leftovers(root, ((signal.SIGINT, 2.0), (signal.SIGKILL, 2.0)))
         assert [x.proc.pid for x in stopped] == [marked.pid]
         assert marked.wait(timeout=5) is not None and foreign.poll() is None
     finally:
@@ -254,7 +255,7 @@ def test_a_child_started_from_a_worker_thread_outlives_that_thread(tmp_path: Pat
     p = box[0]
     try:
         time.sleep(0.3)
-        assert procs.start_time(p.pid) is not None
+        assert proctable.start_time(p.pid) is not None
         assert records.of(p.pid) is not None
     finally:
         p.kill()

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from raylab import procs
+from raylab import procs, proctable
 from raylab.errors import RaylabError
 
 if TYPE_CHECKING:
@@ -205,7 +205,7 @@ def describe_lock(info: Mapping[str, str], holders: Iterable[int]) -> str:
     created = str(info.get("Created", ""))[:19].replace("T", " ")
     parts = [f"id {info['ID']}"] if info.get("ID") else []
     for pid in holders:
-        p = procs.read_proc(pid)
+        p = proctable.read_proc(pid)
         parts.append(f"pid {pid}: {p.describe()[:60]}" if p else f"pid {pid}")
     since = f" since {created} UTC" if created else ""
     return f"{who}, {op}{since}" + (f" ({'; '.join(parts)})" if parts else "")

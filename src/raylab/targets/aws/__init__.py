@@ -249,7 +249,8 @@ class AwsTarget:
         ctx.options.setdefault("bastion_key_name", name)
 
     def stop(self, ctx: Context) -> None:
-        from raylab.procs import stop_group, stop_leftovers
+        from raylab.leftovers import stop_leftovers
+        from raylab.procs import stop_group
 
         procs = ctx.state.get("processes")
         for pname, p in procs.items():
@@ -597,5 +598,5 @@ class AwsTarget:
         for pname, p in ctx.state.get("processes").items():
             if pname.startswith("aws-") and pid_alive(int(p["pid"])):
                 left.append(f"process {pname} (pid {p['pid']})")
-        from raylab.procs import find_leftovers  # every process of the work dir (records + /proc scan)
+        from raylab.leftovers import find_leftovers  # every process of the work dir (records + /proc scan)
         return left + [x.line() for x in find_leftovers(ctx.workdir)]

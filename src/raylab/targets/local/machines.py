@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from raylab.procs import MARK_ENV, Records, stop_group
+from raylab.procs import Records, stop_group
+from raylab.proctable import MARK_ENV
 from raylab.state import pid_alive
 
 log = logging.getLogger("raylab.twin.machines")

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, TypeGuard
 from raylab import procs
 from raylab.checks import Check
 from raylab.errors import RaylabError
+from raylab.leftovers import find_leftovers, stop_leftovers
 from raylab.procs import free_port, port_in_use, spawn, stop_group
 from raylab.state import pid_alive
 
@@ -434,12 +435,12 @@ class LocalTarget:
                 ctx.state.forget_process(name)
         ctx.state.drop("twin")
         # last, everything else this work dir still runs (records + /proc scan), by verified pid
-        for x in procs.stop_leftovers(ctx.workdir):
+        for x in stop_leftovers(ctx.workdir):
             ctx.ui.warning(f"stopped a left-over {x.line()}")
         ctx.ui.success("local target stopped (twin, Ray head and nodes)")
 
     def leftovers(self, ctx: Context) -> list[str]:
-        found = procs.find_leftovers(ctx.workdir)
+        found = find_leftovers(ctx.workdir)
         seen = {x.proc.pid for x in found}
         left = [x.line() for x in found]
         for name, rec in ctx.state.get("processes").items():
