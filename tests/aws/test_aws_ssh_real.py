@@ -114,7 +114,7 @@ def test_head_python_and_dashboard_tunnel_through_bastion(tmp_path: Path, sshd_f
     import urllib.request
 
     from raylab.procs import free_port, port_in_use
-    from raylab.targets.aws import HEAD_PYTHON
+    from raylab.targets.aws.cluster import HEAD_PYTHON
 
     user, plan, bastion, head = bastion_and_head(tmp_path, sshd_factory)
     ssh.pin_host_key(plan, "127.0.0.1", bastion.port)

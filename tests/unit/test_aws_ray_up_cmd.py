@@ -185,10 +185,10 @@ def test_first_ray_up_waits_for_the_profiles_and_reapply_does_not_restart(
 def test_head_launch_refused_for_the_profile_is_retried(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import raylab.targets.aws as awsmod
+    import raylab.targets.aws.cluster as awscluster
 
     pauses: list[float] = []
-    monkeypatch.setattr(awsmod.time, "sleep", pauses.append)
+    monkeypatch.setattr(awscluster.time, "sleep", pauses.append)
     old = {"CreateDate": T0 - timedelta(hours=1), "Roles": [{"RoleName": "r"}]}
     target = RecordingAws(FakeIam([old]), refusals=2)
     ctx, cfg = _ctx(tmp_path, target)

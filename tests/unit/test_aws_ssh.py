@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from raylab.errors import RaylabError
-from raylab.targets.aws import aws_overlay, region_of, ssh
+from raylab.targets.aws import ssh
+from raylab.targets.aws.access import region_of
+from raylab.targets.aws.cluster import aws_overlay
 
 
 def plan(tmp_path: Path, port: int = 22) -> ssh.SshPlan:

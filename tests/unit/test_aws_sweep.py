@@ -66,9 +66,9 @@ def _ctx(tmp_path: Path, ec2: Ec2) -> Context:
 )
 def test_sweep_waits_until_terminated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                       states: dict[str, str], terminated: list[str]) -> None:
-    import raylab.targets.aws as awsmod
+    import raylab.targets.aws.cluster as awscluster
 
-    monkeypatch.setattr(awsmod.time, "sleep", lambda s: None)
+    monkeypatch.setattr(awscluster.time, "sleep", lambda s: None)
     ec2 = Ec2(states, slow=4)
     ctx = _ctx(tmp_path, ec2)
     assert ctx.target.sweep(ctx, poll_s=0) == terminated  # type: ignore[attr-defined]
@@ -79,9 +79,9 @@ def test_sweep_waits_until_terminated(tmp_path: Path, monkeypatch: pytest.Monkey
 def test_sweep_that_cannot_finish_says_which_instances(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import raylab.targets.aws as awsmod
+    import raylab.targets.aws.cluster as awscluster
 
-    monkeypatch.setattr(awsmod.time, "sleep", lambda s: None)
+    monkeypatch.setattr(awscluster.time, "sleep", lambda s: None)
     ctx = _ctx(tmp_path, Ec2({"i-1": "shutting-down"}, slow=10**9))
     with pytest.raises(RaylabError, match=r"not terminated after 0 s: i-1 \(shutting-down\)"):
         ctx.target.sweep(ctx, timeout=0, poll_s=0)  # type: ignore[attr-defined]
