@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from raylab.targets.aws import preflight as pf
+from raylab.targets.aws import quota_math as qm
 
 C16 = {"InstanceType": "c7i.4xlarge"}
 SPOT16 = {"InstanceType": "c7i.4xlarge", "InstanceMarketOptions": {"MarketType": "spot"}}
@@ -65,8 +66,8 @@ def cfg(od: int, spot: int, cap: int | None, head: dict | None = None) -> dict:
     ],
 )
 def test_on_demand_quota(config: dict, quota: int, ok: bool, detail: str, hint_tail: str | None) -> None:
-    d = pf.quota_demands(pf.launch_shapes(config), VCPUS, pf.global_cap(config))[pf.ON_DEMAND_QUOTA]
-    c = pf.quota_check(d, quota)
+    d = qm.quota_demands(qm.launch_shapes(config), VCPUS, qm.global_cap(config))[qm.ON_DEMAND_QUOTA]
+    c = qm.quota_check(d, quota)
     assert (c.ok, c.detail) == (ok, detail)
     if hint_tail:
         assert "request an increase of Running On-Demand Standard" in c.hint
@@ -88,35 +89,35 @@ def test_on_demand_quota(config: dict, quota: int, ok: bool, detail: str, hint_t
 def test_bastion_counts_and_the_wall(
     quota: int, ok: bool, wall: str | None, floor_detail: str | None
 ) -> None:
-    d = pf.quota_demands(pf.launch_shapes(cfg(30, 0, 30)), VCPUS, 30, bastion_vcpus=2)[pf.ON_DEMAND_QUOTA]
+    d = qm.quota_demands(qm.launch_shapes(cfg(30, 0, 30)), VCPUS, 30, bastion_vcpus=2)[qm.ON_DEMAND_QUOTA]
     assert d.total == 30 * 16 + 16 + 2 and d.floor == 34
-    c = pf.quota_check(d, quota)
+    c = qm.quota_check(d, quota)
     assert c.ok is ok
     assert c.detail.startswith(f"max_workers 30 x 16 vCPU + head 16 + bastion 2 = 498 > quota {quota}")
     if wall:
         assert f"the wall stands at about {wall} worker(s)" in c.detail
-        assert pf.workers_that_fit(quota, 16, 16, bastion_vcpus=2) == int(wall)
+        assert qm.workers_that_fit(quota, 16, 16, bastion_vcpus=2) == int(wall)
     else:
         assert c.detail.endswith(floor_detail)
         assert c.hint.endswith("to >= 34 (better >= 498), or use smaller instance types")
 
 
 def test_spot_only_workers_put_head_and_bastion_on_the_on_demand_quota() -> None:
-    d = pf.quota_demands(pf.launch_shapes(cfg(0, 28, 28)), VCPUS, 28, bastion_vcpus=2)
-    assert d[pf.ON_DEMAND_QUOTA].total == 18 and d[pf.ON_DEMAND_QUOTA].terms == ()
-    assert not pf.quota_check(d[pf.ON_DEMAND_QUOTA], 16).ok
-    assert pf.quota_check(d[pf.ON_DEMAND_QUOTA], 18).ok
-    spot = pf.quota_check(d[pf.SPOT_QUOTA], 160)
+    d = qm.quota_demands(qm.launch_shapes(cfg(0, 28, 28)), VCPUS, 28, bastion_vcpus=2)
+    assert d[qm.ON_DEMAND_QUOTA].total == 18 and d[qm.ON_DEMAND_QUOTA].terms == ()
+    assert not qm.quota_check(d[qm.ON_DEMAND_QUOTA], 16).ok
+    assert qm.quota_check(d[qm.ON_DEMAND_QUOTA], 18).ok
+    spot = qm.quota_check(d[qm.SPOT_QUOTA], 160)
     assert spot.detail.endswith("about 10 worker(s) (stage 4 shows it) (L-34B43A08)")
-    assert not pf.quota_check(d[pf.SPOT_QUOTA], 15).ok
+    assert not qm.quota_check(d[qm.SPOT_QUOTA], 15).ok
 
 
 def test_each_market_at_its_own_worst_case() -> None:
     # mixed: 30 on-demand or 28 spot under a global cap of 30: each quota must hold its own maximum
-    d = pf.quota_demands(pf.launch_shapes(cfg(30, 28, 30)), VCPUS, 30)
-    assert d[pf.ON_DEMAND_QUOTA].total == 30 * 16 + 16
-    assert d[pf.SPOT_QUOTA].total == 28 * 16  # the head is on-demand
-    c = pf.quota_check(d[pf.SPOT_QUOTA], 160)
+    d = qm.quota_demands(qm.launch_shapes(cfg(30, 28, 30)), VCPUS, 30)
+    assert d[qm.ON_DEMAND_QUOTA].total == 30 * 16 + 16
+    assert d[qm.SPOT_QUOTA].total == 28 * 16  # the head is on-demand
+    c = qm.quota_check(d[qm.SPOT_QUOTA], 160)
     assert c.ok
     assert c.detail.startswith(
         "max_workers 28 x 16 vCPU = 448 > quota 160: the wall stands at about 10 worker(s)"
@@ -124,12 +125,12 @@ def test_each_market_at_its_own_worst_case() -> None:
 
 
 def test_vcpus_already_in_use_count() -> None:
-    d = pf.quota_demands(pf.launch_shapes(cfg(4, 0, 4)), VCPUS, 4)[pf.ON_DEMAND_QUOTA]
-    c = pf.quota_check(d, 160, in_use=96)
+    d = qm.quota_demands(qm.launch_shapes(cfg(4, 0, 4)), VCPUS, 4)[qm.ON_DEMAND_QUOTA]
+    c = qm.quota_check(d, 160, in_use=96)
     assert c.ok
     assert c.detail.startswith("max_workers 4 x 16 vCPU + head 16 + 96 in use = 176 > quota 160")
     assert "about 3 worker(s)" in c.detail
-    c = pf.quota_check(d, 120, in_use=96)
+    c = qm.quota_check(d, 120, in_use=96)
     assert not c.ok and "below head 16 + one worker 16 + 96 in use = 128" in c.detail
 
 
@@ -137,16 +138,16 @@ def test_mixed_worker_sizes_give_a_range() -> None:
     c = cfg(0, 0, None)
     c["available_node_types"]["small"] = {"max_workers": 40, "node_config": {"InstanceType": "m7i.large"}}
     c["available_node_types"]["od"]["max_workers"] = 10
-    d = pf.quota_demands(pf.launch_shapes(c), VCPUS, None, bastion_vcpus=2)[pf.ON_DEMAND_QUOTA]
-    chk = pf.quota_check(d, 160)
+    d = qm.quota_demands(qm.launch_shapes(c), VCPUS, None, bastion_vcpus=2)[qm.ON_DEMAND_QUOTA]
+    chk = qm.quota_check(d, 160)
     assert chk.ok and "the wall stands at about 8-71 worker(s)" in chk.detail
 
 
 def test_non_standard_families_are_not_silently_passed() -> None:
     c = cfg(2, 0, 2)
     c["available_node_types"]["gpu"] = {"max_workers": 2, "node_config": {"InstanceType": "g5.xlarge"}}
-    d = pf.quota_demands(pf.launch_shapes(c), VCPUS, 4)
-    assert set(d) == {pf.ON_DEMAND_QUOTA}  # g5 has its own quota: preflight reports it as unchecked
+    d = qm.quota_demands(qm.launch_shapes(c), VCPUS, 4)
+    assert set(d) == {qm.ON_DEMAND_QUOTA}  # g5 has its own quota: preflight reports it as unchecked
 
 
 @pytest.mark.parametrize(
@@ -177,7 +178,7 @@ def test_azs(offered: dict, wanted: list, ok: bool, azs: list) -> None:
 
 def test_cost_full_scale_takes_the_dearest_mix() -> None:
     prices = {("c7i.4xlarge", "on-demand"): 0.714, ("c7i.4xlarge", "spot"): 0.3}
-    shapes = pf.capped(pf.launch_shapes(cfg(30, 28, 30)), 30, lambda s: prices[(s.instance_type, s.market)])
+    shapes = qm.capped(qm.launch_shapes(cfg(30, 28, 30)), 30, lambda s: prices[(s.instance_type, s.market)])
     total, lines = pf.cost_per_hour(shapes, lambda t, m: prices[(t, m)], fixed=0.045)
     assert total == round(31 * 0.714 + 0.045, 2)
     assert lines[0].startswith("head: 1 x c7i.4xlarge on-demand")

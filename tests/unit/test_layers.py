@@ -24,7 +24,6 @@ MAX_LINES = 450
 # fails if one grows, and when one shrinks under MAX_LINES its entry must go (the list only shrinks).
 OVERSIZED: dict[str, int] = {
     "raylab.spot.guard": 488,
-    "raylab.targets.aws.preflight": 485,
     "raylab.targets.local.twin": 464,
 }
 
