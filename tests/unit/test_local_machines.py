@@ -88,7 +88,7 @@ def test_only_the_recorded_program_counts_as_ours() -> None:
     import time
     from pathlib import Path
 
-    from raylab.targets.local.target import is_ours, recorded_program
+    from raylab.targets.local.recovery import is_ours, recorded_program
 
     p = subprocess.Popen(["sleep", "30.5"])
     try:

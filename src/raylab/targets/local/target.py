@@ -9,8 +9,9 @@ State it owns in ``.raylab/state.json``:
 
 Every process it starts is also recorded by pid and start time in ``.raylab/procs/`` (see
 :mod:`raylab.procs`): preflight stops what a killed run left (terraform, ``ray up``) and adopts the
-twin and head; ``leftovers`` lists every live process of the work dir (records + a /proc scan) and
-``stop`` stops them, each by pid with its start time checked.
+twin and head (``recovery.py``: which PID is still ours, converging a killed run); ``leftovers``
+lists every live process of the work dir (records + a /proc scan) and ``stop`` stops them, each by pid
+with its start time checked.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeGuard
+from typing import TYPE_CHECKING, Any
 
 from raylab import procs
 from raylab.checks import Check
@@ -31,6 +32,17 @@ from raylab.errors import RaylabError
 from raylab.leftovers import find_leftovers, stop_leftovers
 from raylab.procs import free_port, port_in_use, spawn, stop_group
 from raylab.state import pid_alive
+from raylab.targets.local.recovery import (
+    cleanup_temp,
+    converge_stale,
+    head_needle,
+    is_ours,
+    machine_pids,
+    node_needle,
+    recorded_program,
+    twin_alive,
+    twin_state_dir,
+)
 
 if TYPE_CHECKING:
     from raylab.context import Context
@@ -41,42 +53,6 @@ FAKE_KEYS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 TWIN_READY_TIMEOUT_S = 60.0
 _AWS_ENV_DROP = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ACCESS_KEY_ID",
                  "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_DEFAULT_PROFILE")
-
-
-def cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def is_ours(pid: int | None, needle: str) -> TypeGuard[int]:
-    """Alive and still the program we started (a recycled PID is not ours to stop)."""
-    return pid is not None and bool(pid) and pid_alive(int(pid)) and needle in cmdline(int(pid))
-
-
-def recorded_program(rec: dict[str, Any]) -> str:
-    """The recorded arguments: /proc/<pid>/cmdline of that process contains them (an interpreter
-    may come first), a recycled PID does not."""
-    cmd = rec.get("cmd") or ""
-    parts = [str(p) for p in cmd] if isinstance(cmd, list) else str(cmd).split()
-    return " ".join(parts[1:]) or (parts[0] if parts else "\0")
-
-
-def head_needle(cluster: dict[str, Any]) -> str:
-    return f"--temp-dir={cluster['temp_dir']}" if cluster.get("temp_dir") else "\0"
-
-
-def node_needle(rec: dict[str, Any]) -> str:
-    """What a node process of machines.json has in its command line (its own temp dir)."""
-    return f"--temp-dir={rec['temp_dir']}" if rec.get("temp_dir") else "\0"
-
-
-def machine_pids(state_dir: Path) -> dict[str, dict[str, Any]]:
-    try:
-        return json.loads((state_dir / "machines.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
 
 
 class LocalTarget:
@@ -92,22 +68,15 @@ class LocalTarget:
             raise RaylabError("the local twin is not running", "run `raylab up` first")
         return TwinClient(tw["endpoint_url"])
 
-    def _twin_alive(self, ctx: Context) -> bool:
-        tw = ctx.state.get("twin")
-        return is_ours(tw.get("pid"), f"--state-dir {tw.get('state_dir', '-')}")
-
-    def _twin_state_dir(self, ctx: Context) -> Path:
-        return ctx.workdir / "twin"
-
     # --- contract ----------------------------------------------------------------------------------
     def preflight(self, ctx: Context) -> list[Check]:
-        checks = [self._converge_stale(ctx)]
+        checks = [converge_stale(ctx)]
         tf = shutil.which("terraform")
         if tf is None:
             ctx.ui.warning("terraform is not on PATH: stage 2 (identity) will fail until it is installed")
         checks.append(Check("terraform", True, tf or "not found on PATH (warning: stage 2 needs it)"))
         port = self._wanted_port(ctx)
-        if port and not self._twin_alive(ctx) and port_in_use(port):
+        if port and not twin_alive(ctx) and port_in_use(port):
             checks.append(Check("twin port", False, f"127.0.0.1:{port} is already in use",
                                 "free it or pick another port with RAYLAB_TWIN_PORT (unset: a free port)"))
         else:
@@ -118,66 +87,19 @@ class LocalTarget:
         p = ctx.options.get("twin_port") or os.environ.get("RAYLAB_TWIN_PORT")
         return int(p) if p else None
 
-    def _converge_stale(self, ctx: Context) -> Check:
-        """A killed run left .raylab/: forget dead PIDs; if the twin died, its cloud died with it."""
-        from raylab.signals import note_stage, previous_run
-
-        fixed: list[str] = []
-        prev = previous_run(ctx.state.get("run"))
-        if prev:
-            ctx.ui.warning(f"{prev}: converging")
-        records = procs.Records(ctx.workdir)
-        known = {ctx.state.get("twin").get("pid"), ctx.state.get("cluster").get("head_pid")}
-        for rec, act in records.converge():
-            if act == "adopt" and rec.owner == "local-target" and rec.pid not in known:
-                # a twin or head whose run was killed before the state named it: nothing uses it
-                procs.stop_record(rec, records.root, procs.QUICK_STEPS)
-                records.forget(rec)
-                act = "stop"
-            if act == "stop":
-                fixed.append(f"stopped `{rec.what}` (pid {rec.pid}) left running by a killed run")
-        note_stage(ctx.workdir, "preflight (before the first stage)")
-        for name, rec in list(ctx.state.get("processes").items()):
-            if not pid_alive(int(rec.get("pid", 0))):
-                ctx.state.forget_process(name)
-                fixed.append(f"{name} (pid {rec.get('pid')}) is gone")
-        tw = ctx.state.get("twin")
-        if tw and not self._twin_alive(ctx):
-            # the twin's moto state is lost: a live head or node of that run talks to nothing
-            head = ctx.state.get("cluster").get("head_pid")
-            if is_ours(head, head_needle(ctx.state.get("cluster"))):
-                stop_group(int(head))
-                fixed.append(f"stopped the orphaned Ray head (pid {head})")
-            for iid, mrec in machine_pids(self._twin_state_dir(ctx)).items():
-                if is_ours(mrec.get("pid"), node_needle(mrec)):
-                    stop_group(int(mrec["pid"]))
-                    fixed.append(f"stopped the orphaned node of {iid}")
-            self._cleanup_temp(ctx.state.get("cluster"))
-            ctx.state.drop("cluster")
-            ctx.state.drop("twin")
-            for name in ("twin", "ray-head"):
-                ctx.state.forget_process(name)
-            fixed.append("the previous twin is gone (its EC2/IAM/CloudFormation state with it): "
-                         "stages re-create what they need")
-        if fixed:
-            for f in fixed:
-                ctx.ui.warning(f"stale .raylab/ from an earlier run: {f}")
-            return Check("stale state", True, "converged: " + "; ".join(fixed))
-        return Check("stale state", True, "none")
-
     def start(self, ctx: Context) -> None:
         # a twin that a killed run left still booting: wait for it rather than start a second one
         deadline = time.monotonic() + TWIN_READY_TIMEOUT_S
-        while self._twin_alive(ctx) and time.monotonic() < deadline:
+        while twin_alive(ctx) and time.monotonic() < deadline:
             if self.twin(ctx).alive():
                 ctx.ui.noop(f"twin already running at {ctx.state.get('twin')['endpoint_url']}")
                 return
             time.sleep(0.3)
-        if self._twin_alive(ctx):  # alive but never answered: ours (pid checked), stop it
+        if twin_alive(ctx):  # alive but never answered: ours (pid checked), stop it
             stop_group(int(ctx.state.get("twin")["pid"]), timeout=5)
-        self._converge_stale(ctx)
+        converge_stale(ctx)
         port = self._wanted_port(ctx) or free_port()
-        state_dir = self._twin_state_dir(ctx)
+        state_dir = twin_state_dir(ctx)
         log = ctx.workdir / "logs" / "twin.log"
         cmd = [sys.executable, "-m", "raylab.targets.local.twin", "--port", str(port),
                "--state-dir", str(state_dir)]
@@ -218,7 +140,7 @@ class LocalTarget:
         if not tw.get("endpoint_url"):
             raise RaylabError("the local twin is not running, so there is no local AWS endpoint",
                               "run `raylab up` (it starts the twin)")
-        if not self._twin_alive(ctx):
+        if not twin_alive(ctx):
             raise RaylabError(f"the local twin (pid {tw.get('pid')}) is gone, and its EC2/IAM/CloudFormation "
                               "state with it", "`raylab up` starts a new one; `raylab down` cleans up")
         return {"AWS_DEFAULT_REGION": tw.get("region", REGION), "AWS_REGION": tw.get("region", REGION),
@@ -311,7 +233,7 @@ class LocalTarget:
             with ctx.ui.waiting(f"stopping the Ray head (pid {head})"):
                 stop_group(int(head), timeout=15)
         ctx.state.forget_process("ray-head")
-        self._cleanup_temp(cur)
+        cleanup_temp(cur)
 
     def cluster_down(self, ctx: Context) -> None:
         cur = ctx.state.get("cluster")
@@ -320,7 +242,7 @@ class LocalTarget:
             return
         cluster = cur.get("cluster_name", ctx.names["cluster"])
         self._stop_head(ctx)
-        if self._twin_alive(ctx):
+        if twin_alive(ctx):
             from raylab.aws.session import client
             from raylab.cluster.status import ec2_instances
 
@@ -334,7 +256,7 @@ class LocalTarget:
                 self._wait_nodes_gone(ctx, cluster, timeout=60)
             with contextlib.suppress(RaylabError):
                 self.twin(ctx).unregister_cluster(cluster)
-        self._cleanup_temp(cur)
+        cleanup_temp(cur)
         ctx.state.drop("cluster")
 
     def _wait_nodes_gone(self, ctx: Context, cluster: str, timeout: float) -> None:
@@ -347,12 +269,6 @@ class LocalTarget:
             time.sleep(0.5)
         raise RaylabError(f"worker nodes of {cluster} still running after {timeout:.0f}s",
                           "re-run `raylab down`")
-
-    @staticmethod
-    def _cleanup_temp(cur: dict[str, Any]) -> None:
-        root = cur.get("temp_root")
-        if root and Path(root).name.startswith("rl-") and str(root).startswith("/tmp/"):
-            shutil.rmtree(root, ignore_errors=True)
 
     def cluster_status(self, ctx: Context) -> dict[str, Any]:
         from raylab.aws.session import client
@@ -411,12 +327,12 @@ class LocalTarget:
             if name != "twin" and is_ours(rec.get("pid"), recorded_program(rec)):
                 stop_group(int(rec["pid"]), timeout=10)
         tw = ctx.state.get("twin")
-        state_dir = Path(tw.get("state_dir") or self._twin_state_dir(ctx))
+        state_dir = Path(tw.get("state_dir") or twin_state_dir(ctx))
         # The twin's cloud lives in the twin's memory: check it for leftovers BEFORE stopping it, so
         # teardown's verdict covers instances, stacks, network pieces and profiles, not only processes.
-        cloud_left = self._cloud_leftovers(ctx) if self._twin_alive(ctx) else []
+        cloud_left = self._cloud_leftovers(ctx) if twin_alive(ctx) else []
         ctx.state.put("teardown", {"cloud_leftovers": cloud_left, "checked_at": time.time()})
-        if self._twin_alive(ctx):
+        if twin_alive(ctx):
             with ctx.ui.waiting(f"stopping the local twin (pid {tw['pid']})"):
                 with contextlib.suppress(RaylabError):
                     self.twin(ctx).shutdown()
@@ -447,11 +363,11 @@ class LocalTarget:
             if int(rec.get("pid", 0)) not in seen and is_ours(rec.get("pid"), recorded_program(rec)):
                 left.append(f"process {name} (pid {rec['pid']})")
         tw = ctx.state.get("twin")
-        state_dir = Path(tw.get("state_dir") or self._twin_state_dir(ctx))
+        state_dir = Path(tw.get("state_dir") or twin_state_dir(ctx))
         for iid, rec in machine_pids(state_dir).items():
             if int(rec.get("pid") or 0) not in seen and is_ours(rec.get("pid"), node_needle(rec)):
                 left.append(f"process ray node of {iid} (pid {rec['pid']})")
-        if self._twin_alive(ctx):
+        if twin_alive(ctx):
             left += self._cloud_leftovers(ctx)
         else:  # the twin is gone with its cloud: report what it still held when it was stopped
             left += ctx.state.get("teardown").get("cloud_leftovers", [])
