@@ -23,7 +23,7 @@ MAX_LINES = 450
 # Modules still over MAX_LINES, each with its line count when it was listed as a ceiling: the test
 # fails if one grows, and when one shrinks under MAX_LINES its entry must go (the list only shrinks).
 OVERSIZED: dict[str, int] = {
-    "raylab.spot.guard": 488,
+    "raylab.spot.guard": 470,
     "raylab.targets.local.twin": 464,
 }
 

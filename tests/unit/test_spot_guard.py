@@ -265,7 +265,8 @@ def test_guard_restore_all_on_stop(tmp_path: Path):
 
 
 def test_recent_events_for_status(tmp_path: Path):
-    from raylab.spot.guard import emitter, recent_events
+    from raylab.spot.guard import emitter
+    from raylab.spot.guard_status import recent_events
 
     f = tmp_path / "guard-events.jsonl"
     assert recent_events(f) == []
@@ -319,7 +320,7 @@ def test_guard_edits_rays_json_bootstrap_config(tmp_path: Path):
 
 
 def test_report_for_status():
-    from raylab.spot.guard import report
+    from raylab.spot.guard_status import report
 
     evs = [{"t": 1.0, "kind": "capacity_error"}] + [
         {"t": float(i), "kind": "guard_cap", "node_type": "ray.worker.spot", "message": f"m{i}"}
@@ -335,7 +336,7 @@ def test_report_for_status():
 
 def test_status_lines_say_what_the_guard_did():
     from raylab.cli.cmd_status import guard_lines
-    from raylab.spot.guard import report
+    from raylab.spot.guard_status import report
 
     state = {"states": {"ray.worker.spot": {"status": "capped", "cap": 0, "until": 160.0, "code": ICE}}}
     ev = {"t": 100.0, "kind": "guard_cap", "node_type": "ray.worker.spot",

@@ -3,6 +3,7 @@
 - ``imds_watcher``: polls IMDSv2 for spot interruption / rebalance notices and drains its Ray node.
 - ``guard``: sees spot launch failures (InsufficientInstanceCapacity, ...) and caps the spot node
   type in the autoscaling YAML so the burst goes to on-demand, restoring it after a cooldown.
+- ``guard_status``: what `raylab status` reads of the guard's events and state (operator side only).
 - ``metrics``: tasks_retried, nodes_reclaimed, nodes_replaced, capacity_events for stress results.
 - ``chaos``: the drills (capacity windows, reclaims); ``chart``: the drill charts.
 

@@ -16,7 +16,8 @@ Layout: ``step`` is the pure state machine (table-tested); ``set_node_type_limit
 action (ruamel round-trip: comments and order survive, atomic replace); ``Guard.tick`` is the I/O
 loop. Failure sources: ``TwinEventsSource`` (local target: the twin's events log, exact code and AZ)
 and ``MonitorLogSource`` (AWS path: Ray's monitor.log on the head, where the AWS code appears as
-``Node Launch Exception (<code>)``; the AZ is not in that line).
+``Node Launch Exception (<code>)``; the AZ is not in that line). What `raylab status` reads of the
+guard's files lives in ``guard_status.py``, which is never shipped to the nodes.
 """
 
 from __future__ import annotations
@@ -31,13 +32,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-CAPACITY_CODES = frozenset({
-    "InsufficientInstanceCapacity",
-    "InsufficientCapacity",
-    "MaxSpotInstanceCountExceeded",
-    "SpotMaxPriceTooLow",
-    "InsufficientHostCapacity",
-})
+CAPACITY_CODES = frozenset({"InsufficientInstanceCapacity", "InsufficientCapacity",
+                            "InsufficientHostCapacity", "MaxSpotInstanceCountExceeded", "SpotMaxPriceTooLow"})
 
 
 @dataclass(frozen=True)
@@ -303,12 +299,8 @@ class MonitorLogSource:
         cut = data.rfind(b"\n") + 1
         self.offset += cut
         now = time.time()
-        out = []
-        for line in data[:cut].decode("utf-8", "replace").splitlines():
-            f = parse_monitor_line(line, spot_types, now)
-            if f:
-                out.append(f)
-        return out
+        lines = data[:cut].decode("utf-8", "replace").splitlines()
+        return [f for f in (parse_monitor_line(ln, spot_types, now) for ln in lines) if f]
 
 
 def ec2_counter(ec2: Any, cluster_name: str) -> Callable[[], dict[str, int]]:
@@ -404,34 +396,6 @@ class Guard:
         self._save()
 
 
-def recent_events(path: Path, n: int = 5) -> list[dict[str, Any]]:
-    """The guard's last ``n`` decisions (for `raylab status`): [{t, kind, node_type, message, ...}]."""
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text().splitlines()[-n:]:
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            continue
-    return out
-
-
-def report(events: list[dict[str, Any]], state: dict[str, Any] | None,
-           running: bool | None) -> dict[str, Any]:
-    """What `raylab status` says about the guard (pure): whether it runs, each spot type's state
-    (ok | capped | probing, with the cap and until when) and its last decisions, newest last."""
-    types = {}
-    for name, st in ((state or {}).get("states") or {}).items():
-        types[name] = {"status": st.get("status", "ok"), "max_workers": st.get("cap"),
-                       "until": st.get("until") if st.get("status") in ("capped", "probing") else None,
-                       "failures": st.get("failures", 0), "code": st.get("code", "")}
-    recent = [{"t": e.get("t"), "kind": e.get("kind"), "node_type": e.get("node_type"),
-               "message": e.get("message", "")}
-              for e in events if str(e.get("kind", "")).startswith("guard_")]
-    return {"running": running, "types": types, "recent": recent[-5:]}
-
-
 def emitter(events_file: Path | None, twin_url: str | None) -> Callable[[dict[str, Any]], None]:
     """Guard events go to a JSON-lines file and, on the local target, into the twin's timeline."""
 
@@ -503,6 +467,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    import sys
-
-    sys.exit(main())
+    raise SystemExit(main())

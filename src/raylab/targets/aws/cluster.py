@@ -267,7 +267,7 @@ class AwsCluster(AwsAccess):
     def cluster_status(self, ctx: Context) -> dict[str, Any]:
         """Ray's v2 status read on the head (through the bastion) + EC2's instances of the cluster tag."""
         from raylab.cluster import status
-        from raylab.spot.guard import report
+        from raylab.spot.guard_status import report
 
         script = inspect.getsource(status) + (
             "\nimport json\nprint('RAYLAB-STATUS ' + json.dumps(ray_status('127.0.0.1:6379'), default=str))\n"

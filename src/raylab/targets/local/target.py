@@ -294,7 +294,7 @@ class LocalTarget:
     def guard_report(self, ctx: Context) -> dict[str, Any]:
         """The capacity guard next to the local head (stage 6): its process, state and decisions."""
         from raylab.spot import GUARD
-        from raylab.spot.guard import recent_events, report
+        from raylab.spot.guard_status import recent_events, report
 
         d = ctx.workdir / "spot"
         rec = ctx.state.get("processes").get(GUARD)
