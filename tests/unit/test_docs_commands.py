@@ -214,3 +214,18 @@ def test_the_speed_runs_in_chapter_5_are_the_recorded_ones() -> None:
     first10 = sorted(set(by[10.0]["launch_t"]))[0]
     assert by[10.0]["launch_t"].count(first10) == 10 and f"첫 틱({first10:g}초)에 10대" in text
     assert len(by[1.0]["launch_t"]) == len(by[10.0]["launch_t"]) == 12
+
+
+def test_the_local_scenario_table_is_the_recorded_runs() -> None:
+    runs = json.loads((ROOT / "docs" / "lab" / "runs" / "scenarios-local.json").read_text())["runs"]
+    text = prose(GUIDE / "06-scenarios.md")
+    for s, r in runs.items():
+        row = next((ln for ln in text.splitlines() if ln.startswith(f"| `{s}` | ") and "초 |" in ln), None)
+        assert row is not None, f"06-scenarios.md: no local row for {s}"
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        m = r["peak_instances_running_by_market"]
+        assert cells[1] == str(r["peak_workers"]), (s, cells[1])
+        assert cells[2] == f"{m['on-demand']} / {m['spot']}", (s, cells[2])
+        assert cells[3] == f"{round(r['makespan_s'])}초", (s, cells[3])
+        assert cells[4] == str(r["quota_errors"]), (s, cells[4])
+        assert r["tasks_completed"] == r["tasks_total"]
