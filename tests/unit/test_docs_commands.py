@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import typer.exceptions
 import typer.main
 
 from raylab.cli.main import app
@@ -31,7 +32,6 @@ try:
     from typer._click.exceptions import Exit as _ClickExit
 except ImportError:
     from click.exceptions import Exit as _ClickExit  # type: ignore[assignment]
-import typer.exceptions
 
 EXITS = tuple({_ClickExit, getattr(typer.exceptions, "Exit", _ClickExit)})  # --help ends with one of them
 FENCE = re.compile(r"```(?:bash|sh|console)?\n(.*?)```", re.S)
@@ -153,7 +153,8 @@ def test_no_page_puts_the_wall_one_worker_higher(path: Path) -> None:
     text = prose(path)
     for bad in (f"워커 {wrong}대", f"워커는 {wrong}대", f"{wrong} workers", f"+ {wrong} workers",
                 f"{w['head'] + w['other'] - 2 + 30 * w['worker']} vCPU"):  # 496: the bastion forgotten
-        assert bad not in text, f"{path.name} says {bad!r}; raylab plan says {w['peak']} workers, {w['need']} vCPUs"
+        assert bad not in text, (
+            f"{path.name} says {bad!r}; raylab plan says {w['peak']} workers, {w['need']} vCPUs")
 
 
 def test_the_scenario_table_is_the_forecasts() -> None:
