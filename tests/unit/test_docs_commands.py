@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import typer.exceptions
 import typer.main
 
 from raylab.cli.main import app
@@ -31,7 +32,6 @@ try:
     from typer._click.exceptions import Exit as _ClickExit
 except ImportError:
     from click.exceptions import Exit as _ClickExit  # type: ignore[assignment]
-import typer.exceptions  # noqa: E402  (after the version probes above)
 
 EXITS = tuple({_ClickExit, getattr(typer.exceptions, "Exit", _ClickExit)})  # --help ends with one of them
 FENCE = re.compile(r"```(?:bash|sh|console)?\n(.*?)```", re.S)
@@ -153,8 +153,8 @@ def test_no_page_puts_the_wall_one_worker_higher(path: Path) -> None:
     text = prose(path)
     for bad in (f"워커 {wrong}대", f"워커는 {wrong}대", f"{wrong} workers", f"+ {wrong} workers",
                 f"{w['head'] + w['other'] - 2 + 30 * w['worker']} vCPU"):  # 496: the bastion forgotten
-        assert bad not in text, (f"{path.name} says {bad!r}; "
-                                 f"raylab plan says {w['peak']} workers, {w['need']} vCPUs")
+        assert bad not in text, (
+            f"{path.name} says {bad!r}; raylab plan says {w['peak']} workers, {w['need']} vCPUs")
 
 
 def test_the_scenario_table_is_the_forecasts() -> None:
@@ -215,3 +215,18 @@ def test_the_speed_runs_in_chapter_5_are_the_recorded_ones() -> None:
     first10 = sorted(set(by[10.0]["launch_t"]))[0]
     assert by[10.0]["launch_t"].count(first10) == 10 and f"첫 틱({first10:g}초)에 10대" in text
     assert len(by[1.0]["launch_t"]) == len(by[10.0]["launch_t"]) == 12
+
+
+def test_the_local_scenario_table_is_the_recorded_runs() -> None:
+    runs = json.loads((ROOT / "docs" / "lab" / "runs" / "scenarios-local.json").read_text())["runs"]
+    text = prose(GUIDE / "06-scenarios.md")
+    for s, r in runs.items():
+        row = next((ln for ln in text.splitlines() if ln.startswith(f"| `{s}` | ") and "초 |" in ln), None)
+        assert row is not None, f"06-scenarios.md: no local row for {s}"
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        m = r["peak_instances_running_by_market"]
+        assert cells[1] == str(r["peak_workers"]), (s, cells[1])
+        assert cells[2] == f"{m['on-demand']} / {m['spot']}", (s, cells[2])
+        assert cells[3] == f"{round(r['makespan_s'])}초", (s, cells[3])
+        assert cells[4] == str(r["quota_errors"]), (s, cells[4])
+        assert r["tasks_completed"] == r["tasks_total"]

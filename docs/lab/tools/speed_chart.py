@@ -31,7 +31,8 @@ def reduce(run_dir: Path) -> dict:
                 for _ in range(int(e.get("count", 1)))]
     summary = run_dir / "job-summary.json"
     makespan = json.loads(summary.read_text()).get("makespan_s") if summary.exists() else None
-    return {"upscaling_speed": meta.get("upscaling_speed"), "makespan_s": makespan, "quota_vcpus": meta.get("quota_vcpus"),
+    return {"upscaling_speed": meta.get("upscaling_speed"), "makespan_s": makespan,
+            "quota_vcpus": meta.get("quota_vcpus"),
             "tasks": meta.get("tasks"), "duration_s": meta.get("duration_s"),
             "t": [round(s["t"], 1) for s in samples], "workers": [s.get("workers") or 0 for s in samples],
             "finished": [s.get("tasks", {}).get("finished", 0) for s in samples], "launch_t": launches}
