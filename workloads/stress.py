@@ -20,12 +20,11 @@ tasks             480 x 1 CPU                 480/4 = 120 x 1 CPU
 task duration     300 s                       300/10 = 30 s (time scale 10)
 max_workers       30                          30
 vCPU quota        160 (head included)         160, in instance-type vCPUs (unchanged)
-quota wall        head + 9 workers            head + 9 workers (same place)
+quota wall        head + bastion + 8 workers  head + bastion + 8 workers (same place)
 ================  ==========================  ===================================
 
 The bastion (t3.micro, 2 vCPU, on-demand) counts against the same "Running On-Demand Standard"
-quota, so with it running the wall is head + bastion + 8 workers on both (160 - 16 - 2 = 142 vCPU
-= 8 x 16). raylab measures what is already in use when a run starts and reports the real wall.
+quota, so the wall is head + bastion + 8 workers on both (160 - 16 - 2 = 142 vCPU >= 8 x 16). raylab measures what is already in use when a run starts and reports the real wall.
 
 Tasks per worker CPU and the quota wall keep the plan's shape; only sizes and time shrink. The
 lower bound on the makespan is ``ceil(tasks / (usable_workers x cpus_per_worker)) x duration``

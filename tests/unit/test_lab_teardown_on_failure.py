@@ -165,3 +165,28 @@ def test_up_help_lists_region() -> None:
 
     r = CliRunner().invoke(app, ["up", "--help"], env={"COLUMNS": "200"})
     assert r.exit_code == 0 and "--region" in r.output
+
+
+def test_allow_ssh_from_is_a_real_option_checked_before_anything(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A classroom behind one NAT gives the NAT's address; a bad CIDR is refused before stage 1."""
+    target = _install(monkeypatch, "aws", 99, "check")
+    seen: dict[str, Any] = {}
+    real_preflight = target.__class__.preflight
+
+    def preflight(self: Any, ctx: Any) -> Any:
+        seen["cidr"] = ctx.options.get("allow_ssh_from")
+        return real_preflight(self, ctx)
+
+    monkeypatch.setattr(target.__class__, "preflight", preflight)
+    cmd_lab.up(target="aws", lab="t1", scenario="autoscale", allow_ssh_from="198.51.100.7", yes=True,
+               json_mode=True, quiet=True, workdir=tmp_path / ".raylab")
+    assert seen["cidr"] == "198.51.100.7/32"
+    target.calls.clear()
+    with pytest.raises(RaylabError, match="--allow-ssh-from 'lab-nat' is not a CIDR"):
+        cmd_lab.up(target="aws", lab="t1", scenario="autoscale", allow_ssh_from="lab-nat", yes=True,
+                   json_mode=True, quiet=True, workdir=tmp_path / ".raylab")
+    assert target.calls == []  # nothing applied
+    with pytest.raises(RaylabError, match="--allow-ssh-from applies to --target aws only"):
+        cmd_lab.lab(target="local", lab="t1", scenario="autoscale", allow_ssh_from="198.51.100.7/32",
+                    yes=True, json_mode=True, quiet=True, workdir=tmp_path / ".raylab")

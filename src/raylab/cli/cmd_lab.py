@@ -30,12 +30,28 @@ def _confirm_spend(ctx: Context, what: str) -> None:
         raise RaylabError("not confirmed: nothing was created", "re-run with --yes to skip the question")
 
 
-def _set_region(ctx: Context, region: str | None) -> None:
-    """--region (as `raylab preflight` takes it): the AWS target reads ctx.options["region"]."""
+AllowSshOpt = Annotated[
+    str | None,
+    typer.Option("--allow-ssh-from", metavar="CIDR",
+                 help="Who may SSH to the bastion (AWS). Default: your public IP as a /32. A classroom "
+                      "behind one NAT gives that NAT's address, e.g. 198.51.100.7/32."),
+]
+
+
+def _set_region(ctx: Context, region: str | None, allow_ssh_from: str | None = None) -> None:
+    """--region (as `raylab preflight` takes it) and --allow-ssh-from, checked before anything is
+    created; the AWS target reads ctx.options["region"], stage 1 ctx.options["allow_ssh_from"]."""
     if region:
         if ctx.target_name != "aws":
             raise RaylabError("--region applies to --target aws only", "drop --region on the local target")
         ctx.options["region"] = region
+    if allow_ssh_from:
+        from raylab.stages.stage1_network import check_cidr
+
+        if ctx.target_name != "aws":
+            raise RaylabError("--allow-ssh-from applies to --target aws only",
+                              "the local bastion takes SSH from 127.0.0.1 only; drop the option")
+        ctx.options["allow_ssh_from"] = check_cidr(allow_ssh_from)
 
 
 def _preflight(ctx: Context) -> None:
@@ -126,6 +142,7 @@ def lab(
     scenario: ScenarioOpt = "autoscale",
     keep: Annotated[bool, typer.Option("--keep", help="Do not tear down at the end.")] = False,
     region: RegionOpt = None,
+    allow_ssh_from: AllowSshOpt = None,
     yes: YesOpt = False,
     json_mode: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -135,7 +152,7 @@ def lab(
     everything down (unless --keep) and prove nothing is left. A failed stage is named, still ends
     in teardown and the leftover check, and the exit code is non-zero."""
     ctx = make_context(target, lab, json_mode, yes, scenario, workdir, quiet)
-    _set_region(ctx, region)
+    _set_region(ctx, region, allow_ssh_from)
     _confirm_spend(ctx, "VPC, NAT gateway, EC2 instances")
     infos = [BY_NAME[n] for n in LAB_STAGES]
     if not keep:
@@ -148,6 +165,7 @@ def up(
     lab: LabOpt = None,
     scenario: ScenarioOpt = "autoscale",
     region: RegionOpt = None,
+    allow_ssh_from: AllowSshOpt = None,
     yes: YesOpt = False,
     json_mode: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -155,7 +173,7 @@ def up(
 ) -> None:
     """Stages 1-3: network, identity, cluster. Re-running converges (nothing is created twice)."""
     ctx = make_context(target, lab, json_mode, yes, scenario, workdir, quiet)
-    _set_region(ctx, region)
+    _set_region(ctx, region, allow_ssh_from)
     _confirm_spend(ctx, "VPC, NAT gateway, the Ray head")
     _run(ctx, [BY_NAME[n] for n in UP_STAGES], "up")
 

@@ -114,7 +114,8 @@ def flatten_instances(reservations: list[dict[str, Any]]) -> list[dict[str, Any]
         for i in r.get("Instances", []):
             out.append({"id": i["InstanceId"], "type": i.get("InstanceType"),
                         "state": i.get("State", {}).get("Name", "?"), "market": market_of(i),
-                        "node_type": tag(i, "ray-user-node-type"), "kind": tag(i, "ray-node-kind"),
+                        "node_type": tag(i, "ray-user-node-type"),
+                        "kind": tag(i, "ray-node-type") or tag(i, "ray-node-kind"),  # Ray's tag first
                         "cluster": tag(i, "ray-cluster-name")})
     return out
 

@@ -47,7 +47,8 @@ def pick(instances: list[dict[str, Any]], count: int) -> list[str]:
         raise RaylabError(f"--count must be at least 1, got {count}", "e.g. --count 2")
     if len(instances) < count:
         raise RaylabError(f"asked to reclaim {count} spot instance(s) but {len(instances)} are running",
-                          "scale spot workers up first (e.g. `raylab stress --scenario spot`)")
+                          "run `raylab stress` in another terminal on a spot or mixed cluster "
+                          "(`raylab up --scenario mixed`); reclaim once `raylab status` lists spot instances")
     return [i["id"] for i in instances[:count]]
 
 

@@ -4,10 +4,9 @@ The job (``workloads/stress.py``) runs as a Ray Job on the head; raylab samples 
 status, EC2 and the cloud's events every ~2 s into a timeline, shows it live and draws a chart.
 
 Scale mapping (local default scale 4; see workloads/stress.py): plan = 480 tasks x 1 CPU x 300 s
-on c7i.4xlarge (16 vCPU), max_workers 30, quota 160 vCPU (head included) -> head + 9 workers.
-Local = 120 tasks x 1 CPU x 30 s on c7i.4xlarge instances whose Ray nodes have 4 CPUs; the quota
-stays 160 vCPU in instance-type units, so the wall is at the same place (head + 9 workers; with the
-lab's t3.micro bastion in the same on-demand quota, head + bastion + 8 workers on both).
+on c7i.4xlarge (16 vCPU), max_workers 30, quota 160 vCPU -> head (16) + bastion (2) + 8 workers
+(146; a 9th makes 162). Local = 120 tasks x 1 CPU x 30 s on c7i.4xlarge instances whose Ray nodes
+have 4 CPUs; the quota stays 160 vCPU in instance-type units, so the wall is at the same place.
 """
 
 from __future__ import annotations
@@ -21,9 +20,9 @@ from raylab.stages.base import Check
 if TYPE_CHECKING:
     from raylab.context import Context
 
-SCALE_MAPPING = ("plan 480 tasks x 1 CPU x 300 s on 16-vCPU workers, quota 160 vCPU = head + 9 workers "
-                 "(head + bastion + 8 with the bastion running); local scale S: 480/S tasks on 16/S-CPU "
-                 "nodes, 300/10 s per task, same quota wall in instance vCPUs")
+SCALE_MAPPING = ("plan 480 tasks x 1 CPU x 300 s on 16-vCPU workers, quota 160 vCPU = head + bastion + "
+                 "8 workers; local scale S: 480/S tasks on 16/S-CPU nodes, 300/10 s per task, "
+                 "same quota wall in instance vCPUs")
 
 
 def workload(ctx: Context) -> tuple[int, float, int]:

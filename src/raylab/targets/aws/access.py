@@ -136,7 +136,7 @@ class AwsAccess:
                 f"no running head for cluster {ctx.names['cluster']}", "run `raylab up --target aws`"
             )
         ip = self._private_ip(ctx, head["id"])
-        user = (ctx.state.get("cluster").get("ssh_user")) or "ubuntu"
+        user = (ctx.state.get("cluster").get("ssh_user")) or "admin"  # Debian 12's login user
         return sshmod.Hop(user, ip)
 
     def _private_ip(self, ctx: Context, instance_id: str) -> str:

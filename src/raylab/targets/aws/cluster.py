@@ -87,7 +87,7 @@ def aws_overlay(cfg: dict[str, Any], *, plan: sshmod.SshPlan, key_name: str, reg
     prov["region"] = region
     prov["use_internal_ips"] = True
     auth = out.setdefault("auth", {})
-    auth.setdefault("ssh_user", "ubuntu")
+    auth.setdefault("ssh_user", "admin")  # Debian 12, the node image configs/ray-cluster.yaml pins
     auth["ssh_private_key"] = str(plan.key)
     auth["ssh_proxy_command"] = sshmod.ray_proxy_command(plan)
     for nt in (out.get("available_node_types") or {}).values():
@@ -276,7 +276,8 @@ class AwsCluster(AwsAccess):
         line = next((ln for ln in out.splitlines() if ln.startswith("RAYLAB-STATUS ")), None)
         if line is None:
             raise RaylabError(
-                "Ray's status could not be read on the head", "run `ray status` there: raylab ssh"
+                "Ray's status could not be read on the head",
+                "run `ray status` on the head: ssh through the bastion, see the runbook",
             )
         ray = json.loads(line.split(" ", 1)[1])
         g: dict[str, Any] = next((json.loads(ln.split(" ", 1)[1]) for ln in out.splitlines()
