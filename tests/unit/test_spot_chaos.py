@@ -88,8 +88,10 @@ def test_aws_fis_drill_and_cleanup_against_moto(monkeypatch):
         assert tpl["actions"]["interrupt"]["actionId"] == "aws:ec2:send-spot-instance-interruptions"
         assert tpl["roleArn"].endswith(":role/raylab-t1-fis-spot")
         left = chaos.aws_leftovers(ctx)
-        assert left == [f"fis template {tpl['id']}", "iam role raylab-t1-fis-spot"]
-        assert chaos.aws_cleanup(ctx) == left
+        exp = f"fis experiment {r['experiment_id']}"
+        assert left == [f"{exp} (pending)", f"fis template {tpl['id']}", "iam role raylab-t1-fis-spot"]
+        assert chaos.aws_cleanup(ctx) == [f"{exp} (stop requested)", *left[1:]]
+        fis.get_experiment(id=r["experiment_id"])  # moto moves an experiment's state when it is read
         assert chaos.aws_leftovers(ctx) == []
         r2 = chaos.aws_reclaim(ctx, count=1, notice_s=0, no_notice=True)
         res = ec2.describe_instances(InstanceIds=r2["instance_ids"])["Reservations"]

@@ -68,6 +68,7 @@ GRANTS: tuple[Grant, ...] = (
         "ec2:DescribeVpcEndpoints", "ec2:DescribeVpcs", "cloudformation:DescribeStacks",
         "cloudformation:DescribeStackEvents", "cloudformation:GetTemplate", "iam:GetRole",
         "iam:GetRolePolicy", "iam:ListRolePolicies", "iam:GetInstanceProfile", "fis:ListExperimentTemplates",
+        "fis:ListExperiments",
         "pricing:GetProducts", "servicequotas:GetServiceQuota", "servicequotas:GetAWSDefaultServiceQuota",
         "sts:GetCallerIdentity"),
     *_g(READ, "ray", "*", "ec2:DescribeImages", "ec2:DescribeLaunchTemplateVersions"),
@@ -116,6 +117,7 @@ GRANTS: tuple[Grant, ...] = (
     *_g(LAB, "raylab", "vpc-endpoint", "ec2:DeleteVpcEndpoints"),
     *_g(LAB, "raylab", "elastic-ip", "ec2:DisassociateAddress", "ec2:ReleaseAddress"),
     *_g(LAB, "raylab", "fis:experiment-template", "fis:DeleteExperimentTemplate"),
+    *_g(LAB, "raylab", "fis:experiment", "fis:StopExperiment"),  # down
     # resources a launch uses that are not the lab's own (AMIs, new volumes and interfaces), as the head's
     *_g(SUPPORT, "ray", "image", "ec2:RunInstances"),
     *_g(SUPPORT, "ray", "volume", "ec2:RunInstances"),

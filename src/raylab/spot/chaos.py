@@ -216,6 +216,11 @@ def aws_cleanup(ctx: Context) -> list[str]:
 
     removed = []
     fis = client(ctx, "fis")
+    for x in _running_experiments(fis, ctx.lab):  # FIS keeps finished experiments; stop what still runs
+        if x["state"]["status"] == "stopping":
+            continue
+        fis.stop_experiment(id=x["id"])
+        removed.append(f"fis experiment {x['id']} (stop requested)")
     for page in _pages(fis.list_experiment_templates):
         for t in page.get("experimentTemplates", []):
             if t.get("tags", {}).get("raylab-lab") == ctx.lab:
@@ -236,8 +241,9 @@ def aws_cleanup(ctx: Context) -> list[str]:
 def aws_leftovers(ctx: Context) -> list[str]:
     from raylab.aws.session import client
 
-    left = []
-    for page in _pages(client(ctx, "fis").list_experiment_templates):
+    fis = client(ctx, "fis")
+    left = [f"fis experiment {x['id']} ({x['state']['status']})" for x in _running_experiments(fis, ctx.lab)]
+    for page in _pages(fis.list_experiment_templates):
         left += [f"fis template {t['id']}" for t in page.get("experimentTemplates", [])
                  if t.get("tags", {}).get("raylab-lab") == ctx.lab]
     iam = client(ctx, "iam")
@@ -247,6 +253,13 @@ def aws_leftovers(ctx: Context) -> list[str]:
     except iam.exceptions.NoSuchEntityException:
         pass
     return left
+
+
+def _running_experiments(fis: Any, lab: str) -> list[dict[str, Any]]:
+    """The lab's experiments (tagged ``raylab-lab``) that have not ended."""
+    return [x for page in _pages(fis.list_experiments) for x in page.get("experiments", [])
+            if x.get("tags", {}).get("raylab-lab") == lab
+            and x.get("state", {}).get("status") not in ("completed", "stopped", "failed", "cancelled")]
 
 
 def _pages(call: Any) -> list[dict[str, Any]]:
