@@ -117,7 +117,7 @@ GRANTS: tuple[Grant, ...] = (
     *_g(LAB, "raylab", "vpc-endpoint", "ec2:DeleteVpcEndpoints"),
     *_g(LAB, "raylab", "elastic-ip", "ec2:DisassociateAddress", "ec2:ReleaseAddress"),
     *_g(LAB, "raylab", "fis:experiment-template", "fis:DeleteExperimentTemplate"),
-    *_g(LAB, "raylab", "fis:experiment", "fis:StopExperiment"),  # down
+    *_g(LAB, "raylab", "fis:experiment", "fis:GetExperiment", "fis:StopExperiment"),  # stage 6, down
     # resources a launch uses that are not the lab's own (AMIs, new volumes and interfaces), as the head's
     *_g(SUPPORT, "ray", "image", "ec2:RunInstances"),
     *_g(SUPPORT, "ray", "volume", "ec2:RunInstances"),

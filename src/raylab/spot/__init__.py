@@ -6,6 +6,7 @@
 - ``guard_status``: what `raylab status` reads of the guard's events and state (operator side only).
 - ``metrics``: tasks_retried, nodes_reclaimed, nodes_replaced, capacity_events for stress results.
 - ``chaos``: the drills (capacity windows, reclaims); ``chart``: the drill charts.
+- ``fis``: stage 6 on AWS, both drills as FIS experiments (templates, waits, checks, what they prove).
 
 A piece: may import other pieces and the base; never targets, stages or the CLI. ``guard.py`` and
 ``imds_watcher.py`` are also copied to the nodes as single files, so they import nothing of raylab.

@@ -199,3 +199,17 @@ def worker_cpus(ctx: Context) -> int:
     cluster = ctx.state.get("cluster")["cluster_name"]
     return sum(int(types.get(m["node_type"], {}).get("resources", {}).get("CPU", 0))
                for m in twin_client(ctx).machines() if m["cluster"] == cluster and m["state"] == "running")
+
+
+def watcher_drained_at(ctx: Context, instance_id: str) -> float | None:
+    log = Path(ctx.state.get("twin")["state_dir"]) / "logs" / f"watcher-{instance_id}.log"
+    if not log.exists():
+        return None
+    for line in log.read_text().splitlines():
+        try:
+            ev = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if ev.get("event") == "drained":
+            return float(ev["ts"])
+    return None

@@ -15,11 +15,10 @@ apply (local target), on the cluster stage 3 started:
 verify: every task of every drill completed; retries and replacements recorded; no task started on
 a drained node after its drain; the guard capped and restored; on-demand launched in the window;
 the makespan stayed within 1.5x of the baseline's; spot launched again after the window.
-destroy: stop the guard (the YAML goes back as written); AWS: remove FIS templates and role.
+destroy: AWS: stop FIS experiments, remove templates and role; stop the guard (the YAML goes back).
 
-On AWS, the drills are ``raylab chaos reclaim --target aws`` (FIS) by hand: a stage cannot inject
-capacity errors into a real account. The I/O the drills use (twin, guard process, demo job, waits)
-is ``stage6_io.py``.
+A target whose ``faults`` is "fis" (AWS) runs both drills as FIS experiments (``spot/fis.py``).
+The I/O the local drills use (twin, guard process, demo job, waits) is ``stage6_io.py``.
 """
 
 from __future__ import annotations
@@ -49,6 +48,7 @@ from raylab.stages.stage6_io import (  # noqa: F401 - ensure_spot_allowed: re-ex
     type_cpus,
     wait_demo,
     wait_for,
+    watcher_drained_at,
     worker_cpus,
 )
 
@@ -69,10 +69,9 @@ class SpotStage:
 
     # --- apply ---------------------------------------------------------------------------------
     def apply(self, ctx: Context) -> dict[str, Any]:
-        if ctx.target_name != "local":
-            raise RaylabError("stage 6's drills inject faults, which only the local target can do",
-                              "on AWS run `raylab chaos reclaim --target aws --count 1` (FIS) by hand")
         cl = ctx.state.get("cluster")
+        if getattr(ctx.target, "faults", "twin") == "fis":
+            return _fis_apply(ctx)
         if not cl.get("gcs_address"):
             raise RaylabError("no running cluster", "run `raylab up --scenario mixed` first")
         o = drill_options(ctx)
@@ -111,24 +110,36 @@ class SpotStage:
         s = ctx.state.get("spot")
         if not s:
             return [Check("drills ran", False, "no stage 6 result recorded", "run `raylab stage 6`")]
+        if s.get("method") == "fis":
+            from raylab.spot import fis
+
+            return fis.checks(s, fis.now_view(ctx, s))
         return checks(s)
 
     def destroy(self, ctx: Context) -> None:
-        stop_guard(ctx)
-        if ctx.target_name == "aws":
+        if getattr(ctx.target, "faults", "twin") == "fis":
             from raylab.spot.chaos import aws_cleanup
 
             for item in aws_cleanup(ctx):
                 ctx.ui.info(f"removed {item}")
+        stop_guard(ctx)
 
 
 STAGE = SpotStage()
 
 
+def _fis_apply(ctx: Context) -> dict[str, Any]:
+    from raylab.spot.fis import run_drills
+
+    ctx.state.put("spot", rec := run_drills(ctx, drill_options(ctx)))
+    return rec
+
+
 def drill_options(ctx: Context) -> dict[str, Any]:
     """Sizes for a 2-core machine (tests may shrink them through ctx.options['spot'])."""
     o = {"tasks": 24, "duration": 15.0, "notice": 8.0, "capacity_window": 45.0, "cooldown": 20.0,
-         "probe": 15.0, "spot_wait": 120.0, "timeout": 300.0, "spot_workers": 3}
+         "probe": 15.0, "spot_wait": 120.0, "timeout": 300.0, "spot_workers": 3,
+         "fis_window": 300, "fis_poll": 10.0, "fis_timeout": 600.0}  # FIS: window, poll, slack
     env = os.environ.get("RAYLAB_SPOT_DRILL")  # JSON, e.g. '{"tasks": 12}' (tests, slow machines)
     if env:
         try:
@@ -305,20 +316,6 @@ def drill_chart(ctx: Context, name: str, res: dict[str, Any], t0: float, t1: flo
         return None
     ctx.ui.info(f"  chart: {path}")
     return str(path)
-
-
-def watcher_drained_at(ctx: Context, instance_id: str) -> float | None:
-    log = Path(ctx.state.get("twin")["state_dir"]) / "logs" / f"watcher-{instance_id}.log"
-    if not log.exists():
-        return None
-    for line in log.read_text().splitlines():
-        try:
-            ev = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if ev.get("event") == "drained":
-            return float(ev["ts"])
-    return None
 
 
 def settle_to_base(ctx: Context, o: dict[str, Any]) -> int:

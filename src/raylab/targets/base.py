@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 class Target(Protocol):
     name: str
+    # How stage 6 injects its faults: "twin" (the local twin's control API) or "fis" (AWS FIS experiments).
+    faults: str
 
     def preflight(self, ctx: Context) -> list[Check]:
         """Checks that must pass before anything is created (credentials, quotas, tools)."""

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 class AwsTarget(AwsCluster):
     name = "aws"
+    faults = "fis"  # stage 6's drills are AWS FIS experiments (raylab.spot.fis)
 
     # preflight -----------------------------------------------------------------------------
     def cluster_config(self, ctx: Context) -> dict[str, Any]:
@@ -165,6 +166,9 @@ class AwsTarget(AwsCluster):
             for i in res["Instances"]
         ]
         left += lab_leftovers(ctx)
+        from raylab.spot.chaos import aws_leftovers as fis_leftovers  # stage 6: FIS experiments, role
+
+        left += fis_leftovers(ctx)
         with contextlib.suppress(Exception):  # NotFound: gone
             if ec2.describe_key_pairs(KeyNames=[n["key_pair"]])["KeyPairs"]:
                 left.append(f"key pair {n['key_pair']}")

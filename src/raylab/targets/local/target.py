@@ -57,6 +57,7 @@ _AWS_ENV_DROP = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_
 
 class LocalTarget:
     name = "local"
+    faults = "twin"  # stage 6's drills go through the twin's control API
 
     # --- helpers ---------------------------------------------------------------------------------
     def twin(self, ctx: Context) -> TwinClient:

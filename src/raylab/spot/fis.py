@@ -1,0 +1,313 @@
+"""Stage 6 on the AWS target: the reclaim and capacity drills as AWS FIS experiments.
+
+- reclaim: ``aws:ec2:send-spot-instance-interruptions`` on a third of the running spot workers (at
+  least one, by instance ARN), notice PT2M (FIS's minimum), while the stress job runs;
+- capacity: ``aws:ec2:api-insufficient-instance-capacity-error`` on the head's IAM role (the role the
+  autoscaler launches with) in the AZ(s) of the spot workers' subnet(s), percentage 100, for a window.
+  It fails every RunInstances of that role in those AZs, on-demand and spot alike: it shows spot alone
+  failing only where on-demand workers launch in another AZ (``capacity_azs`` says which case it is).
+
+raylab creates the FIS role (``chaos.ensure_fis_role``, plus the capacity action scoped to the head's
+role), the templates (tagged ``raylab-lab``), starts the experiments, waits on them (bounded, with
+progress), deletes the templates and records experiment ids and states. ``down`` stops experiments
+still running and removes templates and role (``chaos.aws_cleanup``); FIS keeps no deletable record
+of a finished experiment. The checks say what they cannot judge (an endpoint that is not AWS records
+experiments but acts on nothing).
+
+A piece: imports the base and other pieces (aws, spot, observe), never targets, stages or the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from raylab.checks import Check
+from raylab.errors import RaylabError
+from raylab.spot.chaos import FIS_ACTION, fis_role_name, iso_duration, reclaimable
+
+if TYPE_CHECKING:
+    from raylab.context import Context
+
+LAB_TAG = "raylab-lab"  # raylab.aws.ec2.LAB_TAG (the tag of everything raylab creates)
+CAPACITY_ACTION = "aws:ec2:api-insufficient-instance-capacity-error"
+RECLAIM_NOTICE_S = 120  # PT2M, the shortest notice FIS sends
+SPOT_TYPE, ONDEMAND_TYPE = "ray.worker.spot", "ray.worker.ondemand"
+TERMINAL = ("completed", "stopped", "failed", "cancelled")
+
+CLAIMS = {
+    "reclaim": ("proves: AWS itself sent real spot interruption notices (PT2M) to a third of the spot "
+                "workers and reclaimed them while the job ran, and the head stayed; does not prove: that "
+                "each node drained before it went, nor that no task was lost (the job's result and the "
+                "watcher logs on the nodes say that), nor anything about AWS's real reclaim rate"),
+    "capacity": ("proves: every RunInstances by the head's role in the spot subnet's AZ was refused with "
+                 "InsufficientInstanceCapacity for the window, as AWS reports a real shortage; does not "
+                 "prove: a real shortage (which hits one market and type, not every launch of one role), "
+                 "that on-demand launched elsewhere unless on-demand workers use another AZ, nor the "
+                 "guard's reaction (read it on the head: `raylab status`)"),
+}
+
+
+# --- pure ------------------------------------------------------------------------------------------
+
+def reclaim_share(n_spot: int) -> int:
+    """A third of the running spot workers, at least one."""
+    if n_spot < 1:
+        raise RaylabError("no spot worker is running: nothing to reclaim",
+                          "stage 6 needs spot workers: `raylab up --scenario mixed` and a running job")
+    return max(1, n_spot // 3)
+
+
+def instance_arn(region: str, account: str, iid: str) -> str:
+    return f"arn:aws:ec2:{region}:{account}:instance/{iid}"
+
+
+def _tags(lab: str, drill: str) -> dict[str, str]:
+    return {LAB_TAG: lab, "raylab-drill": drill, "Name": f"raylab-{lab}-{drill}-drill"}
+
+
+def reclaim_template(*, lab: str, role_arn: str, spot_arns: list[str],
+                     notice_s: int = RECLAIM_NOTICE_S) -> dict[str, Any]:
+    """CreateExperimentTemplate: interrupt a third of ``spot_arns`` (sorted, at least one) by ARN."""
+    chosen = sorted(spot_arns)[:reclaim_share(len(spot_arns))]
+    return {
+        "clientToken": str(uuid.uuid4()),
+        "description": f"raylab {lab}: reclaim {len(chosen)} of {len(spot_arns)} spot worker(s)",
+        "roleArn": role_arn, "stopConditions": [{"source": "none"}],
+        "targets": {"SpotWorkers": {"resourceType": "aws:ec2:spot-instance", "resourceArns": chosen,
+                                    "selectionMode": "ALL"}},
+        "actions": {"reclaim": {"actionId": FIS_ACTION, "targets": {"SpotInstances": "SpotWorkers"},
+                                "parameters": {"durationBeforeInterruption": iso_duration(notice_s)}}},
+        "tags": _tags(lab, "reclaim"),
+    }
+
+
+def capacity_template(*, lab: str, role_arn: str, head_role_arn: str, azs: list[str],
+                      duration_s: int = 300, percentage: int = 100) -> dict[str, Any]:
+    """CreateExperimentTemplate: RunInstances by the head's role in ``azs`` fails for ``duration_s``."""
+    if not azs:
+        raise RaylabError("no availability zone for the capacity drill",
+                          "the spot workers' node type lists no SubnetIds")
+    return {
+        "clientToken": str(uuid.uuid4()),
+        "description": f"raylab {lab}: no capacity for the head's launches in {','.join(azs)}",
+        "roleArn": role_arn, "stopConditions": [{"source": "none"}],
+        "targets": {"HeadRole": {"resourceType": "aws:iam:role", "resourceArns": [head_role_arn],
+                                 "selectionMode": "ALL"}},
+        "actions": {"capacity": {"actionId": CAPACITY_ACTION, "targets": {"Roles": "HeadRole"},
+                                 "parameters": {"duration": iso_duration(duration_s),
+                                                "availabilityZoneIdentifiers": ",".join(azs),
+                                                "percentage": str(percentage)}}},
+        "tags": _tags(lab, "capacity"),
+    }
+
+
+def capacity_policy(head_role_arn: str) -> dict[str, Any]:
+    """What FIS may do for the capacity drill: inject that one error, for that one role."""
+    return {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Action": "ec2:InjectApiError", "Resource": "*",
+        "Condition": {"ForAnyValue:StringEquals": {"ec2:FisActionId": [CAPACITY_ACTION]},
+                      "StringEquals": {"ec2:FisTargetArns": [head_role_arn]}}}]}
+
+
+def capacity_azs(spot_azs: list[str], ondemand_azs: list[str]) -> tuple[list[str], bool]:
+    """(AZs to refuse, spot_only): the spot AZs without on-demand when there are any (a spot-only
+    outage: on-demand still launches elsewhere), else every spot AZ (then on-demand fails there too)."""
+    only = sorted(set(spot_azs) - set(ondemand_azs))
+    return (only, True) if only else (sorted(set(spot_azs)), False)
+
+
+def checks(s: dict[str, Any], now: dict[str, Any]) -> list[Check]:
+    """Stage 6's checks on AWS from the recorded drills ``s`` and what EC2 says ``now``
+    (``states``: instance id -> state; ``head``: the running head's id or None)."""
+    acts = s.get("fis_acts", False)
+    out = []
+    for name, d in s.get("drills", {}).items():
+        st = d.get("state")
+        out.append(Check(f"{name}: FIS experiment completed", st == "completed",
+                         f"experiment {d.get('experiment_id')}: {st} ({d.get('reason', '')})",
+                         None if st == "completed" else "see the experiment in the FIS console"))
+    rc = s.get("drills", {}).get("reclaim")
+    if rc:
+        ids = rc.get("instance_ids", [])
+        still = [i for i in ids if now.get("states", {}).get(i) == "running"]
+        if acts:
+            out.append(Check("reclaim: the targeted instances left running", not still and bool(ids),
+                             f"{len(ids) - len(still)} of {len(ids)} left running ({', '.join(ids)})"
+                             + (f"; still running: {', '.join(still)}" if still else "")))
+        else:
+            out.append(Check("reclaim: the targeted instances left running (not judged)", True,
+                             f"cannot be judged here: {s.get('endpoint')} is not AWS; its FIS records "
+                             f"experiments but acts on nothing ({len(still)} of {len(ids)} still running)"))
+    head = s.get("head_id")
+    ok = bool(head) and now.get("head") == head
+    out.append(Check("Ray kept the head", ok, f"head {head} before the drills, {now.get('head')} running now "
+                     "(EC2's view)", None if ok else "`raylab status`: the cluster lost its head"))
+    job = s.get("job") or {}
+    if job.get("status"):
+        ok = job["status"] == "SUCCEEDED"
+        out.append(Check("stress job during the drills completed", ok,
+                         f"job {job.get('id')}: {job['status']}"))
+    else:
+        out.append(Check("stress job during the drills" + ("" if acts else " (not judged)"), not acts,
+                         f"no job ran: {job.get('why', 'not submitted')}"
+                         + ("" if acts else "; the drills ran on the experiments alone")))
+    return out
+
+
+# --- I/O -------------------------------------------------------------------------------------------
+
+def _client(ctx: Context, service: str) -> Any:
+    from raylab.aws.session import client
+
+    return client(ctx, service)
+
+
+def cluster_view(ctx: Context) -> dict[str, Any]:
+    """EC2's view of the cluster: running spot workers (ids) and the running head's id."""
+    ec2 = _client(ctx, "ec2")
+    insts, head = [], None
+    for page in ec2.get_paginator("describe_instances").paginate(Filters=[
+            {"Name": "tag:ray-cluster-name", "Values": [ctx.names["cluster"]]},
+            {"Name": "instance-state-name", "Values": ["running"]}]):
+        for r in page["Reservations"]:
+            for i in r["Instances"]:
+                tags = {t["Key"]: t["Value"] for t in i.get("Tags", [])}
+                if tags.get("ray-node-type") == "head":
+                    head = i["InstanceId"]
+                insts.append({"id": i["InstanceId"], "state": "running", "tags": tags,
+                              "market": "spot" if i.get("InstanceLifecycle") == "spot" else "on-demand"})
+    return {"spot": [i["id"] for i in reclaimable(insts, ctx.names["cluster"])], "head": head}
+
+
+def node_type_azs(ctx: Context, cfg: dict[str, Any], node_type: str) -> list[str]:
+    subnets = ((cfg.get("available_node_types") or {}).get(node_type, {}).get("node_config", {})
+               .get("SubnetIds") or [])
+    if not subnets:
+        return []
+    r = _client(ctx, "ec2").describe_subnets(SubnetIds=list(subnets))
+    return sorted({s["AvailabilityZone"] for s in r["Subnets"]})
+
+
+def wait_experiment(ctx: Context, fis: Any, exp_id: str, timeout: float, poll: float) -> dict[str, Any]:
+    """Poll the experiment until it ends or ``timeout``; progress on every change and every ~30 s."""
+    t0, last, said = time.monotonic(), None, 0.0
+    while True:
+        st = fis.get_experiment(id=exp_id)["experiment"]["state"]
+        el = time.monotonic() - t0
+        if st["status"] != last or el - said >= 30:
+            ctx.ui.info(f"  experiment {exp_id}: {st['status']} after {el:.0f} s")
+            last, said = st["status"], el
+        if st["status"] in TERMINAL:
+            return {"state": st["status"], "reason": st.get("reason", ""), "seconds": round(el, 1)}
+        if el > timeout:
+            fis.stop_experiment(id=exp_id)
+            return {"state": "timed out", "reason": f"still {st['status']} after {timeout:.0f} s: stopped",
+                    "seconds": round(el, 1)}
+        time.sleep(poll)
+
+
+def start_experiment(ctx: Context, fis: Any, request: dict[str, Any], poll: float) -> tuple[str, str]:
+    """Create the template and start it; a role IAM has not propagated yet is retried for ~60 s."""
+    tpl = fis.create_experiment_template(**request)["experimentTemplate"]["id"]
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            exp = fis.start_experiment(clientToken=str(uuid.uuid4()), experimentTemplateId=tpl,
+                                       tags={LAB_TAG: ctx.lab})["experiment"]
+            return tpl, str(exp["id"])
+        except Exception as e:  # noqa: BLE001 - ValidationException until FIS can assume the role
+            if "ValidationException" not in str(e) or time.monotonic() > deadline:
+                fis.delete_experiment_template(id=tpl)
+                raise
+            time.sleep(max(poll, 2.0))
+
+
+def submit_job(ctx: Context, o: dict[str, Any]) -> tuple[Any, str]:
+    """The stress job as stage 4 submits it (Ray's Jobs API through the target's dashboard URL);
+    (None, why) when the target exposes none."""
+    try:
+        from raylab.observe.job import StressJob
+
+        url = ctx.target.dashboard_url(ctx)
+        return StressJob.submit(url, ctx.root / "workloads", int(o["tasks"]), float(o["duration"]), 1), ""
+    except Exception as e:  # noqa: BLE001 - the drills still run; the check says no job ran
+        return None, (e.one_line() if isinstance(e, RaylabError) else f"{type(e).__name__}: {e}")[:300]
+
+
+JobStarter = Callable[["Context", dict[str, Any]], tuple[Any, str]]
+
+
+def run_drills(ctx: Context, o: dict[str, Any], job_starter: JobStarter = submit_job) -> dict[str, Any]:
+    """Both drills, one after the other, while the stress job runs. Returns what stage 6 records."""
+    from raylab.cluster.config import load_yaml
+    from raylab.spot.chaos import ensure_fis_role
+
+    cluster = ctx.state.get("cluster")
+    env = ctx.target.aws_env(ctx)
+    iam, fis, sts = _client(ctx, "iam"), _client(ctx, "fis"), _client(ctx, "sts")
+    region = env.get("AWS_DEFAULT_REGION") or _client(ctx, "ec2").meta.region_name
+    account = sts.get_caller_identity()["Account"]
+    view = cluster_view(ctx)
+    n_reclaim = reclaim_share(len(view["spot"]))  # refuses before anything is created
+    head_role_arn = iam.get_role(RoleName=ctx.names["head_role"])["Role"]["Arn"]
+    cfg = load_yaml(Path(cluster["config_path"])) if cluster.get("config_path") else {}
+    azs, spot_only = capacity_azs(node_type_azs(ctx, cfg, SPOT_TYPE), node_type_azs(ctx, cfg, ONDEMAND_TYPE))
+    if not azs:  # refuse before anything is created
+        raise RaylabError(f"{SPOT_TYPE} lists no subnet: no AZ for the capacity drill",
+                          f"set node_config.SubnetIds of {SPOT_TYPE} in {cluster.get('config_path')}")
+    ctx.ui.step("FIS role (least privilege: this cluster's spot instances, the head's role)")
+    role_arn = ensure_fis_role(iam, ctx.lab, ctx.names["cluster"])
+    iam.put_role_policy(RoleName=fis_role_name(ctx.lab), PolicyName="capacity-errors",
+                        PolicyDocument=json.dumps(capacity_policy(head_role_arn)))
+    rec: dict[str, Any] = {"method": "fis", "endpoint": env.get("AWS_ENDPOINT_URL") or f"AWS {region}",
+                           "fis_acts": not env.get("AWS_ENDPOINT_URL"), "head_id": view["head"],
+                           "fis_role": role_arn, "drills": {}, "claims": CLAIMS}
+    job, why = job_starter(ctx, o)
+    rec["job"] = {"id": job.job_id} if job else {"why": why}
+    ctx.ui.info(f"stress job {job.job_id} submitted" if job else f"no stress job: {why}")
+    arns = [instance_arn(region, account, i) for i in view["spot"]]
+    plans = {"reclaim": (reclaim_template(lab=ctx.lab, role_arn=role_arn, spot_arns=arns),
+                         RECLAIM_NOTICE_S),
+             "capacity": (capacity_template(lab=ctx.lab, role_arn=role_arn, head_role_arn=head_role_arn,
+                                            azs=azs, duration_s=int(o["fis_window"])), int(o["fis_window"]))}
+    for name, (req, length) in plans.items():
+        what = (f"{n_reclaim} of {len(arns)} spot worker(s), notice PT2M" if name == "reclaim" else
+                f"RunInstances by {ctx.names['head_role']} in {','.join(azs)} for {length} s"
+                + ("" if spot_only else " (on-demand shares these AZs: it fails there too)"))
+        ctx.ui.step(f"FIS drill {name}: {what}")
+        tpl, exp = start_experiment(ctx, fis, req, o["fis_poll"])
+        d: dict[str, Any] = {"template_id": tpl, "experiment_id": exp, "claim": CLAIMS[name]}
+        if name == "reclaim":
+            d["instance_ids"] = [a.rsplit("/", 1)[1] for a in req["targets"]["SpotWorkers"]["resourceArns"]]
+        else:
+            d.update({"azs": azs, "spot_only": spot_only, "head_role": head_role_arn})
+        rec["drills"][name] = d
+        try:
+            d.update(wait_experiment(ctx, fis, exp, length + o["fis_timeout"], o["fis_poll"]))
+        finally:
+            fis.delete_experiment_template(id=tpl)
+            d["template_deleted"] = True
+        if job and not job.done:
+            job.poll()
+    if job:
+        deadline = time.monotonic() + o["timeout"]
+        while not job.done and time.monotonic() < deadline:
+            time.sleep(o["fis_poll"])
+            job.poll()
+        rec["job"]["status"] = job.status if job.done else f"still {job.status} after the drills"
+    return rec
+
+
+def now_view(ctx: Context, s: dict[str, Any]) -> dict[str, Any]:
+    """What verify compares against: the reclaimed instances' states and the running head."""
+    ids = (s.get("drills", {}).get("reclaim") or {}).get("instance_ids") or []
+    states = {}
+    if ids:
+        r = _client(ctx, "ec2").describe_instances(InstanceIds=ids)
+        states = {i["InstanceId"]: i["State"]["Name"] for x in r["Reservations"] for i in x["Instances"]}
+    return {"states": states, "head": cluster_view(ctx)["head"]}

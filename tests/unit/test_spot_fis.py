@@ -1,0 +1,267 @@
+"""Stage 6 on AWS: the FIS templates (pure) and the drills against a moto server on loopback (moto's
+FIS records experiments and moves their state, but acts on nothing: the checks must say so)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from raylab.errors import RaylabError
+from raylab.spot import fis
+
+ROLE = "arn:aws:iam::123456789012:role/raylab-t1-fis-spot"
+HEAD_ROLE = "arn:aws:iam::123456789012:role/raylab-t1-ray-head"
+
+
+def arns(n: int) -> list[str]:
+    return [f"arn:aws:ec2:us-west-2:123456789012:instance/i-{k:02d}" for k in range(n)]
+
+
+@pytest.mark.parametrize(("spot", "chosen"), [(1, 1), (2, 1), (3, 1), (5, 1), (6, 2), (9, 3), (10, 3)])
+def test_reclaim_takes_a_third_of_the_spot_workers_at_least_one(spot, chosen):
+    req = fis.reclaim_template(lab="t1", role_arn=ROLE, spot_arns=list(reversed(arns(spot))))
+    tgt = req["targets"]["SpotWorkers"]
+    assert tgt == {"resourceType": "aws:ec2:spot-instance", "resourceArns": arns(spot)[:chosen],
+                   "selectionMode": "ALL"}
+    act = req["actions"]["reclaim"]
+    assert act["actionId"] == "aws:ec2:send-spot-instance-interruptions"
+    assert act["parameters"] == {"durationBeforeInterruption": "PT2M"}
+    assert act["targets"] == {"SpotInstances": "SpotWorkers"}
+    assert req["roleArn"] == ROLE and req["tags"]["raylab-lab"] == "t1"
+
+
+def test_reclaim_refuses_without_spot_workers():
+    with pytest.raises(RaylabError, match="no spot worker"):
+        fis.reclaim_template(lab="t1", role_arn=ROLE, spot_arns=[])
+
+
+@pytest.mark.parametrize(("azs", "duration", "params"), [
+    (["us-west-2a"], 300,
+     {"duration": "PT5M", "availabilityZoneIdentifiers": "us-west-2a", "percentage": "100"}),
+    (["us-west-2a", "us-west-2b"], 150,
+     {"duration": "PT2M30S", "availabilityZoneIdentifiers": "us-west-2a,us-west-2b", "percentage": "100"}),
+])
+def test_capacity_template_targets_the_heads_role_in_the_spot_az(azs, duration, params):
+    req = fis.capacity_template(lab="t1", role_arn=ROLE, head_role_arn=HEAD_ROLE, azs=azs,
+                                duration_s=duration)
+    assert req["targets"] == {"HeadRole": {"resourceType": "aws:iam:role", "resourceArns": [HEAD_ROLE],
+                                           "selectionMode": "ALL"}}
+    act = req["actions"]["capacity"]
+    assert act["actionId"] == "aws:ec2:api-insufficient-instance-capacity-error"
+    assert act["targets"] == {"Roles": "HeadRole"} and act["parameters"] == params
+    assert req["tags"]["raylab-lab"] == "t1" and req["roleArn"] == ROLE
+    with pytest.raises(RaylabError):
+        fis.capacity_template(lab="t1", role_arn=ROLE, head_role_arn=HEAD_ROLE, azs=[])
+
+
+@pytest.mark.parametrize(("spot", "ondemand", "azs", "spot_only"), [
+    (["a"], ["b"], ["a"], True),
+    (["a", "b"], ["b"], ["a"], True),
+    (["a", "b"], ["a", "b"], ["a", "b"], False),  # both markets everywhere: on-demand fails too
+    (["a"], [], ["a"], True),
+])
+def test_capacity_azs(spot, ondemand, azs, spot_only):
+    assert fis.capacity_azs(spot, ondemand) == (azs, spot_only)
+
+
+def test_capacity_policy_is_one_error_for_one_role():
+    st = fis.capacity_policy(HEAD_ROLE)["Statement"]
+    assert len(st) == 1 and st[0]["Action"] == "ec2:InjectApiError"
+    assert st[0]["Condition"]["StringEquals"] == {"ec2:FisTargetArns": [HEAD_ROLE]}
+    assert st[0]["Condition"]["ForAnyValue:StringEquals"] == {"ec2:FisActionId": [fis.CAPACITY_ACTION]}
+
+
+def _rec(acts: bool, state: str = "completed") -> dict:
+    return {"fis_acts": acts, "endpoint": "AWS us-west-2" if acts else "http://127.0.0.1:1", "head_id": "i-h",
+            "job": {"id": "j1", "status": "SUCCEEDED"},
+            "drills": {"reclaim": {"experiment_id": "e1", "state": state, "instance_ids": ["i-1", "i-2"]},
+                       "capacity": {"experiment_id": "e2", "state": "completed"}}}
+
+
+@pytest.mark.parametrize(("acts", "states", "head", "failing"), [
+    (True, {"i-1": "terminated", "i-2": "shutting-down"}, "i-h", []),
+    (True, {"i-1": "running", "i-2": "terminated"}, "i-h", ["reclaim: the targeted instances left running"]),
+    (True, {"i-1": "terminated", "i-2": "terminated"}, None, ["Ray kept the head"]),
+    (False, {"i-1": "running", "i-2": "running"}, "i-h", []),  # not judged, and said so
+])
+def test_checks(acts, states, head, failing):
+    cs = fis.checks(_rec(acts), {"states": states, "head": head})
+    assert [c.name for c in cs if not c.ok] == failing
+    left = next(c for c in cs if c.name.startswith("reclaim: the targeted"))
+    assert ("not judged" in left.name and "cannot be judged" in left.detail) is (not acts)
+
+
+def test_checks_name_an_experiment_that_did_not_complete():
+    gone = {"i-1": "terminated", "i-2": "terminated"}
+    cs = fis.checks(_rec(True, "failed"), {"states": gone, "head": "i-h"})
+    assert [c.name for c in cs if not c.ok] == ["reclaim: FIS experiment completed"]
+
+
+# --- against moto ----------------------------------------------------------------------------------
+
+class FakeAwsTarget:
+    """The AWS target's capability and endpoint, without `ray up` or SSH."""
+
+    name, faults = "aws", "fis"
+
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+
+    def aws_env(self, _ctx):
+        return {"AWS_DEFAULT_REGION": "us-west-2", "AWS_ENDPOINT_URL": self.endpoint}
+
+    def dashboard_url(self, _ctx):
+        raise RaylabError("no dashboard: moto runs no Ray", "")
+
+
+@pytest.fixture(scope="module")
+def moto_url():
+    """A moto server on 127.0.0.1 in this process (the twin's kind of endpoint: not AWS)."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    _, port = server.get_host_and_port()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def lab(monkeypatch, tmp_path, moto_url):
+    """A mixed cluster in moto: head, 3 spot workers in us-west-2a, 1 on-demand in us-west-2b."""
+    import urllib.request
+
+    import boto3
+
+    from raylab.cli.options import make_context
+
+    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                 "AWS_DEFAULT_REGION": "us-west-2", "AWS_ENDPOINT_URL": moto_url}.items():
+        monkeypatch.setenv(k, v)
+    urllib.request.urlopen(urllib.request.Request(f"{moto_url}/moto-api/reset", method="POST"), timeout=10)
+    ec2, iam = boto3.client("ec2", region_name="us-west-2"), boto3.client("iam", region_name="us-west-2")
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    sub = {az: ec2.create_subnet(VpcId=vpc, CidrBlock=cidr, AvailabilityZone=az)["Subnet"]["SubnetId"]
+           for az, cidr in (("us-west-2a", "10.0.1.0/24"), ("us-west-2b", "10.0.2.0/24"))}
+    ctx = make_context("aws", "t1", workdir=tmp_path / ".raylab")
+    ctx._target = FakeAwsTarget(moto_url)  # type: ignore[assignment]
+    iam.create_role(RoleName=ctx.names["head_role"], AssumeRolePolicyDocument="{}")
+    cfg = tmp_path / "cluster.yaml"
+    cfg.write_text(yaml.safe_dump({"available_node_types": {
+        "ray.head.default": {"node_config": {"SubnetIds": list(sub.values())}},
+        fis.SPOT_TYPE: {"node_config": {"SubnetIds": [sub["us-west-2a"]]}},
+        fis.ONDEMAND_TYPE: {"node_config": {"SubnetIds": [sub["us-west-2b"]]}}}}))
+    ctx.state.put("cluster", {"config_path": str(cfg), "cluster_name": ctx.names["cluster"]})
+    ctx.options["spot"] = {"fis_poll": 0.01, "fis_window": 120, "fis_timeout": 5.0, "timeout": 1.0}
+
+    def run(kind: str, n: int, market: str | None, az: str) -> list[str]:
+        kv = {"ray-cluster-name": ctx.names["cluster"], "ray-node-type": kind}
+        extra = {"InstanceMarketOptions": {"MarketType": market}} if market else {}
+        r = ec2.run_instances(ImageId="ami-12345678", MinCount=n, MaxCount=n, InstanceType="c7i.4xlarge",
+                              SubnetId=sub[az], **extra, TagSpecifications=[{"ResourceType": "instance",
+                              "Tags": [{"Key": k, "Value": v} for k, v in kv.items()]}])
+        return [i["InstanceId"] for i in r["Instances"]]
+
+    head = run("head", 1, None, "us-west-2a")[0]
+    spot = run("worker", 3, "spot", "us-west-2a")
+    run("worker", 1, None, "us-west-2b")
+    yield ctx, {"head": head, "spot": spot, "fis": boto3.client("fis", region_name="us-west-2"),
+                "iam": iam, "ec2": ec2}
+
+
+def test_stage6_on_aws_runs_both_drills_and_down_leaves_nothing(lab):
+    from raylab.spot.chaos import aws_leftovers
+    from raylab.stages.stage6_spot import STAGE
+
+    ctx, w = lab
+    rec = STAGE.apply(ctx)
+    assert rec["method"] == "fis" and rec["head_id"] == w["head"] and rec["fis_acts"] is False
+    rc, cap = rec["drills"]["reclaim"], rec["drills"]["capacity"]
+    assert rc["instance_ids"] == sorted(w["spot"])[:1] and rc["state"] == cap["state"] == "completed"
+    assert cap["azs"] == ["us-west-2a"] and cap["spot_only"] is True
+    assert cap["head_role"].endswith(":role/raylab-t1-ray-head")
+    assert rec["claims"]["reclaim"].startswith("proves:") and "does not prove" in rec["claims"]["capacity"]
+    assert "no dashboard" in rec["job"]["why"]
+    # the experiments, as FIS holds them: the right targets and parameters, tagged with the lab
+    f = w["fis"]
+    exps = {x["id"]: f.get_experiment(id=x["id"])["experiment"] for x in f.list_experiments()["experiments"]}
+    assert set(exps) == {rc["experiment_id"], cap["experiment_id"]}
+    e = exps[rc["experiment_id"]]
+    assert e["targets"]["SpotWorkers"]["resourceArns"] == [
+        f"arn:aws:ec2:us-west-2:123456789012:instance/{rc['instance_ids'][0]}"]
+    assert e["actions"]["reclaim"]["parameters"] == {"durationBeforeInterruption": "PT2M"}
+    e = exps[cap["experiment_id"]]
+    assert e["targets"]["HeadRole"]["resourceArns"] == [cap["head_role"]]
+    assert e["actions"]["capacity"]["parameters"] == {
+        "duration": "PT2M", "availabilityZoneIdentifiers": "us-west-2a", "percentage": "100"}
+    assert all(x["tags"] == {"raylab-lab": "t1"} for x in f.list_experiments()["experiments"])
+    # templates deleted once the experiments ended; the role stays until `down`
+    assert f.list_experiment_templates()["experimentTemplates"] == []
+    pols = w["iam"].list_role_policies(RoleName="raylab-t1-fis-spot")["PolicyNames"]
+    assert sorted(pols) == ["capacity-errors", "spot-interruptions"]
+    # verify: moto's FIS acts on nothing, and the checks say so rather than pass or fail on it
+    checks = STAGE.verify(ctx)
+    assert [c.name for c in checks if not c.ok] == []
+    judged = {c.name: c.detail for c in checks}
+    assert "cannot be judged" in judged["reclaim: the targeted instances left running (not judged)"]
+    assert "no job ran" in judged["stress job during the drills (not judged)"]
+    assert aws_leftovers(ctx) == ["iam role raylab-t1-fis-spot"]
+    STAGE.destroy(ctx)  # what `down` runs for stage 6
+    assert aws_leftovers(ctx) == []
+    assert w["iam"].list_roles()["Roles"] == [r for r in w["iam"].list_roles()["Roles"]
+                                              if r["RoleName"] != "raylab-t1-fis-spot"]
+
+
+def test_down_stops_a_running_experiment_and_lists_it_until_then(lab):
+    from moto.moto_api import state_manager
+
+    from raylab.spot import chaos
+
+    ctx, w = lab
+    f = w["fis"]
+    state_manager.set_transition("fis::experiment", {"progression": "manual", "times": 10_000})
+    try:
+        role = chaos.ensure_fis_role(w["iam"], "t1", ctx.names["cluster"])
+        req = fis.reclaim_template(lab="t1", role_arn=role, spot_arns=arns(3))
+        tpl, exp = fis.start_experiment(ctx, f, req, 0.01)
+        left = chaos.aws_leftovers(ctx)
+        assert left == [f"fis experiment {exp} (pending)", f"fis template {tpl}",
+                        "iam role raylab-t1-fis-spot"]
+        removed = chaos.aws_cleanup(ctx)
+        assert removed == [f"fis experiment {exp} (stop requested)", f"fis template {tpl}",
+                           "iam role raylab-t1-fis-spot"]
+        assert chaos.aws_leftovers(ctx) == [f"fis experiment {exp} (stopping)"]  # until FIS has stopped it
+        assert chaos.aws_cleanup(ctx) == []  # a stopping experiment is not stopped twice
+    finally:
+        state_manager.unset_transition("fis::experiment")
+    f.get_experiment(id=exp)  # moto moves an experiment's state when it is read
+    assert f.get_experiment(id=exp)["experiment"]["state"]["status"] == "stopped"
+    assert chaos.aws_leftovers(ctx) == []
+
+
+def test_a_drill_that_does_not_end_is_stopped_at_its_timeout(lab):
+    from moto.moto_api import state_manager
+
+    ctx, w = lab
+    state_manager.set_transition("fis::experiment", {"progression": "manual", "times": 10_000})
+    try:
+        req = fis.reclaim_template(lab="t1", role_arn=ROLE, spot_arns=arns(1))
+        tpl, exp = fis.start_experiment(ctx, w["fis"], req, 0.01)
+        r = fis.wait_experiment(ctx, w["fis"], exp, timeout=0.2, poll=0.02)
+        assert r["state"] == "timed out" and "stopped" in r["reason"]
+        assert w["fis"].get_experiment(id=exp)["experiment"]["state"]["status"] in ("stopping", "stopped")
+    finally:
+        state_manager.unset_transition("fis::experiment")
+
+
+def test_no_spot_worker_refuses_before_creating_anything(lab):
+    from raylab.spot.chaos import aws_leftovers
+    from raylab.stages.stage6_spot import STAGE
+
+    ctx, w = lab
+    w["ec2"].terminate_instances(InstanceIds=w["spot"])
+    with pytest.raises(RaylabError, match="no spot worker"):
+        STAGE.apply(ctx)
+    assert aws_leftovers(ctx) == [] and not Path(ctx.workdir / "spot").exists()
