@@ -154,7 +154,7 @@ def lab(monkeypatch, tmp_path, moto_url):
         fis.SPOT_TYPE: {"node_config": {"SubnetIds": [sub["us-west-2a"]]}},
         fis.ONDEMAND_TYPE: {"node_config": {"SubnetIds": [sub["us-west-2b"]]}}}}))
     ctx.state.put("cluster", {"config_path": str(cfg), "cluster_name": ctx.names["cluster"]})
-    ctx.options["spot"] = {"fis_poll": 0.01, "fis_window": 120, "fis_timeout": 5.0, "timeout": 1.0}
+    ctx.options["spot"] = {"fis_poll": 0.01, "fis_window": 120, "fis_timeout": 5.0, "fis_job_timeout": 1.0}
 
     def run(kind: str, n: int, market: str | None, az: str) -> list[str]:
         kv = {"ray-cluster-name": ctx.names["cluster"], "ray-node-type": kind}
@@ -265,3 +265,26 @@ def test_no_spot_worker_refuses_before_creating_anything(lab):
     with pytest.raises(RaylabError, match="no spot worker"):
         STAGE.apply(ctx)
     assert aws_leftovers(ctx) == [] and not Path(ctx.workdir / "spot").exists()
+
+
+def test_the_stress_job_runs_through_the_drills_and_its_end_is_checked(lab):
+    ctx, w = lab
+
+    class Job:
+        job_id, status, polls = "raysubmit_1", "RUNNING", 0
+
+        @property
+        def done(self):
+            return self.status == "SUCCEEDED"
+
+        def poll(self):
+            self.polls += 1
+            if self.polls >= 3:  # still running after both drills, done while raylab waits for it
+                self.status = "SUCCEEDED"
+
+    job = Job()
+    o = {**ctx.options["spot"], "fis_job_timeout": 5.0}
+    rec = fis.run_drills(ctx, o, job_starter=lambda c, o: (job, ""))
+    assert rec["job"] == {"id": "raysubmit_1", "status": "SUCCEEDED"} and job.polls == 3
+    cs = fis.checks(rec, fis.now_view(ctx, rec))
+    assert next(c for c in cs if c.name.startswith("stress job")).ok
