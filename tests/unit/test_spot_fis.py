@@ -73,30 +73,44 @@ def test_capacity_policy_is_one_error_for_one_role():
     assert st[0]["Condition"]["ForAnyValue:StringEquals"] == {"ec2:FisActionId": [fis.CAPACITY_ACTION]}
 
 
-def _rec(acts: bool, state: str = "completed") -> dict:
+def _rec(acts: bool, state: str = "completed", spot_only: bool = True) -> dict:
     return {"fis_acts": acts, "endpoint": "AWS us-west-2" if acts else "http://127.0.0.1:1", "head_id": "i-h",
             "job": {"id": "j1", "status": "SUCCEEDED"},
             "drills": {"reclaim": {"experiment_id": "e1", "state": state, "instance_ids": ["i-1", "i-2"]},
-                       "capacity": {"experiment_id": "e2", "state": "completed"}}}
+                       "capacity": {"experiment_id": "e2", "state": "completed", "azs": ["us-west-2a"],
+                                    "spot_only": spot_only, "started_at": 100.0, "ended_at": 400.0}}}
 
 
-@pytest.mark.parametrize(("acts", "states", "head", "failing"), [
-    (True, {"i-1": "terminated", "i-2": "shutting-down"}, "i-h", []),
-    (True, {"i-1": "running", "i-2": "terminated"}, "i-h", ["reclaim: the targeted instances left running"]),
-    (True, {"i-1": "terminated", "i-2": "terminated"}, None, ["Ray kept the head"]),
-    (False, {"i-1": "running", "i-2": "running"}, "i-h", []),  # not judged, and said so
+GONE = {"i-1": "terminated", "i-2": "shutting-down"}
+CAPPED = {"recent": [{"kind": "guard_cap", "t": 130.0, "message": "spot capped at 0"}]}
+GUARD = "capacity: the guard capped spot during the window"
+
+
+@pytest.mark.parametrize(("acts", "states", "head", "guard", "failing"), [
+    (True, GONE, "i-h", CAPPED, []),
+    (True, {"i-1": "running", "i-2": "terminated"}, "i-h", CAPPED,
+     ["reclaim: the targeted instances left running"]),
+    (True, GONE, None, CAPPED, ["Ray kept the head"]),
+    (True, GONE, "i-h", {"recent": [{"kind": "guard_cap", "t": 50.0}]}, [GUARD]),  # before it
+    (True, GONE, "i-h", {"error": "ssh: timeout"}, [GUARD]),
+    (False, {"i-1": "running", "i-2": "running"}, "i-h", {"error": "no SSH"}, []),  # not judged, said so
 ])
-def test_checks(acts, states, head, failing):
-    cs = fis.checks(_rec(acts), {"states": states, "head": head})
+def test_checks(acts, states, head, guard, failing):
+    cs = fis.checks(_rec(acts), {"states": states, "head": head, "guard": guard})
     assert [c.name for c in cs if not c.ok] == failing
     left = next(c for c in cs if c.name.startswith("reclaim: the targeted"))
     assert ("not judged" in left.name and "cannot be judged" in left.detail) is (not acts)
+    assert any(c.name == GUARD + " (not judged)" for c in cs) is (not acts)
 
 
-def test_checks_name_an_experiment_that_did_not_complete():
-    gone = {"i-1": "terminated", "i-2": "terminated"}
-    cs = fis.checks(_rec(True, "failed"), {"states": gone, "head": "i-h"})
+def test_checks_name_what_did_not_hold():
+    now = {"states": GONE, "head": "i-h", "guard": CAPPED}
+    cs = fis.checks(_rec(True, "failed"), now)
     assert [c.name for c in cs if not c.ok] == ["reclaim: FIS experiment completed"]
+    cs = fis.checks(_rec(True, spot_only=False), now)
+    bad = [c for c in cs if not c.ok]
+    assert [c.name for c in bad] == ["capacity: a spot-only outage (on-demand workers in another AZ)"]
+    assert "failed as well" in bad[0].detail and "SubnetIds" in (bad[0].hint or "")
 
 
 # --- against moto ----------------------------------------------------------------------------------

@@ -143,6 +143,16 @@ def checks(s: dict[str, Any], now: dict[str, Any]) -> list[Check]:
             out.append(Check("reclaim: the targeted instances left running (not judged)", True,
                              f"cannot be judged here: {s.get('endpoint')} is not AWS; its FIS records "
                              f"experiments but acts on nothing ({len(still)} of {len(ids)} still running)"))
+    cap = s.get("drills", {}).get("capacity")
+    if cap:
+        split = bool(cap.get("spot_only"))
+        out.append(Check("capacity: a spot-only outage (on-demand workers in another AZ)", split,
+                         f"refused in {','.join(cap.get('azs', []))}; " + (
+                             "on-demand workers launch elsewhere" if split else
+                             f"{ONDEMAND_TYPE} uses these AZs too, so its launches failed as well"),
+                         None if split else f"give {SPOT_TYPE} and {ONDEMAND_TYPE} subnets in different "
+                         "AZs (node_config.SubnetIds)"))
+        out.append(_guard_check(cap, now.get("guard"), acts))
     head = s.get("head_id")
     ok = bool(head) and now.get("head") == head
     out.append(Check("Ray kept the head", ok, f"head {head} before the drills, {now.get('head')} running now "
@@ -157,6 +167,23 @@ def checks(s: dict[str, Any], now: dict[str, Any]) -> list[Check]:
                          f"no job ran: {job.get('why', 'not submitted')}"
                          + ("" if acts else "; the drills ran on the experiments alone")))
     return out
+
+
+def _guard_check(cap: dict[str, Any], guard: dict[str, Any] | None, acts: bool) -> Check:
+    """The capacity guard capped spot while the capacity experiment ran (its decisions on the head)."""
+    name = "capacity: the guard capped spot during the window"
+    moto = "" if acts else "; cannot be judged here: this endpoint's FIS refuses no launch"
+    if not guard or "error" in guard:
+        why = (guard or {}).get("error", "no guard report")
+        return Check(name + ("" if acts else " (not judged)"), not acts,
+                     f"the guard's decisions could not be read: {why}{moto}",
+                     "`raylab status` shows the guard's last decisions" if acts else None)
+    t0, t1 = cap.get("started_at") or 0, (cap.get("ended_at") or 0) + 60
+    caps = [e for e in guard.get("recent", [])
+            if e.get("kind") == "guard_cap" and t0 <= (e.get("t") or 0) <= t1]
+    return Check(name + ("" if caps or acts else " (not judged)"), bool(caps) or not acts,
+                 f"{len(caps)} cap(s): {caps[0].get('message', '')}" if caps
+                 else f"no cap in the window{moto}")
 
 
 # --- I/O -------------------------------------------------------------------------------------------
@@ -296,9 +323,11 @@ def run_drills(ctx: Context, o: dict[str, Any], job_starter: JobStarter = submit
         else:
             d.update({"azs": azs, "spot_only": spot_only, "head_role": head_role_arn})
         rec["drills"][name] = d
+        d["started_at"] = time.time()
         try:
             d.update(wait_experiment(ctx, fis, exp, length + o["fis_timeout"], o["fis_poll"]))
         finally:
+            d["ended_at"] = time.time()
             fis.delete_experiment_template(id=tpl)
             d["template_deleted"] = True
         if job and not job.done:
@@ -319,4 +348,8 @@ def now_view(ctx: Context, s: dict[str, Any]) -> dict[str, Any]:
     if ids:
         r = _client(ctx, "ec2").describe_instances(InstanceIds=ids)
         states = {i["InstanceId"]: i["State"]["Name"] for x in r["Reservations"] for i in x["Instances"]}
-    return {"states": states, "head": cluster_view(ctx)["head"]}
+    try:
+        guard = ctx.target.cluster_status(ctx).get("capacity_guard") or {}
+    except Exception as e:  # noqa: BLE001 - reported by the check, never raised from verify
+        guard = {"error": (e.one_line() if isinstance(e, RaylabError) else f"{type(e).__name__}: {e}")[:200]}
+    return {"states": states, "head": cluster_view(ctx)["head"], "guard": guard}
