@@ -166,7 +166,23 @@ def test_down_json_carries_the_cost_measured_before_the_teardown(
     lines = {(x["type"], x["market"]): x for x in cost["instances"]}
     assert lines["c7i.4xlarge", "on-demand"]["count"] == 1 and lines["c7i.4xlarge", "spot"]["count"] == 1
     assert lines["t3.micro", "on-demand"]["running"] == 0  # its end time was read after the teardown
-    assert cost["per_hour_now_usd"] == pytest.approx(0.045)  # moto's deleted NAT has no DeleteTime
+    assert cost["per_hour_now_usd"] == 0  # all gone (moto's deleted NAT has no DeleteTime: read time)
+    assert cost["nat_gateway"]["hours"] > 0
     assert cost["total_usd"] >= 0 and cost["target"] == "aws"
     state = json.loads((tmp_path / ".raylab" / "state.json").read_text())
     assert state["cost"]["total_usd"] == cost["total_usd"]
+
+
+def test_on_the_local_target_the_figure_says_it_is_aws_list_prices_at_local_time_scale() -> None:
+    from types import SimpleNamespace
+
+    from raylab.cli.cost_report import report
+
+    said: list[str] = []
+    ui = SimpleNamespace(info=said.append, warning=said.append, table=lambda *a: None)
+    t = datetime.now(UTC) - timedelta(minutes=30)
+    u = Usage(instances=(UsedInstance("i-1", "c7i.4xlarge", "on-demand", t),))
+    out = report(SimpleNamespace(target_name="local", ui=ui), u, "this lab cost")  # type: ignore[arg-type]
+    assert out is not None and out["time_scale"] == "local" and "ESTIMATE" not in out["price_note"]
+    assert said[0].startswith("this lab cost (on AWS at list prices, local time scale) about $0.3")
+    assert any("not AWS time" in s for s in said)

@@ -77,6 +77,7 @@ def collect(ec2: Any, lab: str, cluster: str, now: datetime) -> Usage:
         gone = n.get("State") in ("deleted", "deleting", "failed")
         end = n.get("DeleteTime")
         if gone and end is None:
+            end = now
             notes.append(f"NAT gateway {nid} is {n.get('State')} with no DeleteTime: billed up to now")
         used_nats.append(UsedNat(nid, _utc(n["CreateTime"]), _utc(end) if end else None))
     return Usage(tuple(used), tuple(used_nats), tuple(notes))
