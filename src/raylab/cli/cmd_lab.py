@@ -210,13 +210,16 @@ def down(
     ctx = make_context(target, lab, json_mode, yes, "autoscale", workdir, quiet)
     if ctx.target_name == "aws" and not ctx.ui.confirm(f"Destroy every resource of lab {ctx.lab!r}?", yes):
         raise RaylabError("not confirmed: nothing was deleted", "re-run with --yes")
+    from raylab.cli.cost_report import down_cost, measure
     from raylab.stages import load
 
     with ctx.state.lock("down"):
+        used = measure(ctx)  # before the teardown: terminated instances vanish from EC2 (and the twin stops)
         td = load(BY_NAME["teardown"])
         td.apply(ctx)
         left = ctx.target.leftovers(ctx)
-    ctx.ui.result({"ok": not left, "leftovers": left})
+        cost = down_cost(ctx, used)
+    ctx.ui.result({"ok": not left, "leftovers": left, "cost": cost})
     if left:
         for item in left:
             ctx.ui.error(f"left behind: {item}")

@@ -58,7 +58,10 @@ def status(
     the capacity guard did about spot capacity errors and why."""
     ctx = make_context(target, lab, json_mode, False, "autoscale", workdir, quiet)
     view = status_view(ctx.target.cluster_status(ctx))
+    from raylab.cli.cost_report import measure, report
+
     if ctx.ui.json_mode:
+        view["cost"] = report(ctx, measure(ctx), "so far this lab cost", table=False)
         ctx.ui.result(view)
         return
     ctx.ui.table(f"Ray nodes ({view['cluster_name']}, GCS {view['gcs_address']})",
@@ -89,6 +92,7 @@ def status(
     else:
         ctx.ui.warning(f"Ray and EC2 differ (booting or stopping nodes?): Ray only {a.get('ray_only')}, "
                        f"EC2 only {a.get('ec2_only')}")
+    report(ctx, measure(ctx), "so far this lab cost", table=False)  # and what it costs per hour now
 
 
 def register(app: typer.Typer) -> None:
