@@ -24,7 +24,8 @@ quota wall        head + bastion + 8 workers  head + bastion + 8 workers (same p
 ================  ==========================  ===================================
 
 The bastion (t3.micro, 2 vCPU, on-demand) counts against the same "Running On-Demand Standard"
-quota, so the wall is head + bastion + 8 workers on both (160 - 16 - 2 = 142 vCPU >= 8 x 16). raylab measures what is already in use when a run starts and reports the real wall.
+quota, so the wall is head + bastion + 8 workers on both (160 - 16 - 2 = 142 vCPU >= 8 x 16).
+raylab measures what is already in use when a run starts and reports the real wall.
 
 Tasks per worker CPU and the quota wall keep the plan's shape; only sizes and time shrink. The
 lower bound on the makespan is ``ceil(tasks / (usable_workers x cpus_per_worker)) x duration``
