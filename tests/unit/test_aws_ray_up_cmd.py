@@ -27,8 +27,9 @@ REFUSED = ("botocore.exceptions.ClientError: An error occurred (InvalidParameter
 @pytest.mark.parametrize(
     ("restart", "argv"),
     [
-        (True, ["up", "-y", "--no-config-cache", "/w/cluster-aws.yaml"]),
-        (False, ["up", "-y", "--no-config-cache", "--no-restart", "/w/cluster-aws.yaml"]),
+        (True, ["up", "-y", "--no-config-cache", "--log-style", "record", "/w/cluster-aws.yaml"]),
+        (False, ["up", "-y", "--no-config-cache", "--log-style", "record", "--no-restart",
+                 "/w/cluster-aws.yaml"]),
     ],
 )
 def test_ray_up_args(restart: bool, argv: list[str]) -> None:
@@ -173,12 +174,13 @@ def test_first_ray_up_waits_for_the_profiles_and_reapply_does_not_restart(
     info = target.cluster_up(ctx, cfg)
     assert info["head_instance_id"] == "i-0head"
     written = str(ctx.workdir / "cluster-aws.yaml")
-    assert target.ray_calls == [["up", "-y", "--no-config-cache", written]]
+    assert target.ray_calls == [["up", "-y", "--no-config-cache", "--log-style", "record", written]]
     assert iam.calls >= 3 and slept and slept[0] == 2.0  # polled until IAM returned the profiles
 
     iam.calls = 0
     target.reapply(ctx, cfg)  # stage 5
-    assert target.ray_calls[-1] == ["up", "-y", "--no-config-cache", "--no-restart", written]
+    assert target.ray_calls[-1] == ["up", "-y", "--no-config-cache", "--log-style", "record", "--no-restart",
+                                    written]
     assert iam.calls == 0  # no head launch: nothing to wait for
 
 

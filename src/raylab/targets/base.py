@@ -57,6 +57,11 @@ class Target(Protocol):
         """Ray's own view (autoscaler v2 status): nodes by type/state, pending launches, demand."""
         ...
 
+    def readiness(self, ctx: Context) -> dict[str, Any]:
+        """Time to ready per node (launch -> SSH up -> setup done -> Ray node alive) from EC2 and the
+        cluster's dashboard; a phase the target does not have is None. Never raises (``error``)."""
+        ...
+
     def dashboard_url(self, ctx: Context) -> str:
         """A URL on 127.0.0.1 for the Ray dashboard / Jobs API (aws: through an SSH tunnel)."""
         ...

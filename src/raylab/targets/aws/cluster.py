@@ -287,6 +287,20 @@ class AwsCluster(AwsAccess):
         return {**ray, "instances": inst, "agreement": status.agreement(ray, inst, head_id),
                 "capacity_guard": report(g["events"], g["state"], g["running"])}
 
+    def readiness(self, ctx: Context) -> dict[str, Any]:
+        """Ray node alive from the dashboard through the tunnel; the head's SSH up and setup done from
+        `ray up`'s updater lines (record style); workers are set up by the head's autoscaler, whose
+        log stays on the head, so their SSH/setup phases are None."""
+        from raylab.observe.readiness_fetch import collect
+
+        log = ctx.workdir / "logs" / "ray-up.log"
+        try:
+            text = log.read_text(errors="replace") if log.exists() else None
+            ec2 = self._client(ctx, "ec2")
+        except Exception as e:  # noqa: BLE001 - reported, never raised
+            return {"nodes": [], "summary": {}, "error": f"{type(e).__name__}: {e}"}
+        return collect(ec2, ctx.names["cluster"], lambda: self.dashboard_url(ctx), head_log=text)
+
     # dashboard ----------------------------------------------------------------------------------
     def dashboard_url(self, ctx: Context) -> str:
         from raylab import procs

@@ -29,7 +29,10 @@ def ray_up_args(config: Path | str, *, restart: bool = True) -> list[str]:
     without `ray stop`/`ray start` on the head (which would lose the GCS, the job history and the
     guard); autoscaler v2 re-reads the YAML by itself. ``--no-config-cache``: Ray's bootstrap runs
     on this file, not on a cached copy of an older one."""
-    return ["up", "-y", "--no-config-cache", *([] if restart else ["--no-restart"]), str(config)]
+    # --log-style record: timestamped lines, from which time-to-ready reads the head's SSH up and
+    # setup done (raylab.observe.readiness); Ray picks it anyway without a TTY, this makes it sure.
+    return ["up", "-y", "--no-config-cache", "--log-style", "record",
+            *([] if restart else ["--no-restart"]), str(config)]
 
 
 def profile_wait_s(created: datetime | None, has_role: bool, now: datetime,

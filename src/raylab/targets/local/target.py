@@ -310,6 +310,20 @@ class LocalTarget:
         """Nothing to push: the head's autoscaler v2 re-reads the YAML at ``config_path`` every loop."""
         return {}
 
+    def readiness(self, ctx: Context) -> dict[str, Any]:
+        """No SSH and no setup commands here: a twin machine starts Ray directly, after the twin's
+        modelled boot delay (``--boot-delay``, 0 by default), which a worker's setup excludes."""
+        from raylab.aws.session import client
+        from raylab.observe.readiness_fetch import collect
+
+        try:
+            boot = float(self.twin(ctx).boot().get("boot_delay_s") or 0.0)
+            ec2 = client(ctx, "ec2")
+        except Exception as e:  # noqa: BLE001 - reported, never raised
+            return {"nodes": [], "summary": {}, "error": f"{type(e).__name__}: {e}"}
+        cluster = ctx.state.get("cluster").get("cluster_name") or ctx.names["cluster"]
+        return collect(ec2, cluster, lambda: self.dashboard_url(ctx), boot_delay_s=boot)
+
     def dashboard_url(self, ctx: Context) -> str:
         url = ctx.state.get("cluster").get("dashboard_url")
         if not url:
