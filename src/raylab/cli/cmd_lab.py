@@ -108,6 +108,7 @@ def _run(ctx: Context, infos: list[StageInfo], command: str, verify_only: bool =
     that fails (a failed check, an error, Ctrl-C) is followed by teardown and the leftover check,
     and the command still fails, naming that stage."""
     results = []
+    readiness: dict[str, Any] | None = None
     with ctx.state.lock(command):
         if not verify_only:
             _preflight(ctx)  # refuses before anything is created: nothing to tear down
@@ -119,6 +120,14 @@ def _run(ctx: Context, infos: list[StageInfo], command: str, verify_only: bool =
                 failed = f"{info.number} {info.name}" if info.number else info.name
                 label = f"stage {failed}" if info.number else failed
                 results += run_stages(ctx, [info], verify_only=verify_only)
+                if info.name == "cluster":  # time to ready per node, while the cluster is up
+                    from raylab.observe.readiness import show
+
+                    try:
+                        readiness = ctx.target.readiness(ctx)
+                    except Exception as e:  # noqa: BLE001 - a measurement never fails the stage
+                        readiness = {"nodes": [], "summary": {}, "error": f"{type(e).__name__}: {e}"}
+                    show(ctx.ui, readiness)
         except (Exception, KeyboardInterrupt) as e:
             td = None
             if teardown_on_failure and failed != "teardown":
@@ -132,8 +141,13 @@ def _run(ctx: Context, infos: list[StageInfo], command: str, verify_only: bool =
             if td is None:
                 raise  # as before: a RaylabError's own line, or Ctrl-C's resume hint
             raise err from e
-    ctx.ui.result({"ok": True, "lab": ctx.lab, "target": ctx.target_name,
-                   "stages": [r.as_dict() for r in results]})
+    if results:
+        ctx.ui.info("time per stage: " + ", ".join(f"{r.name} {r.seconds:.1f} s" for r in results))
+    done: dict[str, Any] = {"ok": True, "lab": ctx.lab, "target": ctx.target_name,
+                            "stages": [r.as_dict() for r in results]}
+    if readiness is not None:
+        done["readiness"] = readiness
+    ctx.ui.result(done)
 
 
 def lab(

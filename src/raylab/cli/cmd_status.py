@@ -58,6 +58,7 @@ def status(
     the capacity guard did about spot capacity errors and why."""
     ctx = make_context(target, lab, json_mode, False, "autoscale", workdir, quiet)
     view = status_view(ctx.target.cluster_status(ctx))
+    view["readiness"] = ctx.target.readiness(ctx)
     from raylab.cli.cost_report import measure, report
 
     if ctx.ui.json_mode:
@@ -71,6 +72,9 @@ def status(
     ctx.ui.table("EC2 instances (tag ray-cluster-name)", ["id", "type", "state", "market", "node type"],
                  [[i["id"], i["type"], i["state"], i["market"], i["node_type"] or i["kind"]]
                   for i in view["instances"]])
+    from raylab.observe.readiness import show
+
+    show(ctx.ui, view["readiness"])
     for p in view["pending_launches"]:
         ctx.ui.info(f"pending launch: {p['count']} x {p['type']} ({p['state']})")
     for f in view["launch_failures"]:

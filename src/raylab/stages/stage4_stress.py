@@ -84,6 +84,10 @@ class StressStage:
         out_dir = ctx.workdir / "stress" / time.strftime("%Y%m%d-%H%M%S")
         s = run_stress(ctx, tasks=tasks, duration=duration, scale=scale, out_dir=out_dir)
         s["scale_mapping"] = SCALE_MAPPING
+        from raylab.observe.readiness import show
+
+        s["readiness"] = ctx.target.readiness(ctx)  # the workers this run launched, per node
+        show(ctx.ui, s["readiness"], "Time to ready per node (stress)")
         ctx.state.put("stress", s)
         ratio = (f" = {s['makespan_ratio']}x the ideal {s['ideal_makespan_s']:.0f} s"
                  if s["makespan_ratio"] else "")
@@ -92,7 +96,7 @@ class StressStage:
                     f"{s['quota_errors']} quota errors")
         ctx.ui.info(f"timeline {s['timeline']}\nchart    {s['chart']}")
         return {k: s[k] for k in ("tasks_total", "tasks_completed", "peak_workers", "makespan_s",
-                                  "ideal_makespan_s", "quota_errors", "timeline", "chart")}
+                                  "ideal_makespan_s", "quota_errors", "timeline", "chart", "readiness")}
 
     def verify(self, ctx: Context) -> list[Check]:
         s = ctx.state.get("stress")
