@@ -144,7 +144,8 @@ def test_updater_marks_read_ssh_up_and_setup_done() -> None:
 HEAD_CASES = [
     ("the first marks after the head's launch", [(10.0, "ssh_up"), (50.0, "setup_done")], 0.0, (10.0, 50.0)),
     ("marks of an earlier head (before this launch) are not this head's",
-     [(10.0, "ssh_up"), (50.0, "setup_done"), (110.0, "ssh_up"), (150.0, "setup_done")], 100.0, (110.0, 150.0)),
+     [(10.0, "ssh_up"), (50.0, "setup_done"), (110.0, "ssh_up"), (150.0, "setup_done")], 100.0,
+     (110.0, 150.0)),
     ("a later `ray up --no-restart` does not move the first marks",
      [(10.0, "ssh_up"), (50.0, "setup_done"), (500.0, "ssh_up"), (520.0, "setup_done")], 0.0, (10.0, 50.0)),
     ("no marks (pretty log, or no log): None, not invented", [], 0.0, (None, None)),
@@ -162,10 +163,12 @@ def test_head_phases(rule: str, marks: list[tuple[float, str]], launched: float,
 def _summary_payload() -> dict[str, Any]:
     # the shape of Ray 2.60's GET /nodes?view=summary (uint64 startTimeMs as a string)
     return {"result": True, "msg": "Node summary fetched.", "data": {"summary": [
-        {"ip": "127.0.0.1", "raylet": {"nodeId": "aa", "instanceId": "i-head", "nodeManagerAddress": "127.0.0.1",
-                                       "state": "ALIVE", "startTimeMs": str(int((T0 + 4.0) * 1000))}},
-        {"ip": "127.0.0.1", "raylet": {"nodeId": "bb", "instanceId": "i-w1", "nodeManagerAddress": "127.0.0.1",
-                                       "state": "DEAD", "startTimeMs": str(int((T0 + 19.5) * 1000))}},
+        {"ip": "127.0.0.1", "raylet": {"nodeId": "aa", "instanceId": "i-head", "state": "ALIVE",
+                                       "nodeManagerAddress": "127.0.0.1",
+                                       "startTimeMs": str(int((T0 + 4.0) * 1000))}},
+        {"ip": "127.0.0.1", "raylet": {"nodeId": "bb", "instanceId": "i-w1", "state": "DEAD",
+                                       "nodeManagerAddress": "127.0.0.1",
+                                       "startTimeMs": str(int((T0 + 19.5) * 1000))}},
     ]}}
 
 
