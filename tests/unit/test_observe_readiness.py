@@ -174,8 +174,8 @@ def _summary_payload() -> dict[str, Any]:
 
 class _Dashboard(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
-        body = json.dumps(_summary_payload() if self.path == "/nodes?view=summary" else {}).encode()
-        self.send_response(200 if self.path == "/nodes?view=summary" else 404)
+        body = json.dumps(_summary_payload() if self.path.startswith("/nodes?view=summary") else {}).encode()
+        self.send_response(200 if self.path.startswith("/nodes?view=summary") else 404)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
