@@ -25,7 +25,9 @@ def fetch_ray_nodes(dashboard_url: str, timeout: float = 10.0) -> list[RayNode]:
     """GET <dashboard>/nodes?view=summary (loopback only: a tunnel's end or the local head)."""
     if not is_loopback_url(dashboard_url):
         raise ValueError(f"dashboard URL {dashboard_url!r} is not on 127.0.0.0/8")
-    url = f"{dashboard_url.rstrip('/')}/nodes?view=summary&nocache=1"  # Ray caches it 2 s
+    # nocache=1: Ray caches /nodes 2 s and answers with the EXPIRED entry once while it refreshes, so
+    # without it a read minutes after the last one returns that older table (no worker alive yet).
+    url = f"{dashboard_url.rstrip('/')}/nodes?view=summary&nocache=1"
     with urllib.request.urlopen(url, timeout=timeout) as r:  # noqa: S310 - loopback only (checked above)
         return ray_nodes_from_summary(json.loads(r.read()))
 
