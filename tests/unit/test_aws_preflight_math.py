@@ -251,10 +251,17 @@ def test_ip_lookup_not_called_when_credentials_fail() -> None:
         ("no-net", "could not reach AWS at https://sts.us-west-2.amazonaws.com (EndpointConnectionError)"),
         ("no-creds", "no AWS credentials found"),
         ("denied", "AWS rejected the credentials (InvalidClientTokenId)"),
+        ("expired", "your AWS session has expired (ExpiredToken)"),
+        ("sso-expired", "your AWS session has expired (UnauthorizedSSOTokenError)"),
     ],
 )
 def test_credentials_failures_are_told_apart(exc: str, detail: str) -> None:
-    from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
+    from botocore.exceptions import (
+        ClientError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        UnauthorizedSSOTokenError,
+    )
 
     errors = {
         "no-net": EndpointConnectionError(endpoint_url="https://sts.us-west-2.amazonaws.com"),
@@ -262,6 +269,11 @@ def test_credentials_failures_are_told_apart(exc: str, detail: str) -> None:
         "denied": ClientError(
             {"Error": {"Code": "InvalidClientTokenId", "Message": "no"}}, "GetCallerIdentity"
         ),
+        "expired": ClientError(
+            {"Error": {"Code": "ExpiredToken", "Message": "The security token in the request is expired"}},
+            "GetCallerIdentity",
+        ),
+        "sso-expired": UnauthorizedSSOTokenError(),
     }
 
     class Sts:

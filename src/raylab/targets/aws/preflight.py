@@ -127,6 +127,11 @@ UNREACHABLE = frozenset(
 )
 
 
+# temporary credentials or an SSO session past their expiry (STS's codes and botocore's SSO errors)
+EXPIRED = frozenset({"ExpiredToken", "ExpiredTokenException", "RequestExpired", "TokenRetrievalError",
+                     "UnauthorizedSSOTokenError", "SSOTokenLoadError"})
+
+
 def credentials_failure(e: Exception) -> Check:
     """STS GetCallerIdentity failed: tell "no credentials", "cannot reach AWS" and "AWS said no" apart."""
     code = _code(e)
@@ -137,6 +142,9 @@ def credentials_failure(e: Exception) -> Check:
         name = getattr(e, "kwargs", {}).get("profile", "?")
         return Check("credentials", False, f"AWS profile {name!r} is not configured",
                      f"run `aws configure --profile {name}` (or `aws configure sso`), or unset AWS_PROFILE")
+    if code in EXPIRED:
+        return Check("credentials", False, f"your AWS session has expired ({code})",
+                     "run `aws sso login` (or refresh your temporary credentials), then run this again")
     if code in UNREACHABLE or isinstance(e, ConnectionError):
         where = getattr(e, "kwargs", {}).get("endpoint_url") or "the STS endpoint"
         return Check(
