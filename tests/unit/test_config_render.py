@@ -114,7 +114,8 @@ def test_security_of_every_rendered_node_type(rendered: dict[str, dict[str, Any]
             assert nc["MetadataOptions"] == {"HttpTokens": "required", "HttpEndpoint": "enabled",
                                              "HttpPutResponseHopLimit": 2}, name
             assert all(d["Ebs"]["Encrypted"] is True for d in nc["BlockDeviceMappings"]), name
-            assert nc["SubnetIds"] == OUTPUTS["PrivateSubnetIds"].split(","), name  # private subnets only
+            private = OUTPUTS["PrivateSubnetIds"].split(",")
+            assert nc["SubnetIds"] and set(nc["SubnetIds"]) <= set(private), name  # private subnets only
             assert not any(ni.get("AssociatePublicIpAddress") for ni in nc.get("NetworkInterfaces", []))
             assert nc["SecurityGroupIds"] == [OUTPUTS["RaySecurityGroupId"]]
         text = dump_yaml(cfg)
@@ -183,7 +184,8 @@ def test_scenario_files_are_overlays_not_copies() -> None:
         ov = yaml.safe_load((ROOT / "configs" / "scenarios" / f"{s}.yaml").read_text())
         assert set(ov) <= allowed_top, s
         for nt in ov.get(NT, {}).values():
-            assert set(nt) <= {"min_workers", "max_workers", "priority"}, s
+            assert set(nt) <= {"min_workers", "max_workers", "priority", "node_config"}, s
+            assert set(nt.get("node_config", {})) <= {"SubnetIds"}, s  # placement only (which AZ)
 
 
 # --- the local target's form (engineered elsewhere; skipped only if that module is absent) -----
@@ -200,3 +202,27 @@ def test_local_form_renders_and_validates(scenario: str) -> None:
 def test_local_form_needs_the_twin_endpoint() -> None:
     with pytest.raises(RaylabError, match="needs the twin's endpoint URL"):
         render(target="local", scenario="spot", lab="kim", outputs=OUTPUTS)
+
+
+def test_mixed_puts_spot_and_on_demand_workers_in_different_azs(rendered: dict[str, dict[str, Any]]) -> None:
+    """Stage 6's FIS capacity drill refuses every launch of the head's role in one AZ: with spot in the
+    second subnet and on-demand in the first, the outage hits spot only and on-demand still launches."""
+    first, second = [s.strip() for s in OUTPUTS["PrivateSubnetIds"].split(",")][:2]
+    types = rendered["mixed"]["available_node_types"]
+    assert types["ray.worker.ondemand"]["node_config"]["SubnetIds"] == [first]
+    assert types["ray.worker.spot"]["node_config"]["SubnetIds"] == [second]
+    assert types["ray.worker.ondemand"]["node_config"]["InstanceType"] == "c7i.4xlarge"  # the rest merged
+    auto = rendered["autoscale"]["available_node_types"]
+    assert all(nt["node_config"]["SubnetIds"] == [first, second] for nt in auto.values())
+
+
+@pytest.mark.parametrize(("ids", "a", "b"), [
+    ("subnet-1,subnet-2", "subnet-1", "subnet-2"),
+    ("subnet-1", "subnet-1", "subnet-1"),  # one subnet: both types share it
+    (" subnet-1 , subnet-2 ,", "subnet-1", "subnet-2"),
+])
+def test_subnet_values(ids: str, a: str, b: str) -> None:
+    from raylab.cluster.config import subnet_values
+
+    assert subnet_values({"PrivateSubnetIds": ids}) == {"PrivateSubnetA": a, "PrivateSubnetB": b}
+    assert subnet_values({}) == {}

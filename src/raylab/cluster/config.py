@@ -179,6 +179,15 @@ def fill(obj: Any, values: Mapping[str, str]) -> Any:
     return obj
 
 
+def subnet_values(values: Mapping[str, str]) -> dict[str, str]:
+    """``PrivateSubnetA``/``PrivateSubnetB``: the first and second of stage 1's ``PrivateSubnetIds``
+    (one per AZ), so a scenario can put spot and on-demand workers in different AZs (one subnet: both)."""
+    subnets = [p.strip() for p in str(values.get("PrivateSubnetIds", "")).split(",") if p.strip()]
+    if not subnets:
+        return {}
+    return {"PrivateSubnetA": subnets[0], "PrivateSubnetB": subnets[1] if len(subnets) > 1 else subnets[0]}
+
+
 def derived_values(lab: str) -> dict[str, str]:
     """Values raylab derives from the lab id; the stage outputs may override any of them."""
     n = names(lab)
@@ -205,6 +214,7 @@ def render(*, target: str, scenario: str, lab: str, outputs: Mapping[str, str], 
     if not cfg:
         raise RaylabError(f"{base_path} is empty", "restore configs/ray-cluster.yaml from git")
     values = {**derived_values(lab), **{str(k): str(v) for k, v in outputs.items() if v is not None}}
+    values = {**subnet_values(values), **values}
     filled = fill(cfg, values)
     left = placeholders(filled)
     if left:
