@@ -9,12 +9,13 @@ STAMP := $(VENV)/.raylab-installed
 
 setup: $(STAMP)
 
-# Debian packages: espeak-ng (the data stage's sample speech), openssh-server (the bastion-hop test),
-# iproute2 (network namespaces). Installed only when missing; needs root (as on this machine kind).
+# Debian packages: espeak-ng (the data stage's sample speech), openssh-server (the bastion-hop test and
+# the rehearsal's machines), rsync (Ray's file_mounts in the rehearsal), iproute2 (network namespaces). Installed only when missing; needs root (as on this machine kind).
 sysdeps:
 	@missing=""; \
 	command -v espeak-ng >/dev/null || missing="$$missing espeak-ng"; \
 	test -x /usr/sbin/sshd || missing="$$missing openssh-server"; \
+	command -v rsync >/dev/null || missing="$$missing rsync"; \
 	command -v ip >/dev/null || missing="$$missing iproute2"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \

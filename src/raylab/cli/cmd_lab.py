@@ -54,6 +54,53 @@ def _set_region(ctx: Context, region: str | None, allow_ssh_from: str | None = N
         ctx.options["allow_ssh_from"] = check_cidr(allow_ssh_from)
 
 
+RehearsalOpt = Annotated[
+    bool,
+    typer.Option("--rehearsal",
+                 help="AWS without an account: the same AWS target code, rendered YAML and `ray up` "
+                      "through the bastion, against a twin account in private network namespaces where "
+                      "every instance is a real sshd machine (needs root; nothing leaves this machine)."),
+]
+BootDelayOpt = Annotated[
+    float,
+    typer.Option("--boot-delay", min=0, max=600, metavar="SECONDS",
+                 help="With --rehearsal: how long a machine boots before SSH answers."),
+]
+ThroughOpt = Annotated[
+    int | None,
+    typer.Option("--through", min=1, max=7, metavar="N",
+                 help="Run stages 1..N only, then tear down (e.g. --through 3 for network, identity, "
+                      "cluster)."),
+]
+
+
+def _rehearse(ctx: Context, rehearsal: bool, boot_delay: float) -> None:
+    """--rehearsal: check, then run this very command again inside the rehearsal's world, and exit
+    with its code (see raylab.rehearsal.enter). Inside the world it is a plain AWS run."""
+    import sys
+
+    from raylab.rehearsal import enter
+
+    if not rehearsal or enter.inside():
+        return
+    if ctx.target_name != "aws":
+        raise RaylabError("--rehearsal applies to --target aws only",
+                          "the local target needs no rehearsal: drop --rehearsal, or add --target aws")
+    enter.check_can_enter()
+    from raylab.rehearsal.internet import WHEELHOUSE
+
+    if not WHEELHOUSE.is_dir() or not any(WHEELHOUSE.glob("ray-2.60.0-*.whl")):
+        raise RaylabError(f"the rehearsal's package mirror is missing ({WHEELHOUSE})",
+                          "run `make wheelhouse` (once, with the package index reachable)")
+    region = str(ctx.options.get("region") or "us-west-2")
+    args = enter.without_rehearsal_flags(sys.argv[1:])
+    if "--region" not in args:
+        args += ["--region", region]
+    root = ctx.workdir / "rehearsal"
+    cmd = enter.world_command(root, WHEELHOUSE.parent, region, boot_delay, args)
+    raise typer.Exit(enter.run_world(cmd))
+
+
 def _preflight(ctx: Context) -> None:
     for c in ctx.target.preflight(ctx):
         if not c.ok:
@@ -157,6 +204,9 @@ def lab(
     keep: Annotated[bool, typer.Option("--keep", help="Do not tear down at the end.")] = False,
     region: RegionOpt = None,
     allow_ssh_from: AllowSshOpt = None,
+    rehearsal: RehearsalOpt = False,
+    boot_delay: BootDelayOpt = 6.0,
+    through: ThroughOpt = None,
     yes: YesOpt = False,
     json_mode: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -167,8 +217,11 @@ def lab(
     in teardown and the leftover check, and the exit code is non-zero."""
     ctx = make_context(target, lab, json_mode, yes, scenario, workdir, quiet)
     _set_region(ctx, region, allow_ssh_from)
+    _rehearse(ctx, rehearsal, boot_delay)
     _confirm_spend(ctx, "VPC, NAT gateway, EC2 instances")
     infos = [BY_NAME[n] for n in LAB_STAGES]
+    if through is not None:
+        infos = [i for i in infos if i.number <= through]
     if not keep:
         infos.append(BY_NAME["teardown"])
     _run(ctx, infos, "lab", teardown_on_failure=not keep)

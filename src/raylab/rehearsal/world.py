@@ -1,0 +1,215 @@
+"""The rehearsal's world: a private network namespace where raylab plays a real AWS account.
+
+``python -m raylab.rehearsal.world --region R [--boot-delay S] -- <raylab args>`` runs as root inside
+``unshare --net --mount`` (see ``enter.py``, which starts it). It
+
+- brings up ``lo`` and a bridge whose only address is ``169.254.169.254/32`` (the VPC's router as the
+  machines see it); the default route is ``unreachable``, so nothing leaves and the internet fails fast;
+- serves the twin account (moto, in this process, on that address) with the rehearsal's cloud rules
+  (``cloud.py``: the AMI catalog, root volume vs snapshot, IAM eventual consistency, shutting-down);
+- reconciles EC2 with machines: every instance the account runs gets a machine (``machine.py``) with
+  its private IP (and its Elastic IP, for the bastion), booted after the image's boot delay; a
+  terminated instance's machine is stopped;
+- runs ``raylab <args>`` as the operator, with the account's endpoint, and returns its exit code.
+
+Everything the world started ends with it (each machine's PID namespace), whatever the exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import traceback
+from pathlib import Path
+from typing import Any
+
+from raylab.rehearsal.machine import BRIDGE, GATEWAY, Machine, MachineSpec, ip
+
+ACCOUNT = "123456789012"  # moto's account
+OPERATOR_IP = "203.0.113.10"  # TEST-NET-3: the operator's "public" address as the lab sees it
+GONE = ("shutting-down", "terminated")
+
+
+def log(msg: str) -> None:
+    print(f"[rehearsal] {msg}", file=sys.stderr, flush=True)
+
+
+class World:
+    def __init__(self, root: Path, shared: Path, region: str, boot_delay_s: float) -> None:
+        self.root = root
+        self.shared = shared
+        self.region = region
+        self.boot_delay_s = boot_delay_s
+        self.machines: dict[str, Machine] = {}
+        self.refused: set[str] = set()
+        self.stopping = threading.Event()
+        self.lock = threading.Lock()
+        self.server: Any = None
+        self.uninstall: Any = None
+        self.port = 0
+
+    # network ----------------------------------------------------------------------------------
+    def network(self) -> None:
+        os.makedirs("/run/netns", exist_ok=True)
+        subprocess.run(["mount", "-t", "tmpfs", "rl-netns", "/run/netns"], check=True)
+        ip("link", "set", "lo", "up")
+        ip("link", "add", BRIDGE, "type", "bridge")
+        ip("addr", "add", f"{GATEWAY}/32", "dev", BRIDGE)
+        ip("link", "set", BRIDGE, "up")
+        # The internet is unreachable, and says so at once (ICMP) instead of timing out: forwarding on
+        # in this namespace only, towards a route that rejects everything not on the bridge.
+        Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n")
+        ip("route", "add", "unreachable", "default")
+
+    # the account -------------------------------------------------------------------------------
+    def account(self) -> str:
+        from moto.server import ThreadedMotoServer
+
+        from raylab.rehearsal import cloud
+
+        self.uninstall = cloud.install(cloud.CloudRules(), console=self.console)
+        self.server = ThreadedMotoServer(ip_address="0.0.0.0", port=0, verbose=False)  # noqa: S104 - this namespace has no other link
+        self.server.start()
+        self.port = self.server.get_host_and_port()[1]
+        return f"http://{GATEWAY}:{self.port}"
+
+    def console(self, instance_id: str) -> str | None:
+        m = self.machines.get(instance_id)
+        return m.console() if m else None
+
+    # machines ----------------------------------------------------------------------------------
+    def _backend(self) -> Any:
+        from moto.ec2.models import ec2_backends
+
+        return ec2_backends[ACCOUNT][self.region]
+
+    def _spec(self, inst: Any, backend: Any) -> MachineSpec | str:
+        """The machine an instance is, or why the rehearsal cannot play it."""
+        from raylab.rehearsal.catalog import by_id
+
+        ami = by_id(inst.image_id)
+        if ami is None:
+            return f"image {inst.image_id} is not in the rehearsal's AMI catalog"
+        if not inst.key_name:
+            return "no key pair: nobody could log in"
+        try:
+            pub = backend.key_pairs[inst.key_name].material_public
+        except KeyError:
+            return f"key pair {inst.key_name} does not exist"
+        vpc = backend.get_vpc(backend.get_subnet(inst.subnet_id).vpc_id)
+        tags = {t["key"]: t["value"] for t in backend.describe_tags(
+            filters={"resource-id": [inst.id]})}
+        role = "bastion" if tags.get("Name", "").endswith("-bastion") else "node"
+        return MachineSpec(
+            instance_id=inst.id, private_ip=inst.private_ip, prefix=int(vpc.cidr_block.split("/")[1]),
+            user=ami.user, python=ami.python, path=tuple(ami.path),
+            authorized_key=pub.decode() if isinstance(pub, bytes) else str(pub), role=role)
+
+    def reconcile(self) -> None:
+        backend = self._backend()
+        for inst in list(backend.all_instances()):
+            state = inst._state.name  # noqa: SLF001 - moto's model, read in its own process
+            m = self.machines.get(inst.id)
+            if state in GONE:
+                if m is not None:
+                    log(f"{inst.id} {state}: machine stopped")
+                    m.stop()
+                    del self.machines[inst.id]
+                continue
+            if m is None and inst.id not in self.refused and state in ("pending", "running"):
+                spec = self._spec(inst, backend)
+                if isinstance(spec, str):
+                    self.refused.add(inst.id)
+                    log(f"{inst.id}: not played ({spec})")
+                    continue
+                m = Machine(spec, self.root / "machines", self.shared, self.node_env(),
+                            "/mnt/rehearsal/node-bin", self.boot_delay_s)
+                m.boot()
+                self.machines[inst.id] = m
+                log(f"{inst.id} {spec.role} at {spec.private_ip} ({spec.user}, Python {spec.python})")
+            if m is not None and inst.public_ip and inst.public_ip not in m.public_ips:
+                m.add_public_ip(inst.public_ip)
+                log(f"{inst.id} public address {inst.public_ip}")
+
+    def node_env(self) -> dict[str, str]:
+        """Environment of every machine's login shell: the nodes' internet (the mirror), and the
+        account's endpoint with the instance role's credentials (see the runbook's fidelity table)."""
+        from raylab.rehearsal.internet import node_environment
+
+        env = node_environment(Path("/mnt/rehearsal/wheels"))
+        env.update({"AWS_ENDPOINT_URL": f"http://{GATEWAY}:{self.port}",
+                    "AWS_ACCESS_KEY_ID": "rehearsal", "AWS_SECRET_ACCESS_KEY": "rehearsal"})
+        return env
+
+    def loop(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                with self.lock:
+                    self.reconcile()
+            except Exception:  # noqa: BLE001 - the world keeps playing; the operator's run decides
+                log("reconcile failed: " + traceback.format_exc().strip().splitlines()[-1])
+            self.stopping.wait(0.3)
+
+    def shutdown(self) -> None:
+        self.stopping.set()
+        with self.lock:
+            for m in list(self.machines.values()):
+                m.stop()
+            self.machines.clear()
+        if self.server is not None:
+            self.server.stop()
+        if self.uninstall is not None:
+            self.uninstall()
+
+
+def operator_env(endpoint: str, region: str) -> dict[str, str]:
+    return {**os.environ, "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "rehearsal",
+            "AWS_SECRET_ACCESS_KEY": "rehearsal", "AWS_DEFAULT_REGION": region,
+            "AWS_EC2_METADATA_DISABLED": "true", "AWS_CONFIG_FILE": "/nonexistent/rehearsal",
+            "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/rehearsal", "AWS_PROFILE": "",
+            "RAYLAB_OPERATOR_IP": OPERATOR_IP, "RAYLAB_REHEARSAL_WORLD": "1"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="raylab.rehearsal.world")
+    p.add_argument("--root", type=Path, required=True)
+    p.add_argument("--shared", type=Path, required=True)
+    p.add_argument("--region", default="us-west-2")
+    p.add_argument("--boot-delay", type=float, default=6.0)
+    p.add_argument("--report", type=Path)
+    p.add_argument("cmd", nargs=argparse.REMAINDER)
+    a = p.parse_args(argv)
+    cmd = a.cmd[1:] if a.cmd[:1] == ["--"] else a.cmd
+    a.root.mkdir(parents=True, exist_ok=True)
+    world = World(a.root, a.shared, a.region, a.boot_delay)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the operator's: its teardown runs first
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    rc = 1
+    try:
+        world.network()
+        endpoint = world.account()
+        threading.Thread(target=world.loop, daemon=True, name="reconcile").start()
+        log(f"account at {endpoint} ({a.region}); machines boot in {a.boot_delay:.0f} s")
+        env = operator_env(endpoint, a.region)
+        env.pop("AWS_PROFILE")
+        op = subprocess.Popen([sys.executable, "-m", "raylab", *cmd], env=env,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # noqa: PLW1509
+        rc = op.wait()
+    except KeyboardInterrupt:
+        rc = 130
+    finally:
+        played = {i: m.spec.role for i, m in world.machines.items()}
+        world.shutdown()
+        if a.report:
+            a.report.write_text(json.dumps({"rc": rc, "machines_at_end": played,
+                                            "refused": sorted(world.refused)}))
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""The rehearsal's machines and the way into its world, as decisions (pure; no namespaces here)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from raylab.rehearsal.enter import without_rehearsal_flags, world_command
+from raylab.rehearsal.machine import HOST_PYTHONS, MachineSpec, files, inner_script
+
+SPEC = MachineSpec("i-0123456789abcdef0", "10.42.16.20", 16, "admin", "3.11",
+                   ("/usr/local/bin", "/usr/bin", "/bin"), "ssh-ed25519 AAAA lab")
+
+
+@pytest.mark.parametrize(("argv", "want"), [
+    (["lab", "--target", "aws", "--rehearsal"], ["lab", "--target", "aws"]),
+    (["lab", "--rehearsal", "--boot-delay", "3", "--yes"], ["lab", "--yes"]),
+    (["lab", "--boot-delay=0", "--rehearsal", "-t", "aws"], ["lab", "-t", "aws"]),
+])
+def test_the_operator_inside_runs_the_same_command_without_the_switch(argv: list[str], want: list[str]) -> None:
+    assert without_rehearsal_flags(argv) == want
+
+
+def test_the_world_is_a_private_network_and_mount_namespace() -> None:
+    cmd = world_command(Path("/w"), Path("/s"), "us-west-2", 6, ["lab", "-t", "aws"])
+    assert cmd[:cmd.index(sys.executable)] == ["unshare", "--net", "--mount", "--propagation", "private",
+                                               "--fork", "--kill-child"]
+    assert cmd[-3:] == ["--", "lab", "-t", "aws"][-3:]
+
+
+def test_a_machine_has_its_image_user_as_uid_0_and_its_key_only() -> None:
+    f = files(SPEC, {"UV_OFFLINE": "1"}, "/mnt/rehearsal/node-bin")
+    assert f["etc/passwd"].startswith("admin:x:0:0:admin:/home/admin:/bin/bash\n")
+    assert f["home/.ssh/authorized_keys"] == "ssh-ed25519 AAAA lab\n"
+    assert "export PATH=/mnt/rehearsal/node-bin:/mnt/machine/ami-bin:/usr/local/bin:/usr/bin:/bin\n" in f["home/.bashrc"]
+    assert "export UV_OFFLINE=1\n" in f["home/.bashrc"]
+
+
+@pytest.mark.parametrize(("role", "forwarding"), [("bastion", "yes"), ("node", "no")])
+def test_only_the_bastion_forwards_tcp_and_nobody_forwards_agents(role: str, forwarding: str) -> None:
+    from dataclasses import replace
+
+    cfg = files(replace(SPEC, role=role), {}, "/x")["sshd_config"].splitlines()
+    assert f"AllowTcpForwarding {forwarding}" in cfg
+    assert "AllowAgentForwarding no" in cfg
+    assert "PasswordAuthentication no" in cfg
+
+
+def test_an_image_with_another_python_hides_the_hosts() -> None:
+    other = inner_script(SPEC, Path("/m"), Path("/s"), "/root/.pyenv/versions/3.6.15/bin/python3.6", 1)
+    same = inner_script(SPEC, Path("/m"), Path("/s"), HOST_PYTHONS[1], 1)
+    assert "mount --bind /mnt/machine/absent /usr/bin/python3.11" in other
+    assert "/mnt/machine/absent" not in same
+    assert same.rstrip().endswith("exec /usr/sbin/sshd -D -e -f /mnt/machine/sshd_config")
