@@ -207,3 +207,12 @@ def test_mirror_facts_name_the_pinned_url() -> None:
     facts = mirror_facts()
     assert facts[0].request == f"curl {URL}"
     assert any("Could not resolve host" in f.answer for f in facts)
+
+
+def test_profile_lines_put_the_mirror_first_and_quote_values(tmp_path: Path) -> None:
+    from raylab.rehearsal.internet import profile_lines
+
+    lines = profile_lines(tmp_path / "my bin", {"UV_NO_CONFIG": "1", "X": "a b"})
+    assert lines == [f"export PATH='{tmp_path}/my bin':\"$PATH\"", "export UV_NO_CONFIG=1", "export X='a b'"]
+    p = sh("; ".join(lines) + '; echo "$PATH|$X"', {"PATH": "/usr/bin:/bin"})
+    assert p.stdout == f"{tmp_path}/my bin:/usr/bin:/bin|a b\n"

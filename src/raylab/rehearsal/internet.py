@@ -189,6 +189,17 @@ def node_environment(wheelhouse: Path = WHEELHOUSE, cache_dir: Path | None = Non
     }
 
 
+def profile_lines(bindir: Path, env: dict[str, str]) -> list[str]:
+    """Shell lines for a machine's ``~/.bashrc``: ``bindir`` first on PATH, then ``env`` exported.
+
+    Ray's updater runs ``bash --login -c -i``: on Debian/Ubuntu ``/etc/profile`` resets PATH first, then
+    ``~/.profile`` sources ``~/.bashrc``; so these lines belong in ``~/.bashrc`` (or a file it sources),
+    not in the environment sshd hands the session.
+    """
+    return [f'export PATH={shlex.quote(str(bindir))}:"$PATH"',
+            *(f"export {k}={shlex.quote(v)}" for k, v in env.items())]
+
+
 def extract_uv(wheelhouse: Path, uv_version: str = UV_VERSION, cache: Path | None = None) -> Path:
     """``uv`` and ``uvx`` from the wheelhouse's uv wheel, extracted once into ``cache``; returns it."""
     out = cache or wheelhouse.resolve().parent / "uv-dist" / uv_version
