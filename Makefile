@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.raylab-installed
 
-.PHONY: setup sysdeps checkov lab test lint bench clean
+.PHONY: setup sysdeps checkov wheelhouse lab test lint bench clean
 
 setup: $(STAMP)
 
@@ -40,16 +40,22 @@ $(CHECKOV_STAMP):
 	$(CHECKOV_VENV)/bin/pip install -q 'checkov==3.3.30'
 	touch $@
 
-lab: sysdeps setup
+# The AWS rehearsal's "nodes' internet": every wheel a node's setup commands install (ray[default], the
+# head's boto3 and ruamel.yaml, uv's own wheel), downloaded once with the venv's pip into .rehearsal/wheels
+# (raylab.rehearsal.internet.build_wheelhouse; stamped, so a re-run is a no-op).
+wheelhouse: setup
+	$(BIN)/python -c 'from raylab.rehearsal.internet import WHEELHOUSE, build_wheelhouse; build_wheelhouse(WHEELHOUSE)'
+
+lab: sysdeps setup wheelhouse
 	$(BIN)/raylab lab --yes
 
-test: sysdeps setup checkov
+test: sysdeps setup checkov wheelhouse
 	$(BIN)/ruff check src tests workloads bench
 	$(BIN)/mypy src
 	$(BIN)/pytest -q
 
-bench: setup
+bench: setup wheelhouse
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) $(CHECKOV_VENV) .raylab .pytest_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) .raylab .rehearsal .pytest_cache
