@@ -19,7 +19,8 @@ SPEC = MachineSpec("i-0123456789abcdef0", "10.42.16.20", 16, "admin", "3.11",
     (["lab", "--rehearsal", "--boot-delay", "3", "--yes"], ["lab", "--yes"]),
     (["lab", "--boot-delay=0", "--rehearsal", "-t", "aws"], ["lab", "-t", "aws"]),
 ])
-def test_the_operator_inside_runs_the_same_command_without_the_switch(argv: list[str], want: list[str]) -> None:
+def test_the_operator_inside_runs_the_same_command_without_the_switch(argv: list[str],
+                                                                     want: list[str]) -> None:
     assert without_rehearsal_flags(argv) == want
 
 
@@ -34,7 +35,8 @@ def test_a_machine_has_its_image_user_as_uid_0_and_its_key_only() -> None:
     f = files(SPEC, {"UV_OFFLINE": "1"}, "/mnt/rehearsal/node-bin")
     assert f["etc/passwd"].startswith("admin:x:0:0:admin:/home/admin:/bin/bash\n")
     assert f["home/.ssh/authorized_keys"] == "ssh-ed25519 AAAA lab\n"
-    assert "export PATH=/mnt/rehearsal/node-bin:/mnt/machine/ami-bin:/usr/local/bin:/usr/bin:/bin\n" in f["home/.bashrc"]
+    path = "/mnt/rehearsal/node-bin:/mnt/machine/ami-bin:/usr/local/bin:/usr/bin:/bin"
+    assert f"export PATH={path}\n" in f["home/.bashrc"]
     assert "export UV_OFFLINE=1\n" in f["home/.bashrc"]
 
 

@@ -31,7 +31,7 @@ from typing import Any
 from raylab.rehearsal.machine import BRIDGE, GATEWAY, Machine, MachineSpec, ip
 
 ACCOUNT = "123456789012"  # moto's account
-OPERATOR_IP = "203.0.113.10"  # TEST-NET-3: the operator's "public" address as the lab sees it
+OPERATOR_IP = "52.95.110.1"  # the operator's public address as the lab sees it (no route to it here)
 GONE = ("shutting-down", "terminated")
 
 
@@ -68,15 +68,37 @@ class World:
 
     # the account -------------------------------------------------------------------------------
     def account(self) -> str:
+        import logging
+
         from moto.server import ThreadedMotoServer
 
-        from raylab.rehearsal import cloud
+        from raylab.rehearsal import cloud, stacks
+        from raylab.rehearsal.account import install_quotas
 
-        self.uninstall = cloud.install(cloud.CloudRules(), console=self.console)
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # the account's request log is not the lab's
+        undo_rules = cloud.install(cloud.CloudRules(), console=self.console)
+        undo_quotas = install_quotas()
+        undo_stacks = stacks.install()
+        self.uninstall = lambda: (undo_stacks(), undo_quotas(), undo_rules())
         self.server = ThreadedMotoServer(ip_address="0.0.0.0", port=0, verbose=False)  # noqa: S104 - this namespace has no other link
         self.server.start()
         self.port = self.server.get_host_and_port()[1]
-        return f"http://{GATEWAY}:{self.port}"
+        endpoint = f"http://{GATEWAY}:{self.port}"
+        self.seed(endpoint)
+        return endpoint
+
+    def seed(self, endpoint: str) -> None:
+        """What an instructor's account already has: the spot service-linked role (made by AWS at an
+        account's first spot request; raylab's preflight asks for it)."""
+        import boto3
+
+        iam = boto3.client("iam", endpoint_url=endpoint, region_name=self.region,
+                           aws_access_key_id="rehearsal", aws_secret_access_key="rehearsal")
+        # moto's CreateServiceLinkedRole names it AWSServiceRoleForspot; AWS's name is this one
+        trust = json.dumps({"Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Principal": {"Service": "spot.amazonaws.com"}, "Action": "sts:AssumeRole"}]})
+        iam.create_role(RoleName="AWSServiceRoleForEC2Spot", Path="/aws-service-role/spot.amazonaws.com/",
+                        AssumeRolePolicyDocument=trust)
 
     def console(self, instance_id: str) -> str | None:
         m = self.machines.get(instance_id)
@@ -167,6 +189,17 @@ class World:
             self.uninstall()
 
 
+def prepare_internet(shared: Path) -> None:
+    """The nodes' internet (``internet.py``) as the machines see it: ``shared`` is ``/mnt/rehearsal``
+    inside every machine, so the mirror's own paths are rewritten to that mount."""
+    from raylab.rehearsal.internet import UV_VERSION, node_bin
+
+    dest = node_bin(shared / "node-bin", shared / "wheels", cache=shared / "uv-dist" / UV_VERSION)
+    host = str(shared.resolve())
+    for f in [dest / "curl", shared / "uv-dist" / UV_VERSION / "install.sh"]:
+        f.write_text(f.read_text().replace(host, "/mnt/rehearsal"))
+
+
 def operator_env(endpoint: str, region: str) -> dict[str, str]:
     return {**os.environ, "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "rehearsal",
             "AWS_SECRET_ACCESS_KEY": "rehearsal", "AWS_DEFAULT_REGION": region,
@@ -191,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     rc = 1
     try:
+        prepare_internet(a.shared)
         world.network()
         endpoint = world.account()
         threading.Thread(target=world.loop, daemon=True, name="reconcile").start()

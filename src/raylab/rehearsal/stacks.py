@@ -1,0 +1,79 @@
+"""CloudFormation's stack deletion as AWS does it, for the VPC stack of stage 1, and public addresses.
+
+moto 5.2.6 deletes a stack's resources by retrying until the count stops going down, but a NAT
+gateway, a VPC endpoint, a route table, an internet gateway and an Elastic IP have no delete in its
+CloudFormation models: they stay, the VPC then refuses (``DependencyViolation``) and DeleteStack
+fails, where AWS deletes them in dependency order. The rehearsal gives those five models the delete
+AWS performs. moto also hands Elastic IPs loopback addresses (127.x); the rehearsal's are public-looking
+(54.214.x.y, moto's own public range), so the bastion's address is not the world's loopback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+ACCOUNT = "123456789012"
+
+
+def _ec2(account_id: str, region: str) -> Any:
+    from moto.ec2.models import ec2_backends
+
+    return ec2_backends[account_id][region]
+
+
+def _delete_nat(self: Any, account_id: str, region: str) -> None:
+    _ec2(account_id, region).delete_nat_gateway(self.id)  # state "deleted", as AWS lists it for a while
+
+
+def _delete_endpoint(self: Any, account_id: str, region: str) -> None:
+    _ec2(account_id, region).delete_vpc_endpoints([self.id])
+
+
+def _delete_route_table(self: Any, account_id: str, region: str) -> None:
+    ec2 = _ec2(account_id, region)
+    for assoc in list(self._associations):  # noqa: SLF001 - moto's model
+        ec2.disassociate_route_table(assoc)
+    ec2.delete_route_table(self.id)
+
+
+def _delete_igw(self: Any, account_id: str, region: str) -> None:
+    ec2 = _ec2(account_id, region)
+    if self.vpc is not None:
+        ec2.detach_internet_gateway(self.id, self.vpc.id)
+    ec2.delete_internet_gateway(self.id)
+
+
+def _delete_eip(self: Any, account_id: str, region: str) -> None:
+    ec2 = _ec2(account_id, region)
+    with contextlib.suppress(Exception):  # already released
+        ec2.release_address(address=self.public_ip)
+
+
+def install() -> Callable[[], None]:
+    """Patch this process's moto; returns the uninstall."""
+    from moto.ec2.models import elastic_ip_addresses as eips
+    from moto.ec2.models.elastic_ip_addresses import ElasticAddress
+    from moto.ec2.models.internet_gateways import InternetGateway
+    from moto.ec2.models.nat_gateways import NatGateway
+    from moto.ec2.models.route_tables import RouteTable
+    from moto.ec2.models.vpcs import VPCEndPoint
+    from moto.ec2.utils import random_public_ip
+
+    added = [(NatGateway, _delete_nat), (VPCEndPoint, _delete_endpoint), (RouteTable, _delete_route_table),
+             (InternetGateway, _delete_igw), (ElasticAddress, _delete_eip)]
+    for cls, fn in added:
+        if "delete" in cls.__dict__:
+            raise RuntimeError(f"moto's {cls.__name__} has its own delete now: drop the rehearsal's")
+        cls.delete = fn  # type: ignore[attr-defined]  # moto's model, patched in its own process
+    orig_ip = eips.random_ip
+    eips.random_ip = random_public_ip  # type: ignore[attr-defined]  # EIPs: public-looking, not 127.x
+
+    def uninstall() -> None:
+        for cls, _ in added:
+            with contextlib.suppress(AttributeError):
+                delattr(cls, "delete")
+        eips.random_ip = orig_ip  # type: ignore[attr-defined]  # restored
+
+    return uninstall
