@@ -27,7 +27,7 @@ OVERSIZED: dict[str, int] = {
     "raylab.targets.local.twin": 464,
 }
 
-PIECES = ("cluster", "aws", "spot", "plan", "observe", "datajob", "iac", "room")
+PIECES = ("cluster", "aws", "spot", "plan", "observe", "datajob", "iac", "room", "rehearsal")
 
 
 def layer(module: str) -> str:

@@ -68,12 +68,12 @@ def install() -> Callable[[], None]:
             raise RuntimeError(f"moto's {cls.__name__} has its own delete now: drop the rehearsal's")
         cls.delete = fn  # type: ignore[attr-defined]  # moto's model, patched in its own process
     orig_ip = eips.random_ip
-    eips.random_ip = random_public_ip  # type: ignore[attr-defined]  # EIPs: public-looking, not 127.x
+    eips.random_ip = random_public_ip  # EIPs: public-looking, not 127.x
 
     def uninstall() -> None:
         for cls, _ in added:
             with contextlib.suppress(AttributeError):
                 delattr(cls, "delete")
-        eips.random_ip = orig_ip  # type: ignore[attr-defined]  # restored
+        eips.random_ip = orig_ip  # restored
 
     return uninstall
