@@ -92,8 +92,9 @@ def files(spec: MachineSpec, env: dict[str, str], node_bin: str) -> dict[str, st
             "AuthorizedKeysFile .ssh/authorized_keys",
             "UsePAM no", "StrictModes no", "PasswordAuthentication no", "KbdInteractiveAuthentication no",
             "PubkeyAuthentication yes", "PermitRootLogin prohibit-password",
-            f"AllowTcpForwarding {'yes' if spec.role == 'bastion' else 'no'}",
-            "AllowAgentForwarding no", "X11Forwarding no",
+            # the images' sshd defaults: TCP forwarding (ProxyJump through the bastion, raylab's dashboard
+            # tunnel to the head) and agent forwarding allowed; raylab never asks for an agent
+            "AllowTcpForwarding yes", "AllowAgentForwarding yes", "X11Forwarding no",
             "MaxStartups 100:30:200", "MaxSessions 50",
             "LogLevel VERBOSE", "",
         ]),
