@@ -21,6 +21,7 @@ IDENTITY = {k: f"arn:aws:iam::123456789012:instance-profile/{k}" for k in (
 
 class _NoEndpoint:
     name = "aws"
+    default_scale = 1
 
     def aws_env(self, ctx: object) -> dict[str, str]:
         return {}

@@ -74,6 +74,14 @@ ThroughOpt = Annotated[
 ]
 
 
+ScaleOpt = Annotated[
+    int | None,
+    typer.Option("--scale", min=1, max=64, metavar="S",
+                 help="Lab scale: stage 4's 480 x 300 s tasks become 480/S x 30 s (local: nodes shrink "
+                      "too; default 4). On AWS and in the rehearsal the nodes keep their size; default 1."),
+]
+
+
 def _rehearse(ctx: Context, rehearsal: bool, boot_delay: float) -> None:
     """--rehearsal: check, then run this very command again inside the rehearsal's world, and exit
     with its code (see raylab.rehearsal.enter). Inside the world it is a plain AWS run."""
@@ -207,6 +215,7 @@ def lab(
     rehearsal: RehearsalOpt = False,
     boot_delay: BootDelayOpt = 6.0,
     through: ThroughOpt = None,
+    scale: ScaleOpt = None,
     yes: YesOpt = False,
     json_mode: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -218,6 +227,8 @@ def lab(
     ctx = make_context(target, lab, json_mode, yes, scenario, workdir, quiet)
     _set_region(ctx, region, allow_ssh_from)
     _rehearse(ctx, rehearsal, boot_delay)
+    if scale is not None:
+        ctx.options["scale"] = scale
     _confirm_spend(ctx, "VPC, NAT gateway, EC2 instances")
     infos = [BY_NAME[n] for n in LAB_STAGES]
     if through is not None:

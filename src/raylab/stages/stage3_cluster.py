@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     from raylab.context import Context
 
 AGREE_TIMEOUT_S = 60.0  # nodes booting or stopping, with no worker expected
-DEFAULT_SCALE = 4
 # Launch call -> Ray node alive, per node: on AWS the AMI's boot, then SSH from the head and the
 # setup commands (pip install of Ray and the workload's packages); locally a `ray start`.
 NODE_SETUP_S = {"aws": 600.0, "local": 60.0}
@@ -54,6 +53,11 @@ def outputs_of(ctx: Context) -> dict[str, str]:
     return {**net, **ident}
 
 
+def lab_scale(ctx: Context) -> int:
+    """The lab scale stage 3 renders and records (stage 4 reads it): --scale, else the target's."""
+    return int(ctx.options.get("scale") or ctx.target.default_scale)
+
+
 def render_config(ctx: Context) -> dict[str, Any]:
     """Render the cluster YAML for this target and scenario.
 
@@ -63,7 +67,7 @@ def render_config(ctx: Context) -> dict[str, Any]:
     from raylab.cluster.config import render
 
     endpoint = ctx.target.aws_env(ctx).get("AWS_ENDPOINT_URL")
-    scale = int(ctx.options.get("scale", DEFAULT_SCALE))
+    scale = lab_scale(ctx)
     working = ctx.workdir / "config" / "ray-cluster.yaml"
     return render(target=ctx.target_name, scenario=ctx.scenario, lab=ctx.lab, outputs=outputs_of(ctx),
                   scale=scale, endpoint_url=endpoint, base=working if working.exists() else None)
@@ -94,7 +98,7 @@ class ClusterStage:
             validate(cfg)
         path = write_config(ctx, cfg)
         info = ctx.target.cluster_up(ctx, path)
-        ctx.state.update("cluster", scenario=ctx.scenario, scale=int(ctx.options.get("scale", DEFAULT_SCALE)))
+        ctx.state.update("cluster", scenario=ctx.scenario, scale=lab_scale(ctx))
         return {k: info.get(k) for k in ("cluster_name", "gcs_address", "dashboard_url", "head_instance_id",
                                          "config_path", "head_ready_s")}
 

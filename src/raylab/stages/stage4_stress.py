@@ -30,7 +30,7 @@ def workload(ctx: Context) -> tuple[int, float, int]:
     from raylab.observe.run import default_workload
 
     scale = int(ctx.options.get("scale") or ctx.state.get("cluster").get("scale")
-                or (4 if ctx.target_name == "local" else 1))
+                or ctx.target.default_scale)
     tasks, duration = default_workload(scale)
     return int(ctx.options.get("tasks") or tasks), float(ctx.options.get("duration") or duration), scale
 

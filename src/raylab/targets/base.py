@@ -29,6 +29,8 @@ class Target(Protocol):
     name: str
     # How stage 6 injects its faults: "twin" (the local twin's control API) or "fis" (AWS FIS experiments).
     faults: str
+    # The lab scale when none is given: the local target shrinks nodes and time (4); AWS runs the plan (1).
+    default_scale: int
 
     def preflight(self, ctx: Context) -> list[Check]:
         """Checks that must pass before anything is created (credentials, quotas, tools)."""

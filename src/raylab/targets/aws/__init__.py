@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 class AwsTarget(AwsCluster):
     name = "aws"
     faults = "fis"  # stage 6's drills are AWS FIS experiments (raylab.spot.fis)
+    default_scale = 1  # the plan's 480 x 300 s on c7i.4xlarge workers
 
     # preflight -----------------------------------------------------------------------------
     def cluster_config(self, ctx: Context) -> dict[str, Any]:

@@ -58,6 +58,7 @@ _AWS_ENV_DROP = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_
 class LocalTarget:
     name = "local"
     faults = "twin"  # stage 6's drills go through the twin's control API
+    default_scale = 4  # nodes of 16/4 CPUs, 120 tasks of 30 s: the lab on a laptop
 
     # --- helpers ---------------------------------------------------------------------------------
     def twin(self, ctx: Context) -> TwinClient:

@@ -1,0 +1,32 @@
+"""Stage 4's workload by target: AWS runs the plan (480 x 300 s), the local target its scale 4.
+Stage 3 used to record scale 4 for every target, so an AWS lab ran 120 x 30 s."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from raylab.cli.options import make_context
+from raylab.stages.stage3_cluster import lab_scale
+from raylab.stages.stage4_stress import workload
+
+
+@pytest.mark.parametrize(("target", "want"), [("aws", (480, 300.0, 1)), ("local", (120, 30.0, 4))])
+def test_default_workload_is_the_targets(tmp_path: Path, target: str, want: tuple[int, float, int]) -> None:
+    ctx = make_context(target, "t", workdir=tmp_path / ".raylab", quiet=True)
+    assert workload(ctx) == want
+
+
+def test_a_given_scale_wins_on_aws(tmp_path: Path) -> None:
+    ctx = make_context("aws", "t", workdir=tmp_path / ".raylab", quiet=True)
+    ctx.options["scale"] = 8
+    assert workload(ctx) == (60, 30.0, 8)
+
+
+@pytest.mark.parametrize(("target", "want"), [("aws", 1), ("local", 4)])
+def test_stage_3_records_the_targets_scale_for_stage_4(tmp_path: Path, target: str, want: int) -> None:
+    ctx = make_context(target, "t", workdir=tmp_path / ".raylab", quiet=True)
+    assert lab_scale(ctx) == want
+    ctx.state.update("cluster", scale=lab_scale(ctx))  # as stage 3 records it
+    assert workload(ctx)[2] == want
