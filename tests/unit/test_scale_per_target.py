@@ -30,3 +30,15 @@ def test_stage_3_records_the_targets_scale_for_stage_4(tmp_path: Path, target: s
     assert lab_scale(ctx) == want
     ctx.state.update("cluster", scale=lab_scale(ctx))  # as stage 3 records it
     assert workload(ctx)[2] == want
+
+
+def test_a_scaled_aws_lab_keeps_its_16_cpu_workers() -> None:
+    """The AWS YAML sets no CPU (Ray's AWS provider fills it from the instance type): at --scale 8
+    the stress stage must plan with 16-CPU c7i.4xlarge workers, not 16/8."""
+    from raylab.observe.run import limits_from_config
+
+    cfg = {"max_workers": 30, "head_node_type": "head", "available_node_types": {
+        "head": {"node_config": {"InstanceType": "c7i.4xlarge"}, "min_workers": 0, "max_workers": 0},
+        "w": {"node_config": {"InstanceType": "c7i.4xlarge"}, "min_workers": 0, "max_workers": 30}}}
+    lim = limits_from_config(cfg, 8)
+    assert (lim.worker_vcpus, lim.cpus_per_worker) == (16, 16)

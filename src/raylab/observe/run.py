@@ -90,7 +90,9 @@ def limits_from_config(cfg: dict[str, Any], scale: int) -> Limits:
     return Limits(
         head_type=head, worker_type=wtype, head_vcpus=_vcpus(types[head], scale),
         worker_vcpus=worker_vcpus,
-        cpus_per_worker=int(cpus) if cpus is not None else max(1, worker_vcpus // max(scale, 1)),
+        # no CPU in the YAML (AWS): Ray's AWS provider gives a node its instance type's vCPUs, at any
+        # lab scale (the scale shrinks the workload there, not the nodes; the local YAML sets CPU)
+        cpus_per_worker=int(cpus) if cpus is not None else worker_vcpus,
         min_workers=sum(int(n.get("min_workers", 0)) for _, n in workers),
         max_workers=min(global_max, type_max) if type_max else global_max,
         upscaling_speed=float(cfg.get("upscaling_speed", UPSCALING_SPEED)),
