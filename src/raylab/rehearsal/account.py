@@ -40,3 +40,52 @@ def install_quotas(quotas: Mapping[str, float] = LAB_QUOTAS) -> Callable[[], Non
         ServiceQuotasBackend.get_service_quota = orig  # type: ignore[method-assign]  # restored
 
     return uninstall
+
+
+def over_quota(running_vcpus: int, asked_vcpus: int, quota: float) -> bool:
+    """RunInstances is refused when the market's running vCPUs plus the request exceed its quota (pure)."""
+    return running_vcpus + asked_vcpus > quota
+
+
+def install_vcpu_limits(quotas: Mapping[str, float] = LAB_QUOTAS) -> Callable[[], None]:
+    """EC2 enforces the vCPU quotas at RunInstances, per market, as AWS does: on-demand over its quota
+    gets ``VcpuLimitExceeded``, spot over its quota ``MaxSpotInstanceCountExceeded``; moto enforces none.
+    Running means pending or running (AWS counts an instance until it is terminated; a shutting-down
+    one still counts). Returns the uninstall."""
+    from moto.ec2.exceptions import EC2ClientError
+    from moto.ec2.models import EC2Backend
+
+    from raylab.aws.ec2_texts import (
+        SPOT_LIMIT_CODE,
+        SPOT_LIMIT_MESSAGE,
+        VCPU_LIMIT_CODE,
+        VCPU_LIMIT_MESSAGE,
+    )
+    from raylab.cluster.instance_types import lookup
+
+    def vcpus_of(itype: str) -> int | None:
+        it = lookup(itype)
+        return it.vcpus if it else None
+
+    orig = EC2Backend.run_instances
+
+    def run_instances(self: Any, image_id: str, count: int, user_data: Any, security_group_names: Any,
+                      **kwargs: Any) -> Any:
+        spot = bool(kwargs.get("instance_market_options"))
+        itype = str(kwargs.get("instance_type") or "m1.small")
+        running = sum(vcpus_of(i.instance_type) or 1 for i in self.all_instances()
+                      if i._state.name in ("pending", "running", "shutting-down")  # noqa: SLF001 - moto's model
+                      and (i.lifecycle == "spot") == spot)
+        quota = quotas[SPOT_QUOTA if spot else ON_DEMAND_QUOTA]
+        if over_quota(running, (vcpus_of(itype) or 1) * int(count), quota):
+            if spot:
+                raise EC2ClientError(SPOT_LIMIT_CODE, SPOT_LIMIT_MESSAGE)
+            raise EC2ClientError(VCPU_LIMIT_CODE, VCPU_LIMIT_MESSAGE.format(limit=int(quota)))
+        return orig(self, image_id, count, user_data, security_group_names, **kwargs)
+
+    EC2Backend.run_instances = run_instances  # type: ignore[method-assign]  # moto's model, in its own process
+
+    def uninstall() -> None:
+        EC2Backend.run_instances = orig  # type: ignore[method-assign]  # restored
+
+    return uninstall

@@ -73,13 +73,14 @@ class World:
         from moto.server import ThreadedMotoServer
 
         from raylab.rehearsal import cloud, stacks
-        from raylab.rehearsal.account import install_quotas
+        from raylab.rehearsal.account import install_quotas, install_vcpu_limits
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # the account's request log is not the lab's
         undo_rules = cloud.install(cloud.CloudRules(), console=self.console)
         undo_quotas = install_quotas()
         undo_stacks = stacks.install()
-        self.uninstall = lambda: (undo_stacks(), undo_quotas(), undo_rules())
+        undo_limits = install_vcpu_limits()
+        self.uninstall = lambda: (undo_limits(), undo_stacks(), undo_quotas(), undo_rules())
         self.server = ThreadedMotoServer(ip_address="0.0.0.0", port=0, verbose=False)  # noqa: S104 - this namespace has no other link
         self.server.start()
         self.port = self.server.get_host_and_port()[1]

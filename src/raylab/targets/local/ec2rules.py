@@ -14,6 +14,15 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from raylab.aws.ec2_texts import (  # AWS's own texts, shared with the rehearsal
+    CAPACITY_CODE,
+    CAPACITY_MESSAGE_OD,
+    CAPACITY_MESSAGE_SPOT,
+    SPOT_LIMIT_CODE,
+    SPOT_LIMIT_MESSAGE,
+    VCPU_LIMIT_CODE,
+    VCPU_LIMIT_MESSAGE,
+)
 from raylab.cluster.vocab import ON_DEMAND_QUOTA, SPOT_QUOTA, Market
 
 DEFAULT_VCPU_QUOTA = 160
@@ -25,24 +34,6 @@ QUOTA_ALIASES = {**{spelling: m.quota_code for m in Market
                     for spelling in (m.value, m.key, m.value.replace("-", "_"))},
                  ON_DEMAND_QUOTA: ON_DEMAND_QUOTA, SPOT_QUOTA: SPOT_QUOTA}
 
-# AWS's own texts (RunInstances errors as returned by the EC2 API).
-VCPU_LIMIT_CODE = "VcpuLimitExceeded"
-VCPU_LIMIT_MESSAGE = (
-    "You have requested more vCPU capacity than your current vCPU limit of {limit} allows for the "
-    "instance bucket that the specified instance type belongs to. Please visit "
-    "http://aws.amazon.com/contact-us/ec2-request to request an adjustment to this limit."
-)
-# For spot requests over the spot vCPU quota AWS answers with this code instead.
-SPOT_LIMIT_CODE = "MaxSpotInstanceCountExceeded"
-SPOT_LIMIT_MESSAGE = "Max spot instance count exceeded"
-CAPACITY_CODE = "InsufficientInstanceCapacity"
-CAPACITY_MESSAGE_OD = (
-    "We currently do not have sufficient {itype} capacity in the Availability Zone you requested "
-    "({az}). Our system will be working on provisioning additional capacity. You can currently get "
-    "{itype} capacity by not specifying an Availability Zone in your request or choosing a different "
-    "Availability Zone."
-)
-CAPACITY_MESSAGE_SPOT = "There is no Spot capacity available that matches your request."
 
 
 def market_of(instance_market_options: Any) -> str:
