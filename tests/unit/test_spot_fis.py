@@ -122,6 +122,11 @@ class FakeAwsTarget:
 
     def __init__(self, endpoint: str) -> None:
         self.endpoint = endpoint
+        self.reapplied: list[str] = []
+
+    def reapply(self, _ctx, config_path):
+        self.reapplied.append(Path(config_path).read_text())
+        return {}
 
     def aws_env(self, _ctx):
         return {"AWS_DEFAULT_REGION": "us-west-2", "AWS_ENDPOINT_URL": self.endpoint}
@@ -165,10 +170,11 @@ def lab(monkeypatch, tmp_path, moto_url):
     cfg = tmp_path / "cluster.yaml"
     cfg.write_text(yaml.safe_dump({"available_node_types": {
         "ray.head.default": {"node_config": {"SubnetIds": list(sub.values())}},
-        fis.SPOT_TYPE: {"node_config": {"SubnetIds": [sub["us-west-2a"]]}},
+        fis.SPOT_TYPE: {"node_config": {"SubnetIds": [sub["us-west-2a"]]}, "max_workers": 28},
         fis.ONDEMAND_TYPE: {"node_config": {"SubnetIds": [sub["us-west-2b"]]}}}}))
     ctx.state.put("cluster", {"config_path": str(cfg), "cluster_name": ctx.names["cluster"]})
-    ctx.options["spot"] = {"fis_poll": 0.01, "fis_window": 120, "fis_timeout": 5.0, "fis_job_timeout": 1.0}
+    ctx.options["spot"] = {"fis_poll": 0.01, "fis_window": 120, "fis_timeout": 5.0, "fis_job_timeout": 1.0,
+                           "spot_wait": 0.05}
 
     def run(kind: str, n: int, market: str | None, az: str) -> list[str]:
         kv = {"ray-cluster-name": ctx.names["cluster"], "ray-node-type": kind}
@@ -268,6 +274,23 @@ def test_a_drill_that_does_not_end_is_stopped_at_its_timeout(lab):
         assert w["fis"].get_experiment(id=exp)["experiment"]["state"]["status"] in ("stopping", "stopped")
     finally:
         state_manager.unset_transition("fis::experiment")
+
+
+def test_a_scenario_without_spot_gets_spot_for_the_drills_and_back_after(lab):
+    """autoscale/static have no spot workers: stage 6 allows them (the mixed limits) with `ray up
+    --no-restart`, runs the drills, and puts the YAML back and re-applies it."""
+    from raylab.stages.stage6_spot import STAGE
+
+    ctx, _ = lab
+    cfg = Path(ctx.state.get("cluster")["config_path"])
+    doc = yaml.safe_load(cfg.read_text())
+    doc["available_node_types"][fis.SPOT_TYPE]["max_workers"] = 0
+    cfg.write_text(yaml.safe_dump(doc))
+    STAGE.apply(ctx)
+    first, last = ctx.target.reapplied
+    assert yaml.safe_load(first)["available_node_types"][fis.SPOT_TYPE]["max_workers"] > 0
+    assert yaml.safe_load(last)["available_node_types"][fis.SPOT_TYPE]["max_workers"] == 0
+    assert yaml.safe_load(cfg.read_text())["available_node_types"][fis.SPOT_TYPE]["max_workers"] == 0
 
 
 def test_no_spot_worker_refuses_before_creating_anything(lab):

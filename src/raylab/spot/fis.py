@@ -268,11 +268,32 @@ def submit_job(ctx: Context, o: dict[str, Any]) -> tuple[Any, str]:
         from raylab.observe.job import StressJob
         from raylab.observe.run import default_workload
 
-        tasks, duration = default_workload(1)
+        scale = int(ctx.state.get("cluster").get("scale") or 1)  # the lab's scale, as stage 4 ran it
+        tasks, duration = default_workload(scale)
         url = ctx.target.dashboard_url(ctx)
-        return StressJob.submit(url, ctx.root / "workloads", tasks, duration, 1), ""
+        return StressJob.submit(url, ctx.root / "workloads", tasks, duration, scale), ""
     except Exception as e:  # noqa: BLE001 - the drills still run; the check says no job ran
         return None, (e.one_line() if isinstance(e, RaylabError) else f"{type(e).__name__}: {e}")[:300]
+
+
+def fis_acts(env: dict[str, str]) -> bool:
+    """Whether the FIS behind the target's endpoint acts on instances: AWS's does; moto's records
+    experiments only; the rehearsal's acts (its world says so with RAYLAB_ENDPOINT_FIS_ACTS=1)."""
+    import os
+
+    return not env.get("AWS_ENDPOINT_URL") or os.environ.get("RAYLAB_ENDPOINT_FIS_ACTS") == "1"
+
+
+def wait_for_spot(ctx: Context, wait_s: float, poll_s: float) -> dict[str, Any]:
+    """EC2's view once a spot worker runs (the job's demand makes the autoscaler launch them), or as
+    it is after ``wait_s``."""
+    deadline = time.monotonic() + wait_s
+    view = cluster_view(ctx)
+    while not view["spot"] and time.monotonic() < deadline:
+        ctx.ui.info(f"waiting for spot workers ({int(deadline - time.monotonic())} s left)")
+        time.sleep(poll_s)
+        view = cluster_view(ctx)
+    return view
 
 
 JobStarter = Callable[["Context", dict[str, Any]], tuple[Any, str]]
@@ -288,24 +309,26 @@ def run_drills(ctx: Context, o: dict[str, Any], job_starter: JobStarter = submit
     iam, fis, sts = _client(ctx, "iam"), _client(ctx, "fis"), _client(ctx, "sts")
     region = env.get("AWS_DEFAULT_REGION") or _client(ctx, "ec2").meta.region_name
     account = sts.get_caller_identity()["Account"]
-    view = cluster_view(ctx)
-    n_reclaim = reclaim_share(len(view["spot"]))  # refuses before anything is created
     head_role_arn = iam.get_role(RoleName=ctx.names["head_role"])["Role"]["Arn"]
     cfg = load_yaml(Path(cluster["config_path"])) if cluster.get("config_path") else {}
     azs, spot_only = capacity_azs(node_type_azs(ctx, cfg, SPOT_TYPE), node_type_azs(ctx, cfg, ONDEMAND_TYPE))
     if not azs:  # refuse before anything is created
         raise RaylabError(f"{SPOT_TYPE} lists no subnet: no AZ for the capacity drill",
                           f"set node_config.SubnetIds of {SPOT_TYPE} in {cluster.get('config_path')}")
+    rec: dict[str, Any] = {"method": "fis", "endpoint": env.get("AWS_ENDPOINT_URL") or f"AWS {region}",
+                           "fis_acts": fis_acts(env), "head_id": None,
+                           "fis_role": None, "drills": {}, "claims": CLAIMS}
+    job, why = job_starter(ctx, o)
+    rec["job"] = {"id": job.job_id} if job else {"why": why}
+    ctx.ui.info(f"stress job {job.job_id} submitted" if job else f"no stress job: {why}")
+    view = wait_for_spot(ctx, float(o["spot_wait"]), float(o["fis_poll"]))  # the job's demand brings them
+    rec["head_id"] = view["head"]
+    n_reclaim = reclaim_share(len(view["spot"]))  # refuses before any FIS resource is created
     ctx.ui.step("FIS role (least privilege: this cluster's spot instances, the head's role)")
     role_arn = ensure_fis_role(iam, ctx.lab, ctx.names["cluster"])
     iam.put_role_policy(RoleName=fis_role_name(ctx.lab), PolicyName="capacity-errors",
                         PolicyDocument=json.dumps(capacity_policy(head_role_arn)))
-    rec: dict[str, Any] = {"method": "fis", "endpoint": env.get("AWS_ENDPOINT_URL") or f"AWS {region}",
-                           "fis_acts": not env.get("AWS_ENDPOINT_URL"), "head_id": view["head"],
-                           "fis_role": role_arn, "drills": {}, "claims": CLAIMS}
-    job, why = job_starter(ctx, o)
-    rec["job"] = {"id": job.job_id} if job else {"why": why}
-    ctx.ui.info(f"stress job {job.job_id} submitted" if job else f"no stress job: {why}")
+    rec["fis_role"] = role_arn
     arns = [instance_arn(region, account, i) for i in view["spot"]]
     plans = {"reclaim": (reclaim_template(lab=ctx.lab, role_arn=role_arn, spot_arns=arns),
                          RECLAIM_NOTICE_S),

@@ -129,9 +129,24 @@ STAGE = SpotStage()
 
 
 def _fis_apply(ctx: Context) -> dict[str, Any]:
+    """The drills as FIS experiments. A scenario without spot workers (autoscale, static) gets the
+    mixed scenario's limits for the drill, re-applied with `ray up --no-restart` (autoscaler v2
+    re-reads the YAML), and put back afterwards, as on the local target."""
     from raylab.spot.fis import run_drills
+    from raylab.spot.guard import set_node_type_fields
 
-    ctx.state.put("spot", rec := run_drills(ctx, drill_options(ctx)))
+    cfg = Path(ctx.state.get("cluster")["config_path"])
+    restore = ensure_spot_allowed(cfg)
+    if restore:
+        ctx.ui.step("spot workers allowed for the drills (the mixed scenario's limits), re-applied")
+        ctx.target.reapply(ctx, cfg)
+    try:
+        ctx.state.put("spot", rec := run_drills(ctx, drill_options(ctx)))
+    finally:
+        if restore:
+            for nt, fields in restore.items():
+                set_node_type_fields(cfg, nt, fields)
+            ctx.target.reapply(ctx, cfg)
     return rec
 
 
