@@ -121,10 +121,12 @@ def test_node_bin_without_uv_wheel_names_the_fix(tmp_path: Path) -> None:
     assert "make wheelhouse" in e.value.one_line()
 
 
-def test_node_environment_points_uv_at_the_mirror_only(tmp_path: Path) -> None:
+def test_node_environment_points_uv_and_pip_at_the_mirror_only(tmp_path: Path) -> None:
     env = node_environment(tmp_path / "wheels")
     assert env == {
         "UV_DEFAULT_INDEX": f"file://{tmp_path}/wheels/simple",
+        "PIP_INDEX_URL": f"file://{tmp_path}/wheels/simple",
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
         "UV_PYTHON_DOWNLOADS": "never",
         "UV_PYTHON_PREFERENCE": "only-system",
         "UV_CACHE_DIR": f"{tmp_path}/uv-cache",

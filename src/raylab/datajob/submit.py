@@ -22,6 +22,9 @@ from raylab.errors import RaylabError
 MARKER = "RAYLAB_SUMMARY "
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
+# What the data job needs on AWS nodes, installed by Ray (runtime_env ``pip``) into the job's env.
+DATA_PIP = ["soundfile>=0.12", "soxr>=0.3", "pyarrow>=17", "numpy>=1.24", "pandas>=2.2.3", "matplotlib>=3.8"]
+
 
 def parse_summary(text: str) -> dict[str, Any] | None:
     """The last ``RAYLAB_SUMMARY {json}`` line in ``text``, or None."""

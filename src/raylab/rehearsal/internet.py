@@ -59,8 +59,11 @@ Runner = Callable[[list[str]], None]
 
 
 def requirements(ray: str = RAY_VERSION, uv: str = UV_VERSION) -> tuple[str, ...]:
-    """What the nodes install (``ray[default]``, the head's packages) and uv's own wheel."""
-    return (f"ray[default]=={ray}", *HEAD_PACKAGES, f"uv=={uv}")
+    """What the nodes install (``ray[default]``, the head's packages), what stage 7's job installs
+    through Ray's runtime_env (pip), and uv's own wheel."""
+    from raylab.datajob.submit import DATA_PIP
+
+    return (f"ray[default]=={ray}", *HEAD_PACKAGES, *DATA_PIP, f"uv=={uv}")
 
 
 def platform_tags(glibc_max: int = GLIBC_MAX) -> list[str]:
@@ -179,9 +182,15 @@ def node_environment(wheelhouse: Path = WHEELHOUSE, cache_dir: Path | None = Non
     - ``UV_CACHE_DIR``: one cache shared by all machines (uv locks it); the first install unpacks each
       wheel once, later machines hardlink from it (uv's default link mode on Linux, same filesystem).
     - ``UV_NO_CONFIG=1``: no ``uv.toml`` of the host (``/etc/uv``, ``~/.config/uv``) adds an index.
+    - ``PIP_INDEX_URL`` (the same index) and no pip self-check: Ray's runtime_env ``pip`` (stage 7's
+      job) installs with pip into the job's env.
     """
+    index = (wheelhouse.resolve() / INDEX).as_uri()
     return {
-        "UV_DEFAULT_INDEX": (wheelhouse.resolve() / INDEX).as_uri(),
+        "UV_DEFAULT_INDEX": index,
+        # pip, as Ray's runtime_env installs a job's packages with it (stage 7): the same mirror only
+        "PIP_INDEX_URL": index,
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
         "UV_PYTHON_DOWNLOADS": "never",
         "UV_PYTHON_PREFERENCE": "only-system",
         "UV_CACHE_DIR": str((cache_dir or wheelhouse.resolve().parent / "uv-cache").resolve()),

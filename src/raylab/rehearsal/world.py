@@ -33,6 +33,7 @@ from raylab.rehearsal.machine import BRIDGE, GATEWAY, Machine, MachineSpec, ip
 ACCOUNT = "123456789012"  # moto's account
 OPERATOR_IP = "52.95.110.1"  # the operator's public address as the lab sees it (no route to it here)
 GONE = ("shutting-down", "terminated")
+DATA_BUCKET, DATA_PREFIX = "ray-example-data", "common_voice_17/parquet/"  # stage 7's source on AWS
 
 
 def log(msg: str) -> None:
@@ -100,6 +101,26 @@ class World:
             "Effect": "Allow", "Principal": {"Service": "spot.amazonaws.com"}, "Action": "sts:AssumeRole"}]})
         iam.create_role(RoleName="AWSServiceRoleForEC2Spot", Path="/aws-service-role/spot.amazonaws.com/",
                         AssumeRolePolicyDocument=trust)
+        self.seed_data(endpoint)
+
+    def seed_data(self, endpoint: str) -> None:
+        """The public bucket stage 7 reads on AWS, ``s3://ray-example-data/common_voice_17/parquet/`` in
+        us-west-2, holding the lab's Common Voice-shaped sample (40 clips spoken by espeak-ng, as the
+        local target's; made once per checkout, in the shared dir)."""
+        import boto3
+
+        from raylab.datajob.sample import write_sample
+
+        folder = self.shared / "s3-sample"
+        marker = folder / "SAMPLE"
+        if not marker.exists():
+            write_sample(folder, rows=40, seed=7, files=2)
+            marker.write_text("rows=40 seed=7 files=2\n")
+        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-west-2",
+                          aws_access_key_id="rehearsal", aws_secret_access_key="rehearsal")
+        s3.create_bucket(Bucket=DATA_BUCKET, CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
+        for f in sorted(folder.glob("*.parquet")):
+            s3.upload_file(str(f), DATA_BUCKET, f"{DATA_PREFIX}{f.name}")
 
     def console(self, instance_id: str) -> str | None:
         m = self.machines.get(instance_id)

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from raylab.datajob.submit import DATA_PIP  # the job's packages on AWS nodes (runtime_env pip)
 from raylab.errors import RaylabError
 from raylab.stages.base import Check
 
@@ -28,7 +29,6 @@ AWS_SOURCE = "s3://anonymous@ray-example-data/common_voice_17/parquet/"
 AWS_OUT = "local:///tmp/raylab-cv17"
 LOCAL_ROWS, LOCAL_SEED, LOCAL_FILES, LOCAL_BLOCKS = 40, 7, 2, 8  # 5 clips per block: 8 map tasks
 AWS_BLOCKS = 1920  # 4 per vCPU of 30 x c7i.4xlarge (~59 clips each): the autoscaler sees the demand
-DATA_PIP = ["soundfile>=0.12", "soxr>=0.3", "pyarrow>=17", "numpy>=1.24", "pandas>=2.2.3", "matplotlib>=3.8"]
 
 
 def data_dir(ctx: Context) -> Path:
