@@ -133,6 +133,7 @@ def test_tokens_optional_when_the_instance_says_so(aws: str) -> None:
     assert facts is not None and facts.lifecycle == "on-demand"
     md = Metadata(lambda ip: facts, moto_assume_role(ACCOUNT, REGION), host="127.0.0.1", port=0)
     r = md.answer("10.0.1.9", "GET", "/latest/meta-data/instance-id", {})
+    md.stop()  # never started: only its socket closes
     assert (r.status, r.body) == (200, inst["InstanceId"])
 
 
@@ -195,6 +196,7 @@ def test_a_role_ec2_may_not_assume_gets_a_code_not_credentials(aws: str) -> None
     tok = md.answer("10.0.1.9", "PUT", "/latest/api/token", {"X-aws-ec2-metadata-token-ttl-seconds": "60"})
     r = md.answer("10.0.1.9", "GET", "/latest/meta-data/iam/security-credentials/not-for-ec2",
                   {"X-aws-ec2-metadata-token": tok.body})
+    md.stop()
     assert r.status == 200 and json.loads(r.body)["Code"] == "AssumeRoleUnauthorizedAccess"
     with pytest.raises(CannotAssume, match="cannot find"):
         moto_assume_role(ACCOUNT, REGION)("no-such-role", inst["InstanceId"])
@@ -208,6 +210,7 @@ def test_an_instance_without_profile_has_no_credentials(aws: str) -> None:
     tok = md.answer("10.0.1.9", "PUT", "/latest/api/token", {"X-aws-ec2-metadata-token-ttl-seconds": "60"})
     r = md.answer("10.0.1.9", "GET", "/latest/meta-data/iam/security-credentials/",
                   {"X-aws-ec2-metadata-token": tok.body})
+    md.stop()
     assert r.status == 404
 
 
@@ -234,6 +237,7 @@ def test_credentials_are_reissued_before_they_expire() -> None:
     assert key() == "key0"
     clock[0] += 2
     assert key() == "key1"
+    md.stop()
 
 
 def test_a_spot_notice_appears_in_the_instances_metadata(imds: Node) -> None:

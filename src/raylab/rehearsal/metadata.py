@@ -89,7 +89,9 @@ class Metadata:
         return self
 
     def stop(self) -> None:
-        self._srv.shutdown()
+        if self._thread is not None:
+            self._srv.shutdown()
+            self._thread = None
         self._srv.server_close()
 
     def notice(self, instance_id: str, seconds: float, action: str = "terminate") -> None:
