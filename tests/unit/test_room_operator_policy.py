@@ -107,8 +107,9 @@ def test_the_tag_is_the_one_raylab_puts_on_its_resources() -> None:
 
 
 # --- generated from what raylab calls -----------------------------------------------------------------
-# The local AWS twin's server side: it patches moto's handlers (stop_instances...), it calls no AWS API.
-NOT_CALLERS = {"targets/local/twin.py"}
+# The AWS twins' server side: they patch or call moto's backends in their own process (stop_instances,
+# STS's assume_role for an instance's role...), they call no AWS API.
+NOT_CALLERS = {"targets/local/twin.py", "rehearsal/metadata.py", "rehearsal/fis.py"}
 
 
 def _sources() -> dict[str, str]:
