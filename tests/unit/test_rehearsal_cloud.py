@@ -18,7 +18,7 @@ from raylab.rehearsal import catalog
 from raylab.rehearsal.catalog import AL2023, CATALOG, DEBIAN_12, DLAMI_UBUNTU1804_V71, REGIONS, by_id, by_key
 from raylab.rehearsal.cloud import CloudRules, install
 
-RULES = CloudRules(iam_profile_delay_s=8.0, shutdown_hold_s=5.0)  # the defaults, spelled out
+RULES = CloudRules(iam_profile_delay_s=8.0, shutdown_hold_s=5.0)  # short delays: tests move the clock
 PAST = 9.0  # seconds past both delays: tests move the rules' clock, they do not sleep
 REGION = "us-west-2"
 
@@ -245,6 +245,30 @@ def test_group_and_subnet_cannot_be_deleted_while_an_instance_shuts_down(client:
     advance(PAST)
     ec2.delete_security_group(GroupId=sg)
     ec2.delete_subnet(SubnetId=subnet)
+
+
+def test_the_default_hold_outlasts_a_teardowns_terraform_destroy(client: Any, advance: Any) -> None:
+    """Between `ray down` and the stack delete a teardown runs `terraform destroy` (13-56 s measured in
+    the rehearsal): a shorter hold let a sweep that takes shutting-down for gone pass unnoticed."""
+    from botocore.exceptions import ClientError
+
+    rules = CloudRules()
+    assert rules.shutdown_hold_s >= 60.0
+    uninstall = install(rules)
+    try:
+        ec2 = client("ec2")
+        iid, subnet, sg = _vpc_with_instance(ec2)
+        ec2.terminate_instances(InstanceIds=[iid])
+        advance(56.0)
+        assert _state(ec2, iid) == "shutting-down"
+        with pytest.raises(ClientError, match="DependencyViolation|dependent object"):
+            ec2.delete_security_group(GroupId=sg)
+        advance(rules.shutdown_hold_s - 56.0 + 1.0)
+        assert _state(ec2, iid) == "terminated"
+        ec2.delete_security_group(GroupId=sg)
+        ec2.delete_subnet(SubnetId=subnet)
+    finally:
+        uninstall()
 
 
 @pytest.mark.usefixtures("rules")

@@ -53,7 +53,11 @@ _active: list[_Patches] = []
 @dataclass(frozen=True)
 class CloudRules:
     iam_profile_delay_s: float = 8.0  # instance profiles are eventually consistent
-    shutdown_hold_s: float = 5.0  # terminated instances stay shutting-down this long, holding their ENIs
+    # terminated instances stay shutting-down this long, holding their ENIs. On AWS an EBS-backed node
+    # takes tens of seconds to about a minute (an OS shutdown; AWS calls "longer than a few minutes"
+    # delayed). 60 s usually outlasts the `terraform destroy` a teardown runs between `ray down` and the
+    # stack delete, so a sweep that takes shutting-down for gone meets DependencyViolation, as on AWS.
+    shutdown_hold_s: float = 60.0
 
 
 class _Patches:
