@@ -206,6 +206,25 @@ def test_a_new_profile_is_refused_until_iam_has_propagated(client: Any, advance:
     assert launched["IamInstanceProfile"]["Arn"] == profile["Arn"]
 
 
+def test_the_default_profile_delay_outlasts_a_labs_way_to_the_heads_launch(client: Any, advance: Any) -> None:
+    """A lab's head launch comes about 20 s after Terraform created the profile (measured in the
+    rehearsal): a shorter delay let a `ray up` with no wait for IAM pass unnoticed (finding 13)."""
+    from botocore.exceptions import ClientError
+
+    rules = CloudRules()
+    uninstall = install(rules)
+    try:
+        ec2, iam = client("ec2"), client("iam")
+        iam.create_instance_profile(InstanceProfileName="ray-head")
+        advance(25.0)
+        with pytest.raises(ClientError, match="InvalidParameterValue|Invalid IAM Instance Profile"):
+            _run(ec2, DEBIAN_12.ids[REGION], IamInstanceProfile={"Name": "ray-head"})
+        advance(rules.iam_profile_delay_s - 25.0 + 1.0)
+        assert _run(ec2, DEBIAN_12.ids[REGION], IamInstanceProfile={"Name": "ray-head"})["InstanceId"]
+    finally:
+        uninstall()
+
+
 @pytest.mark.usefixtures("rules")
 def test_terminate_holds_shutting_down_then_terminates(client: Any, advance: Any) -> None:
     ec2 = client("ec2")
