@@ -18,7 +18,7 @@ from raylab.rehearsal import catalog
 from raylab.rehearsal.catalog import AL2023, CATALOG, DEBIAN_12, DLAMI_UBUNTU1804_V71, REGIONS, by_id, by_key
 from raylab.rehearsal.cloud import CloudRules, install
 
-RULES = CloudRules(iam_profile_delay_s=8.0, shutdown_hold_s=5.0)  # the defaults, spelled out
+RULES = CloudRules(iam_profile_delay_s=8.0, shutdown_hold_s=5.0)  # short delays: tests move the clock
 PAST = 9.0  # seconds past both delays: tests move the rules' clock, they do not sleep
 REGION = "us-west-2"
 
@@ -206,6 +206,25 @@ def test_a_new_profile_is_refused_until_iam_has_propagated(client: Any, advance:
     assert launched["IamInstanceProfile"]["Arn"] == profile["Arn"]
 
 
+def test_the_default_profile_delay_outlasts_a_labs_way_to_the_heads_launch(client: Any, advance: Any) -> None:
+    """A lab's head launch comes about 20 s after Terraform created the profile (measured in the
+    rehearsal): a shorter delay let a `ray up` with no wait for IAM pass unnoticed (finding 13)."""
+    from botocore.exceptions import ClientError
+
+    rules = CloudRules()
+    uninstall = install(rules)
+    try:
+        ec2, iam = client("ec2"), client("iam")
+        iam.create_instance_profile(InstanceProfileName="ray-head")
+        advance(25.0)
+        with pytest.raises(ClientError, match="InvalidParameterValue|Invalid IAM Instance Profile"):
+            _run(ec2, DEBIAN_12.ids[REGION], IamInstanceProfile={"Name": "ray-head"})
+        advance(rules.iam_profile_delay_s - 25.0 + 1.0)
+        assert _run(ec2, DEBIAN_12.ids[REGION], IamInstanceProfile={"Name": "ray-head"})["InstanceId"]
+    finally:
+        uninstall()
+
+
 @pytest.mark.usefixtures("rules")
 def test_terminate_holds_shutting_down_then_terminates(client: Any, advance: Any) -> None:
     ec2 = client("ec2")
@@ -245,6 +264,30 @@ def test_group_and_subnet_cannot_be_deleted_while_an_instance_shuts_down(client:
     advance(PAST)
     ec2.delete_security_group(GroupId=sg)
     ec2.delete_subnet(SubnetId=subnet)
+
+
+def test_the_default_hold_outlasts_a_teardowns_terraform_destroy(client: Any, advance: Any) -> None:
+    """Between `ray down` and the stack delete a teardown runs `terraform destroy` (13-56 s measured in
+    the rehearsal): a shorter hold let a sweep that takes shutting-down for gone pass unnoticed."""
+    from botocore.exceptions import ClientError
+
+    rules = CloudRules()
+    assert rules.shutdown_hold_s >= 60.0
+    uninstall = install(rules)
+    try:
+        ec2 = client("ec2")
+        iid, subnet, sg = _vpc_with_instance(ec2)
+        ec2.terminate_instances(InstanceIds=[iid])
+        advance(56.0)
+        assert _state(ec2, iid) == "shutting-down"
+        with pytest.raises(ClientError, match="DependencyViolation|dependent object"):
+            ec2.delete_security_group(GroupId=sg)
+        advance(rules.shutdown_hold_s - 56.0 + 1.0)
+        assert _state(ec2, iid) == "terminated"
+        ec2.delete_security_group(GroupId=sg)
+        ec2.delete_subnet(SubnetId=subnet)
+    finally:
+        uninstall()
 
 
 @pytest.mark.usefixtures("rules")

@@ -52,8 +52,15 @@ _active: list[_Patches] = []
 
 @dataclass(frozen=True)
 class CloudRules:
-    iam_profile_delay_s: float = 8.0  # instance profiles are eventually consistent
-    shutdown_hold_s: float = 5.0  # terminated instances stay shutting-down this long, holding their ENIs
+    # instance profiles are eventually consistent. 30 s: on the real account `ray up` right after
+    # Terraform was refused (finding 13), and a lab reaches the head's launch about 20 s after Terraform
+    # created the profiles; with 8 s the rehearsal never refused it, so the lab's wait went untested.
+    iam_profile_delay_s: float = 30.0
+    # terminated instances stay shutting-down this long, holding their ENIs. On AWS an EBS-backed node
+    # takes tens of seconds to about a minute (an OS shutdown; AWS calls "longer than a few minutes"
+    # delayed). 60 s usually outlasts the `terraform destroy` a teardown runs between `ray down` and the
+    # stack delete, so a sweep that takes shutting-down for gone meets DependencyViolation, as on AWS.
+    shutdown_hold_s: float = 60.0
 
 
 class _Patches:
