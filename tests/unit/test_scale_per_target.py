@@ -42,3 +42,23 @@ def test_a_scaled_aws_lab_keeps_its_16_cpu_workers() -> None:
         "w": {"node_config": {"InstanceType": "c7i.4xlarge"}, "min_workers": 0, "max_workers": 30}}}
     lim = limits_from_config(cfg, 8)
     assert (lim.worker_vcpus, lim.cpus_per_worker) == (16, 16)
+
+
+def test_stage_3_teardown_sweeps_even_when_no_cluster_was_recorded(tmp_path: Path) -> None:
+    """`ray up` can fail after launching the head (setup failed): no cluster is recorded, and the
+    head must still be terminated by the teardown."""
+    from raylab.stages.stage3_cluster import STAGE
+
+    downs: list[str] = []
+
+    class Target:
+        name, faults, default_scale = "aws", "fis", 1
+
+        def cluster_down(self, ctx: object) -> None:
+            downs.append("down")
+
+    ctx = make_context("aws", "t", workdir=tmp_path / ".raylab", quiet=True)
+    ctx._target = Target()  # type: ignore[assignment]  # a recording target
+    assert not ctx.state.get("cluster")
+    STAGE.destroy(ctx)
+    assert downs == ["down"]

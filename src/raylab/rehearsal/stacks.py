@@ -28,11 +28,16 @@ def _delete_nat(self: Any, account_id: str, region: str) -> None:
 
 
 def _delete_endpoint(self: Any, account_id: str, region: str) -> None:
-    _ec2(account_id, region).delete_vpc_endpoints([self.id])
+    ec2 = _ec2(account_id, region)
+    # a gateway endpoint's routes go with it; a route table deleted before it took them already
+    self.route_table_ids = [r for r in self.route_table_ids if r in ec2.route_tables]
+    ec2.delete_vpc_endpoints([self.id])
 
 
 def _delete_route_table(self: Any, account_id: str, region: str) -> None:
     ec2 = _ec2(account_id, region)
+    if self.id not in ec2.route_tables:  # deleted on an earlier pass: moto retries every resource, and
+        return  # re-raises the last error it met (a NotFound here would hide the real one)
     for assoc in list(self._associations):  # noqa: SLF001 - moto's model
         ec2.disassociate_route_table(assoc)
     ec2.delete_route_table(self.id)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -33,7 +34,6 @@ from raylab.rehearsal.machine import BRIDGE, GATEWAY, Machine, MachineSpec, ip
 ACCOUNT = "123456789012"  # moto's account
 OPERATOR_IP = "52.95.110.1"  # the operator's public address as the lab sees it (no route to it here)
 GONE = ("shutting-down", "terminated")
-DATA_BUCKET, DATA_PREFIX = "ray-example-data", "common_voice_17/parquet/"  # stage 7's source on AWS
 
 
 def log(msg: str) -> None:
@@ -47,10 +47,14 @@ class World:
         self.region = region
         self.boot_delay_s = boot_delay_s
         self.machines: dict[str, Machine] = {}
+        # the machines' disks: beside the mirror (same file system: uv links from its cache), outside
+        # the lab's work dir (their processes are the account's, not the operator's), one per world
+        self.machines_root = shared / "machines" / str(os.getpid())
         self.refused: set[str] = set()
         self.stopping = threading.Event()
         self.lock = threading.Lock()
         self.server: Any = None
+        self.metadata: Any = None
         self.uninstall: Any = None
         self.port = 0
 
@@ -73,7 +77,7 @@ class World:
 
         from moto.server import ThreadedMotoServer
 
-        from raylab.rehearsal import cloud, stacks
+        from raylab.rehearsal import cloud, seed, stacks
         from raylab.rehearsal.account import install_quotas, install_vcpu_limits
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # the account's request log is not the lab's
@@ -81,46 +85,22 @@ class World:
         undo_quotas = install_quotas()
         undo_stacks = stacks.install()
         undo_limits = install_vcpu_limits()
-        self.uninstall = lambda: (undo_limits(), undo_stacks(), undo_quotas(), undo_rules())
+        # IMDSv2 for every machine (by its address): instance facts, the instance role's credentials
+        # (moto's STS), spot notices; FIS experiments act through it and through EC2
+        from raylab.rehearsal import fis
+        from raylab.rehearsal.metadata import Metadata, moto_assume_role, moto_lookup
+
+        self.metadata = Metadata(moto_lookup(ACCOUNT, self.region), moto_assume_role(ACCOUNT, self.region),
+                                 host=GATEWAY, port=80).start()
+        undo_fis = fis.install(fis.FisHooks(notice=self.metadata.notice, rebalance=self.metadata.rebalance,
+                                            log=log))
+        self.uninstall = lambda: (undo_fis(), undo_limits(), undo_stacks(), undo_quotas(), undo_rules())
         self.server = ThreadedMotoServer(ip_address="0.0.0.0", port=0, verbose=False)  # noqa: S104 - this namespace has no other link
         self.server.start()
         self.port = self.server.get_host_and_port()[1]
         endpoint = f"http://{GATEWAY}:{self.port}"
-        self.seed(endpoint)
+        seed.account(endpoint, self.region, self.shared)
         return endpoint
-
-    def seed(self, endpoint: str) -> None:
-        """What an instructor's account already has: the spot service-linked role (made by AWS at an
-        account's first spot request; raylab's preflight asks for it)."""
-        import boto3
-
-        iam = boto3.client("iam", endpoint_url=endpoint, region_name=self.region,
-                           aws_access_key_id="rehearsal", aws_secret_access_key="rehearsal")
-        # moto's CreateServiceLinkedRole names it AWSServiceRoleForspot; AWS's name is this one
-        trust = json.dumps({"Version": "2012-10-17", "Statement": [{
-            "Effect": "Allow", "Principal": {"Service": "spot.amazonaws.com"}, "Action": "sts:AssumeRole"}]})
-        iam.create_role(RoleName="AWSServiceRoleForEC2Spot", Path="/aws-service-role/spot.amazonaws.com/",
-                        AssumeRolePolicyDocument=trust)
-        self.seed_data(endpoint)
-
-    def seed_data(self, endpoint: str) -> None:
-        """The public bucket stage 7 reads on AWS, ``s3://ray-example-data/common_voice_17/parquet/`` in
-        us-west-2, holding the lab's Common Voice-shaped sample (40 clips spoken by espeak-ng, as the
-        local target's; made once per checkout, in the shared dir)."""
-        import boto3
-
-        from raylab.datajob.sample import write_sample
-
-        folder = self.shared / "s3-sample"
-        marker = folder / "SAMPLE"
-        if not marker.exists():
-            write_sample(folder, rows=40, seed=7, files=2)
-            marker.write_text("rows=40 seed=7 files=2\n")
-        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-west-2",
-                          aws_access_key_id="rehearsal", aws_secret_access_key="rehearsal")
-        s3.create_bucket(Bucket=DATA_BUCKET, CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
-        for f in sorted(folder.glob("*.parquet")):
-            s3.upload_file(str(f), DATA_BUCKET, f"{DATA_PREFIX}{f.name}")
 
     def console(self, instance_id: str) -> str | None:
         m = self.machines.get(instance_id)
@@ -146,8 +126,7 @@ class World:
         except KeyError:
             return f"key pair {inst.key_name} does not exist"
         vpc = backend.get_vpc(backend.get_subnet(inst.subnet_id).vpc_id)
-        tags = {t["key"]: t["value"] for t in backend.describe_tags(
-            filters={"resource-id": [inst.id]})}
+        tags = dict(backend.tags.get(inst.id, {}))  # moto's tag store, read in its own process
         role = "bastion" if tags.get("Name", "").endswith("-bastion") else "node"
         return MachineSpec(
             instance_id=inst.id, private_ip=inst.private_ip, prefix=int(vpc.cidr_block.split("/")[1]),
@@ -171,7 +150,7 @@ class World:
                     self.refused.add(inst.id)
                     log(f"{inst.id}: not played ({spec})")
                     continue
-                m = Machine(spec, self.root / "machines", self.shared, self.node_env(),
+                m = Machine(spec, self.machines_root, self.shared, self.node_env(),
                             "/mnt/rehearsal/node-bin", self.boot_delay_s)
                 m.boot()
                 self.machines[inst.id] = m
@@ -181,13 +160,13 @@ class World:
                 log(f"{inst.id} public address {inst.public_ip}")
 
     def node_env(self) -> dict[str, str]:
-        """Environment of every machine's login shell: the nodes' internet (the mirror), and the
-        account's endpoint with the instance role's credentials (see the runbook's fidelity table)."""
+        """Environment of every machine's login shell: the nodes' internet (the mirror) and the account's
+        endpoint (AWS's public endpoints, as a NAT would reach them). Credentials are the instance
+        role's, from IMDS, as on EC2."""
         from raylab.rehearsal.internet import node_environment
 
         env = node_environment(Path("/mnt/rehearsal/wheels"))
-        env.update({"AWS_ENDPOINT_URL": f"http://{GATEWAY}:{self.port}",
-                    "AWS_ACCESS_KEY_ID": "rehearsal", "AWS_SECRET_ACCESS_KEY": "rehearsal"})
+        env["AWS_ENDPOINT_URL"] = f"http://{GATEWAY}:{self.port}"  # credentials: the instance role, by IMDS
         return env
 
     def loop(self) -> None:
@@ -205,10 +184,13 @@ class World:
             for m in list(self.machines.values()):
                 m.stop()
             self.machines.clear()
+        if self.metadata is not None:
+            self.metadata.stop()
         if self.server is not None:
             self.server.stop()
         if self.uninstall is not None:
             self.uninstall()
+        shutil.rmtree(self.machines_root, ignore_errors=True)
 
 
 def prepare_internet(shared: Path) -> None:

@@ -144,8 +144,9 @@ class ClusterStage:
             return 0
 
     def destroy(self, ctx: Context) -> None:
-        if not ctx.state.get("cluster"):
-            return
+        """Always the target's cluster_down, recorded cluster or not: a `ray up` that failed after
+        the head launched (its setup failed) records no cluster, and its head must still go (the AWS
+        target sweeps by the cluster tag; found by the AWS rehearsal)."""
         ctx.target.cluster_down(ctx)
 
 

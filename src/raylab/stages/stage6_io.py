@@ -213,3 +213,25 @@ def watcher_drained_at(ctx: Context, instance_id: str) -> float | None:
         if ev.get("event") == "drained":
             return float(ev["ts"])
     return None
+
+
+def fis_apply(ctx: Context, o: dict[str, Any]) -> dict[str, Any]:
+    """The drills as FIS experiments. A scenario without spot workers (autoscale, static) gets the
+    mixed scenario's limits for the drill, re-applied with `ray up --no-restart` (autoscaler v2
+    re-reads the YAML), and put back afterwards, as on the local target."""
+    from raylab.spot.fis import run_drills
+    from raylab.spot.guard import set_node_type_fields
+
+    cfg = Path(ctx.state.get("cluster")["config_path"])
+    restore = ensure_spot_allowed(cfg)
+    if restore:
+        ctx.ui.step("spot workers allowed for the drills (the mixed scenario's limits), re-applied")
+        ctx.target.reapply(ctx, cfg)
+    try:
+        ctx.state.put("spot", rec := run_drills(ctx, o))
+    finally:
+        if restore:
+            for nt, fields in restore.items():
+                set_node_type_fields(cfg, nt, fields)
+            ctx.target.reapply(ctx, cfg)
+    return rec

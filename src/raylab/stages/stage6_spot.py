@@ -38,6 +38,7 @@ from raylab.stages.stage6_io import (  # noqa: F401 - ensure_spot_allowed: re-ex
     busy_spot,
     ensure_guard,
     ensure_spot_allowed,
+    fis_apply,
     fixed_size,
     running_spot,
     running_workers,
@@ -71,7 +72,7 @@ class SpotStage:
     def apply(self, ctx: Context) -> dict[str, Any]:
         cl = ctx.state.get("cluster")
         if getattr(ctx.target, "faults", "twin") == "fis":
-            return _fis_apply(ctx)
+            return fis_apply(ctx, drill_options(ctx))
         if not cl.get("gcs_address"):
             raise RaylabError("no running cluster", "run `raylab up --scenario mixed` first")
         o = drill_options(ctx)
@@ -126,28 +127,6 @@ class SpotStage:
 
 
 STAGE = SpotStage()
-
-
-def _fis_apply(ctx: Context) -> dict[str, Any]:
-    """The drills as FIS experiments. A scenario without spot workers (autoscale, static) gets the
-    mixed scenario's limits for the drill, re-applied with `ray up --no-restart` (autoscaler v2
-    re-reads the YAML), and put back afterwards, as on the local target."""
-    from raylab.spot.fis import run_drills
-    from raylab.spot.guard import set_node_type_fields
-
-    cfg = Path(ctx.state.get("cluster")["config_path"])
-    restore = ensure_spot_allowed(cfg)
-    if restore:
-        ctx.ui.step("spot workers allowed for the drills (the mixed scenario's limits), re-applied")
-        ctx.target.reapply(ctx, cfg)
-    try:
-        ctx.state.put("spot", rec := run_drills(ctx, drill_options(ctx)))
-    finally:
-        if restore:
-            for nt, fields in restore.items():
-                set_node_type_fields(cfg, nt, fields)
-            ctx.target.reapply(ctx, cfg)
-    return rec
 
 
 def drill_options(ctx: Context) -> dict[str, Any]:
