@@ -284,13 +284,22 @@ def test_a_scenario_without_spot_gets_spot_for_the_drills_and_back_after(lab):
     ctx, _ = lab
     cfg = Path(ctx.state.get("cluster")["config_path"])
     doc = yaml.safe_load(cfg.read_text())
-    doc["available_node_types"][fis.SPOT_TYPE]["max_workers"] = 0
+    types = doc["available_node_types"]
+    types[fis.SPOT_TYPE]["max_workers"] = 0
+    both = sorted({*types[fis.SPOT_TYPE]["node_config"]["SubnetIds"],
+                   *types[fis.ONDEMAND_TYPE]["node_config"]["SubnetIds"]})
+    for nt in (fis.SPOT_TYPE, fis.ONDEMAND_TYPE):  # as autoscale renders them: every private subnet
+        types[nt]["node_config"]["SubnetIds"] = both
     cfg.write_text(yaml.safe_dump(doc))
+    ctx.state.put("network", {"PrivateSubnetIds": ",".join(both)})
     STAGE.apply(ctx)
-    first, last = ctx.target.reapplied
-    assert yaml.safe_load(first)["available_node_types"][fis.SPOT_TYPE]["max_workers"] > 0
-    assert yaml.safe_load(last)["available_node_types"][fis.SPOT_TYPE]["max_workers"] == 0
-    assert yaml.safe_load(cfg.read_text())["available_node_types"][fis.SPOT_TYPE]["max_workers"] == 0
+    first, last = (yaml.safe_load(t)["available_node_types"] for t in ctx.target.reapplied)
+    assert first[fis.SPOT_TYPE]["max_workers"] > 0
+    # the capacity drill is a spot-only outage: on-demand in the first subnet's AZ, spot in the second
+    assert first[fis.ONDEMAND_TYPE]["node_config"]["SubnetIds"] == both[:1]
+    assert first[fis.SPOT_TYPE]["node_config"]["SubnetIds"] == both[1:]
+    assert last[fis.SPOT_TYPE]["max_workers"] == 0 and last[fis.SPOT_TYPE]["node_config"]["SubnetIds"] == both
+    assert yaml.safe_load(cfg.read_text())["available_node_types"] == last
 
 
 def test_no_spot_worker_refuses_before_creating_anything(lab):

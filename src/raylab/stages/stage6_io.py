@@ -215,6 +215,26 @@ def watcher_drained_at(ctx: Context, instance_id: str) -> float | None:
     return None
 
 
+def split_markets_by_az(cfg: Path, network: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """As the mixed scenario does: on-demand workers in stage 1's first private subnet, spot in the
+    second, so the capacity drill is a spot-only outage. Returns what to put back ({} with one subnet)."""
+    from raylab.cluster.config import subnet_values
+    from raylab.spot.guard import load_yaml, set_node_type_fields
+
+    sv = subnet_values(network)
+    if not sv or sv["PrivateSubnetA"] == sv["PrivateSubnetB"]:
+        return {}
+    types = load_yaml(cfg).get("available_node_types", {})
+    restore: dict[str, dict[str, Any]] = {}
+    split = (("ray.worker.ondemand", sv["PrivateSubnetA"]), ("ray.worker.spot", sv["PrivateSubnetB"]))
+    for nt, subnet in split:
+        if nt in types:
+            old = dict(types[nt].get("node_config") or {})
+            restore[nt] = {"node_config": old}
+            set_node_type_fields(cfg, nt, {"node_config": {**old, "SubnetIds": [subnet]}})
+    return restore
+
+
 def fis_apply(ctx: Context, o: dict[str, Any]) -> dict[str, Any]:
     """The drills as FIS experiments. A scenario without spot workers (autoscale, static) gets the
     mixed scenario's limits for the drill, re-applied with `ray up --no-restart` (autoscaler v2
@@ -225,7 +245,9 @@ def fis_apply(ctx: Context, o: dict[str, Any]) -> dict[str, Any]:
     cfg = Path(ctx.state.get("cluster")["config_path"])
     restore = ensure_spot_allowed(cfg)
     if restore:
-        ctx.ui.step("spot workers allowed for the drills (the mixed scenario's limits), re-applied")
+        for nt, fields in split_markets_by_az(cfg, ctx.state.get("network")).items():
+            restore.setdefault(nt, {}).update(fields)
+        ctx.ui.step("spot workers allowed for the drills (the mixed scenario's limits and AZs), re-applied")
         ctx.target.reapply(ctx, cfg)
     try:
         ctx.state.put("spot", rec := run_drills(ctx, o))
