@@ -62,3 +62,18 @@ def test_stage_3_teardown_sweeps_even_when_no_cluster_was_recorded(tmp_path: Pat
     assert not ctx.state.get("cluster")
     STAGE.destroy(ctx)
     assert downs == ["down"]
+
+
+@pytest.mark.parametrize(("agreement", "expected", "head", "ok"), [
+    ({"ok": True, "running": ["h"]}, 2, "h", False),  # they agree before any worker is launched
+    ({"ok": True, "running": ["h", "w1"]}, 2, "h", False),
+    ({"ok": True, "running": ["h", "w1", "w2"]}, 2, "h", True),
+    ({"ok": False, "running": ["h", "w1", "w2"]}, 2, "h", False),
+    ({"ok": True, "running": ["w1", "w2"]}, 2, None, True),  # a head that is no EC2 instance
+    ({"ok": True, "running": ["h"]}, 0, "h", True),
+])
+def test_stage_3_waits_for_min_workers_not_only_agreement(agreement: dict, expected: int, head: str | None,
+                                                          ok: bool) -> None:
+    from raylab.stages.stage3_cluster import settled
+
+    assert settled(agreement, expected, head) is ok

@@ -27,6 +27,17 @@ NODE_SETUP_S = {"aws": 600.0, "local": 60.0}
 PARALLEL_LAUNCHES = 10  # Ray's AUTOSCALER_MAX_CONCURRENT_LAUNCHES: nodes set up at the same time
 
 
+def workers_up(agreement: dict[str, Any], head_id: str | None) -> int:
+    """Workers that are both running EC2 instances and live Ray nodes (the head not counted)."""
+    return len([i for i in agreement.get("running") or [] if i != head_id])
+
+
+def settled(agreement: dict[str, Any], expected_workers: int, head_id: str | None) -> bool:
+    """Ray and EC2 agree, and the workers min_workers asks for are among them (pure). Agreement
+    alone can come before the autoscaler has launched anyone."""
+    return bool(agreement.get("ok")) and workers_up(agreement, head_id) >= expected_workers
+
+
 def agree_timeout_s(expected_workers: int, node_setup_s: float, parallel: int = PARALLEL_LAUNCHES,
                     base_s: float = AGREE_TIMEOUT_S) -> float:
     """How long verify waits for Ray and EC2 to agree. With min_workers > 0 the workers are
@@ -109,14 +120,15 @@ class ClusterStage:
             return [Check("ray status", False, f"{type(e).__name__}: {e}", "see .raylab/logs/ray-head.log")]
         # Booting or stopping nodes make Ray and EC2 briefly disagree: poll until they settle, for
         # as long as the workers min_workers asks for take to set up.
-        timeout = agree_timeout_s(self._expected_workers(ctx), NODE_SETUP_S.get(ctx.target_name, 60.0))
-        if not st["agreement"]["ok"] and timeout > AGREE_TIMEOUT_S:
+        expected = self._expected_workers(ctx)
+        head_id = ctx.state.get("cluster").get("head_instance_id")
+        timeout = agree_timeout_s(expected, NODE_SETUP_S.get(ctx.target_name, 60.0))
+        if not settled(st["agreement"], expected, head_id) and timeout > AGREE_TIMEOUT_S:
             ctx.ui.info(f"waiting up to {timeout:.0f} s for Ray and EC2 to agree (min_workers' nodes set up)")
         deadline = time.monotonic() + timeout
-        while not st["agreement"]["ok"] and time.monotonic() < deadline:
+        while not settled(st["agreement"], expected, head_id) and time.monotonic() < deadline:
             time.sleep(2)
             st = ctx.target.cluster_status(ctx)
-        head_id = ctx.state.get("cluster").get("head_instance_id")
         checks = [Check("head running", st["agreement"]["head_ok"],
                         f"head instance {head_id} is a live Ray node and a running EC2 instance"
                         if st["agreement"]["head_ok"] else f"head instance {head_id} missing from Ray or EC2",
@@ -126,6 +138,12 @@ class ClusterStage:
                   else f"Ray only: {a['ray_only'] or '-'}; EC2 only: {a['ec2_only'] or '-'}")
         checks.append(Check("ray and ec2 agree", a["ok"], detail,
                             "see `raylab status` and .raylab/twin/logs/"))
+        if expected:
+            up = workers_up(a, head_id)
+            checks.append(Check("min_workers up", up >= expected,
+                                f"{up} of {expected} worker(s) (min_workers) running and joined",
+                                "see `raylab status` (a worker's setup may have failed: the head's "
+                                "/tmp/ray/session_latest/logs/monitor.log)"))
         if ctx.target_name == "local":
             ips = sorted({n["ip"] for n in st["ray_nodes"] if n["group"] in ("active", "idle")})
             ok = bool(ips) and all(ip.startswith("127.") for ip in ips)
