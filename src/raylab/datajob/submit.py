@@ -86,6 +86,17 @@ def run_isolated(script: Path, args: list[str], timeout: float = 900) -> tuple[d
     return summary, p.stderr
 
 
+def _job_message(client: Any, job_id: str) -> str:
+    """Ray's own word on a job that failed before its entrypoint printed anything (the runtime
+    environment's setup, for one): the job info's message, on one line."""
+    try:
+        msg = str(getattr(client.get_job_info(job_id), "message", "") or "")
+    except Exception:  # noqa: BLE001 - the reason is a courtesy; the status is the verdict
+        return ""
+    lines = [ln.strip() for ln in msg.splitlines() if ln.strip()]
+    return " | ".join(lines[-3:])
+
+
 def run_as_job(dashboard_url: str, script: Path, args: list[str], *, runtime_env: dict[str, Any] | None,
                python: str, timeout: float, on_status: Callable[[str], None] | None = None,
                submission_id: str | None = None) -> tuple[dict[str, Any], str, str]:
@@ -121,7 +132,8 @@ def run_as_job(dashboard_url: str, script: Path, args: list[str], *, runtime_env
     logs = client.get_job_logs(job_id)
     summary = parse_summary(logs)
     if status != "SUCCEEDED" or summary is None:
-        tail = [ln for ln in logs.strip().splitlines() if ln.strip()][-1:] or [status]
-        raise RaylabError(f"data job {job_id} ended {status}: {tail[0][:200]}",
+        tail = [ln for ln in logs.strip().splitlines() if ln.strip()][-1:]
+        why = tail[0] if tail else _job_message(client, job_id) or status  # e.g. runtime_env setup failed
+        raise RaylabError(f"data job {job_id} ended {status}: {why[:400]}",
                           f"see its logs: ray job logs {job_id}")
     return summary, job_id, logs

@@ -39,7 +39,9 @@ def data(s3: object, folder: Path) -> None:
     if not marker.exists() or marker.read_text().strip() != want:
         write_sample(folder, **SAMPLE)
         marker.write_text(want + "\n")
-    s3.create_bucket(Bucket=DATA_BUCKET,  # type: ignore[attr-defined]  # a boto3 client
+    # public, as AWS's bucket is: stage 7 reads it anonymously (unsigned requests; moto checks ACLs)
+    s3.create_bucket(Bucket=DATA_BUCKET, ACL="public-read",  # type: ignore[attr-defined]  # a boto3 client
                      CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
     for f in sorted(folder.glob("*.parquet")):
-        s3.upload_file(str(f), DATA_BUCKET, f"{DATA_PREFIX}{f.name}")  # type: ignore[attr-defined]  # a boto3 client
+        s3.upload_file(str(f), DATA_BUCKET, f"{DATA_PREFIX}{f.name}",  # type: ignore[attr-defined]  # a boto3 client
+                       ExtraArgs={"ACL": "public-read"})

@@ -209,7 +209,8 @@ def operator_env(endpoint: str, region: str) -> dict[str, str]:
             "AWS_SECRET_ACCESS_KEY": "rehearsal", "AWS_DEFAULT_REGION": region,
             "AWS_EC2_METADATA_DISABLED": "true", "AWS_CONFIG_FILE": "/nonexistent/rehearsal",
             "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/rehearsal", "AWS_PROFILE": "",
-            "RAYLAB_OPERATOR_IP": OPERATOR_IP, "RAYLAB_REHEARSAL_WORLD": "1"}
+            "RAYLAB_OPERATOR_IP": OPERATOR_IP, "RAYLAB_REHEARSAL_WORLD": "1",
+            "RAYLAB_ENDPOINT_FIS_ACTS": "1"}  # this account's FIS acts (rehearsal/fis.py)
 
 
 def main(argv: list[str] | None = None) -> int:
