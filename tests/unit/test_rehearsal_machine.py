@@ -56,3 +56,15 @@ def test_an_image_with_another_python_hides_the_hosts() -> None:
     assert "mount --bind /mnt/machine/absent /usr/bin/python3.11" in other
     assert "/mnt/machine/absent" not in same
     assert same.rstrip().endswith("exec /usr/sbin/sshd -D -e -f /mnt/machine/sshd_config")
+
+
+def test_a_killed_worlds_machine_disks_are_swept_a_live_ones_kept(tmp_path: Path) -> None:
+    import os
+
+    from raylab.rehearsal.world import sweep_dead_worlds
+
+    live, dead = tmp_path / str(os.getpid()), tmp_path / "99999999"  # above any pid_max: never live
+    for d in (live, dead):
+        (d / "i-0abc" / "home").mkdir(parents=True)
+    assert sweep_dead_worlds(tmp_path) == ["99999999"]
+    assert live.exists() and not dead.exists()

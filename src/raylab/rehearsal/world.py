@@ -50,6 +50,7 @@ class World:
         # the machines' disks: beside the mirror (same file system: uv links from its cache), outside
         # the lab's work dir (their processes are the account's, not the operator's), one per world
         self.machines_root = shared / "machines" / str(os.getpid())
+        sweep_dead_worlds(shared / "machines")
         self.refused: set[str] = set()
         self.stopping = threading.Event()
         self.lock = threading.Lock()
@@ -202,6 +203,17 @@ def prepare_internet(shared: Path) -> None:
     host = str(shared.resolve())
     for f in [dest / "curl", shared / "uv-dist" / UV_VERSION / "install.sh"]:
         f.write_text(f.read_text().replace(host, "/mnt/rehearsal"))
+
+
+def sweep_dead_worlds(root: Path) -> list[str]:
+    """Machine disks of worlds that were killed (their PID gone): a killed world's machines died with
+    it (each machine's PID namespace), their disks did not."""
+    gone = []
+    for d in root.glob("*") if root.is_dir() else []:
+        if d.name.isdigit() and not Path(f"/proc/{d.name}").exists():
+            shutil.rmtree(d, ignore_errors=True)
+            gone.append(d.name)
+    return gone
 
 
 def operator_env(endpoint: str, region: str) -> dict[str, str]:
