@@ -74,6 +74,12 @@ ThroughOpt = Annotated[
 ]
 
 
+SkipOpt = Annotated[
+    list[int] | None,
+    typer.Option("--skip", min=4, max=7, metavar="N",
+                 help="Leave out stage N (4-7; repeat for more), e.g. --skip 4 --skip 5 --skip 6 to rehearse "
+                      "the data stage right after the cluster. Stages 1-3 are what the others stand on."),
+]
 ScaleOpt = Annotated[
     int | None,
     typer.Option("--scale", min=1, max=64, metavar="S",
@@ -215,6 +221,7 @@ def lab(
     rehearsal: RehearsalOpt = False,
     boot_delay: BootDelayOpt = 6.0,
     through: ThroughOpt = None,
+    skip: SkipOpt = None,
     scale: ScaleOpt = None,
     yes: YesOpt = False,
     json_mode: JsonOpt = False,
@@ -233,6 +240,7 @@ def lab(
     infos = [BY_NAME[n] for n in LAB_STAGES]
     if through is not None:
         infos = [i for i in infos if i.number <= through]
+    infos = [i for i in infos if i.number not in set(skip or [])]
     if not keep:
         infos.append(BY_NAME["teardown"])
     _run(ctx, infos, "lab", teardown_on_failure=not keep)
