@@ -77,3 +77,15 @@ def test_stage_3_waits_for_min_workers_not_only_agreement(agreement: dict, expec
     from raylab.stages.stage3_cluster import settled
 
     assert settled(agreement, expected, head) is ok
+
+
+@pytest.mark.parametrize(("through", "skip", "want"), [
+    (None, None, [1, 2, 3, 4, 5, 6, 7]),
+    (3, None, [1, 2, 3]),
+    (None, [4, 5, 6], [1, 2, 3, 7]),
+    (5, [4], [1, 2, 3, 5]),
+])
+def test_lab_runs_the_stages_asked_for(through: int | None, skip: list[int] | None, want: list[int]) -> None:
+    from raylab.cli.cmd_lab import lab_stages
+
+    assert [i.number for i in lab_stages(through, skip)] == want

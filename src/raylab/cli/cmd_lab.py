@@ -211,6 +211,12 @@ def _run(ctx: Context, infos: list[StageInfo], command: str, verify_only: bool =
     ctx.ui.result(done)
 
 
+def lab_stages(through: int | None = None, skip: list[int] | None = None) -> list[StageInfo]:
+    """The numbered stages `raylab lab` runs, in order: 1..through, without the skipped (pure)."""
+    return [BY_NAME[n] for n in LAB_STAGES
+            if (through is None or BY_NAME[n].number <= through) and BY_NAME[n].number not in set(skip or [])]
+
+
 def lab(
     target: TargetOpt = "local",
     lab: LabOpt = None,
@@ -237,10 +243,7 @@ def lab(
     if scale is not None:
         ctx.options["scale"] = scale
     _confirm_spend(ctx, "VPC, NAT gateway, EC2 instances")
-    infos = [BY_NAME[n] for n in LAB_STAGES]
-    if through is not None:
-        infos = [i for i in infos if i.number <= through]
-    infos = [i for i in infos if i.number not in set(skip or [])]
+    infos = lab_stages(through, skip)
     if not keep:
         infos.append(BY_NAME["teardown"])
     _run(ctx, infos, "lab", teardown_on_failure=not keep)
