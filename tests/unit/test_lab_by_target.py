@@ -1,5 +1,6 @@
-"""Stage 4's workload by target: AWS runs the plan (480 x 300 s), the local target its scale 4.
-Stage 3 used to record scale 4 for every target, so an AWS lab ran 120 x 30 s."""
+"""What the lab does by target and by option (each found by the AWS rehearsal): stage 4's workload and
+scale (stage 3 used to record scale 4 for every target, so an AWS lab ran 120 x 30 s), stage 3's
+teardown and its wait for min_workers, and the stages `lab --through/--skip` runs."""
 
 from __future__ import annotations
 
