@@ -88,18 +88,17 @@ def run_isolated(script: Path, args: list[str], timeout: float = 900) -> tuple[d
 
 def _job_message(client: Any, job_id: str) -> str:
     """Ray's own word on a job that failed before its entrypoint printed anything (the runtime
-    environment's setup, for one): the job info's message, on one line."""
+    environment's setup, for one): the job info's message."""
     try:
-        msg = str(getattr(client.get_job_info(job_id), "message", "") or "")
+        return str(getattr(client.get_job_info(job_id), "message", "") or "").strip()
     except Exception:  # noqa: BLE001 - the reason is a courtesy; the status is the verdict
         return ""
-    lines = [ln.strip() for ln in msg.splitlines() if ln.strip()]
-    return " | ".join(lines[-3:])
 
 
 def run_as_job(dashboard_url: str, script: Path, args: list[str], *, runtime_env: dict[str, Any] | None,
                python: str, timeout: float, on_status: Callable[[str], None] | None = None,
-               submission_id: str | None = None) -> tuple[dict[str, Any], str, str]:
+               submission_id: str | None = None, save_to: Path | None = None
+               ) -> tuple[dict[str, Any], str, str]:
     """Submit, wait for a terminal status, return (summary, job id, logs). Stops the job on timeout."""
     from ray.job_submission import JobSubmissionClient
 
@@ -133,7 +132,13 @@ def run_as_job(dashboard_url: str, script: Path, args: list[str], *, runtime_env
     summary = parse_summary(logs)
     if status != "SUCCEEDED" or summary is None:
         tail = [ln for ln in logs.strip().splitlines() if ln.strip()][-1:]
-        why = tail[0] if tail else _job_message(client, job_id) or status  # e.g. runtime_env setup failed
+        message = _job_message(client, job_id)
+        why = tail[0] if tail else message.splitlines()[-1] if message else status  # e.g. runtime_env setup
+        saved = ""
+        if save_to is not None:  # the cluster may be gone by the time anyone reads `ray job logs`
+            save_to.parent.mkdir(parents=True, exist_ok=True)
+            save_to.write_text(f"job {job_id}: {status}\n--- Ray's message\n{message}\n--- logs\n{logs}")
+            saved = f"; its logs and Ray's message: {save_to}"
         raise RaylabError(f"data job {job_id} ended {status}: {why[:400]}",
-                          f"see its logs: ray job logs {job_id}")
+                          f"see its logs: ray job logs {job_id}{saved}")
     return summary, job_id, logs

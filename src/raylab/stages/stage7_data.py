@@ -142,7 +142,8 @@ class DataStage:
             with ctx.ui.waiting("data job running (Ray Data map tasks; the autoscaler may add workers)"):
                 summary, job_id, _ = submit.run_as_job(
                     url, script, args, runtime_env=runtime_env, python=python,
-                    timeout=3600 if ctx.target_name == "aws" else 600)
+                    timeout=3600 if ctx.target_name == "aws" else 600,
+                    save_to=ctx.workdir / "logs" / "data-job.log")
         elif ctx.target_name == "aws":
             raise RaylabError(f"stage 7 on aws runs on the lab's cluster, and its dashboard ({url}) does not "
                               "answer", "check the head: `raylab status --target aws`")
