@@ -7,7 +7,8 @@ any list a cluster YAML gives, so the lab writes the whole list itself (pure; se
   and no package index lookup for the installer itself, nothing written to shell profiles;
 - ``~/ray-env``: a virtual environment of the operator's Python minor version (3.11 for this lab;
   Debian 12's own python3.11, so uv downloads no interpreter), with ``ray[default]`` pinned to the
-  Ray the operator runs (``RAY_VERSION``, the same pin as pyproject.toml);
+  Ray the operator runs (``RAY_VERSION``, the same pin as pyproject.toml), and pip (Ray's runtime_env
+  ``pip`` clones this venv and installs a job's packages with the clone's pip);
 - a check that fails the node's setup (and so `ray up`) when the env has another Python or Ray;
 - ``~/ray-env/bin`` first on PATH: in ``~/.bashrc`` (Ray's updater runs every command in an
   interactive login bash, and so do `ray exec`/`ray attach`), and explicitly in the start commands,
@@ -52,7 +53,9 @@ def setup_commands(python: str, ray: str = RAY_VERSION, uv: str = UV_VERSION) ->
         # the env, recreated only when missing or of another Python minor version
         f"({ENV_DIR}/bin/python -c 'import sys; sys.exit(0 if {want} else 1)' 2>/dev/null) || "
         f"(rm -rf {ENV_DIR} && {UV} venv --python {python} {ENV_DIR})",
-        f"{UV} pip install --python {ENV_DIR}/bin/python {shlex.quote(f'ray[default]=={ray}')}",
+        # pip too: Ray's runtime_env `pip` (stage 7's job) clones this venv and runs the clone's pip,
+        # and a uv venv has none ("No module named pip": found by the AWS rehearsal)
+        f"{UV} pip install --python {ENV_DIR}/bin/python {shlex.quote(f'ray[default]=={ray}')} pip",
         f"{ENV_DIR}/bin/python -c {shlex.quote(check)}",
         f"grep -qxF {shlex.quote(PATH_EXPORT)} ~/.bashrc || echo {shlex.quote(PATH_EXPORT)} >> ~/.bashrc",
     ]

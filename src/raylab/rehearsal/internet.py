@@ -63,7 +63,7 @@ def requirements(ray: str = RAY_VERSION, uv: str = UV_VERSION) -> tuple[str, ...
     through Ray's runtime_env (pip), and uv's own wheel."""
     from raylab.datajob.submit import DATA_PIP
 
-    return (f"ray[default]=={ray}", *HEAD_PACKAGES, *DATA_PIP, f"uv=={uv}")
+    return (f"ray[default]=={ray}", "pip", *HEAD_PACKAGES, *DATA_PIP, f"uv=={uv}")
 
 
 def platform_tags(glibc_max: int = GLIBC_MAX) -> list[str]:
