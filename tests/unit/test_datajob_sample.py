@@ -57,3 +57,18 @@ def test_bad_rows_argument_is_one_line_error(tmp_path: Path) -> None:
     p = run_cli("data", "sample", "--rows", "0", "--out", str(tmp_path / "s"))
     assert p.returncode == 2
     assert p.stderr.strip() == "error: --rows 0 is not a positive number (use e.g. --rows 40)"
+
+
+@pytest.mark.parametrize(("env", "want"), [
+    ({}, {}),
+    ({"AWS_ENDPOINT_URL": "http://169.254.169.254:4566"},
+     {"endpoint_override": "169.254.169.254:4566", "scheme": "http"}),
+    ({"AWS_ENDPOINT_URL": "http://a:1", "AWS_ENDPOINT_URL_S3": "https://s3.example:443"},
+     {"endpoint_override": "s3.example:443", "scheme": "https"}),
+])
+def test_s3_reads_go_where_the_aws_sdks_would(env: dict[str, str], want: dict[str, str]) -> None:
+    """pyarrow's explicit S3FileSystem ignores AWS_ENDPOINT_URL; the data job passes it (found by the
+    AWS rehearsal: stage 7 read real S3's name instead of the twin's)."""
+    from raylab.datajob.sources import s3_endpoint
+
+    assert s3_endpoint(env) == want

@@ -123,7 +123,9 @@ def _out_writer(out: str) -> tuple[Any, str]:
     import pyarrow.fs as pafs
 
     if out.startswith("s3://"):
-        return pafs.S3FileSystem(), out[len("s3://"):].rstrip("/")
+        from raylab.datajob.sources import s3_endpoint
+
+        return pafs.S3FileSystem(**s3_endpoint()), out[len("s3://"):].rstrip("/")
     path = os.path.abspath(os.path.expanduser(out.removeprefix("local://")))
     os.makedirs(path, exist_ok=True)
     return pafs.LocalFileSystem(), path

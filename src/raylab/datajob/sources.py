@@ -9,6 +9,7 @@ Ray's parquet reader would otherwise fail the whole job on such a file (measured
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,6 +51,21 @@ class Scan:
     notes: list[str] = field(default_factory=list)
 
 
+def s3_endpoint(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """pyarrow's S3 options for the endpoint the AWS SDKs read from the environment
+    (``AWS_ENDPOINT_URL_S3``, else ``AWS_ENDPOINT_URL``); {} for AWS's own (pure). pyarrow's
+    ``S3FileSystem(...)`` ignores those variables when built explicitly, as raylab builds it."""
+    import os
+    from urllib.parse import urlsplit
+
+    e = os.environ if env is None else env
+    url = e.get("AWS_ENDPOINT_URL_S3") or e.get("AWS_ENDPOINT_URL")
+    if not url:
+        return {}
+    u = urlsplit(url)
+    return {"endpoint_override": u.netloc, "scheme": u.scheme or "https"}
+
+
 def open_source(uri: str) -> Source:
     """A local folder, ``s3://bucket/prefix`` or ``s3://anonymous@bucket/prefix`` (no credentials)."""
     import pyarrow.fs as pafs
@@ -59,7 +75,8 @@ def open_source(uri: str) -> Source:
         anonymous = rest.startswith("anonymous@")
         if anonymous:
             rest = rest[len("anonymous@"):]
-        fs = pafs.S3FileSystem(anonymous=anonymous, region=AWS_REGION) if anonymous else pafs.S3FileSystem()
+        fs = (pafs.S3FileSystem(anonymous=anonymous, region=AWS_REGION, **s3_endpoint()) if anonymous
+              else pafs.S3FileSystem(**s3_endpoint()))
         return Source(fs, rest.rstrip("/"), uri)
     if "://" in uri and not uri.startswith("local://"):
         raise RaylabError(f"source {uri!r} is not a folder or an s3:// URI", "use a local folder or s3://...")
