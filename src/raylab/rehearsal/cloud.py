@@ -13,12 +13,11 @@ and returns a function that undoes every patch. What changes, and the text AWS i
 - TerminateInstances: ``shutting-down`` for ``shutdown_hold_s``, then ``terminated`` (settled lazily, at
   the next EC2 call). Until then the instance keeps its ENIs, volumes and profile association.
 - DeleteSecurityGroup / DeleteSubnet while an instance that is not ``terminated`` uses the group or the
-  subnet: ``DependencyViolation`` (AWS refuses for running and stopped instances too, not only during
-  shutdown; moto refuses neither).
+  subnet: ``DependencyViolation`` (as AWS, for running and stopped ones too; moto refuses neither).
 - GetConsoleOutput: ``console(instance_id)``, base64-encoded as EC2 returns it, when it gives a string.
 
-A CloudFormation stack deletion terminates its instances at once: CloudFormation waits for
-``terminated`` before it deletes the groups and subnets. Nothing here opens a connection.
+A stack deletion terminates its instances at once (CloudFormation waits for ``terminated`` before it
+deletes groups and subnets). Nothing here opens a connection.
 """
 
 from __future__ import annotations
@@ -52,14 +51,12 @@ _active: list[_Patches] = []
 
 @dataclass(frozen=True)
 class CloudRules:
-    # instance profiles are eventually consistent. 30 s: on the real account `ray up` right after
-    # Terraform was refused (finding 13), and a lab reaches the head's launch about 20 s after Terraform
-    # created the profiles; with 8 s the rehearsal never refused it, so the lab's wait went untested.
+    # IAM is eventually consistent: `ray up` right after Terraform was refused on AWS (finding 13); a lab
+    # reaches the head's launch ~20 s after Terraform, so 8 s never refused it and the wait went untested
     iam_profile_delay_s: float = 30.0
-    # terminated instances stay shutting-down this long, holding their ENIs. On AWS an EBS-backed node
-    # takes tens of seconds to about a minute (an OS shutdown; AWS calls "longer than a few minutes"
-    # delayed). 60 s usually outlasts the `terraform destroy` a teardown runs between `ray down` and the
-    # stack delete, so a sweep that takes shutting-down for gone meets DependencyViolation, as on AWS.
+    # shutting-down this long, holding ENIs (AWS: tens of seconds to a minute). 60 s outlasts the
+    # `terraform destroy` between `ray down` and the stack delete: a sweep that takes shutting-down for
+    # gone meets DependencyViolation, as on AWS (finding 11)
     shutdown_hold_s: float = 60.0
 
 
