@@ -265,6 +265,19 @@ def handle_control(store: MetadataStore, method: str, path: str, body: bytes) ->
     return Response(404, json.dumps({"error": f"no route {method} {path}"}), "application/json")
 
 
+def send(h: BaseHTTPRequestHandler, r: Response) -> None:
+    """Write ``r`` as the HTTP answer of ``h`` (no body for HEAD), for every IMDS server here."""
+    data = r.body.encode()
+    h.send_response(r.status)
+    h.send_header("Content-Type", r.content_type)
+    h.send_header("Content-Length", str(len(data)))
+    for k, v in r.headers:
+        h.send_header(k, v)
+    h.end_headers()
+    if h.command != "HEAD":
+        h.wfile.write(data)
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
 
@@ -275,15 +288,7 @@ class _Handler(BaseHTTPRequestHandler):
             r = handle_control(self.server.store, self.command, self.path, body)
         else:
             r = handle(self.server.store, self.command, self.path, dict(self.headers.items()))
-        data = r.body.encode()
-        self.send_response(r.status)
-        self.send_header("Content-Type", r.content_type)
-        self.send_header("Content-Length", str(len(data)))
-        for k, v in r.headers:
-            self.send_header(k, v)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
+        send(self, r)
 
     do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _answer
 

@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from raylab.aws.imds_server import InstanceMetadata, MetadataStore, Response, aws_time, handle
+from raylab.aws.imds_server import InstanceMetadata, MetadataStore, Response, aws_time, handle, send
 
 REFRESH_BEFORE_S = 1800.0  # EC2 offers new role credentials well before the old ones expire
 CREDENTIALS_S = 21600  # how long the credentials moto_assume_role asks for last (EC2's are ~6 h)
@@ -172,15 +172,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.rfile.read(length)
         r = self.server.metadata.answer(self.client_address[0], self.command, self.path,
                                         dict(self.headers.items()))
-        data = r.body.encode()
-        self.send_response(r.status)
-        self.send_header("Content-Type", r.content_type)
-        self.send_header("Content-Length", str(len(data)))
-        for k, v in r.headers:
-            self.send_header(k, v)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
+        send(self, r)
 
     do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _answer
 

@@ -1,8 +1,9 @@
 """The local target's per-instance IMDSv2 inside the twin: ``register(twin)`` serves every instance's
 metadata, runs a spot interruption watcher beside every local spot node and adds the reclaim routes.
 
-The metadata server itself (store, handlers, ``ImdsServer``) is ``imds_server.py``; its names are
-re-exported here. ``python -m raylab.targets.local.imds --port N`` serves one standalone.
+The metadata server itself (store, handlers, ``ImdsServer``) is ``raylab.aws.imds_server``, shared
+with the rehearsal; its names are re-exported here. ``python -m raylab.targets.local.imds --port N``
+serves one standalone.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from raylab.targets.local.imds_server import (  # noqa: F401 - re-exported: the IMDS's public names
+from raylab.aws.imds_server import (  # noqa: F401 - re-exported: the IMDS's public names
     ACTIONS,
     CONTROL_PREFIX,
     MAX_TTL,
