@@ -100,18 +100,6 @@ def sshd_factory(tmp_path: Path) -> Iterator:
         stop_group(s.proc.pid, timeout=5)
 
 
-@pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    """A moto server on 127.0.0.1 (a free port), in this process so tests can set quotas in it."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    _, port = server.get_host_and_port()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
-
-
 @pytest.fixture
 def ec2_quotas(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, float]:
     """EC2 vCPU quotas served by moto's Service Quotas (moto has none for EC2): edit the dict."""

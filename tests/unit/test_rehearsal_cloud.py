@@ -65,29 +65,18 @@ def test_the_dlami_is_rays_default_image() -> None:
 # ---- moto with the rules ------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def endpoint() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    _, port = server.get_host_and_port()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
-
-
-def _reset(endpoint: str) -> None:
-    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"))
+def _reset(moto_endpoint: str) -> None:
+    urllib.request.urlopen(urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST"))
 
 
 @pytest.fixture
-def client(endpoint: str) -> Callable[..., Any]:
+def client(moto_endpoint: str) -> Callable[..., Any]:
     import boto3
 
-    _reset(endpoint)
+    _reset(moto_endpoint)
 
     def make(service: str, region: str = REGION) -> Any:
-        return boto3.client(service, endpoint_url=endpoint, region_name=region,
+        return boto3.client(service, endpoint_url=moto_endpoint, region_name=region,
                             aws_access_key_id="testing", aws_secret_access_key="testing")
 
     return make

@@ -55,16 +55,6 @@ def test_time_scale_from_the_environment() -> None:
 # ---- moto with the rehearsal's FIS --------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def endpoint() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{server.get_host_and_port()[1]}"
-    server.stop()
-
-
 @dataclass
 class Hooks:
     """What the world would publish in IMDS, recorded with the time it happened."""
@@ -88,9 +78,9 @@ def scale() -> float:
 
 
 @pytest.fixture
-def world(endpoint: str, scale: float) -> Iterator[Hooks]:
+def world(moto_endpoint: str, scale: float) -> Iterator[Hooks]:
     """The cloud rules and the rehearsal's FIS, at ``scale``."""
-    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"))
+    urllib.request.urlopen(urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST"))
     rec = Hooks()
     undo_cloud = cloud.install(cloud.CloudRules(iam_profile_delay_s=0, shutdown_hold_s=0.3))
     undo_fis = install(rec.hooks(), scale=scale)
@@ -99,11 +89,11 @@ def world(endpoint: str, scale: float) -> Iterator[Hooks]:
     finally:
         undo_fis()
         undo_cloud()
-        urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"))
+        urllib.request.urlopen(urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST"))
 
 
-def _client(endpoint: str, service: str, **keys: str) -> Any:
-    return boto3.client(service, endpoint_url=endpoint, region_name=REGION, **(keys or KEYS))
+def _client(moto_endpoint: str, service: str, **keys: str) -> Any:
+    return boto3.client(service, endpoint_url=moto_endpoint, region_name=REGION, **(keys or KEYS))
 
 
 def _until(what: Callable[[], Any], timeout: float, why: str) -> Any:
@@ -124,13 +114,13 @@ class Account:
     image: str
 
 
-def _account(endpoint: str) -> Account:
-    ec2 = _client(endpoint, "ec2")
+def _account(moto_endpoint: str) -> Account:
+    ec2 = _client(moto_endpoint, "ec2")
     vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
     subnets = {az: ec2.create_subnet(VpcId=vpc, CidrBlock=cidr, AvailabilityZone=az)["Subnet"]["SubnetId"]
                for az, cidr in (("us-west-2a", "10.0.1.0/24"), ("us-west-2b", "10.0.2.0/24"))}
     image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
-    return Account(ec2, _client(endpoint, "fis"), subnets, image)
+    return Account(ec2, _client(moto_endpoint, "fis"), subnets, image)
 
 
 def _run(ec2: Any, a: Account, az: str = "us-west-2a", spot: bool = False, n: int = 1) -> list[str]:
@@ -162,8 +152,8 @@ def _ended(a: Account, exp: str, timeout: float) -> dict[str, str]:
 # ---- reclaim ------------------------------------------------------------------------------------
 
 
-def test_reclaim_notices_then_terminates_the_targeted_spot_instance(endpoint: str, world: Hooks) -> None:
-    a = _account(endpoint)
+def test_reclaim_notices_then_terminates_the_targeted_spot_instance(moto_endpoint: str, world: Hooks) -> None:
+    a = _account(moto_endpoint)
     spot = _run(a.ec2, a, spot=True, n=3)
     arns = [instance_arn(REGION, ACCOUNT, i) for i in spot]
     request = reclaim_template(lab="t", role_arn=FIS_ROLE, spot_arns=arns)  # a third: the first
@@ -185,8 +175,8 @@ def test_reclaim_notices_then_terminates_the_targeted_spot_instance(endpoint: st
 
 
 @pytest.mark.parametrize("scale", [1 / RECLAIM_NOTICE_S])  # PT3M in 1.5 s: the notice (2 min ahead) at 0.5 s
-def test_a_longer_notice_sends_the_rebalance_first(endpoint: str, world: Hooks) -> None:
-    a = _account(endpoint)
+def test_a_longer_notice_sends_the_rebalance_first(moto_endpoint: str, world: Hooks) -> None:
+    a = _account(moto_endpoint)
     target = _run(a.ec2, a, spot=True)[0]
     request = reclaim_template(lab="t", role_arn=FIS_ROLE, spot_arns=[instance_arn(REGION, ACCOUNT, target)],
                                notice_s=180)
@@ -200,8 +190,8 @@ def test_a_longer_notice_sends_the_rebalance_first(endpoint: str, world: Hooks) 
     assert _state(a, target)["State"]["Name"] in ("shutting-down", "terminated")
 
 
-def test_reclaim_of_an_on_demand_instance_fails_and_touches_nothing(endpoint: str, world: Hooks) -> None:
-    a = _account(endpoint)
+def test_reclaim_of_an_on_demand_instance_fails_and_touches_nothing(moto_endpoint: str, world: Hooks) -> None:
+    a = _account(moto_endpoint)
     od = _run(a.ec2, a)[0]
     exp = _start(a, reclaim_template(lab="t", role_arn=FIS_ROLE,
                                      spot_arns=[instance_arn(REGION, ACCOUNT, od)]))
@@ -211,8 +201,8 @@ def test_reclaim_of_an_on_demand_instance_fails_and_touches_nothing(endpoint: st
 
 
 @pytest.mark.parametrize("scale", [1 / RECLAIM_NOTICE_S])  # PT2M in 1 s
-def test_a_stopped_reclaim_reclaims_nothing_more(endpoint: str, world: Hooks) -> None:
-    a = _account(endpoint)
+def test_a_stopped_reclaim_reclaims_nothing_more(moto_endpoint: str, world: Hooks) -> None:
+    a = _account(moto_endpoint)
     target = _run(a.ec2, a, spot=True)[0]
     exp = _start(a, reclaim_template(lab="t", role_arn=FIS_ROLE,
                                      spot_arns=[instance_arn(REGION, ACCOUNT, target)]))
@@ -227,13 +217,13 @@ def test_a_stopped_reclaim_reclaims_nothing_more(endpoint: str, world: Hooks) ->
 # ---- capacity -----------------------------------------------------------------------------------
 
 
-def _head(endpoint: str) -> tuple[str, Any]:
+def _head(moto_endpoint: str) -> tuple[str, Any]:
     """The head role's ARN and an EC2 client signed with its instance credentials (moto's STS)."""
-    iam = _client(endpoint, "iam")
+    iam = _client(moto_endpoint, "iam")
     arn = iam.create_role(RoleName="lab-head", Path="/raylab/",
                           AssumeRolePolicyDocument=json.dumps(EC2_TRUST))["Role"]["Arn"]
     c = moto_assume_role(ACCOUNT, REGION)("lab-head", "i-0head")
-    return arn, _client(endpoint, "ec2", aws_access_key_id=c["AccessKeyId"],
+    return arn, _client(moto_endpoint, "ec2", aws_access_key_id=c["AccessKeyId"],
                         aws_secret_access_key=c["SecretAccessKey"], aws_session_token=c["Token"])
 
 
@@ -248,10 +238,10 @@ def _refused(ec2: Any, a: Account, **kw: Any) -> str | None:
 
 @pytest.mark.parametrize("scale", [6 / 120])  # a 120 s window lasts 6 s
 @pytest.mark.parametrize("by", ["name", "id"])
-def test_capacity_refuses_the_roles_launches_in_the_zone_for_the_window(endpoint: str, world: Hooks,
+def test_capacity_refuses_the_roles_launches_in_the_zone_for_the_window(moto_endpoint: str, world: Hooks,
                                                                          by: str) -> None:
-    a = _account(endpoint)
-    role_arn, head_ec2 = _head(endpoint)
+    a = _account(moto_endpoint)
+    role_arn, head_ec2 = _head(moto_endpoint)
     zone = "us-west-2a" if by == "name" else next(
         z["ZoneId"] for z in a.ec2.describe_availability_zones()["AvailabilityZones"]
         if z["ZoneName"] == "us-west-2a")
@@ -268,9 +258,9 @@ def test_capacity_refuses_the_roles_launches_in_the_zone_for_the_window(endpoint
 
 
 @pytest.mark.parametrize("scale", [6 / 120])
-def test_capacity_percentage_refuses_that_share_of_calls(endpoint: str, world: Hooks) -> None:
-    a = _account(endpoint)
-    role_arn, head_ec2 = _head(endpoint)
+def test_capacity_percentage_refuses_that_share_of_calls(moto_endpoint: str, world: Hooks) -> None:
+    a = _account(moto_endpoint)
+    role_arn, head_ec2 = _head(moto_endpoint)
     exp = _start(a, capacity_template(lab="t", role_arn=FIS_ROLE, head_role_arn=role_arn,
                                       azs=["us-west-2a"], duration_s=120, percentage=50))
     _until(lambda: _status(a, exp)["status"] == "running", 2, "the window opens")
@@ -282,12 +272,12 @@ def test_capacity_percentage_refuses_that_share_of_calls(endpoint: str, world: H
     assert _refused(head_ec2, a) is None and _refused(head_ec2, a) is None  # the stop closed the window
 
 
-def test_uninstalled_moto_acts_on_nothing_again(endpoint: str) -> None:
-    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"))
+def test_uninstalled_moto_acts_on_nothing_again(moto_endpoint: str) -> None:
+    urllib.request.urlopen(urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST"))
     world_notices: list[str] = []
     undo = install(FisHooks(notice=lambda iid, s: world_notices.append(iid)), scale=0.01)
     undo()
-    a = _account(endpoint)
+    a = _account(moto_endpoint)
     target = _run(a.ec2, a, spot=True)[0]
     exp = _start(a, reclaim_template(lab="t", role_arn=FIS_ROLE,
                                      spot_arns=[instance_arn(REGION, ACCOUNT, target)]))

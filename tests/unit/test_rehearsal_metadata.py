@@ -30,31 +30,21 @@ EC2_TRUST = {"Version": "2012-10-17", "Statement": [{
 KEYS = {"aws_access_key_id": "operator", "aws_secret_access_key": "operator"}
 
 
-@pytest.fixture(scope="module")
-def endpoint() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{server.get_host_and_port()[1]}"
-    server.stop()
-
-
 @pytest.fixture
-def aws(endpoint: str) -> Iterator[str]:
-    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"))
-    yield endpoint
-    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"))
+def aws(moto_endpoint: str) -> Iterator[str]:
+    urllib.request.urlopen(urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST"))
+    yield moto_endpoint
+    urllib.request.urlopen(urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST"))
 
 
-def _client(endpoint: str, service: str, **keys: str) -> Any:
-    return boto3.client(service, endpoint_url=endpoint, region_name=REGION, **(keys or KEYS))
+def _client(moto_endpoint: str, service: str, **keys: str) -> Any:
+    return boto3.client(service, endpoint_url=moto_endpoint, region_name=REGION, **(keys or KEYS))
 
 
-def _instance(endpoint: str, *, role: str | None = "lab-head", trust: dict[str, Any] = EC2_TRUST,
+def _instance(moto_endpoint: str, *, role: str | None = "lab-head", trust: dict[str, Any] = EC2_TRUST,
               spot: bool = True, tokens: str | None = "required") -> dict[str, Any]:
     """A VPC subnet in us-west-2b and one instance in it (the role's profile attached, if any)."""
-    ec2, iam = _client(endpoint, "ec2"), _client(endpoint, "iam")
+    ec2, iam = _client(moto_endpoint, "ec2"), _client(moto_endpoint, "iam")
     vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
     subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24", AvailabilityZone="us-west-2b")
     kw: dict[str, Any] = {"SubnetId": subnet["Subnet"]["SubnetId"], "InstanceType": "c7i.4xlarge",
@@ -76,7 +66,7 @@ def _instance(endpoint: str, *, role: str | None = "lab-head", trust: dict[str, 
 class Node:
     md: Metadata
     inst: dict[str, Any]
-    endpoint: str  # the account's
+    moto_endpoint: str  # the account's
 
 
 @pytest.fixture
@@ -159,7 +149,7 @@ def test_the_role_credentials_are_the_instance_roles_assumed_by_sts(imds: Node
     assert status == 200 and creds["Code"] == "Success" and creds["Type"] == "AWS-HMAC"
     expires = datetime.strptime(creds["Expiration"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
     assert (expires - datetime.now(UTC)).total_seconds() > REFRESH_BEFORE_S
-    sts = _client(imds.endpoint, "sts", aws_access_key_id=creds["AccessKeyId"],
+    sts = _client(imds.moto_endpoint, "sts", aws_access_key_id=creds["AccessKeyId"],
                   aws_secret_access_key=creds["SecretAccessKey"], aws_session_token=creds["Token"])
     who = sts.get_caller_identity()
     assert who["Arn"] == f"arn:aws:sts::{ACCOUNT}:assumed-role/lab-head/{inst['InstanceId']}"
@@ -181,7 +171,7 @@ def test_botocore_on_a_node_finds_the_role_through_imds(imds: Node,
     session = boto3.Session(region_name=REGION)
     creds = session.get_credentials()
     assert creds is not None and creds.method == "iam-role"
-    who = session.client("sts", endpoint_url=imds.endpoint).get_caller_identity()
+    who = session.client("sts", endpoint_url=imds.moto_endpoint).get_caller_identity()
     assert who["Arn"] == f"arn:aws:sts::{ACCOUNT}:assumed-role/lab-head/{inst['InstanceId']}"
 
 
