@@ -15,6 +15,7 @@ from raylab.stages.stage5_scaling import (
     compare_lines,
     edit_plan,
     effective_min_max,
+    head_kept_check,
     removal_checks,
 )
 from tests.conftest import ROOT, run_cli
@@ -108,6 +109,21 @@ def test_compare_and_lines() -> None:
     lines = compare_lines(c)
     assert lines[0].split() == ["peak", "workers", "9", "->", "13", "(+4)"]
     assert lines[1].split()[-1] == "(-29.5)"
+
+
+@pytest.mark.parametrize(
+    ("listed", "ok", "says"),
+    [
+        (["raysubmit_a", "raysubmit_b"], True, "still lists stage 4's job raysubmit_a"),
+        (["raysubmit_b"], False, "was restarted by the re-apply"),  # `ray up` without --no-restart
+        ([], False, "is gone from the GCS (0 jobs)"),
+        (None, False, "did not answer"),
+    ],
+)
+def test_head_kept_check(listed: list[str] | None, ok: bool, says: str) -> None:
+    c = head_kept_check("raysubmit_a", listed)
+    assert (c.ok, c.name) == (ok, "head kept running")
+    assert says in c.detail
 
 
 def test_removal_checks() -> None:

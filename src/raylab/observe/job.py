@@ -41,6 +41,18 @@ def entrypoint(tasks: int, duration: float, scale: int) -> str:
                      "--scale", str(scale)])
 
 
+def listed_jobs(dashboard_url: str) -> list[str] | None:
+    """The submission ids of every job the cluster's GCS remembers (None if the dashboard cannot say).
+
+    A head whose Ray was restarted (`ray stop`; `ray start`) has a new GCS and an empty list."""
+    try:
+        from ray.job_submission import JobSubmissionClient
+
+        return [j.submission_id or j.job_id or "" for j in JobSubmissionClient(dashboard_url).list_jobs()]
+    except Exception:  # noqa: BLE001 - the caller reports "unknown", never "restarted"
+        return None
+
+
 @dataclass
 class StressJob:
     """A submitted stress job; ``poll()`` refreshes status, progress and (at the end) the summary."""

@@ -156,6 +156,25 @@ def compare_lines(c: dict[str, Any]) -> list[str]:
     return lines
 
 
+def head_kept_check(first_job_id: str, listed: list[str] | None) -> Check:
+    """The re-apply left Ray on the head running: the GCS still lists stage 4's job (pure).
+
+    `ray up` without `--no-restart` re-runs head_start_ray_commands (`ray stop`; `ray start`): a new
+    GCS forgets every job, and the capacity guard and the dashboard's history go with it."""
+    if listed is None:
+        return Check("head kept running", False, "the dashboard did not answer the job list",
+                     "see `raylab status` and .raylab/logs/")
+    kept = first_job_id in listed
+    return Check(
+        "head kept running",
+        kept,
+        f"the GCS still lists stage 4's job {first_job_id} ({len(listed)} jobs)" if kept
+        else f"stage 4's job {first_job_id} is gone from the GCS ({len(listed)} jobs): Ray on the head "
+        "was restarted by the re-apply",
+        "re-apply with `ray up --no-restart` (autoscaler v2 re-reads the YAML itself)",
+    )
+
+
 def removal_checks(
     removal: dict[str, Any] | None, idle_timeout_minutes: float, min_workers: int, sample_s: float = 2.0
 ) -> list[Check]:
@@ -349,6 +368,11 @@ class ScalingStage:
                 ctx.ui.info("  " + line)
         else:
             ctx.ui.warning("no stage 4 run recorded to compare with (run `raylab stress` first)")
+        if first.get("job_id"):
+            from raylab.observe.job import listed_jobs
+
+            record["jobs_listed"] = listed_jobs(ctx.target.dashboard_url(ctx))
+            record["first_job_id"] = first["job_id"]
         meta, _ = tl.read(Path(second["timeline"]))
         record["min_workers"] = meta.get("min_workers", 0)
         record["idle_timeout_minutes"] = meta.get("idle_timeout_minutes")
@@ -406,6 +430,8 @@ class ScalingStage:
         checks += removal_checks(
             run.get("idle_removal"), float(r.get("idle_timeout_minutes") or 0), int(r.get("min_workers") or 0)
         )
+        if r.get("first_job_id"):
+            checks.append(head_kept_check(r["first_job_id"], r.get("jobs_listed")))
         return checks
 
 
