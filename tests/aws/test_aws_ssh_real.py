@@ -213,3 +213,34 @@ def test_bastion_key_checked_against_console(tmp_path: Path, sshd_factory, conso
         with pytest.raises(RaylabError, match="does not match its console"):
             target.ensure_bastion_pinned(ctx, plan, wait_s=30)
         assert not ssh.pinned(plan, "127.0.0.1", bastion.port)
+
+
+def test_a_replaced_bastion_is_pinned_again(tmp_path: Path, sshd_factory) -> None:
+    """CloudFormation replaced the bastion (a new AMI): same Elastic IP, new instance, new host key. The
+    old pin is forgotten and the new key pinned against the new instance's console, not refused."""
+    from raylab.cli.options import make_context
+    from raylab.targets.aws import AwsTarget
+
+    ctx = make_context("aws", "t", workdir=tmp_path / ".raylab", quiet=True)
+    _, pub = ssh.ensure_key(ctx.workdir / "ssh" / "raylab-t.pem", "raylab-t")
+    new, old = sshd_factory("bastion", pub), sshd_factory("old-bastion", pub)
+    ctx.state.put("network", {"BastionPublicIp": "127.0.0.1", "BastionInstanceId": "i-0new"})
+    ctx.options["bastion_port"] = new.port
+    console = _Console(ssh.fingerprints(new.host_pub.read_text()))
+
+    class Target(AwsTarget):
+        def _client(self, ctx, service):  # type: ignore[no-untyped-def]
+            return console
+
+    target = Target()
+    plan = target.ssh_plan(ctx)
+    plan.known_hosts.parent.mkdir(parents=True, exist_ok=True)  # the old bastion's key, pinned earlier
+    plan.known_hosts.write_text(f"{ssh.known_host_name('127.0.0.1', new.port)} {old.host_pub.read_text()}")
+    plan.known_hosts.with_name("bastion-instance").write_text("i-0old\n")
+    target.ensure_bastion_pinned(ctx, plan, wait_s=30)
+    assert ssh.fingerprints(plan.known_hosts.read_text()) == ssh.fingerprints(new.host_pub.read_text())
+    assert plan.known_hosts.with_name("bastion-instance").read_text().strip() == "i-0new"
+    r = subprocess.run(["ssh", "-F", str(plan.config), "-i", str(plan.key), "-o", "StrictHostKeyChecking=yes",
+                        "-o", f"UserKnownHostsFile={plan.known_hosts}", "-p", str(new.port),
+                        "root@127.0.0.1", "true"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr  # StrictHostKeyChecking=yes passes with the new pin

@@ -206,6 +206,11 @@ class Machine:
         ip("route", "replace", f"{addr}/32", "dev", BRIDGE)
         self.public_ips.append(addr)
 
+    def remove_public_ip(self, addr: str) -> None:
+        """The Elastic IP moved to another instance (a replaced bastion): it leaves this machine."""
+        ip("-n", self.spec.netns, "addr", "del", f"{addr}/32", "dev", "eth0")
+        self.public_ips.remove(addr)
+
     def console(self) -> str:
         """What cloud-init prints to the console: the host key fingerprints."""
         if not self.host_pub.exists():

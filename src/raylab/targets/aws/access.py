@@ -97,9 +97,17 @@ class AwsAccess:
         booting: poll until it answers, and prefer to wait for the fingerprints cloud-init prints
         to its console so the scanned key is checked, not just trusted."""
         h = plan.bastion
-        if sshmod.pinned(plan, h.host, h.port):
-            return
         bastion_id = ctx.state.get("network").get("BastionInstanceId")
+        pinned_for = plan.known_hosts.with_name("bastion-instance")  # whose key the pin is
+        if sshmod.pinned(plan, h.host, h.port):
+            was = pinned_for.read_text().strip() if pinned_for.exists() else bastion_id
+            if was == bastion_id:
+                return
+            # CloudFormation replaced the bastion (a new AMI): the Elastic IP is the same, the host key
+            # is not. Forget the old key and pin the new one against the new instance's console.
+            ctx.ui.warning(f"bastion {h.host} is a new instance ({was} -> {bastion_id}): its old host key "
+                           "is forgotten and the new one pinned")
+            sshmod.forget_host(plan, h.host, h.port)
         t0 = time.monotonic()
         while True:
             expected: list[str] = []
@@ -125,6 +133,7 @@ class AwsAccess:
             if expected
             else f"no console yet: compare with `aws ec2 get-console-output --instance-id {bastion_id}`"
         )
+        sshmod._write_private(pinned_for, f"{bastion_id}\n")
         ctx.ui.info(f"bastion {h.host} host key pinned in {plan.known_hosts}: {', '.join(fps)} ({how})")
 
     def head_hop(self, ctx: Context) -> sshmod.Hop:
