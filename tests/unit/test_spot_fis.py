@@ -334,3 +334,31 @@ def test_the_stress_job_runs_through_the_drills_and_its_end_is_checked(lab):
     assert rec["job"] == {"id": "raysubmit_1", "status": "SUCCEEDED"} and job.polls == 3
     cs = fis.checks(rec, fis.now_view(ctx, rec))
     assert next(c for c in cs if c.name.startswith("stress job")).ok
+
+
+def test_a_job_that_ends_before_a_drill_is_followed_by_a_fresh_one(lab):
+    """A scaled-down lab's job (480/S x 30 s) ends within the first drill: the capacity drill gets a
+    fresh job, so spot launches meet the outage; both jobs are judged."""
+    ctx, w = lab
+
+    class Job:
+        def __init__(self, n: int, ends: str, after: int) -> None:
+            self.job_id, self.status, self.ends, self.after = f"raysubmit_{n}", "RUNNING", ends, after
+
+        @property
+        def done(self):
+            return self.status != "RUNNING"
+
+        def poll(self):
+            self.after -= 1
+            if self.after == 0:
+                self.status = self.ends
+
+    # the first runs through the reclaim drill and has ended when the capacity drill starts
+    jobs = iter([Job(1, "SUCCEEDED", after=2), Job(2, "FAILED", after=1)])
+    o = {**ctx.options["spot"], "fis_job_timeout": 5.0}
+    rec = fis.run_drills(ctx, o, job_starter=lambda c, o: (next(jobs), ""))
+    assert rec["job"] == {"id": "raysubmit_2", "status": "FAILED",
+                          "earlier": [{"id": "raysubmit_1", "status": "SUCCEEDED"}]}
+    c = next(c for c in fis.checks(rec, fis.now_view(ctx, rec)) if c.name.startswith("stress job"))
+    assert not c.ok and c.detail == "job raysubmit_1: SUCCEEDED, job raysubmit_2: FAILED"
