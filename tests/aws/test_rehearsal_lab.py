@@ -56,3 +56,25 @@ def test_rehearsal_lab_through_stage_3(tmp_path: Path) -> None:
     ready = out["readiness"]["nodes"]
     assert len([n for n in ready if n.get("ray_alive_at") is not None]) >= 3, ready
     print(f"rehearsal through stage 3 + teardown: {took:.0f} s")
+
+
+def test_rehearsal_failed_stage_still_tears_down(tmp_path: Path) -> None:
+    """The nodes have no internet (a NAT that leads nowhere): the head's setup cannot install Ray, `ray up`
+    fails, and `raylab lab` names stage 3, tears down the head, the stack and the profiles, and finds
+    nothing left. The machines were real: the head booted and ran its setup before it failed."""
+    need_world()
+    before = host_network()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env["RAYLAB_REHEARSAL_OFFLINE"] = "1"
+    r = subprocess.run(
+        [*RAYLAB, "lab", "--target", "aws", "--rehearsal", "--through", "3", "--lab", "rf", "--yes",
+         "--json", "--workdir", str(tmp_path / ".raylab")],
+        capture_output=True, text=True, timeout=900, env=env, cwd=tmp_path)
+    assert host_network() == before
+    assert r.returncode == 1, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["ok"] is False and out["failed_stage"] == "3 cluster", out
+    assert out["teardown"]["ran"] is True and out["teardown"]["leftovers"] == [], out["teardown"]
+    assert "stage 3 cluster failed" in r.stderr
+    log = (tmp_path / ".raylab" / "logs" / "ray-up.log").read_text(errors="replace")
+    assert "pypi.org" in log or "astral.sh" in log, log[-2000:]  # it failed where a real node would

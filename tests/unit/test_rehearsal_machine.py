@@ -31,6 +31,14 @@ def test_the_world_is_a_private_network_and_mount_namespace() -> None:
     assert cmd[-3:] == ["--", "lab", "-t", "aws"][-3:]
 
 
+@pytest.mark.parametrize(("scale", "fis"), [(None, "1"), (1, "1"), (4, "0.25"), (16, "0.25")])
+def test_fis_runs_on_the_labs_clock(scale: int | None, fis: str) -> None:
+    from raylab.rehearsal.enter import fis_time
+
+    cmd = world_command(Path("/w"), Path("/s"), "us-west-2", 6, ["lab"], fis_time_x=fis_time(scale))
+    assert cmd[cmd.index("--fis-time") + 1] == fis
+
+
 def test_a_machine_has_its_image_user_as_uid_0_and_its_key_only() -> None:
     f = files(SPEC, {"UV_OFFLINE": "1"}, "/mnt/rehearsal/node-bin")
     assert f["etc/passwd"].startswith("admin:x:0:0:admin:/home/admin:/bin/bash\n")

@@ -111,7 +111,8 @@ def _rehearse(ctx: Context, rehearsal: bool, boot_delay: float) -> None:
     if "--region" not in args:
         args += ["--region", region]
     root = ctx.workdir / "rehearsal"
-    cmd = enter.world_command(root, WHEELHOUSE.parent, region, boot_delay, args)
+    cmd = enter.world_command(root, WHEELHOUSE.parent, region, boot_delay, args,
+                              fis_time_x=enter.fis_time(ctx.options.get("scale")))
     raise typer.Exit(enter.run_world(cmd))
 
 

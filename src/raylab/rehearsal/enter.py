@@ -25,12 +25,19 @@ def inside() -> bool:
     return os.environ.get(INSIDE_ENV) == "1"
 
 
+def fis_time(lab_scale: int | None) -> float:
+    """How FIS's durations pass in the rehearsal (pure): AWS's time for the plan (scale 1); a lab
+    scaled down runs its tasks 10x faster (300 s -> 30 s), and its drills 4x faster (the reclaim
+    notice PT2M -> 30 s, the capacity window 300 s -> 75 s: still several autoscaler loops)."""
+    return 1.0 if (lab_scale or 1) == 1 else 0.25
+
+
 def world_command(root: Path, shared: Path, region: str, boot_delay_s: float, args: list[str],
-                  report: Path | None = None) -> list[str]:
+                  report: Path | None = None, fis_time_x: float = 1.0) -> list[str]:
     """The command that starts the world (pure)."""
     cmd = ["unshare", "--net", "--mount", "--propagation", "private", "--fork", "--kill-child",
            sys.executable, "-m", "raylab.rehearsal.world", "--root", str(root), "--shared", str(shared),
-           "--region", region, "--boot-delay", f"{boot_delay_s:g}"]
+           "--region", region, "--boot-delay", f"{boot_delay_s:g}", "--fis-time", f"{fis_time_x:g}"]
     if report is not None:
         cmd += ["--report", str(report)]
     return [*cmd, "--", *args]

@@ -114,15 +114,15 @@ def install() -> Callable[[], None]:
         inst._rehearsal_props = dict(cloudformation_json["Properties"])  # what a later update compares
         return inst
 
-    Instance.create_from_cloudformation_json = classmethod(create)  # type: ignore[method-assign,assignment]
-    Instance.update_from_cloudformation_json = classmethod(_update_instance)  # type: ignore[method-assign,assignment]
+    Instance.create_from_cloudformation_json = classmethod(create)  # type: ignore[method-assign,assignment]  # moto's model, patched
+    Instance.update_from_cloudformation_json = classmethod(_update_instance)  # type: ignore[method-assign,assignment]  # moto's model
 
     def uninstall() -> None:
         for cls, _ in added:
             with contextlib.suppress(AttributeError):
                 delattr(cls, "delete")
         eips.random_ip = orig_ip  # restored
-        Instance.create_from_cloudformation_json = orig_create  # type: ignore[method-assign]
+        Instance.create_from_cloudformation_json = orig_create  # type: ignore[method-assign]  # restored
         delattr(Instance, "update_from_cloudformation_json")
 
     return uninstall

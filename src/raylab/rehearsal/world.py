@@ -34,6 +34,9 @@ from raylab.rehearsal.machine import BRIDGE, GATEWAY, Machine, MachineSpec, ip
 ACCOUNT = "123456789012"  # moto's account
 OPERATOR_IP = "52.95.110.1"  # the operator's public address as the lab sees it (no route to it here)
 GONE = ("shutting-down", "terminated")
+# The nodes have no internet (a private subnet whose NAT leads nowhere): uv's installer and the package
+# index are unreachable, so node setup fails as it would on AWS. To rehearse a failed stage.
+OFFLINE_ENV = "RAYLAB_REHEARSAL_OFFLINE"
 
 
 def log(msg: str) -> None:
@@ -139,7 +142,7 @@ class World:
         for inst in list(backend.all_instances()):  # first: addresses that moved leave their old machine
             m = self.machines.get(inst.id)
             for addr in [a for a in (m.public_ips if m else []) if a != inst.public_ip]:
-                m.remove_public_ip(addr)  # type: ignore[union-attr]
+                m.remove_public_ip(addr)  # type: ignore[union-attr]  # m is set when it has addresses
                 log(f"{inst.id} public address {addr} moved away")
         for inst in list(backend.all_instances()):
             state = inst._state.name  # noqa: SLF001 - moto's model, read in its own process
@@ -156,8 +159,10 @@ class World:
                     self.refused.add(inst.id)
                     log(f"{inst.id}: not played ({spec})")
                     continue
-                m = Machine(spec, self.machines_root, self.shared, self.node_env(),
-                            "/mnt/rehearsal/node-bin", self.boot_delay_s)
+                offline = os.environ.get(OFFLINE_ENV) == "1"
+                m = Machine(spec, self.machines_root, self.shared, self.node_env(offline),
+                            "/mnt/rehearsal/no-internet" if offline else "/mnt/rehearsal/node-bin",
+                            self.boot_delay_s)
                 m.boot()
                 self.machines[inst.id] = m
                 log(f"{inst.id} {spec.role} at {spec.private_ip} ({spec.user}, Python {spec.python})")
@@ -165,13 +170,15 @@ class World:
                 m.add_public_ip(inst.public_ip)
                 log(f"{inst.id} public address {inst.public_ip}")
 
-    def node_env(self) -> dict[str, str]:
+    def node_env(self, offline: bool = False) -> dict[str, str]:
         """Environment of every machine's login shell: the nodes' internet (the mirror) and the account's
         endpoint (AWS's public endpoints, as a NAT would reach them). Credentials are the instance
-        role's, from IMDS, as on EC2."""
+        role's, from IMDS, as on EC2. ``offline``: the index is the real one, which has no route here."""
         from raylab.rehearsal.internet import node_environment
 
         env = node_environment(Path("/mnt/rehearsal/wheels"))
+        if offline:
+            env.update(UV_DEFAULT_INDEX="https://pypi.org/simple", PIP_INDEX_URL="https://pypi.org/simple")
         env["AWS_ENDPOINT_URL"] = f"http://{GATEWAY}:{self.port}"  # credentials: the instance role, by IMDS
         return env
 
@@ -236,11 +243,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shared", type=Path, required=True)
     p.add_argument("--region", default="us-west-2")
     p.add_argument("--boot-delay", type=float, default=6.0)
+    p.add_argument("--fis-time", type=float, default=1.0,
+                   help="FIS durations x this (1: AWS's time; the lab's scaled time is 0.1-0.25)")
     p.add_argument("--report", type=Path)
     p.add_argument("cmd", nargs=argparse.REMAINDER)
     a = p.parse_args(argv)
     cmd = a.cmd[1:] if a.cmd[:1] == ["--"] else a.cmd
     a.root.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("RAYLAB_REHEARSAL_FIS_SCALE", f"{a.fis_time:g}")  # read by rehearsal/fis.py
     world = World(a.root, a.shared, a.region, a.boot_delay)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the operator's: its teardown runs first
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
