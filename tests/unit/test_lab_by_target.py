@@ -90,3 +90,25 @@ def test_lab_runs_the_stages_asked_for(through: int | None, skip: list[int] | No
     from raylab.cli.cmd_lab import lab_stages
 
     assert [i.number for i in lab_stages(through, skip)] == want
+
+
+@pytest.mark.parametrize(("scale", "fis"), [([], "1"), (["--scale", "8"], "0.25")])
+def test_the_rehearsal_world_gets_the_labs_clock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                scale: list[str], fis: str) -> None:
+    """`lab --rehearsal --scale 8` starts a world whose FIS runs on the lab's clock (the scale must be
+    known before the world is entered: it once was set after, and the drills ran on AWS's time)."""
+    from typer.testing import CliRunner
+
+    from raylab.cli.main import app
+    from raylab.rehearsal import enter, internet
+
+    seen: list[list[str]] = []
+    monkeypatch.setattr(enter, "check_can_enter", lambda: None)
+    monkeypatch.setattr(enter, "run_world", lambda cmd: seen.append(cmd) or 0)
+    (tmp_path / "wheels").mkdir()
+    (tmp_path / "wheels" / "ray-2.60.0-cp311-none-any.whl").touch()
+    monkeypatch.setattr(internet, "WHEELHOUSE", tmp_path / "wheels")
+    r = CliRunner().invoke(app, ["lab", "--target", "aws", "--rehearsal", *scale, "--yes",
+                                 "--workdir", str(tmp_path / ".raylab")])
+    assert r.exit_code == 0, r.output
+    assert seen[0][seen[0].index("--fis-time") + 1] == fis

@@ -240,9 +240,9 @@ def lab(
     in teardown and the leftover check, and the exit code is non-zero."""
     ctx = make_context(target, lab, json_mode, yes, scenario, workdir, quiet)
     _set_region(ctx, region, allow_ssh_from)
-    _rehearse(ctx, rehearsal, boot_delay)
     if scale is not None:
         ctx.options["scale"] = scale
+    _rehearse(ctx, rehearsal, boot_delay)
     _confirm_spend(ctx, "VPC, NAT gateway, EC2 instances")
     infos = lab_stages(through, skip)
     if not keep:
