@@ -362,3 +362,45 @@ def test_a_job_that_ends_before_a_drill_is_followed_by_a_fresh_one(lab):
                           "earlier": [{"id": "raysubmit_1", "status": "SUCCEEDED"}]}
     c = next(c for c in fis.checks(rec, fis.now_view(ctx, rec)) if c.name.startswith("stress job"))
     assert not c.ok and c.detail == "job raysubmit_1: SUCCEEDED, job raysubmit_2: FAILED"
+
+
+@pytest.mark.parametrize(("default", "running", "want"), [
+    (60, 48, 96),     # scale 8: the lab's job fits in three workers; the burst needs three more
+    (480, 48, 480),   # the plan's job is already far beyond them
+    (60, 0, 60),
+])
+def test_burst_tasks(default: int, running: int, want: int) -> None:
+    assert fis.burst_tasks(default, running) == want
+
+
+def test_a_scaled_lab_bursts_beyond_its_workers_for_the_capacity_drill(lab):
+    """At --scale 8 the running workers absorb the lab's job: the capacity drill gets its own burst,
+    sized beyond them, while the first job still runs; both are waited for and judged."""
+    ctx, w = lab
+    ctx.state.update("cluster", scale=8)
+
+    class Job:
+        def __init__(self, n: int) -> None:
+            self.job_id, self.status, self.polls = f"raysubmit_{n}", "RUNNING", 0
+
+        @property
+        def done(self):
+            return self.status != "RUNNING"
+
+        def poll(self):
+            self.polls += 1
+            if self.polls >= 3:
+                self.status = "SUCCEEDED"
+
+    asked: list[dict] = []
+
+    def starter(c, o):
+        asked.append(o)
+        return Job(len(asked)), ""
+
+    o = {**ctx.options["spot"], "fis_job_timeout": 5.0}
+    rec = fis.run_drills(ctx, o, job_starter=starter)
+    workers = fis.cluster_view(ctx)["workers"]
+    assert [a.get("burst_tasks") for a in asked] == [None, fis.burst_tasks(60, 16 * len(workers))]
+    assert rec["job"] == {"id": "raysubmit_2", "status": "SUCCEEDED",
+                          "earlier": [{"id": "raysubmit_1", "status": "SUCCEEDED"}]}

@@ -208,8 +208,10 @@ def cluster_view(ctx: Context) -> dict[str, Any]:
                 if tags.get("ray-node-type") == "head":
                     head = i["InstanceId"]
                 insts.append({"id": i["InstanceId"], "state": "running", "tags": tags,
+                              "type": i.get("InstanceType", ""),
                               "market": "spot" if i.get("InstanceLifecycle") == "spot" else "on-demand"})
-    return {"spot": [i["id"] for i in reclaimable(insts, ctx.names["cluster"])], "head": head}
+    return {"spot": [i["id"] for i in reclaimable(insts, ctx.names["cluster"])], "head": head,
+            "workers": [i["type"] for i in insts if i["tags"].get("ray-node-type") == "worker"]}
 
 
 def node_type_azs(ctx: Context, cfg: dict[str, Any], node_type: str) -> list[str]:
@@ -271,6 +273,7 @@ def submit_job(ctx: Context, o: dict[str, Any]) -> tuple[Any, str]:
 
         scale = int(ctx.state.get("cluster").get("scale") or 1)  # the lab's scale, as stage 4 ran it
         tasks, duration = default_workload(scale)
+        tasks = int(o.get("burst_tasks") or tasks)  # a drill's burst (keep_demand)
         url = ctx.target.dashboard_url(ctx)
         return StressJob.submit(url, ctx.root / "workloads", tasks, duration, scale), ""
     except Exception as e:  # noqa: BLE001 - the drills still run; the check says no job ran
@@ -340,7 +343,7 @@ def run_drills(ctx: Context, o: dict[str, Any], job_starter: JobStarter = submit
                 f"RunInstances by {ctx.names['head_role']} in {','.join(azs)} for {length} s"
                 + ("" if spot_only else " (on-demand shares these AZs: it fails there too)"))
         ctx.ui.step(f"FIS drill {name}: {what}")
-        job = keep_demand(ctx, o, job, rec["job"], job_starter)
+        job = keep_demand(ctx, o, job, rec["job"], job_starter, burst=name == "capacity")
         tpl, exp = start_experiment(ctx, fis, req, o["fis_poll"])
         d: dict[str, Any] = {"template_id": tpl, "experiment_id": exp, "claim": CLAIMS[name]}
         if name == "reclaim":
@@ -357,31 +360,47 @@ def run_drills(ctx: Context, o: dict[str, Any], job_starter: JobStarter = submit
             d["template_deleted"] = True
     if job:
         deadline = time.monotonic() + o["fis_job_timeout"]
-        while not job.done and time.monotonic() < deadline:
-            time.sleep(o["fis_poll"])
-            job.poll()
-        rec["job"]["status"] = job.status if job.done else f"still {job.status} after the drills"
+        for j, r in [*((e.pop("job"), e) for e in rec["job"].get("earlier", [])), (job, rec["job"])]:
+            while not j.done and time.monotonic() < deadline:
+                time.sleep(o["fis_poll"])
+                j.poll()
+            r["status"] = j.status if j.done else f"still {j.status} after the drills"
     return rec
 
 
+def burst_tasks(default_tasks: int, running_worker_cpus: int, worker_cpus: int = 16) -> int:
+    """One-CPU tasks for a drill's burst (pure): beyond what the running workers hold by three workers,
+    so the autoscaler must launch while the drill lasts; never fewer than the lab's own job."""
+    return max(default_tasks, running_worker_cpus + 3 * worker_cpus)
+
+
 def keep_demand(ctx: Context, o: dict[str, Any], job: Any, record: dict[str, Any],
-                job_starter: JobStarter) -> Any:
-    """Before a drill: the stress job still running, or a fresh one, so the drill meets demand (the
-    plan's 480 x 300 s outlasts both drills; a lab scaled down finishes its job within the first).
-    A finished job is kept in ``record["earlier"]`` and judged with the last."""
+                job_starter: JobStarter, burst: bool = False) -> Any:
+    """Before a drill: demand the autoscaler must launch for. The plan's job (480 x 300 s, scale 1)
+    outlasts both drills and stays far beyond the quota; a lab scaled down (480/S x 30 s) is absorbed
+    by the running workers within the first drill, so a drill that needs launches (``burst``: the
+    capacity drill) then gets a fresh burst beyond them, as does any drill once the job has ended.
+    Every job is kept in ``record`` (``earlier``: those submitted before the last) and judged."""
     if job is None:
         return None
     if not job.done:
         job.poll()
-    if not job.done:
+    scale = int(ctx.state.get("cluster").get("scale") or 1)
+    if not job.done and (scale == 1 or not burst):
         return job
-    record.setdefault("earlier", []).append({"id": job.job_id, "status": job.status})
-    fresh, why = job_starter(ctx, o)
+    from raylab.observe.run import default_workload, vcpus_of
+
+    running = cluster_view(ctx)["workers"]
+    cpus = sum(vcpus_of(t) or 16 for t in running)
+    tasks = burst_tasks(default_workload(scale)[0], cpus)
+    fresh, why = job_starter(ctx, {**o, "burst_tasks": tasks})
     if fresh is None:
         record["why"] = why
         return job
+    record.setdefault("earlier", []).append({"id": job.job_id, "status": job.status, "job": job})
     record["id"] = fresh.job_id
-    ctx.ui.info(f"stress job {job.job_id} ended {job.status}: {fresh.job_id} submitted for the next drill")
+    ctx.ui.info(f"{fresh.job_id}: {tasks} tasks for the next drill, beyond the {len(running)} running "
+                f"workers' {cpus} CPUs (job {job.job_id} {job.status.lower()})")
     return fresh
 
 
