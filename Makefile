@@ -52,10 +52,10 @@ lab: sysdeps setup wheelhouse
 test: sysdeps setup checkov wheelhouse
 	$(BIN)/ruff check src tests workloads bench
 	$(BIN)/mypy src
-	$(BIN)/pytest -q
+	$(BIN)/python scripts/run_tests.py
 
 bench: setup wheelhouse
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) $(CHECKOV_VENV) .raylab .rehearsal .pytest_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) .raylab .rehearsal .raylab-tests .pytest_cache

@@ -1,4 +1,4 @@
-"""The AWS rehearsal, end to end: `raylab lab --target aws --rehearsal` through stages 1-3 and
+"""The AWS rehearsal, end to end: `raylab lab --target aws --rehearsal` stages 1-7 and
 teardown, with every EC2 instance a real sshd machine in its own network namespace, Ray's own `ray up`
 through the bastion, the head's autoscaler launching the workers, and nothing left afterwards.
 
@@ -18,7 +18,7 @@ import pytest
 
 from raylab.rehearsal.internet import WHEELHOUSE
 
-pytestmark = pytest.mark.aws
+pytestmark = [pytest.mark.aws, pytest.mark.rehearsal]
 
 RAYLAB = [sys.executable, "-m", "raylab"]
 
@@ -37,25 +37,35 @@ def need_world() -> None:
         pytest.skip(f"no package mirror at {WHEELHOUSE}: `make wheelhouse`")
 
 
-def test_rehearsal_lab_through_stage_3(tmp_path: Path) -> None:
+def test_rehearsal_lab_end_to_end(tmp_path: Path) -> None:
+    """The whole lab in the rehearsal: stages 1-7 and teardown, at lab scale 8 (stage 4's 60 x 30 s, the
+    drills on the lab's clock), the mixed scenario (on-demand base, spot bursts)."""
     need_world()
     before = host_network()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     t0 = time.monotonic()
     r = subprocess.run(
-        [*RAYLAB, "lab", "--target", "aws", "--rehearsal", "--through", "3", "--scenario", "mixed",
+        [*RAYLAB, "lab", "--target", "aws", "--rehearsal", "--scenario", "mixed", "--scale", "8",
          "--lab", "rh", "--yes", "--json", "--workdir", str(tmp_path / ".raylab")],
-        capture_output=True, text=True, timeout=1200, env=env, cwd=tmp_path)
+        capture_output=True, text=True, timeout=2400, env=env, cwd=tmp_path)
     took = time.monotonic() - t0
     assert host_network() == before  # the host's namespace gained no address, route or link
-    assert r.returncode == 0, r.stderr[-4000:]
+    assert r.returncode == 0, r.stderr[-6000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["ok"] is True
-    assert [s["name"] for s in out["stages"]] == ["network", "identity", "cluster", "teardown"]
+    names = [s["name"] for s in out["stages"]]
+    assert names == ["network", "identity", "cluster", "stress", "scaling", "spot", "data", "teardown"]
     # The head and both on-demand workers were machines that ran Ray's setup and joined the cluster.
     ready = out["readiness"]["nodes"]
     assert len([n for n in ready if n.get("ray_alive_at") is not None]) >= 3, ready
-    print(f"rehearsal through stage 3 + teardown: {took:.0f} s")
+    # Stage 5 re-applied with `ray up --no-restart` (finding 6): the head's GCS kept stage 4's job.
+    assert "✓ stage 5 scaling · head kept running" in r.stderr
+    # Stage 6: both FIS drills acted on the machines; stage 7 found the dashboard and read S3 (finding 5).
+    assert "✓ stage 6 spot · reclaim: the targeted instances left running" in r.stderr
+    assert "✓ stage 6 spot · capacity: the guard capped spot during the window" in r.stderr
+    assert "✓ stage 7 data" in r.stderr
+    assert "nothing left" in r.stderr
+    print(f"rehearsal, stages 1-7 + teardown: {took:.0f} s; stages: {out.get('timings')}")
 
 
 def test_rehearsal_failed_stage_still_tears_down(tmp_path: Path) -> None:

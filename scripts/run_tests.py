@@ -1,0 +1,50 @@
+"""`make test`'s pytest: the AWS rehearsal's full lab beside the rest of the suite, not after it.
+
+The rehearsal (`raylab lab --target aws --rehearsal`, stages 1-7 and teardown, and a failed stage torn
+down) spends most of its time waiting as AWS makes one wait: machines booting, tasks sleeping, FIS
+windows, the idle timeout. Run one after the other, it and the rest of the suite took over 30 minutes
+on 2 cores; side by side they share the cores. Its pytest writes to a log shown at the end (and at
+once when it fails), with its own base temp dir, so the two runs never share a file.
+
+Usage: python scripts/run_tests.py [pytest args for both runs]. Exit 0 only when both pass.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LOG = ROOT / ".raylab-tests" / "rehearsal.log"
+
+
+def main(argv: list[str]) -> int:
+    LOG.parent.mkdir(exist_ok=True)
+    pytest = [sys.executable, "-m", "pytest", "-q", *argv]
+    t0 = time.monotonic()
+    with open(LOG, "w") as log:
+        rehearsal = subprocess.Popen(
+            [*pytest, "-m", "rehearsal", "-p", "no:cacheprovider", f"--basetemp={LOG.parent / 'tmp'}"],
+            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    print(f"the AWS rehearsal's tests run beside these (pid {rehearsal.pid}, log {LOG})", flush=True)
+    try:
+        rest = subprocess.call([*pytest, "-m", "not rehearsal"], cwd=ROOT)
+        if rehearsal.poll() is None:
+            print(f"waiting for the rehearsal's tests (log {LOG})", flush=True)
+        rc_rehearsal = rehearsal.wait()
+    except KeyboardInterrupt:
+        os.killpg(rehearsal.pid, signal.SIGINT)  # its raylab tears its lab down (and its world ends)
+        rehearsal.wait()
+        raise
+    print(f"--- the AWS rehearsal's tests ({LOG}) ---")
+    print(LOG.read_text(errors="replace")[-20000:], flush=True)
+    print(f"both runs done in {time.monotonic() - t0:.0f} s: rest exit {rest}, rehearsal exit {rc_rehearsal}")
+    return rest or rc_rehearsal
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
