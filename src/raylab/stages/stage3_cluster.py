@@ -103,10 +103,7 @@ class ClusterStage:
 
     def apply(self, ctx: Context) -> dict[str, Any]:
         cfg = render_config(ctx)
-        if ctx.target_name == "local":
-            from raylab.targets.local.render import validate
-
-            validate(cfg)
+        ctx.target.validate_config(cfg)
         path = write_config(ctx, cfg)
         info = ctx.target.cluster_up(ctx, path)
         ctx.state.update("cluster", scenario=ctx.scenario, scale=lab_scale(ctx))
@@ -144,7 +141,7 @@ class ClusterStage:
                                 f"{up} of {expected} worker(s) (min_workers) running and joined",
                                 "see `raylab status` (a worker's setup may have failed: the head's "
                                 "/tmp/ray/session_latest/logs/monitor.log)"))
-        if ctx.target_name == "local":
+        if ctx.target.loopback_only:
             ips = sorted({n["ip"] for n in st["ray_nodes"] if n["group"] in ("active", "idle")})
             ok = bool(ips) and all(ip.startswith("127.") for ip in ips)
             checks.append(Check("loopback only", ok, f"node addresses: {', '.join(ips) or 'none'}",
