@@ -99,3 +99,17 @@ def test_aws_leaves_a_config_to_ray_up_and_local_refuses_what_ray_rejects() -> N
     AwsTarget().validate_config(bad)
     with pytest.raises(RaylabError, match="not valid"):
         LocalTarget().validate_config(bad)
+
+
+# --- the stages' decisions, now from the members ----------------------------------------------------
+@pytest.mark.parametrize(
+    ("target", "want"),
+    [
+        ("local", {"idle_timeout_minutes": 0.5, "quota": 224}),  # no twin: the default quota 160 + 64
+        ("aws", {"upscaling_speed": 2.0, "idle_timeout_minutes": 1.0}),
+    ],
+)
+def test_stage5_default_drill(tmp_path: Path, target: str, want: dict[str, Any]) -> None:
+    from raylab.stages.stage5_scaling import default_scaling
+
+    assert default_scaling(_ctx(tmp_path, target)).as_dict() == want
