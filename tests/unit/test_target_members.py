@@ -113,3 +113,19 @@ def test_stage5_default_drill(tmp_path: Path, target: str, want: dict[str, Any])
     from raylab.stages.stage5_scaling import default_scaling
 
     assert default_scaling(_ctx(tmp_path, target)).as_dict() == want
+
+
+@pytest.mark.parametrize(("target", "sample_rows", "timeout_s"), [("local", 40, 600), ("aws", None, 3600)])
+def test_stage7_plan(tmp_path: Path, target: str, sample_rows: int | None, timeout_s: int) -> None:
+    from raylab.stages.stage7_data import job_plan
+
+    plan = job_plan(_ctx(tmp_path, target))
+    assert (plan["sample_rows"], plan["timeout_s"]) == (sample_rows, timeout_s)
+
+
+def test_stage7_without_a_cluster_runs_isolated_only_on_a_sample(tmp_path: Path) -> None:
+    from raylab.stages.stage7_data import cluster_dashboard
+
+    assert cluster_dashboard(_ctx(tmp_path, "local")) is None
+    with pytest.raises(RaylabError, match="no cluster is up"):
+        cluster_dashboard(_ctx(tmp_path, "aws"))
