@@ -32,6 +32,7 @@ def test_every_member_of_the_contract_is_on_both_targets(cls: type, member: str)
         ("fixed_operator_cidr", "127.0.0.1/32", None),
         ("network_teardown", "sweep", "explain"),
         ("terraform_mirror_required", True, False),
+        ("node_setup_s", 60.0, 600.0),
         ("loopback_only", True, False),
         ("gcs_reachable", True, False),
         ("data_source", "sample", "s3"),

@@ -21,9 +21,6 @@ if TYPE_CHECKING:
     from raylab.context import Context
 
 AGREE_TIMEOUT_S = 60.0  # nodes booting or stopping, with no worker expected
-# Launch call -> Ray node alive, per node: on AWS the AMI's boot, then SSH from the head and the
-# setup commands (pip install of Ray and the workload's packages); locally a `ray start`.
-NODE_SETUP_S = {"aws": 600.0, "local": 60.0}
 PARALLEL_LAUNCHES = 10  # Ray's AUTOSCALER_MAX_CONCURRENT_LAUNCHES: nodes set up at the same time
 
 
@@ -119,7 +116,7 @@ class ClusterStage:
         # as long as the workers min_workers asks for take to set up.
         expected = self._expected_workers(ctx)
         head_id = ctx.state.get("cluster").get("head_instance_id")
-        timeout = agree_timeout_s(expected, NODE_SETUP_S.get(ctx.target_name, 60.0))
+        timeout = agree_timeout_s(expected, ctx.target.node_setup_s)
         if not settled(st["agreement"], expected, head_id) and timeout > AGREE_TIMEOUT_S:
             ctx.ui.info(f"waiting up to {timeout:.0f} s for Ray and EC2 to agree (min_workers' nodes set up)")
         deadline = time.monotonic() + timeout

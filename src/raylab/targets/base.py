@@ -40,6 +40,10 @@ class Target(Protocol):
     network_teardown: str
     # Terraform (stage 2) must take its providers from the local mirror: no registry download (local).
     terraform_mirror_required: bool
+    # Launch call -> Ray node alive, per worker, in seconds: stage 3 waits that long per wave of
+    # parallel setups for min_workers' nodes (aws: the AMI's boot, SSH from the head and the setup
+    # commands; local: a `ray start`).
+    node_setup_s: float
     # Every Ray node must bind a 127.x address (stage 3 checks it): nothing of the lab leaves loopback.
     loopback_only: bool
     # Ray's GCS answers from this machine, so status is read from it directly rather than through

@@ -33,6 +33,7 @@ class AwsTarget(AwsCluster):
     fixed_operator_cidr: str | None = None  # the operator's public /32: preflight detects operator_ip
     network_teardown = "explain"  # a failed stack delete is explained (its events), never force-deleted
     terraform_mirror_required = False  # providers may come from the Terraform registry
+    node_setup_s = 600.0  # boot, SSH from the head, setup commands (pip install of Ray and deps)
     loopback_only = False  # nodes have VPC addresses
     gcs_reachable = False  # the head's GCS only through the bastion (cluster_status over SSH)
     data_source = "s3"  # stage 7: Common Voice 17 parquet on S3, on the lab's cluster only

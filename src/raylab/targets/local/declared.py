@@ -18,6 +18,7 @@ class LocalDeclared:
     fixed_operator_cidr: str | None = OPERATOR_CIDR
     network_teardown = "sweep"  # moto's stack delete can leave pieces: swept by tag afterwards
     terraform_mirror_required = True  # no registry download: providers from the local mirror
+    node_setup_s = 60.0  # a `ray start` on this machine
     loopback_only = True  # every Ray node binds 127.x (stage 3 checks it)
     gcs_reachable = True  # the head runs on this machine
     data_source = "sample"  # stage 7: clips generated here (espeak-ng)
