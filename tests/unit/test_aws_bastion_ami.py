@@ -11,6 +11,7 @@ import pytest
 
 from raylab.context import Context
 from raylab.stages import stage1_network
+from raylab.targets import get_target
 from raylab.ui import UI
 
 NEW, OLD = "ami-0new2026", "ami-0old2025"
@@ -69,7 +70,8 @@ def test_apply_keeps_the_stacks_ami(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(stage1_network, "template_path", lambda ctx: tmp_path / "vpc.yaml")
     (tmp_path / "vpc.yaml").write_text("Resources: {}\n")
     ctx = Context(target_name="aws", lab="t1", ui=UI(quiet=True), workdir=tmp_path / ".raylab",
-                  options={"operator_ip": "52.95.110.1", "azs": ["us-west-2a", "us-west-2b"]})
+                  options={"operator_ip": "52.95.110.1", "azs": ["us-west-2a", "us-west-2b"]},
+                  make_target=get_target)
     stage1_network.STAGE.apply(ctx)
     assert f.deployed["BastionAmiId"] == deployed
     assert f.ssm_calls == ssm_calls  # a newer AMI in SSM is not even looked up on a re-run

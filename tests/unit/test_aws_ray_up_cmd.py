@@ -224,9 +224,12 @@ def test_stage5_reapplies_on_aws_with_no_restart(tmp_path: Path, monkeypatch: py
             calls.append(("reapply", path))
             return {}
 
+        def validate_config(self, cfg: dict[str, Any]) -> None:
+            calls.append(("validate_config", path))
+
     monkeypatch.setattr(raylab.cluster.config, "render", lambda **kw: {"cluster_name": "raylab-t5"})
     ctx = Context(target_name="aws", lab="t5", ui=UI(quiet=True), workdir=tmp_path / ".raylab", _target=T())
     path = tmp_path / ".raylab" / "cluster.yaml"
     ctx.state.put("cluster", {"config_path": str(path)})
     stage5_scaling.rerender(ctx, tmp_path / "base.yaml", "autoscale", 4)
-    assert calls == [("reapply", path)]
+    assert calls == [("validate_config", path), ("reapply", path)]

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from raylab.stages.stage3_cluster import NODE_SETUP_S, agree_timeout_s, expected_workers
+from raylab.stages.stage3_cluster import agree_timeout_s, expected_workers
+from raylab.targets.aws import AwsTarget
 
 
 @pytest.mark.parametrize(
@@ -25,7 +26,7 @@ def test_agree_timeout(workers: int, setup_s: float, timeout: float) -> None:
 
 
 def test_aws_allows_more_than_a_minute_when_workers_are_expected() -> None:
-    assert agree_timeout_s(1, NODE_SETUP_S["aws"]) > 60 * 5
+    assert agree_timeout_s(1, AwsTarget.node_setup_s) > 60 * 5
 
 
 @pytest.mark.parametrize(

@@ -11,12 +11,14 @@ from raylab.context import Context
 from raylab.errors import RaylabError
 from raylab.stages import stage1_network as S1
 from raylab.stages import stage2_identity as S2
+from raylab.targets import get_target
 from raylab.ui import UI
 
 
 def _ctx(target: str = "local", **options: Any) -> Context:
     return Context(
-        target_name=target, lab="kim", ui=UI(), workdir=Path("/nonexistent/.raylab"), options=options
+        target_name=target, lab="kim", ui=UI(), workdir=Path("/nonexistent/.raylab"), options=options,
+        make_target=get_target,
     )
 
 

@@ -135,9 +135,8 @@ def render_cmd(
         outs = _read_outputs(outputs)
     else:
         outs = _flat({**state.get("network", {}), **state.get("identity", {})})
-    endpoint = state.get("twin", {}).get("endpoint_url") if ctx.target_name == "local" else None
     cfg = render(target=ctx.target_name, scenario=ctx.scenario, lab=ctx.lab, outputs=outs, scale=scale,
-                 endpoint_url=endpoint)
+                 endpoint_url=ctx.target.rendered_endpoint(ctx))
     findings = validate(cfg)
     _print_findings(ctx.ui, findings)
     errors = sum(f.level == ERROR for f in findings)

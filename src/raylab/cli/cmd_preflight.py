@@ -42,14 +42,7 @@ def preflight(
     ctx.options.update(
         {k: v for k, v in (("region", region), ("config", config), ("operator_ip", operator_ip)) if v}
     )
-    if ctx.target_name != "aws":
-        checks = ctx.target.preflight(ctx)
-        facts: dict = {}
-    else:
-        from raylab.targets.aws import AwsTarget
-
-        findings = AwsTarget().run_preflight(ctx)  # read-only: nothing is written to .raylab/
-        checks, facts = findings.checks, findings.facts
+    checks, facts = ctx.target.preflight_report(ctx)  # aws: read-only, nothing written to .raylab/
     for c in checks:
         (ctx.ui.success if c.ok else ctx.ui.error)(
             f"{c.name}: {c.detail}" + (f" ({c.hint})" if c.hint and not c.ok else "")

@@ -82,12 +82,9 @@ def status(
         limit = f" (quota {f['limit']} vCPUs)" if f.get("limit") else ""
         ctx.ui.warning(f"launch failed {f['count']}x: {f['code']}{limit} for {f['instance_type']} "
                        f"{f['market']}, last {ago:.0f}s ago")
-    if ctx.target_name == "local":
-        from raylab.targets.local.head import LOOPBACK_DIR
-
-        ctx.ui.info(f"Ray's own CLI on this cluster (loopback only): RAYLAB_LOOPBACK_ONLY=1 "
-                    f"PYTHONPATH={LOOPBACK_DIR} RAY_AUTH_MODE=disabled "
-                    f"ray status --address {view['gcs_address']}")
+    hint = ctx.target.ray_cli_hint(ctx, view["gcs_address"])
+    if hint:
+        ctx.ui.info(hint)
     for line in guard_lines(view["capacity_guard"], time.time()):
         ctx.ui.info(line)
     a = view["agreement"]

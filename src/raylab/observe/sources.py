@@ -86,9 +86,10 @@ def normalize_status(st: dict[str, Any]) -> dict[str, Any]:
 
 def fetch_ray_status(ctx: Context, gcs_address: str | None,
                      errors: dict[str, str] | None = None) -> dict[str, Any] | None:
-    """Ray's view: local reads the GCS directly, other targets ask ``ctx.target.cluster_status``."""
+    """Ray's view: read from the GCS directly where the target's GCS is reachable from here (local),
+    else asked of ``ctx.target.cluster_status`` (aws: over SSH through the bastion)."""
     try:
-        if gcs_address and ctx.target_name == "local":
+        if gcs_address and ctx.target.gcs_reachable:
             from ray.autoscaler.v2.sdk import get_cluster_status
 
             return normalize_status(status_to_dict(get_cluster_status(gcs_address, timeout=5)))

@@ -33,7 +33,6 @@ OUTPUT_KEYS = (
     "BastionInstanceId",
     "BastionPublicIp",
 )
-LOCAL_OPERATOR_CIDR = "127.0.0.1/32"
 AMI_SSM_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
 OPEN_CIDRS = ("0.0.0.0/0", "::/0")
 _INFO = BY_NAME["network"]
@@ -66,8 +65,8 @@ def operator_cidr(ctx: Context) -> str:
         if cidr == "0.0.0.0/0":
             ctx.ui.warning("--allow-ssh-from 0.0.0.0/0: the bastion's SSH port is open to the whole internet")
         return cidr
-    if ctx.target_name == "local":
-        return LOCAL_OPERATOR_CIDR
+    if ctx.target.fixed_operator_cidr:
+        return ctx.target.fixed_operator_cidr
     ip = ctx.options.get("operator_ip")
     if ip:
         return check_cidr(f"{ip}/32" if "/" not in str(ip) else str(ip))
@@ -367,7 +366,8 @@ class NetworkStage:
         else:
             ctx.ui.info(f"deleting stack {name}")
             try:
-                final = (delete_or_explain(cfn, stack["StackId"], name, ctx.ui) if ctx.target_name == "aws"
+                final = (delete_or_explain(cfn, stack["StackId"], name, ctx.ui)
+                         if ctx.target.network_teardown == "explain"
                          else delete_and_wait(cfn, stack["StackId"], ctx.ui))
                 if final != "DELETE_COMPLETE":
                     problem = f"stack delete ended {final}"
@@ -376,7 +376,7 @@ class NetworkStage:
             except Exception as e:  # noqa: BLE001 - moto: DependencyViolation
                 problem = f"stack delete refused: {e}"
         left = network_leftovers(ec2, ctx.lab, *hints)
-        if left and ctx.target_name == "local":
+        if left and ctx.target.network_teardown == "sweep":
             if problem:
                 ctx.ui.info(f"{problem}; deleting the lab's network resources in dependency order")
             errors = sweep_network(ec2, ctx.lab, *hints, emit=ctx.ui.info)

@@ -50,7 +50,7 @@ def terraform_for(ctx: Context) -> tuple[Terraform, dict[str, str]]:
         raylab_dir=ctx.workdir,
         lab=ctx.lab,
         env=env,
-        require_mirror=ctx.target_name == "local",
+        require_mirror=ctx.target.terraform_mirror_required,
         ui=ctx.ui,
     )
     return tf, tf_variables(lab=ctx.lab, cluster_name=ctx.names["cluster"], env=env)

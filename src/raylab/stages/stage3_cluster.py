@@ -21,9 +21,6 @@ if TYPE_CHECKING:
     from raylab.context import Context
 
 AGREE_TIMEOUT_S = 60.0  # nodes booting or stopping, with no worker expected
-# Launch call -> Ray node alive, per node: on AWS the AMI's boot, then SSH from the head and the
-# setup commands (pip install of Ray and the workload's packages); locally a `ray start`.
-NODE_SETUP_S = {"aws": 600.0, "local": 60.0}
 PARALLEL_LAUNCHES = 10  # Ray's AUTOSCALER_MAX_CONCURRENT_LAUNCHES: nodes set up at the same time
 
 
@@ -103,10 +100,7 @@ class ClusterStage:
 
     def apply(self, ctx: Context) -> dict[str, Any]:
         cfg = render_config(ctx)
-        if ctx.target_name == "local":
-            from raylab.targets.local.render import validate
-
-            validate(cfg)
+        ctx.target.validate_config(cfg)
         path = write_config(ctx, cfg)
         info = ctx.target.cluster_up(ctx, path)
         ctx.state.update("cluster", scenario=ctx.scenario, scale=lab_scale(ctx))
@@ -122,7 +116,7 @@ class ClusterStage:
         # as long as the workers min_workers asks for take to set up.
         expected = self._expected_workers(ctx)
         head_id = ctx.state.get("cluster").get("head_instance_id")
-        timeout = agree_timeout_s(expected, NODE_SETUP_S.get(ctx.target_name, 60.0))
+        timeout = agree_timeout_s(expected, ctx.target.node_setup_s)
         if not settled(st["agreement"], expected, head_id) and timeout > AGREE_TIMEOUT_S:
             ctx.ui.info(f"waiting up to {timeout:.0f} s for Ray and EC2 to agree (min_workers' nodes set up)")
         deadline = time.monotonic() + timeout
@@ -144,7 +138,7 @@ class ClusterStage:
                                 f"{up} of {expected} worker(s) (min_workers) running and joined",
                                 "see `raylab status` (a worker's setup may have failed: the head's "
                                 "/tmp/ray/session_latest/logs/monitor.log)"))
-        if ctx.target_name == "local":
+        if ctx.target.loopback_only:
             ips = sorted({n["ip"] for n in st["ray_nodes"] if n["group"] in ("active", "idle")})
             ok = bool(ips) and all(ip.startswith("127.") for ip in ips)
             checks.append(Check("loopback only", ok, f"node addresses: {', '.join(ips) or 'none'}",

@@ -255,7 +255,7 @@ def apply_scaling(ctx: Context, s: Scaling, config: Path | None = None) -> dict[
     quota = None
     if s.quota is not None:
         code = SPOT_QUOTA if lim.market == "spot" else ON_DEMAND_QUOTA
-        quota = ctx.target.twin(ctx).set_quotas(**{code: s.quota}).get(code)  # type: ignore[attr-defined]  # twin() is the local target's
+        quota = ctx.target.set_quota(ctx, code, s.quota)
         changes.append(f"twin vCPU quota {code}: -> {quota}")
     return {
         "edited": str(base),
@@ -286,10 +286,7 @@ def rerender(ctx: Context, base: Path, scenario: str, scale: int) -> Path:
         base=base,
     )
     path = Path(cluster["config_path"])
-    if ctx.target_name == "local":
-        from raylab.targets.local.render import validate
-
-        validate(cfg)
+    ctx.target.validate_config(cfg)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(yaml.safe_dump(cfg, sort_keys=False))
     tmp.replace(path)
@@ -314,7 +311,7 @@ def rendered_values(ctx: Context, worker_type: str) -> dict[str, Any]:
 def default_scaling(ctx: Context) -> Scaling:
     """What `raylab lab` turns when no knob is given: a shorter idle timeout and, locally, a quota
     increase of 64 vCPUs (4 more workers); on AWS a higher upscaling_speed instead."""
-    if ctx.target_name != "local":
+    if not ctx.target.quota_settable:
         return Scaling(
             upscaling_speed=AWS_DEFAULTS["upscaling_speed"],
             idle_timeout_minutes=AWS_DEFAULTS["idle_timeout_minutes"],

@@ -35,13 +35,18 @@ def data_dir(ctx: Context) -> Path:
     return ctx.workdir / "data"
 
 
+def on_cluster_only(ctx: Context) -> bool:
+    """The target's data lives on S3: the job runs on the lab's cluster, never on an isolated Ray here."""
+    return ctx.target.data_source == "s3"
+
+
 def job_plan(ctx: Context) -> dict[str, Any]:
-    if ctx.target_name == "aws":
+    if on_cluster_only(ctx):
         return {"source": AWS_SOURCE, "out": AWS_OUT, "blocks": int(ctx.options.get("blocks") or AWS_BLOCKS),
-                "limit": ctx.options.get("limit"), "sample_rows": None}
+                "limit": ctx.options.get("limit"), "sample_rows": None, "timeout_s": 3600}
     d = data_dir(ctx)
     return {"source": str(d / "sample"), "out": str(d / "out"), "blocks": LOCAL_BLOCKS,
-            "limit": None, "sample_rows": LOCAL_ROWS}
+            "limit": None, "sample_rows": LOCAL_ROWS, "timeout_s": 600}
 
 
 def cluster_dashboard(ctx: Context) -> str | None:
@@ -49,14 +54,14 @@ def cluster_dashboard(ctx: Context) -> str | None:
     bastion to the head, bound to 127.0.0.1; local: the head's port). None when no cluster is up
     (local then runs the job on an isolated Ray); on aws that is an error."""
     if not ctx.state.get("cluster"):
-        if ctx.target_name == "aws":
+        if on_cluster_only(ctx):
             raise RaylabError("stage 7 on aws runs on the lab's cluster, and no cluster is up",
                               "run `raylab up --target aws` (stage 3) first")
         return None
     try:
         return ctx.target.dashboard_url(ctx)
     except RaylabError as e:
-        if ctx.target_name == "aws":
+        if on_cluster_only(ctx):
             raise RaylabError(f"stage 7 cannot reach the cluster's dashboard: {e.message}", e.hint) from None
         return None
 
@@ -120,8 +125,8 @@ class DataStage:
         if plan["sample_rows"]:
             _ensure_sample(ctx, Path(plan["source"]))
         prev = ctx.state.get("data")
-        summary_file = Path(plan["out"]) / "summary.json"
-        if (prev.get("ok") and prev.get("source") == plan["source"] and ctx.target_name == "local"
+        summary_file = Path(plan["out"]) / "summary.json"  # a sample's output is on this machine
+        if (prev.get("ok") and prev.get("source") == plan["source"] and plan["sample_rows"]
                 and summary_file.exists()):
             ctx.ui.noop(f"noop: the data job already ran ({prev.get('kept')} clips kept, {plan['out']})")
             return {k: prev.get(k) for k in ("where", "clips", "kept", "out")}
@@ -131,7 +136,7 @@ class DataStage:
         job_id = None
         if url and submit.dashboard_up(url):
             runtime_env, python = None, _local_python()
-            if ctx.target_name == "aws":
+            if ctx.target.ships_code:
                 import raylab
 
                 runtime_env = {"working_dir": str(script.parent), "pip": DATA_PIP,
@@ -142,9 +147,9 @@ class DataStage:
             with ctx.ui.waiting("data job running (Ray Data map tasks; the autoscaler may add workers)"):
                 summary, job_id, _ = submit.run_as_job(
                     url, script, args, runtime_env=runtime_env, python=python,
-                    timeout=3600 if ctx.target_name == "aws" else 600,
+                    timeout=plan["timeout_s"],
                     save_to=ctx.workdir / "logs" / "data-job.log")
-        elif ctx.target_name == "aws":
+        elif on_cluster_only(ctx):
             raise RaylabError(f"stage 7 on aws runs on the lab's cluster, and its dashboard ({url}) does not "
                               "answer", "check the head: `raylab status --target aws`")
         else:

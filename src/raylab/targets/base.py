@@ -31,6 +31,32 @@ class Target(Protocol):
     faults: str
     # The lab scale when none is given: the local target shrinks nodes and time (4); AWS runs the plan (1).
     default_scale: int
+    # Who may SSH to the bastion when --allow-ssh-from is not given: a fixed CIDR (local: 127.0.0.1/32),
+    # or None when the operator's public IP must be detected (aws: its preflight fills operator_ip).
+    fixed_operator_cidr: str | None
+    # How stage 1 tears the network down: "sweep" (delete the stack, then delete whatever of the lab's
+    # network is left, by tag, in dependency order: moto's stack delete can leave pieces) or "explain"
+    # (delete the stack and explain a failed delete from CloudFormation's events; never force-delete).
+    network_teardown: str
+    # Terraform (stage 2) must take its providers from the local mirror: no registry download (local).
+    terraform_mirror_required: bool
+    # Launch call -> Ray node alive, per worker, in seconds: stage 3 waits that long per wave of
+    # parallel setups for min_workers' nodes (aws: the AMI's boot, SSH from the head and the setup
+    # commands; local: a `ray start`).
+    node_setup_s: float
+    # Every Ray node must bind a 127.x address (stage 3 checks it): nothing of the lab leaves loopback.
+    loopback_only: bool
+    # Ray's GCS answers from this machine, so status is read from it directly rather than through
+    # ``cluster_status`` (local: the head runs here; aws: only through the bastion).
+    gcs_reachable: bool
+    # Stage 7's input: "sample" (clips generated on this machine; with no lab cluster up the job runs on
+    # an isolated local Ray) or "s3" (Common Voice 17 from S3; only on the lab's cluster).
+    data_source: str
+    # The cluster's nodes are other machines: a Ray job ships raylab and its deps in its runtime_env.
+    ships_code: bool
+    # `raylab scale --quota` can move this target's vCPU quota at once (local: the twin's); stage 5's
+    # default drill then raises the quota, else it raises upscaling_speed.
+    quota_settable: bool
 
     def preflight(self, ctx: Context) -> list[Check]:
         """Checks that must pass before anything is created (credentials, quotas, tools)."""
@@ -38,6 +64,11 @@ class Target(Protocol):
 
     def start(self, ctx: Context) -> None:
         """Make the endpoint reachable (local: start the twin; aws: nothing to start)."""
+        ...
+
+    def preflight_report(self, ctx: Context) -> tuple[list[Check], dict[str, Any]]:
+        """What `raylab preflight` shows: the checks and the facts found (aws: region, AZs, cost lines;
+        read-only, nothing is written to .raylab/)."""
         ...
 
     def aws_env(self, ctx: Context) -> dict[str, str]:
@@ -53,6 +84,21 @@ class Target(Protocol):
         (stage 5). local: the head's autoscaler v2 re-reads the file itself; aws: `ray up --no-restart`."""
         ...
 
+    def validate_config(self, cfg: dict[str, Any]) -> None:
+        """Refuse (RaylabError) a rendered cluster YAML this target cannot run (local: node types the
+        twin cannot launch); a config `ray up` accepts is left to `ray up` (aws)."""
+        ...
+
+    def rendered_endpoint(self, ctx: Context) -> str | None:
+        """The ``endpoint_url`` a rendered cluster YAML carries (local: the twin's recorded one, even
+        when the twin is down; aws: None, Ray's AWS code uses AWS's own endpoints)."""
+        ...
+
+    def set_quota(self, ctx: Context, code: str, vcpus: int) -> int | None:
+        """Set the vCPU quota ``code`` (e.g. L-1216C47A) to ``vcpus``; returns the quota now in force.
+        Only where ``quota_settable``: elsewhere a RaylabError that says how quotas are raised."""
+        ...
+
     def cluster_down(self, ctx: Context) -> None: ...
 
     def cluster_status(self, ctx: Context) -> dict[str, Any]:
@@ -62,6 +108,10 @@ class Target(Protocol):
     def readiness(self, ctx: Context) -> dict[str, Any]:
         """Time to ready per node (launch -> SSH up -> setup done -> Ray node alive) from EC2 and the
         cluster's dashboard; a phase the target does not have is None. Never raises (``error``)."""
+        ...
+
+    def ray_cli_hint(self, ctx: Context, gcs_address: str) -> str | None:
+        """How to run Ray's own CLI against this cluster from here (`raylab status` prints it), or None."""
         ...
 
     def dashboard_url(self, ctx: Context) -> str:

@@ -30,6 +30,29 @@ class AwsTarget(AwsCluster):
     name = "aws"
     faults = "fis"  # stage 6's drills are AWS FIS experiments (raylab.spot.fis)
     default_scale = 1  # the plan's 480 x 300 s on c7i.4xlarge workers
+    fixed_operator_cidr: str | None = None  # the operator's public /32: preflight detects operator_ip
+    network_teardown = "explain"  # a failed stack delete is explained (its events), never force-deleted
+    terraform_mirror_required = False  # providers may come from the Terraform registry
+    node_setup_s = 600.0  # boot, SSH from the head, setup commands (pip install of Ray and deps)
+    loopback_only = False  # nodes have VPC addresses
+    gcs_reachable = False  # the head's GCS only through the bastion (cluster_status over SSH)
+    data_source = "s3"  # stage 7: Common Voice 17 parquet on S3, on the lab's cluster only
+    ships_code = True  # the nodes are EC2 instances: a job ships raylab and its deps
+    quota_settable = False  # quotas are raised through Service Quotas, not at once
+
+    # what the stages ask ------------------------------------------------------------------------
+    def validate_config(self, cfg: dict[str, Any]) -> None:
+        """Nothing beyond what `ray up` itself checks."""
+
+    def rendered_endpoint(self, ctx: Context) -> str | None:
+        return None
+
+    def ray_cli_hint(self, ctx: Context, gcs_address: str) -> str | None:
+        return None
+
+    def set_quota(self, ctx: Context, code: str, vcpus: int) -> int | None:
+        raise RaylabError(f"the AWS target does not set vCPU quotas (asked: {code} = {vcpus})",
+                          f"on AWS ask for a quota increase in the Service Quotas console ({code})")
 
     # preflight -----------------------------------------------------------------------------
     def cluster_config(self, ctx: Context) -> dict[str, Any]:
@@ -91,6 +114,11 @@ class AwsTarget(AwsCluster):
             ctx.options.setdefault("azs", f["availability_zones"])
             ctx.options.setdefault("bastion_key_name", ctx.names["key_pair"])
         return findings
+
+    def preflight_report(self, ctx: Context) -> tuple[list[Check], dict[str, Any]]:
+        """``run_preflight``'s checks and facts, read-only: nothing is written to .raylab/."""
+        findings = self.run_preflight(ctx)
+        return findings.checks, findings.facts
 
     def preflight(self, ctx: Context) -> list[Check]:
         findings = self.run_preflight(ctx)

@@ -3,7 +3,8 @@
 See ``targets/base.py`` for the contract. Pieces: ``twin.py`` (the server process: moto + quotas,
 MaxCount, capacity faults, control API), ``machines.py`` (instances -> local Ray nodes, inside the
 twin), ``provider.py`` (Ray's AWSNodeProvider, loopback only), ``render.py`` (the local config form),
-``head.py`` (head instance + `ray start --head`), ``control.py`` (control API client).
+``head.py`` (head instance + `ray start --head`), ``control.py`` (control API client),
+``declared.py`` (what the target declares in the contract's data members).
 """
 
 from raylab.targets.local.target import LocalTarget

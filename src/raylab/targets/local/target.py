@@ -32,6 +32,7 @@ from raylab.errors import RaylabError
 from raylab.leftovers import find_leftovers, stop_leftovers
 from raylab.procs import free_port, port_in_use, spawn, stop_group
 from raylab.state import pid_alive
+from raylab.targets.local.declared import LocalDeclared
 from raylab.targets.local.recovery import (
     cleanup_temp,
     converge_stale,
@@ -55,7 +56,7 @@ _AWS_ENV_DROP = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_
                  "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_DEFAULT_PROFILE")
 
 
-class LocalTarget:
+class LocalTarget(LocalDeclared):
     name = "local"
     faults = "twin"  # stage 6's drills go through the twin's control API
     default_scale = 4  # nodes of 16/4 CPUs, 120 tasks of 30 s: the lab on a laptop
@@ -84,6 +85,9 @@ class LocalTarget:
         else:
             checks.append(Check("twin port", True, f"127.0.0.1:{port}" if port else "a free port is picked"))
         return checks
+
+    def preflight_report(self, ctx: Context) -> tuple[list[Check], dict[str, Any]]:
+        return self.preflight(ctx), {}
 
     def _wanted_port(self, ctx: Context) -> int | None:
         p = ctx.options.get("twin_port") or os.environ.get("RAYLAB_TWIN_PORT")
@@ -306,6 +310,10 @@ class LocalTarget:
         except (OSError, ValueError):
             state = None
         return report(recent_events(d / "guard-events.jsonl", 20), state, running)
+
+    def set_quota(self, ctx: Context, code: str, vcpus: int) -> int | None:
+        """Through the twin's control API: the new quota is in force for the next launch."""
+        return self.twin(ctx).set_quotas(**{code: vcpus}).get(code)
 
     def reapply(self, ctx: Context, config_path: Path) -> dict[str, Any]:
         """Nothing to push: the head's autoscaler v2 re-reads the YAML at ``config_path`` every loop."""
