@@ -13,14 +13,17 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from raylab.targets.local.declared import LocalDeclared
+
 if TYPE_CHECKING:
     from raylab.checks import Check
     from raylab.context import Context
 
 
 @dataclass
-class MotoTarget:
-    """Implements the Target verbs stages 1-2 use, against one moto server."""
+class MotoTarget(LocalDeclared):
+    """Implements the Target verbs stages 1-2 use, against one moto server; it declares what the
+    local target declares (operator CIDR, network sweep, Terraform mirror, ...)."""
 
     endpoint_url: str
     name: str = "local"
