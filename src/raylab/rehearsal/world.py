@@ -141,8 +141,10 @@ class World:
         backend = self._backend()
         for inst in list(backend.all_instances()):  # first: addresses that moved leave their old machine
             m = self.machines.get(inst.id)
-            for addr in [a for a in (m.public_ips if m else []) if a != inst.public_ip]:
-                m.remove_public_ip(addr)  # type: ignore[union-attr]  # m is set when it has addresses
+            if m is None:
+                continue
+            for addr in [a for a in m.public_ips if a != inst.public_ip]:
+                m.remove_public_ip(addr)
                 log(f"{inst.id} public address {addr} moved away")
         for inst in list(backend.all_instances()):
             state = inst._state.name  # noqa: SLF001 - moto's model, read in its own process
