@@ -37,17 +37,44 @@ def need_world() -> None:
         pytest.skip(f"no package mirror at {WHEELHOUSE}: `make wheelhouse`")
 
 
+REPO = Path(__file__).resolve().parents[2]
+DEBIAN_12 = "resolve:ssm:/aws/service/debian/release/12/latest/amd64"
+UBUNTU_2204 = "resolve:ssm:/aws/service/canonical/ubuntu/server/22.04/stable/current/amd64/hvm/ebs-gp2/ami-id"
+
+
+def jammy_project(tmp_path: Path) -> Path:
+    """The lab's project as an operator on Ubuntu 22.04 would change it: the same configs with Ubuntu's
+    public SSM parameter as the node image, its login user and its root device (raylab refuses a
+    mapping that names another root device)."""
+    project = tmp_path / "project"
+    shutil.copytree(REPO / "configs", project / "configs")
+    for name in ("infra", "workloads"):
+        (project / name).symlink_to(REPO / name)
+    cfg = project / "configs" / "ray-cluster.yaml"
+    text = cfg.read_text()
+    assert text.count(DEBIAN_12) == 3 and "ssh_user: admin" in text and "DeviceName: /dev/xvda" in text
+    cfg.write_text(text.replace(DEBIAN_12, UBUNTU_2204).replace("ssh_user: admin", "ssh_user: ubuntu")
+                   .replace("DeviceName: /dev/xvda", "DeviceName: /dev/sda1"))
+    return project
+
+
 def test_rehearsal_lab_end_to_end(tmp_path: Path) -> None:
     """The whole lab in the rehearsal: stages 1-7 and teardown, at lab scale 8 (stage 4's 60 x 30 s, the
-    drills on the lab's clock), the mixed scenario (on-demand base, spot bursts)."""
+    drills on the lab's clock), the mixed scenario (on-demand base, spot bursts).
+
+    Played as an operator on Python 3.10 would run it: Ubuntu 22.04 nodes and ``--node-python 3.10``, the
+    oldest Python Ray 2.60 supports, where a 3.11-only line in a file the nodes run (finding 9: the
+    interruption watcher's ``datetime.UTC``) kills it; stage 6 asks Ray whether each reclaimed worker
+    drained on its notice. The lab's default (Debian 12, the operator's 3.11) is the failed-stage test's."""
     need_world()
     before = host_network()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    project = jammy_project(tmp_path)
     t0 = time.monotonic()
     r = subprocess.run(
         [*RAYLAB, "lab", "--target", "aws", "--rehearsal", "--scenario", "mixed", "--scale", "8",
-         "--lab", "rh", "--yes", "--json", "--workdir", str(tmp_path / ".raylab")],
-        capture_output=True, text=True, timeout=2400, env=env, cwd=tmp_path)
+         "--node-python", "3.10", "--lab", "rh", "--yes", "--json", "--workdir", str(tmp_path / ".raylab")],
+        capture_output=True, text=True, timeout=2400, env=env, cwd=project)
     took = time.monotonic() - t0
     assert host_network() == before  # the host's namespace gained no address, route or link
     assert r.returncode == 0, r.stderr[-6000:]
@@ -63,6 +90,10 @@ def test_rehearsal_lab_end_to_end(tmp_path: Path) -> None:
     # Stage 6: both FIS drills acted on the machines; stage 7 found the dashboard and read S3 (finding 5).
     assert "✓ stage 6 spot · reclaim: the targeted instances left running" in r.stderr
     assert "✓ stage 6 spot · capacity: the guard capped spot during the window" in r.stderr
+    # Every reclaimed worker's Ray node died drained (finding 9: the watcher runs on 3.10 nodes).
+    assert "✓ stage 6 spot · reclaim: each reclaimed worker drained on its notice" in r.stderr
+    log = (tmp_path / ".raylab" / "logs" / "ray-up.log").read_text(errors="replace")
+    assert "node env: Python 3.10." in log and "Ray 2.60.0" in log, log[-2000:]
     assert "✓ stage 7 data" in r.stderr
     assert "nothing left" in r.stderr
     print(f"rehearsal, stages 1-7 + teardown: {took:.0f} s; stages: {out.get('timings')}")

@@ -21,6 +21,7 @@ class FakeTarget:
         self.name = name
         self.cloud = cloud  # what "exists": stage name -> resource
         self.calls: list[str] = []
+        self.picks_node_python = name == "aws"  # as the real targets declare
 
     def preflight(self, ctx: Any) -> list[Check]:
         self.calls.append("preflight")
@@ -190,3 +191,34 @@ def test_allow_ssh_from_is_a_real_option_checked_before_anything(tmp_path: Path,
     with pytest.raises(RaylabError, match="--allow-ssh-from applies to --target aws only"):
         cmd_lab.lab(target="local", lab="t1", scenario="autoscale", allow_ssh_from="198.51.100.7/32",
                     yes=True, json_mode=True, quiet=True, workdir=tmp_path / ".raylab")
+
+
+def test_node_python_is_checked_before_anything(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--node-python picks the nodes' Python on AWS; a minor Ray 2.60 has no wheel for, or a local
+    target whose nodes run raylab's own Python, is refused before stage 1."""
+    from raylab.cluster.bootstrap import operator_python
+
+    target = _install(monkeypatch, "aws", 99, "check")
+    seen: dict[str, Any] = {}
+    real_preflight = target.__class__.preflight
+
+    def preflight(self: Any, ctx: Any) -> Any:
+        seen["py"] = ctx.options.get("node_python")
+        return real_preflight(self, ctx)
+
+    monkeypatch.setattr(target.__class__, "preflight", preflight)
+    cmd_lab.up(target="aws", lab="t1", scenario="autoscale", node_python="3.10", yes=True,
+               json_mode=True, quiet=True, workdir=tmp_path / ".raylab")
+    assert seen["py"] == "3.10"
+    target.calls.clear()
+    with pytest.raises(RaylabError, match=r"Ray 2.60.0 has no wheel for Python '3.9' on the nodes"):
+        cmd_lab.lab(target="aws", lab="t1", scenario="autoscale", node_python="3.9", yes=True,
+                    json_mode=True, quiet=True, workdir=tmp_path / ".raylab")
+    assert target.calls == []  # nothing applied
+    other = "3.10" if operator_python() != "3.10" else "3.11"
+    target = _install(monkeypatch, "local", 99, "check")
+    own = f"--node-python {other}: the local target's nodes run raylab's own"
+    with pytest.raises(RaylabError, match=own):
+        cmd_lab.lab(target="local", lab="t1", scenario="autoscale", node_python=other, yes=True,
+                    json_mode=True, quiet=True, workdir=tmp_path / ".raylab")
+    assert target.calls == []

@@ -106,3 +106,18 @@ def test_the_env_check_passes_only_on_the_pinned_python_and_ray(tmp_path: Path, 
                                                                                     "PATH": "/usr/bin:/bin"})
     assert (r.returncode == 0) is ok, r.stderr
     assert r.stdout.strip() == f"node env: Python {sys.version.split()[0]} Ray {B.RAY_VERSION}"
+
+
+def test_node_python_is_chosen_and_checked() -> None:
+    """--node-python 3.10 gives every node a 3.10 venv (and its check); a minor without Ray 2.60 wheels
+    is refused; no choice is the operator's minor."""
+    from raylab.cluster.bootstrap import node_commands, node_python, operator_python
+    from raylab.errors import RaylabError
+
+    cmds = node_commands("c", python="3.10")["setup_commands"]
+    assert any("uv venv --python 3.10 $HOME/ray-env" in c for c in cmds)
+    assert any("sys.version_info[:2] == (3, 10)" in c for c in cmds)
+    assert node_python(None) == operator_python()
+    for bad in ("3.9", "3.14", "2.7", "three"):
+        with pytest.raises(RaylabError, match="has no wheel for Python"):
+            node_python(bad)

@@ -218,3 +218,18 @@ def test_profile_lines_put_the_mirror_first_and_quote_values(tmp_path: Path) -> 
     assert lines == [f"export PATH='{tmp_path}/my bin':\"$PATH\"", "export UV_NO_CONFIG=1", "export X='a b'"]
     p = sh("; ".join(lines) + '; echo "$PATH|$X"', {"PATH": "/usr/bin:/bin"})
     assert p.stdout == f"{tmp_path}/my bin:/usr/bin:/bin|a b\n"
+
+
+def test_wheelhouse_downloads_once_per_node_python(tmp_path: Path) -> None:
+    """Debian 12's 3.11 and Ubuntu 22.04's 3.10: one pip download each into one index; another set of
+    Pythons is another wheelhouse."""
+    dest, calls = tmp_path / "wheels", []
+
+    def pip(argv: list[str]) -> None:
+        calls.append(argv[argv.index("--python-version") + 1])
+        FakePip()(argv)
+
+    build_wheelhouse(dest, ("3.10", "3.11"), reqs=["tiny==1.0"], runner=pip)
+    assert calls == ["3.10", "3.11"] and wheelhouse_ready(dest, ("3.10", "3.11"), ["tiny==1.0"])
+    assert not wheelhouse_ready(dest, "3.11", ["tiny==1.0"])
+    assert internet.NODE_PYTHONS == ("3.10", "3.11")

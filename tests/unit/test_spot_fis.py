@@ -73,10 +73,16 @@ def test_capacity_policy_is_one_error_for_one_role():
     assert st[0]["Condition"]["ForAnyValue:StringEquals"] == {"ec2:FisActionId": [fis.CAPACITY_ACTION]}
 
 
+def DEAD_DRAINED(ip: str) -> dict:  # noqa: N802 - a row's constant
+    return {"node_ip": ip, "state": "DEAD", "state_message": "Terminated due to preemption: notice"}
+
+
 def _rec(acts: bool, state: str = "completed", spot_only: bool = True) -> dict:
     return {"fis_acts": acts, "endpoint": "AWS us-west-2" if acts else "http://127.0.0.1:1", "head_id": "i-h",
             "job": {"id": "j1", "status": "SUCCEEDED"},
-            "drills": {"reclaim": {"experiment_id": "e1", "state": state, "instance_ids": ["i-1", "i-2"]},
+            "drills": {"reclaim": {"experiment_id": "e1", "state": state, "instance_ids": ["i-1", "i-2"],
+                                   "private_ips": {"i-1": "10.0.2.5", "i-2": "10.0.2.6"},
+                                   "ray_nodes": [DEAD_DRAINED("10.0.2.5"), DEAD_DRAINED("10.0.2.6")]},
                        "capacity": {"experiment_id": "e2", "state": "completed", "azs": ["us-west-2a"],
                                     "spot_only": spot_only, "started_at": 100.0, "ended_at": 400.0}}}
 
@@ -101,6 +107,18 @@ def test_checks(acts, states, head, guard, failing):
     left = next(c for c in cs if c.name.startswith("reclaim: the targeted"))
     assert ("not judged" in left.name and "cannot be judged" in left.detail) is (not acts)
     assert any(c.name == GUARD + " (not judged)" for c in cs) is (not acts)
+
+
+def test_a_reclaimed_worker_that_died_undrained_fails_the_stage():
+    """Finding 9: a watcher that dies at start (Python 3.10, `datetime.UTC`) drains nothing; Ray then
+    records the reclaimed worker as an unexpected termination."""
+    rec = _rec(True)
+    rec["drills"]["reclaim"]["ray_nodes"][1]["state_message"] = "Unexpected termination: health check failed"
+    cs = fis.checks(rec, {"states": GONE, "head": "i-h", "guard": CAPPED})
+    bad = [c for c in cs if not c.ok]
+    assert [c.name for c in bad] == ["reclaim: each reclaimed worker drained on its notice"]
+    assert "i-2 (10.0.2.6): Unexpected termination" in bad[0].detail
+    assert "imds-watcher.out" in (bad[0].hint or "")
 
 
 def test_checks_name_what_did_not_hold():

@@ -38,6 +38,7 @@ def test_every_member_of_the_contract_is_on_both_targets(cls: type, member: str)
         ("data_source", "sample", "s3"),
         ("ships_code", False, True),
         ("quota_settable", True, False),
+        ("picks_node_python", False, True),
     ],
 )
 def test_what_each_target_declares(member: str, local: Any, aws: Any) -> None:

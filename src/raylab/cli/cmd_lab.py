@@ -54,6 +54,29 @@ def _set_region(ctx: Context, region: str | None, allow_ssh_from: str | None = N
         ctx.options["allow_ssh_from"] = check_cidr(allow_ssh_from)
 
 
+NodePythonOpt = Annotated[
+    str | None,
+    typer.Option("--node-python", metavar="3.X",
+                 help="AWS: the Python minor version every node gets (3.10-3.13, Ray 2.60's wheels). "
+                      "Default: this machine's, so a driver here matches the cluster. The rehearsal "
+                      "offers only the image's own Python (Debian 12: 3.11, Ubuntu 22.04: 3.10)."),
+]
+
+
+def _set_node_python(ctx: Context, choice: str | None) -> None:
+    """--node-python, checked before anything is created; stage 3 reads ctx.options["node_python"]."""
+    if not choice:
+        return
+    from raylab.cluster.bootstrap import node_python, operator_python
+
+    py = node_python(choice)
+    if not ctx.target.picks_node_python and py != operator_python():
+        raise RaylabError(f"--node-python {py}: the {ctx.target_name} target's nodes run raylab's own "
+                          f"Python {operator_python()}",
+                          "drop --node-python, or run raylab itself on that Python")
+    ctx.options["node_python"] = py
+
+
 RehearsalOpt = Annotated[
     bool,
     typer.Option("--rehearsal",
@@ -231,6 +254,7 @@ def lab(
     through: ThroughOpt = None,
     skip: SkipOpt = None,
     scale: ScaleOpt = None,
+    node_python: NodePythonOpt = None,
     yes: YesOpt = False,
     json_mode: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -241,6 +265,7 @@ def lab(
     in teardown and the leftover check, and the exit code is non-zero."""
     ctx = make_context(target, lab, json_mode, yes, scenario, workdir, quiet)
     _set_region(ctx, region, allow_ssh_from)
+    _set_node_python(ctx, node_python)
     if scale is not None:
         ctx.options["scale"] = scale
     _rehearse(ctx, rehearsal, boot_delay)
@@ -257,6 +282,7 @@ def up(
     scenario: ScenarioOpt = "autoscale",
     region: RegionOpt = None,
     allow_ssh_from: AllowSshOpt = None,
+    node_python: NodePythonOpt = None,
     yes: YesOpt = False,
     json_mode: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -265,6 +291,7 @@ def up(
     """Stages 1-3: network, identity, cluster. Re-running converges (nothing is created twice)."""
     ctx = make_context(target, lab, json_mode, yes, scenario, workdir, quiet)
     _set_region(ctx, region, allow_ssh_from)
+    _set_node_python(ctx, node_python)
     _confirm_spend(ctx, "VPC, NAT gateway, the Ray head")
     _run(ctx, [BY_NAME[n] for n in UP_STAGES], "up")
 

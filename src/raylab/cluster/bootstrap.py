@@ -25,17 +25,32 @@ from __future__ import annotations
 import shlex
 import sys
 
+from raylab.errors import RaylabError
+
 RAY_VERSION = "2.60.0"
 UV_VERSION = "0.13.8"
 ENV_DIR = "$HOME/ray-env"
 UV = "$HOME/.local/bin/uv"
 PATH_EXPORT = f'export PATH="{ENV_DIR}/bin:$PATH"'
 HEAD_PACKAGES = ("boto3>=1.34", "ruamel.yaml>=0.18")
+RAY_PYTHONS = ("3.10", "3.11", "3.12", "3.13")  # the CPython minors Ray 2.60 ships wheels for
 
 
 def operator_python() -> str:
-    """The Python minor version raylab runs on here ("3.11"): every node gets the same one."""
+    """The Python minor version raylab runs on here ("3.11"): by default every node gets the same one."""
     return f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def node_python(choice: str | None = None) -> str:
+    """The Python minor version every node gets (pure): ``--node-python`` if given, else the operator's
+    (so a driver or Ray Client here matches the cluster). RaylabError for a minor Ray 2.60 has no wheel
+    for, before anything is created."""
+    py = (choice or operator_python()).strip()
+    if py not in RAY_PYTHONS:
+        raise RaylabError(f"Ray {RAY_VERSION} has no wheel for Python {py!r} on the nodes "
+                          f"(it supports {', '.join(RAY_PYTHONS)})",
+                          "pass --node-python with one of those, e.g. --node-python 3.11")
+    return py
 
 
 def setup_commands(python: str, ray: str = RAY_VERSION, uv: str = UV_VERSION) -> list[str]:
@@ -98,7 +113,7 @@ def worker_start_ray_commands() -> list[str]:
 def node_commands(cluster_name: str, python: str | None = None, ray: str = RAY_VERSION,
                   uv: str = UV_VERSION) -> dict[str, list[str]]:
     """The five command lists of the cluster YAML (pure)."""
-    py = python or operator_python()
+    py = node_python(python)
     return {
         "setup_commands": setup_commands(py, ray, uv),
         "head_setup_commands": head_setup_commands(),

@@ -204,9 +204,11 @@ def derived_values(lab: str) -> dict[str, str]:
 
 
 def render(*, target: str, scenario: str, lab: str, outputs: Mapping[str, str], scale: int = 4,
-           endpoint_url: str | None = None, base: Path | None = None) -> dict[str, Any]:
+           endpoint_url: str | None = None, base: Path | None = None,
+           node_python: str | None = None) -> dict[str, Any]:
     """The final cluster config for ``target`` (see contracts.md). Raises RaylabError when the
-    scenario/target is unknown, a file is unreadable, or a placeholder has no value."""
+    scenario/target is unknown, a file is unreadable, a placeholder has no value, or Ray has no wheel
+    for ``node_python`` (the nodes' Python minor; default the operator's)."""
     if target not in TARGETS:
         raise RaylabError(f"unknown target {target!r}", "use --target local (default) or --target aws")
     base_path = base or default_base()
@@ -225,7 +227,7 @@ def render(*, target: str, scenario: str, lab: str, outputs: Mapping[str, str], 
         )
     from raylab.cluster.bootstrap import node_commands
 
-    for key, cmds in node_commands(str(filled.get("cluster_name", ""))).items():
+    for key, cmds in node_commands(str(filled.get("cluster_name", "")), python=node_python).items():
         filled.setdefault(key, cmds)  # Ray's rule: a list the config gives replaces ours
     if target == "local":
         if not endpoint_url:

@@ -12,6 +12,9 @@ Where the IDs come from:
   recorded in moto 5.2.6's own resources (``ssm/resources/ami-amazon-linux-latest/<region>.json.gz``).
 - ``debian-12``: PLAUSIBLE, NOT REAL IDs (``ami-`` + 17 hex digits, made up): Debian publishes new
   IDs with every point release and none were at hand offline. The name follows Debian's pattern.
+- ``ubuntu-22.04``: PLAUSIBLE, NOT REAL IDs either (Canonical re-publishes every few weeks); the name,
+  owner, root device, user and Python 3.10 are Canonical's jammy server image's. It is the image whose
+  ``python3`` is the oldest Python Ray 2.60 supports: a lab run by an operator on 3.10 gets it.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from types import MappingProxyType
 
 @dataclass(frozen=True)
 class Ami:
-    key: str  # "debian-12", "dlami-ubuntu1804-v71", "al2023"
+    key: str  # "debian-12", "ubuntu-22.04", "dlami-ubuntu1804-v71", "al2023"
     name: str  # the AMI's Name as DescribeImages shows it
     ids: Mapping[str, str]  # region -> ami id
     root_device: str  # RootDeviceName
@@ -85,6 +88,24 @@ DLAMI_UBUNTU1804_V71 = Ami(
     owner_id="898082745236",  # the Deep Learning AMIs' publishing account
 )
 
+UBUNTU_2204 = Ami(
+    key="ubuntu-22.04",
+    name="ubuntu/images/hvm-ssd/ubuntu-jammy-22.04-amd64-server-20261105",
+    ids=MappingProxyType({  # made up: see the module docstring
+        "us-west-2": "ami-05e2a7c19d8b4f360",
+        "us-east-1": "ami-0a91d4c6e2f7b3815",
+        "ap-northeast-2": "ami-0c3b8f5d7e1a29c64",
+    }),
+    root_device="/dev/sda1",
+    snapshot_gb=8,
+    user="ubuntu",
+    python="3.10",  # jammy's python3 (3.10.12)
+    path=("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin",
+          "/usr/games", "/usr/local/games", "/snap/bin"),
+    ssm_parameter="/aws/service/canonical/ubuntu/server/22.04/stable/current/amd64/hvm/ebs-gp2/ami-id",
+    owner_id="099720109477",  # Canonical's AMI publishing account
+)
+
 AL2023 = Ami(
     key="al2023",
     name="al2023-ami-2023.12.20261102.0-kernel-6.18-x86_64",
@@ -103,7 +124,7 @@ AL2023 = Ami(
     owner_id="137112412989",  # Amazon's AMI publishing account
 )
 
-CATALOG: tuple[Ami, ...] = (DEBIAN_12, DLAMI_UBUNTU1804_V71, AL2023)
+CATALOG: tuple[Ami, ...] = (DEBIAN_12, UBUNTU_2204, DLAMI_UBUNTU1804_V71, AL2023)
 REGIONS: tuple[str, ...] = ("us-west-2", "us-east-1", "ap-northeast-2")  # every AMI exists in these
 
 

@@ -7,7 +7,8 @@ machine the two things those commands reach, and nothing else:
 
 - a **wheelhouse** (``build_wheelhouse``, at ``make setup`` time, with the operator's pip: the only
   step here that talks to a package index, as ``pip install`` does): every wheel the nodes install,
-  for CPython 3.11 manylinux x86_64, plus uv's own wheel, and a PEP 503 ``simple/`` index over them;
+  for CPython 3.10 and 3.11 manylinux x86_64 (``NODE_PYTHONS``), plus uv's own wheel, and a PEP 503
+  ``simple/`` index over them;
 - a **PATH directory** (``node_bin``) whose ``curl`` models the internet as that mirror, and the
   **login-shell environment** (``node_environment``) that makes uv use the mirror as its package index.
 
@@ -22,7 +23,8 @@ other URL on astral.sh (another uv version)    HTTP 404: exit 22 with ``-f``, el
 any other host                                 ``curl: (6) Could not resolve host: H``, exit 6
 ``uv pip install`` of a wheelhouse package      served from ``file://…/simple`` (the "index")
 ``uv pip install`` of anything else             "not found in the package registry"
-``uv venv --python 3.11``                       the machine's own Python; never a download
+``uv venv --python 3.X``                        the image's own Python 3.X; never a download
+                                               (another minor: "No interpreter found")
 =============================================  =============================================
 
 curl's ``-s`` hides those error lines unless ``-S`` is given, as with the real curl. Nothing in here
@@ -54,6 +56,9 @@ INDEX = "simple"  # the PEP 503 index inside the wheelhouse
 STAMP = ".wheelhouse.json"
 GLIBC_MAX = 35  # manylinux_2_35: Ubuntu 22.04 and newer AMIs, and this host (Debian 12, glibc 2.36)
 INSTALLER_URL = "https://astral.sh/uv/{version}/install.sh"
+# the node Pythons the mirror serves wheels for: Debian 12's 3.11 (the lab's image) and Ubuntu 22.04's
+# 3.10 (an operator on 3.10 rehearses with that image; the oldest Python Ray 2.60 supports)
+NODE_PYTHONS = ("3.10", "3.11")
 
 Runner = Callable[[list[str]], None]
 
@@ -84,17 +89,38 @@ def pip_download_argv(dest: Path, python: str, reqs: Sequence[str], pip: Sequenc
     return [*argv, *reqs]
 
 
+def _pip_of(python: str) -> list[str]:
+    """pip run by an interpreter of ``python`` itself: pip evaluates ``python_full_version`` markers
+    against the interpreter it runs on, not ``--python-version`` (aiohttp's ``async-timeout`` for
+    Python < 3.11 went missing when 3.11's pip downloaded for 3.10)."""
+    if python == f"{sys.version_info.major}.{sys.version_info.minor}":
+        return [sys.executable, "-m", "pip"]
+    from raylab.rehearsal.machine import python_for
+
+    exe = python_for(python)
+    if exe is None:
+        raise RaylabError(f"no Python {python} on this machine to download the nodes' wheels with",
+                          "the rehearsal's images need it (pyenv versions under /root/.pyenv)")
+    return [exe, "-m", "pip"]
+
+
 def _run(argv: list[str]) -> None:
     subprocess.run(argv, check=True)
 
 
-def _stamp_key(python: str, reqs: Sequence[str]) -> str:
-    blob = json.dumps({"python": python, "requirements": list(reqs), "platforms": platform_tags()})
+def _pythons(python: str | Sequence[str]) -> tuple[str, ...]:
+    return (python,) if isinstance(python, str) else tuple(python)
+
+
+def _stamp_key(python: str | Sequence[str], reqs: Sequence[str]) -> str:
+    blob = json.dumps({"python": list(_pythons(python)), "requirements": list(reqs), "pip": "per-python",
+                       "platforms": platform_tags()})
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def wheelhouse_ready(dest: Path, python: str = "3.11", reqs: Sequence[str] | None = None) -> bool:
-    """True when ``dest`` holds a complete wheelhouse for exactly this requirement list."""
+def wheelhouse_ready(dest: Path, python: str | Sequence[str] = NODE_PYTHONS,
+                     reqs: Sequence[str] | None = None) -> bool:
+    """True when ``dest`` holds a complete wheelhouse for exactly these Pythons and requirement list."""
     try:
         stamp = json.loads((dest / STAMP).read_text())
     except (OSError, ValueError):
@@ -104,11 +130,14 @@ def wheelhouse_ready(dest: Path, python: str = "3.11", reqs: Sequence[str] | Non
     return all((dest / name).is_file() for name in stamp.get("wheels", []))
 
 
-def build_wheelhouse(dest: Path = WHEELHOUSE, python: str = "3.11", *, reqs: Sequence[str] | None = None,
-                     runner: Runner | None = None, pip: Sequence[str] | None = None) -> Path:
+def build_wheelhouse(dest: Path = WHEELHOUSE, python: str | Sequence[str] = NODE_PYTHONS, *,
+                     reqs: Sequence[str] | None = None, runner: Runner | None = None,
+                     pip: Sequence[str] | None = None) -> Path:
     """Download every wheel the nodes install into ``dest`` (flat), write its ``simple/`` index, stamp it.
 
-    Idempotent: a stamp keyed by the Python version, the requirement list and the platform tags makes a
+    One download per node Python (``NODE_PYTHONS``: the images' Pythons the rehearsal plays), into one
+    flat directory: uv and pip pick the wheel of their own interpreter from the index.
+    Idempotent: a stamp keyed by the Pythons, the requirement list and the platform tags makes a
     second call a no-op (no pip, no network). A changed list downloads into a fresh directory and
     replaces ``dest`` only when the download succeeded. ``runner`` runs the pip argv (tests pass a fake).
     """
@@ -119,7 +148,8 @@ def build_wheelhouse(dest: Path = WHEELHOUSE, python: str = "3.11", *, reqs: Seq
     shutil.rmtree(fresh, ignore_errors=True)
     fresh.mkdir(parents=True)
     try:
-        (runner or _run)(pip_download_argv(fresh, python, reqs, pip))
+        for py in _pythons(python):
+            (runner or _run)(pip_download_argv(fresh, py, reqs, pip or ([] if runner else _pip_of(py))))
     except subprocess.CalledProcessError as e:
         shutil.rmtree(fresh, ignore_errors=True)
         raise RaylabError(f"pip download of the nodes' wheels failed (exit {e.returncode})",
@@ -132,7 +162,7 @@ def build_wheelhouse(dest: Path = WHEELHOUSE, python: str = "3.11", *, reqs: Seq
         raise RaylabError(f"pip download left no wheel for {', '.join(missing)} in {fresh}",
                           "check the requirement pins against the package index")
     write_index(fresh)
-    (fresh / STAMP).write_text(json.dumps({"key": _stamp_key(python, reqs), "python": python,
+    (fresh / STAMP).write_text(json.dumps({"key": _stamp_key(python, reqs), "python": list(_pythons(python)),
                                            "requirements": reqs, "wheels": wheels}, indent=1) + "\n")
     shutil.rmtree(dest, ignore_errors=True)
     fresh.rename(dest)
@@ -177,8 +207,8 @@ def node_environment(wheelhouse: Path = WHEELHOUSE, cache_dir: Path | None = Non
     - ``UV_DEFAULT_INDEX``: the wheelhouse's ``simple/`` index as ``file://``; uv 0.13.8 reads it as
       it reads PyPI, and a package that is not there fails as "not found in the package registry".
       (uv 0.13.8 has no ``UV_NO_INDEX`` variable: it is silently ignored, and uv goes to PyPI.)
-    - ``UV_PYTHON_DOWNLOADS=never`` and ``UV_PYTHON_PREFERENCE=only-system``: ``uv venv --python 3.11``
-      takes the machine's own interpreter, as on the AMI, and never tries to download one.
+    - ``UV_PYTHON_DOWNLOADS=never`` and ``UV_PYTHON_PREFERENCE=only-system``: ``uv venv --python 3.X``
+      takes the image's own interpreter, as on the AMI, and never tries to download one.
     - ``UV_CACHE_DIR``: one cache shared by all machines (uv locks it); the first install unpacks each
       wheel once, later machines hardlink from it (uv's default link mode on Linux, same filesystem).
     - ``UV_NO_CONFIG=1``: no ``uv.toml`` of the host (``/etc/uv``, ``~/.config/uv``) adds an index.
@@ -262,7 +292,8 @@ def mirror_facts(uv_version: str = UV_VERSION) -> list[MirrorFact]:
         MirrorFact("curl <any other host>", "curl: (6) Could not resolve host: <host>; exit 6"),
         MirrorFact("uv pip install <wheelhouse package>", "installed from the file:// simple index"),
         MirrorFact("uv pip install <anything else>", "not found in the package registry"),
-        MirrorFact("uv venv --python 3.11", "the machine's own Python 3.11; no interpreter download"),
+        MirrorFact("uv venv --python 3.X", "the image's own Python 3.X; no interpreter download "
+                   "(another minor than the image ships: No interpreter found)"),
     ]
 
 

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from raylab.checks import Check
 from raylab.errors import RaylabError
 from raylab.spot.chaos import FIS_ACTION, fis_role_name, iso_duration, reclaimable
+from raylab.spot.drained import drained_check, private_ips, ray_nodes, wait_dead
 
 if TYPE_CHECKING:
     from raylab.context import Context
@@ -143,6 +144,8 @@ def checks(s: dict[str, Any], now: dict[str, Any]) -> list[Check]:
             out.append(Check("reclaim: the targeted instances left running (not judged)", True,
                              f"cannot be judged here: {s.get('endpoint')} is not AWS; its FIS records "
                              f"experiments but acts on nothing ({len(still)} of {len(ids)} still running)"))
+        if rc.get("state") == "completed":  # else nothing was reclaimed: the check above says why
+            out.append(drained_check(rc.get("private_ips") or {}, rc.get("ray_nodes"), acts))
     cap = s.get("drills", {}).get("capacity")
     if cap:
         split = bool(cap.get("spot_only"))
@@ -208,9 +211,11 @@ def cluster_view(ctx: Context) -> dict[str, Any]:
                 if tags.get("ray-node-type") == "head":
                     head = i["InstanceId"]
                 insts.append({"id": i["InstanceId"], "state": "running", "tags": tags,
+                              "ip": i.get("PrivateIpAddress", ""),
                               "type": i.get("InstanceType", ""),
                               "market": "spot" if i.get("InstanceLifecycle") == "spot" else "on-demand"})
     return {"spot": [i["id"] for i in reclaimable(insts, ctx.names["cluster"])], "head": head,
+            "ips": {i["id"]: i["ip"] for i in insts},
             "workers": [i["type"] for i in insts if i["tags"].get("ray-node-type") == "worker"]}
 
 
@@ -288,16 +293,24 @@ def fis_acts(env: dict[str, str]) -> bool:
     return not env.get("AWS_ENDPOINT_URL") or os.environ.get("RAYLAB_ENDPOINT_FIS_ACTS") == "1"
 
 
-def wait_for_spot(ctx: Context, wait_s: float, poll_s: float) -> dict[str, Any]:
+def wait_for_spot(ctx: Context, wait_s: float, poll_s: float, joined: bool = False) -> dict[str, Any]:
     """EC2's view once a spot worker runs (the job's demand makes the autoscaler launch them), or as
-    it is after ``wait_s``."""
-    deadline = time.monotonic() + wait_s
-    view = cluster_view(ctx)
-    while not view["spot"] and time.monotonic() < deadline:
-        ctx.ui.info(f"waiting for spot workers ({int(deadline - time.monotonic())} s left)")
-        time.sleep(poll_s)
+    it is after ``wait_s``. ``joined``: only spot workers that are live Ray nodes count (their watcher
+    starts right after `ray start`: a notice to a node still in its setup drains nothing)."""
+    deadline, url = time.monotonic() + wait_s, None
+    while True:
         view = cluster_view(ctx)
-    return view
+        if view["spot"] and joined:
+            url = url or ctx.target.dashboard_url(ctx)
+            alive = {n.get("node_ip") for n in ray_nodes(url) or [] if n.get("state") == "ALIVE"}
+            ready = [i for i in view["spot"] if view["ips"].get(i) in alive]
+            if ready or time.monotonic() >= deadline:
+                return {**view, "spot": ready or view["spot"]}
+        elif view["spot"] or time.monotonic() >= deadline:
+            return view
+        ctx.ui.info(f"waiting for spot workers{' to join Ray' if view['spot'] else ''} "
+                    f"({int(deadline - time.monotonic())} s left)")
+        time.sleep(poll_s)
 
 
 JobStarter = Callable[["Context", dict[str, Any]], tuple[Any, str]]
@@ -325,7 +338,8 @@ def run_drills(ctx: Context, o: dict[str, Any], job_starter: JobStarter = submit
     job, why = job_starter(ctx, o)
     rec["job"] = {"id": job.job_id} if job else {"why": why}
     ctx.ui.info(f"stress job {job.job_id} submitted" if job else f"no stress job: {why}")
-    view = wait_for_spot(ctx, float(o["spot_wait"]), float(o["fis_poll"]))  # the job's demand brings them
+    view = wait_for_spot(ctx, float(o["spot_wait"]), float(o["fis_poll"]),  # the job's demand brings them
+                         joined=rec["fis_acts"])
     rec["head_id"] = view["head"]
     n_reclaim = reclaim_share(len(view["spot"]))  # refuses before any FIS resource is created
     ctx.ui.step("FIS role (least privilege: this cluster's spot instances, the head's role)")
@@ -348,6 +362,7 @@ def run_drills(ctx: Context, o: dict[str, Any], job_starter: JobStarter = submit
         d: dict[str, Any] = {"template_id": tpl, "experiment_id": exp, "claim": CLAIMS[name]}
         if name == "reclaim":
             d["instance_ids"] = [a.rsplit("/", 1)[1] for a in req["targets"]["SpotWorkers"]["resourceArns"]]
+            d["private_ips"] = private_ips(_client(ctx, "ec2"), d["instance_ids"])
         else:
             d.update({"azs": azs, "spot_only": spot_only, "head_role": head_role_arn})
         rec["drills"][name] = d
@@ -358,6 +373,9 @@ def run_drills(ctx: Context, o: dict[str, Any], job_starter: JobStarter = submit
             d["ended_at"] = time.time()
             fis.delete_experiment_template(id=tpl)
             d["template_deleted"] = True
+    rc = rec["drills"].get("reclaim")
+    if rc and rec["fis_acts"] and rc.get("state") == "completed":  # Ray's word on how they died
+        rc["ray_nodes"] = wait_dead(ctx.target.dashboard_url(ctx), rc["private_ips"])
     if job:
         deadline = time.monotonic() + o["fis_job_timeout"]
         for j, r in [*((e.pop("job"), e) for e in rec["job"].get("earlier", [])), (job, rec["job"])]:

@@ -66,6 +66,13 @@ def lab_scale(ctx: Context) -> int:
     return int(ctx.options.get("scale") or ctx.target.default_scale)
 
 
+def lab_node_python(ctx: Context) -> str | None:
+    """The nodes' Python minor (--node-python; a re-run keeps what stage 3 recorded), None: the
+    operator's. The local target's nodes run raylab's own Python, so it takes none."""
+    py = ctx.options.get("node_python") or (ctx.state.get("cluster") or {}).get("node_python")
+    return str(py) if py else None
+
+
 def render_config(ctx: Context) -> dict[str, Any]:
     """Render the cluster YAML for this target and scenario.
 
@@ -78,7 +85,8 @@ def render_config(ctx: Context) -> dict[str, Any]:
     scale = lab_scale(ctx)
     working = ctx.workdir / "config" / "ray-cluster.yaml"
     return render(target=ctx.target_name, scenario=ctx.scenario, lab=ctx.lab, outputs=outputs_of(ctx),
-                  scale=scale, endpoint_url=endpoint, base=working if working.exists() else None)
+                  scale=scale, endpoint_url=endpoint, base=working if working.exists() else None,
+                  node_python=lab_node_python(ctx))
 
 
 def write_config(ctx: Context, cfg: dict[str, Any]) -> Path:
@@ -99,11 +107,14 @@ class ClusterStage:
     verified_by = "Ray's cluster status and describe_instances by the ray-cluster-name tag agree"
 
     def apply(self, ctx: Context) -> dict[str, Any]:
+        from raylab.cluster.bootstrap import node_python
+
         cfg = render_config(ctx)
         ctx.target.validate_config(cfg)
         path = write_config(ctx, cfg)
         info = ctx.target.cluster_up(ctx, path)
-        ctx.state.update("cluster", scenario=ctx.scenario, scale=lab_scale(ctx))
+        ctx.state.update("cluster", scenario=ctx.scenario, scale=lab_scale(ctx),
+                         node_python=node_python(lab_node_python(ctx)))
         return {k: info.get(k) for k in ("cluster_name", "gcs_address", "dashboard_url", "head_instance_id",
                                          "config_path", "head_ready_s")}
 

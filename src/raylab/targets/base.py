@@ -57,6 +57,8 @@ class Target(Protocol):
     # `raylab scale --quota` can move this target's vCPU quota at once (local: the twin's); stage 5's
     # default drill then raises the quota, else it raises upscaling_speed.
     quota_settable: bool
+    # The nodes' Python is set up on them (--node-python picks its minor); else they run raylab's own.
+    picks_node_python: bool
 
     def preflight(self, ctx: Context) -> list[Check]:
         """Checks that must pass before anything is created (credentials, quotas, tools)."""

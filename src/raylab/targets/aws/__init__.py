@@ -39,6 +39,7 @@ class AwsTarget(AwsCluster):
     data_source = "s3"  # stage 7: Common Voice 17 parquet on S3, on the lab's cluster only
     ships_code = True  # the nodes are EC2 instances: a job ships raylab and its deps
     quota_settable = False  # quotas are raised through Service Quotas, not at once
+    picks_node_python = True  # each node's setup makes a venv of the chosen Python (uv)
 
     # what the stages ask ------------------------------------------------------------------------
     def validate_config(self, cfg: dict[str, Any]) -> None:

@@ -24,6 +24,7 @@ class LocalDeclared:
     data_source = "sample"  # stage 7: clips generated here (espeak-ng)
     ships_code = False  # the nodes are this machine: jobs use this Python
     quota_settable = True  # the twin's vCPU quotas move at once (an approved increase)
+    picks_node_python = False  # the nodes are processes of raylab's own Python
 
     def validate_config(self, cfg: dict[str, Any]) -> None:
         """Refuse a rendered YAML the twin cannot launch (``raylab.cluster.local_form.validate``)."""
