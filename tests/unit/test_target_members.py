@@ -27,6 +27,15 @@ def test_every_member_of_the_contract_is_on_both_targets(cls: type, member: str)
     assert hasattr(cls, member), f"{cls.__name__} lacks Target.{member}"
 
 
+def test_the_moto_only_target_declares_what_the_local_target_declares() -> None:
+    """tests/integration's MotoTarget inherits LocalDeclared: a member added to the contract (and to
+    LocalDeclared) is there too; only what LocalTarget itself declares for the twin and Ray is not."""
+    from tests.integration.conftest import MotoTarget
+
+    missing = {m for m in Target.__annotations__ if not hasattr(MotoTarget, m)}
+    assert missing <= {"faults", "default_scale"}
+
+
 @pytest.mark.parametrize(
     ("member", "local", "aws"),
     [
