@@ -138,6 +138,7 @@ def test_down_json_carries_the_cost_measured_before_the_teardown(
 
     class Target:
         name = "aws"
+        spends_money, live_prices, time_scale = True, True, "aws"  # as AwsTarget declares
 
         def aws_env(self, ctx: Any) -> dict[str, str]:
             return dict(ENV)
@@ -182,7 +183,10 @@ def test_on_the_local_target_the_figure_says_it_is_aws_list_prices_at_local_time
     ui = SimpleNamespace(info=said.append, warning=said.append, table=lambda *a: None)
     t = datetime.now(UTC) - timedelta(minutes=30)
     u = Usage(instances=(UsedInstance("i-1", "c7i.4xlarge", "on-demand", t),))
-    out = report(SimpleNamespace(target_name="local", ui=ui), u, "this lab cost")  # type: ignore[arg-type]
+    from raylab.targets.local import LocalTarget
+
+    ctx = SimpleNamespace(target_name="local", target=LocalTarget(), ui=ui)
+    out = report(ctx, u, "this lab cost")  # type: ignore[arg-type]
     assert out is not None and out["time_scale"] == "local" and "ESTIMATE" not in out["price_note"]
     assert said[0].startswith("this lab cost (on AWS at list prices, local time scale) about $0.3")
     assert any("not AWS time" in s for s in said)

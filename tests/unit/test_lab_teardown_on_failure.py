@@ -18,6 +18,13 @@ from raylab.stages.base import Check
 
 class FakeTarget:
     def __init__(self, name: str, cloud: dict[str, str]) -> None:
+        from raylab.targets.aws import AwsTarget
+        from raylab.targets.local import LocalTarget
+
+        real = AwsTarget if name == "aws" else LocalTarget  # what the lab command asks, as declared
+        for member in ("spends_money", "fixed_region", "fixed_operator_cidr", "rehearsable",
+                       "preflight_shown", "live_prices", "time_scale"):
+            setattr(self, member, getattr(real, member))
         self.name = name
         self.cloud = cloud  # what "exists": stage name -> resource
         self.calls: list[str] = []
@@ -154,6 +161,7 @@ def test_up_takes_region_as_preflight_does(tmp_path: Path, monkeypatch: pytest.M
                quiet=True, workdir=tmp_path / ".raylab")
     assert target.region == "eu-west-1"
     assert [c for c in target.calls if c.startswith("apply")] == ["apply 1", "apply 2", "apply 3"]
+    _install(monkeypatch, "local", 99, "check")  # the local target declares its region fixed
     with pytest.raises(RaylabError, match="--region applies to --target aws only"):
         cmd_lab.up(target="local", lab="t1", scenario="autoscale", region="eu-west-1", yes=True,
                    json_mode=True, quiet=True, workdir=tmp_path / ".raylab")
@@ -188,6 +196,7 @@ def test_allow_ssh_from_is_a_real_option_checked_before_anything(tmp_path: Path,
         cmd_lab.up(target="aws", lab="t1", scenario="autoscale", allow_ssh_from="lab-nat", yes=True,
                    json_mode=True, quiet=True, workdir=tmp_path / ".raylab")
     assert target.calls == []  # nothing applied
+    _install(monkeypatch, "local", 99, "check")  # the local target declares its operator CIDR fixed
     with pytest.raises(RaylabError, match="--allow-ssh-from applies to --target aws only"):
         cmd_lab.lab(target="local", lab="t1", scenario="autoscale", allow_ssh_from="198.51.100.7/32",
                     yes=True, json_mode=True, quiet=True, workdir=tmp_path / ".raylab")

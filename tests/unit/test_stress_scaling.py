@@ -22,28 +22,28 @@ from tests.conftest import ROOT, run_cli
 
 
 @pytest.mark.parametrize(
-    ("s", "target", "message"),
+    ("s", "quota_settable", "message"),
     [
-        (Scaling(upscaling_speed=-1), "local", "--upscaling-speed must be a number >= 0, got -1"),
-        (Scaling(upscaling_speed=float("nan")), "local", "--upscaling-speed must be a number >= 0"),
-        (Scaling(idle_timeout_minutes=-0.5), "local", "--idle-timeout must be minutes >= 0, got -0.5"),
-        (Scaling(min_workers=-1), "local", "--min-workers must be >= 0, got -1"),
-        (Scaling(max_workers=-2), "local", "--max-workers must be >= 0, got -2"),
-        (Scaling(min_workers=5, max_workers=2), "local", "--min-workers 5 is above --max-workers 2"),
-        (Scaling(quota=224), "aws", "--quota works only on the local target"),
-        (Scaling(quota=0), "local", "--quota must be a positive number of vCPUs, got 0"),
-        (Scaling(), "local", "nothing to change"),
+        (Scaling(upscaling_speed=-1), True, "--upscaling-speed must be a number >= 0, got -1"),
+        (Scaling(upscaling_speed=float("nan")), True, "--upscaling-speed must be a number >= 0"),
+        (Scaling(idle_timeout_minutes=-0.5), True, "--idle-timeout must be minutes >= 0, got -0.5"),
+        (Scaling(min_workers=-1), True, "--min-workers must be >= 0, got -1"),
+        (Scaling(max_workers=-2), True, "--max-workers must be >= 0, got -2"),
+        (Scaling(min_workers=5, max_workers=2), True, "--min-workers 5 is above --max-workers 2"),
+        (Scaling(quota=224), False, "--quota works only on the local target"),
+        (Scaling(quota=0), True, "--quota must be a positive number of vCPUs, got 0"),
+        (Scaling(), True, "nothing to change"),
     ],
 )
-def test_check_scaling_refuses(s: Scaling, target: str, message: str) -> None:
+def test_check_scaling_refuses(s: Scaling, quota_settable: bool, message: str) -> None:
     with pytest.raises(RaylabError) as e:
-        check_scaling(s, target)
+        check_scaling(s, quota_settable)
     assert message in e.value.message and e.value.exit_code == 2
 
 
 def test_check_scaling_accepts_fractions_and_zero() -> None:
-    check_scaling(Scaling(upscaling_speed=0, idle_timeout_minutes=0.25, min_workers=0, max_workers=0), "aws")
-    check_scaling(Scaling(quota=224), "local")
+    check_scaling(Scaling(upscaling_speed=0, idle_timeout_minutes=0.25, min_workers=0, max_workers=0), False)
+    check_scaling(Scaling(quota=224), True)
 
 
 def test_effective_min_max_checks_against_the_current_config() -> None:

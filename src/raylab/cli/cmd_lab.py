@@ -24,7 +24,7 @@ from raylab.stages.runner import run_stages
 
 
 def _confirm_spend(ctx: Context, what: str) -> None:
-    if ctx.target_name == "aws" and not ctx.ui.confirm(
+    if ctx.target.spends_money and not ctx.ui.confirm(
         f"This creates billable AWS resources ({what}) for lab {ctx.lab!r}. Continue?", ctx.yes
     ):
         raise RaylabError("not confirmed: nothing was created", "re-run with --yes to skip the question")
@@ -42,13 +42,13 @@ def _set_region(ctx: Context, region: str | None, allow_ssh_from: str | None = N
     """--region (as `raylab preflight` takes it) and --allow-ssh-from, checked before anything is
     created; the AWS target reads ctx.options["region"], stage 1 ctx.options["allow_ssh_from"]."""
     if region:
-        if ctx.target_name != "aws":
+        if ctx.target.fixed_region is not None:
             raise RaylabError("--region applies to --target aws only", "drop --region on the local target")
         ctx.options["region"] = region
     if allow_ssh_from:
         from raylab.stages.stage1_network import check_cidr
 
-        if ctx.target_name != "aws":
+        if ctx.target.fixed_operator_cidr is not None:
             raise RaylabError("--allow-ssh-from applies to --target aws only",
                               "the local bastion takes SSH from 127.0.0.1 only; drop the option")
         ctx.options["allow_ssh_from"] = check_cidr(allow_ssh_from)
@@ -121,7 +121,7 @@ def _rehearse(ctx: Context, rehearsal: bool, boot_delay: float) -> None:
 
     if not rehearsal or enter.inside():
         return
-    if ctx.target_name != "aws":
+    if not ctx.target.rehearsable:
         raise RaylabError("--rehearsal applies to --target aws only",
                           "the local target needs no rehearsal: drop --rehearsal, or add --target aws")
     enter.check_can_enter()
@@ -144,7 +144,7 @@ def _preflight(ctx: Context) -> None:
     for c in ctx.target.preflight(ctx):
         if not c.ok:
             raise RaylabError(f"preflight: {c.name}: {c.detail}", c.hint)
-        if ctx.target_name == "aws":
+        if ctx.target.preflight_shown:
             ctx.ui.success(f"preflight · {c.name}: {c.detail}")  # e.g. where the quota wall stands
 
 
@@ -326,7 +326,7 @@ def down(
     """Tear down: ray down, terraform destroy, delete the stack, stop raylab's processes,
     then list what is left (nothing, or a non-zero exit)."""
     ctx = make_context(target, lab, json_mode, yes, "autoscale", workdir, quiet)
-    if ctx.target_name == "aws" and not ctx.ui.confirm(f"Destroy every resource of lab {ctx.lab!r}?", yes):
+    if ctx.target.spends_money and not ctx.ui.confirm(f"Destroy every resource of lab {ctx.lab!r}?", yes):
         raise RaylabError("not confirmed: nothing was deleted", "re-run with --yes")
     from raylab.cli.cost_report import down_cost, measure
     from raylab.stages import load

@@ -32,15 +32,16 @@ def _num(raw: str | None, flag: str, *, integer: bool = False, allow_none: bool 
 
 def _prices(target: str, instance_types: list[str], region: str, ui: Any) -> Any:
     from raylab.plan import cost
+    from raylab.targets import get_target
 
-    if target == "aws":
+    if get_target(target).live_prices:
         try:
             import boto3
 
             from raylab.aws.session import client
             from raylab.cli.options import make_context
 
-            ctx = make_context(target="aws", quiet=True)
+            ctx = make_context(target=target, quiet=True)
             pricing = boto3.client("pricing", region_name="us-east-1")
             return cost.live_prices(pricing, client(ctx, "ec2"), instance_types, region)
         except RaylabError:

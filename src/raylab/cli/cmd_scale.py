@@ -68,7 +68,7 @@ def scale(
     from raylab.stages.stage5_scaling import Scaling, check_scaling
 
     s = Scaling(upscaling_speed, idle_timeout, min_workers, max_workers, quota, node_type)
-    check_scaling(s, target.lower())
+    check_scaling(s, _quota_settable(target))
     check_workload(tasks, duration, None)
     ctx = make_context(target, lab, json_mode, False, "autoscale", workdir, quiet)
     ctx.options.update(
@@ -88,6 +88,16 @@ def scale(
     ctx.ui.result(
         {"ok": True, **ctx.state.get("scaling"), "checks": [c.as_dict() for c in results[0].checks]}
     )
+
+
+def _quota_settable(target: str) -> bool:
+    """``Target.quota_settable`` of --target, before the context is made (bad values are refused
+    first); an unknown target sets no quota (``make_context`` then names it)."""
+    from raylab.context import TARGETS
+    from raylab.targets import get_target
+
+    t = target.lower()
+    return t in TARGETS and get_target(t).quota_settable
 
 
 def register(app: typer.Typer) -> None:

@@ -45,7 +45,7 @@ def report(ctx: Context, usage: Usage | None, scope: str, table: bool = True) ->
         return None
     now = datetime.now(UTC)
     ec2 = None
-    if ctx.target_name == "aws":  # live spot prices; the twin's are not AWS's
+    if ctx.target.live_prices:  # the market's spot prices (the twin's are not AWS's)
         from raylab.aws.session import client
 
         try:
@@ -55,14 +55,14 @@ def report(ctx: Context, usage: Usage | None, scope: str, table: bool = True) ->
     prices = prices_for(usage, now, ec2)
     b = bill(usage, prices, now)
     out = b.as_dict() | {"at": now.isoformat(timespec="seconds"), "price_note": prices.note,
-                         "target": ctx.target_name,
-                         "time_scale": "local" if ctx.target_name == "local" else "aws"}
-    local = " (on AWS at list prices, local time scale)" if ctx.target_name == "local" else ""
+                         "target": ctx.target_name, "time_scale": ctx.target.time_scale}
+    scaled = ctx.target.time_scale == "local"  # the twin's times at local time scale, AWS's list prices
+    local = " (on AWS at list prices, local time scale)" if scaled else ""
     ctx.ui.info(summary(b, f"{scope}{local}"))
     if table:
         ctx.ui.table(None, COLUMNS, rows(b))
     ctx.ui.info(f"prices: {prices.note}")
-    if ctx.target_name == "local":
+    if scaled:
         ctx.ui.info(LOCAL_SCALE_NOTE)
     for n in b.notes:
         ctx.ui.warning(f"cost: {n}")

@@ -102,7 +102,7 @@ def fis_template_request(*, lab: str, role_arn: str, instance_arns: list[str],
 
 def _twin(ctx: Context) -> Any:
     """The local target's twin control client (RaylabError when the twin is not running)."""
-    return ctx.target.twin(ctx)  # type: ignore[attr-defined]  # only LocalTarget has one; callers branch on it
+    return ctx.target.twin(ctx)  # type: ignore[attr-defined]  # only LocalTarget has one; callers ask faults == "twin"
 
 
 def capacity(ctx: Context, *, market: str, instance_type: str = "*", az: str = "*",
@@ -113,7 +113,7 @@ def capacity(ctx: Context, *, market: str, instance_type: str = "*", az: str = "
         except ValueError:
             raise RaylabError(f"unknown market {market!r}",
                               "use --market spot or --market on-demand") from None
-    if ctx.target_name != "local":
+    if ctx.target.faults != "twin":  # only the twin opens capacity windows on demand
         raise RaylabError("a capacity window cannot be injected into a real AWS account",
                           "run this drill on --target local; on AWS, capacity errors come when they come "
                           "and the guard reacts to them (raylab status shows its decisions)")
@@ -129,7 +129,7 @@ def reclaim(ctx: Context, *, count: int, notice_s: float, no_notice: bool = Fals
             node_type: str | None = None, wait: bool = True, timeout: float = 60.0,
             prefer: list[str] | None = None) -> dict[str, Any]:
     """``prefer``: instance ids to take first (e.g. the ones running tasks now)."""
-    if ctx.target_name == "aws":
+    if ctx.target.faults == "fis":
         return aws_reclaim(ctx, count=count, notice_s=notice_s, no_notice=no_notice, node_type=node_type)
     tw = _twin(ctx)
     cluster = ctx.names["cluster"]

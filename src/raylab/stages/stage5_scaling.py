@@ -45,8 +45,9 @@ class Scaling:
         return {k: v for k, v in self.__dict__.items() if v is not None}
 
 
-def check_scaling(s: Scaling, target: str) -> None:
-    """Refuse bad values before anything changes (pure). RaylabError exits 2 with one line."""
+def check_scaling(s: Scaling, quota_settable: bool) -> None:
+    """Refuse bad values before anything changes (pure). RaylabError exits 2 with one line.
+    ``quota_settable``: the target's (``Target.quota_settable``); --quota is refused where it is not."""
     if s.upscaling_speed is not None and (not math.isfinite(s.upscaling_speed) or s.upscaling_speed < 0):
         raise RaylabError(
             f"--upscaling-speed must be a number >= 0, got {s.upscaling_speed:g}",
@@ -68,7 +69,7 @@ def check_scaling(s: Scaling, target: str) -> None:
             "min_workers must be <= max_workers",
         )
     if s.quota is not None:
-        if target != "local":
+        if not quota_settable:
             raise RaylabError(
                 "--quota works only on the local target (it sets the twin's vCPU quota)",
                 "on AWS ask for a quota increase in the Service Quotas console (L-1216C47A)",
@@ -336,7 +337,7 @@ class ScalingStage:
         from raylab.observe.run import default_workload, run_stress
 
         s: Scaling = ctx.options.get("scaling") or default_scaling(ctx)
-        check_scaling(s, ctx.target_name)
+        check_scaling(s, ctx.target.quota_settable)
         applied = apply_scaling(ctx, s, ctx.options.get("config"))
         for c in applied["changes"] or ["nothing changed: the file already had these values"]:
             ctx.ui.success(c) if applied["changes"] else ctx.ui.noop(c)

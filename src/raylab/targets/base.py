@@ -27,13 +27,35 @@ if TYPE_CHECKING:
 
 class Target(Protocol):
     name: str
-    # How stage 6 injects its faults: "twin" (the local twin's control API) or "fis" (AWS FIS experiments).
+    # How stage 6 and `raylab chaos` inject faults: "twin" (the local twin's control API: spot reclaims
+    # and capacity windows) or "fis" (AWS FIS experiments: spot reclaims only; a real account's
+    # capacity errors come when they come, so `raylab chaos capacity` is refused).
     faults: str
     # The lab scale when none is given: the local target shrinks nodes and time (4); AWS runs the plan (1).
     default_scale: int
-    # Who may SSH to the bastion when --allow-ssh-from is not given: a fixed CIDR (local: 127.0.0.1/32),
-    # or None when the operator's public IP must be detected (aws: its preflight fills operator_ip).
+    # Who may SSH to the bastion: a fixed CIDR (local: 127.0.0.1/32; `lab`/`up` refuse --allow-ssh-from),
+    # or None: --allow-ssh-from, else the operator's public IP, detected (aws: preflight fills operator_ip).
     fixed_operator_cidr: str | None
+    # The region when it is not the user's to choose (local: the twin's us-west-2; `lab`/`up` refuse
+    # --region), or None: --region, else the environment's or the profile's region (aws).
+    fixed_region: str | None
+    # Creating and destroying the lab's resources costs money: `lab`, `up` and `stage N` ask before
+    # creating, `down` before destroying, unless --yes (aws; local creates nothing billable).
+    spends_money: bool
+    # `lab --rehearsal` can run this target inside the rehearsal's world (a twin account in private
+    # network namespaces, raylab.rehearsal): the AWS target's own code without an account (aws only).
+    rehearsable: bool
+    # `lab`/`up` print each passing preflight check (aws: where the quota wall stands, the region, the
+    # AZs); local's checks are housekeeping (a stale run converged, a free port) and stay quiet.
+    preflight_shown: bool
+    # The endpoint's prices are the market's: `raylab plan` reads the Pricing API and the spot price
+    # history, the cost report the spot price history (aws); the twin's are not AWS's, so local
+    # uses the offline table and bills at list prices.
+    live_prices: bool
+    # The clock the lab's runs keep, as the cost report records it ("time_scale"): "aws" (the plan's
+    # time: stress tasks of 300 s) or "local" (shortened: 30 s tasks; the bill then says it is AWS list
+    # prices for the twin's launch and termination times at local time scale, not AWS time).
+    time_scale: str
     # How stage 1 tears the network down: "sweep" (delete the stack, then delete whatever of the lab's
     # network is left, by tag, in dependency order: moto's stack delete can leave pieces) or "explain"
     # (delete the stack and explain a failed delete from CloudFormation's events; never force-delete).

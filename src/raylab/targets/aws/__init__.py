@@ -31,6 +31,12 @@ class AwsTarget(AwsCluster):
     faults = "fis"  # stage 6's drills are AWS FIS experiments (raylab.spot.fis)
     default_scale = 1  # the plan's 480 x 300 s on c7i.4xlarge workers
     fixed_operator_cidr: str | None = None  # the operator's public /32: preflight detects operator_ip
+    fixed_region: str | None = None  # --region, else AWS_REGION / AWS_DEFAULT_REGION / the profile's
+    spends_money = True  # a NAT gateway and EC2 instances are billed: ask unless --yes
+    rehearsable = True  # `lab --rehearsal`: this code against a twin account in network namespaces
+    preflight_shown = True  # region, AZs, where the quota wall stands: worth printing
+    live_prices = True  # the Pricing API and EC2's spot price history are the market's
+    time_scale = "aws"  # the plan's time: stress tasks of 300 s
     network_teardown = "explain"  # a failed stack delete is explained (its events), never force-deleted
     terraform_mirror_required = False  # providers may come from the Terraform registry
     node_setup_s = 600.0  # boot, SSH from the head, setup commands (pip install of Ray and deps)

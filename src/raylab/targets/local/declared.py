@@ -12,10 +12,17 @@ if TYPE_CHECKING:
     from raylab.context import Context
 
 OPERATOR_CIDR = "127.0.0.1/32"  # the bastion's SSH rule: nothing off loopback
+REGION = "us-west-2"  # the twin's region
 
 
 class LocalDeclared:
     fixed_operator_cidr: str | None = OPERATOR_CIDR
+    fixed_region: str | None = REGION  # the twin's; --region is refused
+    spends_money = False  # nothing billable: no question before creating or destroying
+    rehearsable = False  # nothing to rehearse: the twin already is the rehearsal of AWS
+    preflight_shown = False  # housekeeping checks (stale run converged, free port): not printed
+    live_prices = False  # the twin's prices are not AWS's: the offline table, list prices
+    time_scale = "local"  # stress tasks of 30 s, not the plan's 300 s
     network_teardown = "sweep"  # moto's stack delete can leave pieces: swept by tag afterwards
     terraform_mirror_required = True  # no registry download: providers from the local mirror
     node_setup_s = 60.0  # a `ray start` on this machine

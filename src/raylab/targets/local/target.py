@@ -32,7 +32,7 @@ from raylab.errors import RaylabError
 from raylab.leftovers import find_leftovers, stop_leftovers
 from raylab.procs import free_port, port_in_use, spawn, stop_group
 from raylab.state import pid_alive
-from raylab.targets.local.declared import LocalDeclared
+from raylab.targets.local.declared import REGION, LocalDeclared
 from raylab.targets.local.recovery import (
     cleanup_temp,
     converge_stale,
@@ -49,7 +49,6 @@ if TYPE_CHECKING:
     from raylab.context import Context
     from raylab.targets.local.control import TwinClient
 
-REGION = "us-west-2"
 FAKE_KEYS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}  # moto's own test keys
 TWIN_READY_TIMEOUT_S = 60.0
 _AWS_ENV_DROP = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ACCESS_KEY_ID",
