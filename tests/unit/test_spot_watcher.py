@@ -265,3 +265,105 @@ def test_run_resolves_node_in_background_then_drains(imds):
     t.join(timeout=5)
     assert drains.calls and drains.calls[0][0] == "ef" * 14
     assert "drained" in [e["event"] for e in _events(out)]
+
+
+# --- release: a drained node's task workers go before the instance does ------------------------
+
+D = int(T.timestamp() * 1000)  # the drain's deadline
+
+
+@pytest.mark.parametrize(
+    ("state", "now_ms", "before_s", "released"),
+    [
+        (WatcherState(drained=True, deadline_ms=D), D - 10_000, 10.0, True),  # at deadline - S
+        (WatcherState(drained=True, deadline_ms=D), D + 5_000, 10.0, True),  # late: at once
+        (WatcherState(drained=True, deadline_ms=D), D - 11_000, 10.0, False),  # not yet
+        (WatcherState(drained=True, deadline_ms=D, released=True), D, 10.0, False),  # once only
+        (WatcherState(drained=True, deadline_ms=D), D, None, False),  # off (the local target)
+        (WatcherState(drained=False), D, 10.0, False),  # nothing drained, nothing released
+    ],
+)
+def test_decide_release(state, now_ms, before_s, released):
+    new, acts = decide(state, Poll(), False, now_ms, before_s)
+    assert [a.kind for a in acts if a.kind == "release"] == (["release"] if released else [])
+    assert new.released is (released or state.released)
+
+
+def test_watcher_releases_a_drained_node_before_its_deadline(imds):
+    """The drain records its deadline; a later poll within --release-before of it kills the node's
+    task workers (here a fake releaser) once, and logs which."""
+    drains, killed = Drains(), []
+    w, out = _watcher(imds.endpoint_for(IID), drains)
+    w.release_before = 10.0
+    w.releaser = lambda: killed.append("x") or ["42 ray::heavy_task"]
+    notice = imds.store.mark_interruption(IID, 120)
+    w.step()  # drains
+    deadline = datetime.strptime(notice["time"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+    w.step()
+    assert killed == []  # two minutes left
+    w.clock = lambda: deadline - 5
+    w.step()
+    w.step()
+    assert killed == ["x"]
+    rel = [e for e in _events(out) if e["event"] == "released"]
+    assert len(rel) == 1 and rel[0]["workers"] == ["42 ray::heavy_task"]
+
+
+def test_kill_task_workers_kills_only_ray_titled_processes(tmp_path):
+    """Only processes whose title is ``ray::...``; the raylet, agents and this watcher stay."""
+    import subprocess
+    import sys
+
+    from raylab.spot.imds_watcher import kill_task_workers
+
+    code = "import time; time.sleep(60)"
+    worker = subprocess.Popen([sys.executable, "-c", code])
+    other = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        proc = tmp_path / "proc"
+        for p, title in ((worker.pid, b"ray::heavy_task\0"), (other.pid, b"/usr/bin/raylet\0--x\0"),
+                         (999999999, b"ray::gone\0")):
+            (proc / str(p)).mkdir(parents=True)
+            (proc / str(p) / "cmdline").write_bytes(title)
+        (proc / "self").mkdir()
+        killed = kill_task_workers(str(proc))
+        assert killed == [f"{worker.pid} ray::heavy_task"]
+        assert worker.wait(timeout=10) == -9
+        assert other.poll() is None
+    finally:
+        for p in (worker, other):
+            p.kill()
+            p.wait()
+
+
+@pytest.mark.parametrize(
+    ("title", "task"),
+    [
+        ("ray::heavy_task", True),
+        ("ray::SpotDemo.step", True),  # an actor's method: restarted elsewhere (max_restarts)
+        ("ray::DashboardAgent", False),  # the raylet fate-shares with its agents
+        ("ray::RuntimeEnvAgent", False),
+        ("ray::IDLE", False),
+        ("ray::IDLE_SpillWorker", False),
+        ("ray::SPILL_SpillWorker", False),
+        ("/usr/bin/raylet", False),
+    ],
+)
+def test_is_task_worker(title, task):
+    from raylab.spot.imds_watcher import is_task_worker
+
+    assert is_task_worker(title) is task
+
+
+def test_tripwire_ray_process_titles():
+    """The titles the watcher spares are Ray 2.60's own (private constants: a Ray upgrade that renames
+    them fails here, not on a node)."""
+    from ray._private import ray_constants as rc
+
+    from raylab.spot.imds_watcher import NOT_TASKS
+
+    for t in (rc.AGENT_PROCESS_TYPE_DASHBOARD_AGENT, rc.AGENT_PROCESS_TYPE_RUNTIME_ENV_AGENT,
+              rc.WORKER_PROCESS_TYPE_IDLE_WORKER, rc.WORKER_PROCESS_TYPE_SPILL_WORKER_IDLE,
+              rc.WORKER_PROCESS_TYPE_RESTORE_WORKER_IDLE, rc.WORKER_PROCESS_TYPE_SPILL_WORKER,
+              rc.WORKER_PROCESS_TYPE_RESTORE_WORKER):
+        assert t.startswith(NOT_TASKS), t

@@ -105,7 +105,7 @@ def worker_start_ray_commands() -> list[str]:
         f"{PATH_EXPORT}; ulimit -n 65536; ray start --address=$RAY_HEAD_IP:6379 --object-manager-port=8076",
         "kill $(cat ~/raylab/imds-watcher.pid 2>/dev/null) 2>/dev/null; "
         f"nohup {ENV_DIR}/bin/python ~/raylab/imds_watcher.py --gcs-address=$RAY_HEAD_IP:6379"
-        " --log ~/raylab/imds-watcher.log < /dev/null >> ~/raylab/imds-watcher.out 2>&1 &"
+        " --release-before 10 --log ~/raylab/imds-watcher.log < /dev/null >> ~/raylab/imds-watcher.out 2>&1 &"
         " echo $! > ~/raylab/imds-watcher.pid",
     ]
 

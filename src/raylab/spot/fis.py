@@ -377,13 +377,26 @@ def run_drills(ctx: Context, o: dict[str, Any], job_starter: JobStarter = submit
     if rc and rec["fis_acts"] and rc.get("state") == "completed":  # Ray's word on how they died
         rc["ray_nodes"] = wait_dead(ctx.target.dashboard_url(ctx), rc["private_ips"])
     if job:
-        deadline = time.monotonic() + o["fis_job_timeout"]
-        for j, r in [*((e.pop("job"), e) for e in rec["job"].get("earlier", [])), (job, rec["job"])]:
-            while not j.done and time.monotonic() < deadline:
-                time.sleep(o["fis_poll"])
-                j.poll()
-            r["status"] = j.status if j.done else f"still {j.status} after the drills"
+        wait_jobs(ctx, [*((e.pop("job"), e) for e in rec["job"].get("earlier", [])), (job, rec["job"])],
+                  o["fis_job_timeout"], o["fis_poll"])
     return rec
+
+
+def wait_jobs(ctx: Context, jobs: list[tuple[Any, dict[str, Any]]], timeout: float, poll: float) -> None:
+    """Every drill's job to its end (or ``timeout``), its status into its record; progress every ~30 s."""
+    t0 = time.monotonic()
+    said = 0.0
+    for j, r in jobs:
+        while not j.done and time.monotonic() - t0 < timeout:
+            el = time.monotonic() - t0
+            if el - said >= 30:
+                why = getattr(j, "message", "")
+                ctx.ui.info(f"  job {j.job_id} {j.status} after the drills, {el:.0f} s" + (f" ({why})" if why
+                                                                                         else ""))
+                said = el
+            time.sleep(poll)
+            j.poll()
+        r["status"] = j.status if j.done else f"still {j.status} after the drills"
 
 
 def burst_tasks(default_tasks: int, running_worker_cpus: int, worker_cpus: int = 16) -> int:

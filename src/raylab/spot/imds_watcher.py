@@ -7,6 +7,14 @@ task there while running tasks get the notice time to finish (Ray itself does no
 deadline; the instance simply goes away). A rebalance recommendation is logged (and drains only
 with ``--drain-on-rebalance``). Every step is one JSON line in the log.
 
+With ``--release-before S`` (the AWS workers' start command passes it; a machine that runs one Ray
+node only) the watcher also *releases* a drained node S seconds before its deadline: it kills this
+node's task workers (processes titled ``ray::...``), so each running task fails now, while the node is
+still on the network, and its owner retries it on another node. Without that, the tasks of a reclaimed
+node look RUNNING until the owner's gRPC keepalive notices the silently vanished host: measured in the
+AWS rehearsal, two tasks stayed RUNNING for over 5 minutes after the GCS had marked their node dead.
+The raylet stays up, so the GCS still records the node's death as a preemption.
+
 It must never take the node down: IMDS errors (404, 401 -> new token, refused connections,
 timeouts, garbage JSON) and GCS errors are logged and retried on the next poll.
 
@@ -135,11 +143,13 @@ class WatcherState:
     seen_interruption: Notice | None = None
     seen_rebalance: Notice | None = None
     consecutive_errors: int = 0
+    deadline_ms: int | None = None  # of the accepted drain
+    released: bool = False
 
 
 @dataclass(frozen=True)
 class Action:
-    kind: str  # "log" | "drain"
+    kind: str  # "log" | "drain" | "release"
     event: str
     detail: dict[str, Any] = field(default_factory=dict)
 
@@ -147,11 +157,17 @@ class Action:
 MAX_DRAIN_ATTEMPTS = 5
 
 
-def decide(state: WatcherState, poll: Poll,
-           drain_on_rebalance: bool = False) -> tuple[WatcherState, list[Action]]:
-    """Given what the poll saw, what to do (pure; the loop performs the actions)."""
+def decide(state: WatcherState, poll: Poll, drain_on_rebalance: bool = False,
+           now_ms: int = 0, release_before_s: float | None = None) -> tuple[WatcherState, list[Action]]:
+    """Given what the poll saw (and, to release a drained node, the time), what to do (pure; the loop
+    performs the actions)."""
     acts: list[Action] = []
     s = state
+    if (release_before_s is not None and s.drained and not s.released and s.deadline_ms is not None
+            and now_ms >= s.deadline_ms - release_before_s * 1000):
+        s = replace(s, released=True)
+        acts.append(Action("release", "release", {"deadline_ms": s.deadline_ms,
+                                                  "before_s": release_before_s}))
     if poll.errors:
         s = replace(s, consecutive_errors=s.consecutive_errors + 1)
         # log the first error of a streak and then every 12th (once a minute at 5 s), not every poll
@@ -234,6 +250,40 @@ def find_node_id(gcs_address: str, instance_id: str) -> str | None:
     return None
 
 
+# Ray 2.60's titles of the node's own ``ray::`` processes that are not running a task
+# (ray._private.ray_constants AGENT_PROCESS_TYPE_*, WORKER_PROCESS_TYPE_*; a unit test pins them):
+# the raylet fate-shares with its agents, and idle or spill workers hold no task.
+NOT_TASKS = ("ray::DashboardAgent", "ray::RuntimeEnvAgent", "ray::IDLE", "ray::SPILL_", "ray::RESTORE_")
+
+
+def is_task_worker(title: str) -> bool:
+    """A process title of a Ray worker running a task or an actor (pure)."""
+    return title.startswith("ray::") and not title.startswith(NOT_TASKS)
+
+
+def kill_task_workers(proc: str = "/proc") -> list[str]:
+    """SIGKILL every process of this machine running a Ray task or actor (``is_task_worker``; the
+    raylet, its agents and idle workers stay); returns "pid title" of each. Only for a machine that
+    runs one Ray node (an EC2 instance, a rehearsal machine with its own PID namespace), never a
+    shared host."""
+    killed = []
+    for d in os.listdir(proc):
+        if not d.isdigit() or int(d) == os.getpid():
+            continue
+        try:
+            with open(os.path.join(proc, d, "cmdline"), "rb") as f:
+                title = f.read().split(b"\0")[0].decode("utf-8", "replace").strip()
+        except OSError:
+            continue
+        if is_task_worker(title):
+            try:
+                os.kill(int(d), signal.SIGKILL)
+                killed.append(f"{d} {title}")
+            except OSError:
+                pass
+    return killed
+
+
 # --- the loop ----------------------------------------------------------------------------------
 
 @dataclass
@@ -247,6 +297,8 @@ class Watcher:
     out: TextIO = sys.stdout
     state: WatcherState = field(default_factory=WatcherState)
     clock: Callable[[], float] = time.time
+    release_before: float | None = None  # seconds before the deadline to release a drained node
+    releaser: Callable[[], list[str]] = field(default_factory=lambda: kill_task_workers)
     _resolve_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def log(self, event: str, **detail: Any) -> None:
@@ -262,12 +314,16 @@ class Watcher:
         """One poll and its actions. Never raises."""
         try:
             poll = poll_once(self.client)
-            self.state, acts = decide(self.state, poll, self.drain_on_rebalance)
+            self.state, acts = decide(self.state, poll, self.drain_on_rebalance,
+                                      int(self.clock() * 1000), self.release_before)
             for a in acts:
                 if a.kind == "log":
                     self.log(a.event, **a.detail)
                 elif a.kind == "drain":
                     self._drain(a)
+                elif a.kind == "release":
+                    killed = self.releaser()
+                    self.log("released", workers=killed, **a.detail)
             return acts
         except Exception as e:  # noqa: BLE001 - last line of defence
             self.log("watcher_error", error=f"{type(e).__name__}: {e}")
@@ -299,7 +355,7 @@ class Watcher:
         except Exception as e:  # noqa: BLE001
             accepted, why = False, f"{type(e).__name__}: {e}"
         if accepted:
-            self.state = replace(self.state, drained=True)
+            self.state = replace(self.state, drained=True, deadline_ms=int(a.detail["deadline_ms"]))
             self.log("drained", reason=PREEMPTION, message=msg, **a.detail)
         else:
             self.log("drain_failed", error=why, attempt=self.state.drain_attempts, **a.detail)
@@ -343,6 +399,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--interval", type=float, default=5.0, help="seconds between polls (AWS advises 5)")
     ap.add_argument("--drain-on-rebalance", action="store_true")
     ap.add_argument("--log", help="append JSON lines here (default: stdout)")
+    ap.add_argument("--release-before", type=float, metavar="S",
+                    help="S seconds before a drained node's deadline, kill its task workers so their "
+                         "tasks are retried elsewhere now (a machine that runs one Ray node only)")
     ap.add_argument("--exit-with-parent", action="store_true",
                     help="stop when the process that started it goes away (the local twin)")
     return ap
@@ -364,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
 
     w = Watcher(client, gcs_drainer(args.gcs_address), node_id=args.node_id,
                 resolve_node=None if args.node_id else resolve, interval=args.interval,
-                drain_on_rebalance=args.drain_on_rebalance, out=out)
+                drain_on_rebalance=args.drain_on_rebalance, out=out, release_before=args.release_before)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
