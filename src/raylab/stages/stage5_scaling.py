@@ -273,7 +273,7 @@ def rerender(ctx: Context, base: Path, scenario: str, scale: int) -> Path:
     import yaml
 
     from raylab.cluster.config import render
-    from raylab.stages.stage3_cluster import outputs_of
+    from raylab.stages.stage3_cluster import lab_node_python, outputs_of
 
     cluster = ctx.state.get("cluster")
     endpoint = ctx.target.aws_env(ctx).get("AWS_ENDPOINT_URL")
@@ -285,6 +285,7 @@ def rerender(ctx: Context, base: Path, scenario: str, scale: int) -> Path:
         scale=scale,
         endpoint_url=endpoint,
         base=base,
+        node_python=lab_node_python(ctx),  # the nodes' Python stage 3 set up (else their setup re-runs)
     )
     path = Path(cluster["config_path"])
     ctx.target.validate_config(cfg)
