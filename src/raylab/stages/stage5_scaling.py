@@ -328,6 +328,14 @@ def default_scaling(ctx: Context) -> Scaling:
     )
 
 
+def applied_json(record: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
+    """Stage 5's result (after its second run) as `raylab stage 5 --json` reports it; the whole
+    record is in .raylab/ and `raylab scale --json` (its keys are pinned by a test; pure)."""
+    return {k: record.get(k) for k in ("changes", "rendered", "quota_set")} | {
+        "idle_removal": second.get("idle_removal_line"), "peak_workers": second["peak_workers"],
+        "makespan_s": second["makespan_s"], "chart": second["chart"]}
+
+
 class ScalingStage:
     number = 5
     name = "scaling"
@@ -377,12 +385,7 @@ class ScalingStage:
         record["min_workers"] = meta.get("min_workers", 0)
         record["idle_timeout_minutes"] = meta.get("idle_timeout_minutes")
         ctx.state.put("scaling", record)
-        return {k: record.get(k) for k in ("changes", "rendered", "quota_set")} | {
-            "idle_removal": second.get("idle_removal_line"),
-            "peak_workers": second["peak_workers"],
-            "makespan_s": second["makespan_s"],
-            "chart": second["chart"],
-        }
+        return applied_json(record, second)
 
     def verify(self, ctx: Context) -> list[Check]:
         from raylab.observe.run import fetch_quota
