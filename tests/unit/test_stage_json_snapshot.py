@@ -176,3 +176,10 @@ def test_stress_json_prints_the_record_stage_4_json_reports(tmp_path: Path, monk
     assert [c["name"] for c in stress["checks"]] == [c["name"] for c in entry["checks"]]
     assert StressRecord.from_json(json.loads((wd / "state.json").read_text())["stress"]).as_json() == \
         entry["applied"]
+
+
+def test_the_runbook_documents_every_key_of_stage_4s_record() -> None:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "runbook.md").read_text()
+    section = text.split("## Stage 4's JSON record", 1)[1].split("\n## ", 1)[0]
+    documented = {k for k in STAGE_KEYS["4 stress"] if f"`{k}`" in section.split("| keys |", 1)[1]}
+    assert documented == STAGE_KEYS["4 stress"]
