@@ -58,6 +58,11 @@ def test_stress_then_scaling_on_local_target(tmp_path: Path) -> None:
         # spot numbers: retries come from Ray's state API (None would mean Ray could not say)
         assert (s["tasks_retried"], s["nodes_reclaimed"], s["capacity_events"]) == (0, 0, 0), r.stderr[-2000:]
         assert Path(s["timeline"]).stat().st_size > 0
+        # stage 4's record: what `raylab stage 4 --json` reports as `applied` and stage 5 reads back
+        from raylab.stages.results import StressRecord
+
+        record = {k: v for k, v in s.items() if k not in ("ok", "checks")}
+        assert record == ctx.state.get("stress") == StressRecord.from_json(record).as_json()
         t_stress = time.monotonic() - t0
 
         # --- stage 5: shorter idle timeout, a higher quota, a second run ---------------------------

@@ -11,6 +11,7 @@ from raylab.cluster.config import render
 from raylab.cluster.vocab import ON_DEMAND_QUOTA, SPOT_QUOTA, Market
 from raylab.observe import timeline as tl
 from raylab.observe.run import limits_from_config
+from raylab.stages.results import StressRecord
 from raylab.stages.stage4_stress import checks_for
 from tests.unit.test_config_rules import OUTPUTS
 
@@ -41,7 +42,7 @@ def test_quota_cap_is_the_markets_sum_within_max_workers() -> None:
     assert tl.quota_cap(old) == 9
 
 
-def _stress_summary(scenario: str, peak: int) -> dict:
+def _stress_summary(scenario: str, peak: int) -> StressRecord:
     """What `raylab stress` computes after `raylab up --scenario <scenario>` on the local target:
     the rendered config's limits, the twin's quotas (160 vCPU each), the head and bastion on-demand."""
     cfg = render(target="local", scenario=scenario, lab="kim", outputs=OUTPUTS, scale=4,
@@ -52,7 +53,8 @@ def _stress_summary(scenario: str, peak: int) -> dict:
     meta = {**lim.as_meta(), "markets": markets, "tasks": 120, "duration_s": 30.0,
             "quota_vcpus": 160, "reserved_vcpus": markets[lim.market]["reserved_vcpus"]}
     samples = [{"t": 1.0, "workers": peak, "tasks": {"finished": 120, "total": 120}, "events": []}]
-    return tl.summarize(meta, samples, {"tasks_total": 120, "tasks_completed": 120, "tasks_failed": 0})
+    job = {"tasks_total": 120, "tasks_completed": 120, "tasks_failed": 0}
+    return StressRecord.from_run(tl.summarize(meta, samples, job))
 
 
 @pytest.mark.parametrize(("scenario", "peak", "cap", "by_market"), [
@@ -63,7 +65,7 @@ def _stress_summary(scenario: str, peak: int) -> dict:
 def test_stress_check_counts_each_market_against_its_quota(scenario: str, peak: int, cap: int,
                                                             by_market: dict) -> None:
     s = _stress_summary(scenario, peak)
-    assert (s["quota_cap_workers"], s["quota_cap_by_market"]) == (cap, by_market)
+    assert (s.quota_cap_workers, s.quota_cap_by_market) == (cap, by_market)
     check = next(c for c in checks_for(s) if c.name == "peak workers within the quota")
     assert check.ok, check.detail
     assert check.detail.startswith(f"peak {peak} <= {cap} workers allowed")

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from raylab.errors import RaylabError
+from raylab.stages.results import StressRecord
 from raylab.stages.stage5_scaling import (
     Scaling,
     check_scaling,
@@ -101,8 +102,8 @@ def test_edits_land_in_the_rendered_config_and_keep_comments(tmp_path: Path) -> 
 
 def test_compare_and_lines() -> None:
     c = compare(
-        {"peak_workers": 9, "makespan_s": 160.0, "quota_errors": 40, "quota_vcpus": 160},
-        {"peak_workers": 13, "makespan_s": 130.5, "quota_errors": 0, "quota_vcpus": 224},
+        StressRecord(peak_workers=9, makespan_s=160.0, quota_errors=40, quota_vcpus=160),
+        StressRecord(peak_workers=13, makespan_s=130.5, quota_errors=0, quota_vcpus=224),
     )
     assert c["peak_workers"] == {"before": 9, "after": 13, "change": 4}
     assert c["makespan_s"]["change"] == -29.5

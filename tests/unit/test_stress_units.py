@@ -11,6 +11,7 @@ import pytest
 from raylab.errors import RaylabError
 from raylab.observe.job import entrypoint, parse_job_output
 from raylab.observe.run import default_workload, limits_from_config
+from raylab.stages.results import StressRecord
 from raylab.stages.stage4_stress import checks_for
 from tests.conftest import ROOT, run_cli
 
@@ -83,12 +84,12 @@ def test_limits_unknown_instance_type_uses_cpus_times_scale_and_refuses_without_
         limits_from_config(cfg, scale=4)
 
 
-def _summary(**kw: object) -> dict:
+def _summary(**kw: object) -> StressRecord:
     s = {"tasks_total": 120, "tasks_completed": 120, "tasks_failed": 0, "quota_cap_workers": 9,
          "peak_workers": 9, "min_workers": 0, "quota_vcpus": 160, "max_workers": 30, "quota_errors": 12,
          "demand_exceeds_quota": True}
     s.update(kw)
-    return s
+    return StressRecord.from_json(s)
 
 
 @pytest.mark.parametrize(("kw", "failed"), [

@@ -41,15 +41,19 @@ def stress(
     ctx.options.update({"tasks": tasks, "duration": duration, "scale": scale})
     from raylab.stages import BY_NAME
     from raylab.stages.runner import run_stages
+    from raylab.stages.stage4_stress import recorded
 
+    # --json: stage 4's record (StressRecord.as_json(), the `applied` of `raylab stage 4 --json`) at
+    # the top level, beside ok and checks (or failed_check and error)
     try:
         with ctx.state.lock("stress"):
             results = run_stages(ctx, [BY_NAME["stress"]])
     except StageFailed as e:
-        ctx.ui.result({"ok": False, **ctx.state.get("stress"), "failed_check": e.check,
+        rec = recorded(ctx)
+        ctx.ui.result({"ok": False, **(rec.as_json() if rec else {}), "failed_check": e.check,
                        "error": e.one_line()})
         raise
-    ctx.ui.result({"ok": True, **ctx.state.get("stress"), "checks": [c.as_dict() for c in results[0].checks]})
+    ctx.ui.result({"ok": True, **results[0].applied, "checks": [c.as_dict() for c in results[0].checks]})
 
 
 def register(app: typer.Typer) -> None:

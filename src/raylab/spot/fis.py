@@ -30,6 +30,7 @@ from raylab.checks import Check
 from raylab.errors import RaylabError
 from raylab.spot.chaos import FIS_ACTION, fis_role_name, iso_duration, reclaimable
 from raylab.spot.drained import drained_check, private_ips, ray_nodes, wait_dead
+from raylab.spot.fis_record import CLAIMS, new_record
 
 if TYPE_CHECKING:
     from raylab.context import Context
@@ -39,18 +40,6 @@ CAPACITY_ACTION = "aws:ec2:api-insufficient-instance-capacity-error"
 RECLAIM_NOTICE_S = 120  # PT2M, the shortest notice FIS sends
 SPOT_TYPE, ONDEMAND_TYPE = "ray.worker.spot", "ray.worker.ondemand"
 TERMINAL = ("completed", "stopped", "failed", "cancelled")
-
-CLAIMS = {
-    "reclaim": ("proves: AWS itself sent real spot interruption notices (PT2M) to a third of the spot "
-                "workers and reclaimed them while the job ran, and the head stayed; does not prove: that "
-                "each node drained before it went, nor that no task was lost (the job's result and the "
-                "watcher logs on the nodes say that), nor anything about AWS's real reclaim rate"),
-    "capacity": ("proves: every RunInstances by the head's role in the spot subnet's AZ was refused with "
-                 "InsufficientInstanceCapacity for the window, as AWS reports a real shortage; does not "
-                 "prove: a real shortage (which hits one market and type, not every launch of one role), "
-                 "that on-demand launched elsewhere unless on-demand workers use another AZ, nor the "
-                 "guard's reaction (read it on the head: `raylab status`)"),
-}
 
 
 # --- pure ------------------------------------------------------------------------------------------
@@ -332,9 +321,7 @@ def run_drills(ctx: Context, o: dict[str, Any], job_starter: JobStarter = submit
     if not azs:  # refuse before anything is created
         raise RaylabError(f"{SPOT_TYPE} lists no subnet: no AZ for the capacity drill",
                           f"set node_config.SubnetIds of {SPOT_TYPE} in {cluster.get('config_path')}")
-    rec: dict[str, Any] = {"method": "fis", "endpoint": env.get("AWS_ENDPOINT_URL") or f"AWS {region}",
-                           "fis_acts": fis_acts(env), "head_id": None,
-                           "fis_role": None, "drills": {}, "claims": CLAIMS}
+    rec = new_record(env.get("AWS_ENDPOINT_URL") or f"AWS {region}", fis_acts(env))
     job, why = job_starter(ctx, o)
     rec["job"] = {"id": job.job_id} if job else {"why": why}
     ctx.ui.info(f"stress job {job.job_id} submitted" if job else f"no stress job: {why}")

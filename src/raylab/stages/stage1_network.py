@@ -35,6 +35,14 @@ OUTPUT_KEYS = (
 )
 AMI_SSM_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
 OPEN_CIDRS = ("0.0.0.0/0", "::/0")
+
+
+def applied_json(action: str, stack: str, operator: str, outputs: dict[str, Any]) -> dict[str, Any]:
+    """Stage 1's result as `raylab stage 1 --json` reports it (its keys are pinned by a test; pure)."""
+    return {"action": action, "stack": stack, "operator_cidr": operator, "vpc_id": outputs.get("VpcId"),
+            "availability_zones": outputs.get("AvailabilityZones")}
+
+
 _INFO = BY_NAME["network"]
 
 
@@ -267,13 +275,7 @@ class NetworkStage:
             ui=ctx.ui,
         )
         ctx.state.put("network", {**{k: outputs.get(k, "") for k in OUTPUT_KEYS}, "stack_name": name})
-        return {
-            "action": action,
-            "stack": name,
-            "operator_cidr": operator,
-            "vpc_id": outputs.get("VpcId"),
-            "availability_zones": outputs.get("AvailabilityZones"),
-        }
+        return applied_json(action, name, operator, outputs)
 
     def verify(self, ctx: Context) -> list[Check]:
         return [c if not c.ok else replace(c, hint=None) for c in self._verify(ctx)]

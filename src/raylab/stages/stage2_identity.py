@@ -94,6 +94,15 @@ def orphans(known: set[str], names: Mapping[str, str], exists: Any) -> dict[str,
     return {a: rid for a, rid in adoptable(names).items() if a not in known and exists(a, rid)}
 
 
+def applied_json(changed: bool, outputs: Mapping[str, Any]) -> dict[str, Any]:
+    """Stage 2's result as `raylab stage 2 --json` reports it (its keys are pinned by a test; pure)."""
+    return {
+        "action": "applied" if changed else "noop",
+        "head_instance_profile": outputs.get("head_instance_profile_name"),
+        "worker_instance_profile": outputs.get("worker_instance_profile_name"),
+    }
+
+
 class IdentityStage:
     number = _INFO.number
     name = _INFO.name
@@ -126,11 +135,7 @@ class IdentityStage:
             )
         else:
             ctx.ui.noop("noop: Terraform reports no changes")
-        return {
-            "action": "applied" if changed else "noop",
-            "head_instance_profile": outputs.get("head_instance_profile_name"),
-            "worker_instance_profile": outputs.get("worker_instance_profile_name"),
-        }
+        return applied_json(bool(changed), outputs)
 
     def verify(self, ctx: Context) -> list[Check]:
         return [c if not c.ok else replace(c, hint=None) for c in self._verify(ctx)]

@@ -100,6 +100,12 @@ def write_config(ctx: Context, cfg: dict[str, Any]) -> Path:
     return path
 
 
+def applied_json(info: dict[str, Any]) -> dict[str, Any]:
+    """Stage 3's result (from the target's cluster_up) as `raylab stage 3 --json` reports it (pure)."""
+    return {k: info.get(k) for k in ("cluster_name", "gcs_address", "dashboard_url", "head_instance_id",
+                                     "config_path", "head_ready_s")}
+
+
 class ClusterStage:
     number = 3
     name = "cluster"
@@ -115,8 +121,7 @@ class ClusterStage:
         info = ctx.target.cluster_up(ctx, path)
         ctx.state.update("cluster", scenario=ctx.scenario, scale=lab_scale(ctx),
                          node_python=node_python(lab_node_python(ctx)))
-        return {k: info.get(k) for k in ("cluster_name", "gcs_address", "dashboard_url", "head_instance_id",
-                                         "config_path", "head_ready_s")}
+        return applied_json(info)
 
     def verify(self, ctx: Context) -> list[Check]:
         try:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from raylab.stages import BY_NAME
 from raylab.stages.base import Check
+from raylab.stages.results import StressRecord
 
 if TYPE_CHECKING:
     from raylab.context import Context
@@ -35,32 +36,32 @@ def workload(ctx: Context) -> tuple[int, float, int]:
     return int(ctx.options.get("tasks") or tasks), float(ctx.options.get("duration") or duration), scale
 
 
-def checks_for(s: dict[str, Any]) -> list[Check]:
-    """Stage 4's checks on a stress summary (pure)."""
-    out = [Check("all tasks completed", s["tasks_completed"] == s["tasks_total"] and s["tasks_failed"] == 0,
-                 f"{s['tasks_completed']}/{s['tasks_total']} completed, {s['tasks_failed']} failed",
+def checks_for(s: StressRecord) -> list[Check]:
+    """Stage 4's checks on a stress record (pure)."""
+    out = [Check("all tasks completed", s.tasks_completed == s.tasks_total and s.tasks_failed == 0,
+                 f"{s.tasks_completed}/{s.tasks_total} completed, {s.tasks_failed} failed",
                  "see the job's log: `raylab stress` prints its tail on failure")]
-    cap, peak, mn = s["quota_cap_workers"], s["peak_workers"], s.get("min_workers") or 0
+    cap, peak, mn = s.quota_cap_workers, s.peak_workers, s.min_workers or 0
     out.append(Check("the autoscaler added workers", peak > mn,
                      f"peak {peak} workers (min_workers {mn})",
                      "no worker joined: check the monitor log and `raylab status`"))
-    by_market = s.get("quota_cap_by_market")
+    by_market = s.quota_cap_by_market
     if by_market and len(by_market) > 1:
-        quotas = s.get("quotas_by_market") or {}
+        quotas = s.quotas_by_market or {}
         allowed = " + ".join(f"{n} {m} (quota {quotas.get(m)} vCPU)" for m, n in by_market.items())
-        detail = f"peak {peak} <= {cap} workers allowed: {allowed}, max_workers {s['max_workers']}"
+        detail = f"peak {peak} <= {cap} workers allowed: {allowed}, max_workers {s.max_workers}"
     else:
         market = f"{next(iter(by_market))} " if by_market else ""
-        detail = (f"peak {peak} <= {cap} workers allowed by {market}quota {s['quota_vcpus']} vCPU "
-                  f"({s.get('reserved_vcpus', '?')} taken by head/bastion) "
-                  f"and max_workers {s['max_workers']}")
+        detail = (f"peak {peak} <= {cap} workers allowed by {market}quota {s.quota_vcpus} vCPU "
+                  f"({s.reserved_vcpus} taken by head/bastion) "
+                  f"and max_workers {s.max_workers}")
     out.append(Check("peak workers within the quota", peak <= cap, detail,
                      "more workers than the quota allows: the quota is not enforced"))
-    if s.get("demand_exceeds_quota"):
-        other = int(s.get("launch_failures") or 0)
-        if s["quota_errors"] or s.get("target") == "local" or not other:
-            out.append(Check("quota error recorded", s["quota_errors"] > 0,
-                             f"{s['quota_errors']} VcpuLimitExceeded launch errors at the wall",
+    if s.demand_exceeds_quota:
+        other = int(s.launch_failures or 0)
+        if s.quota_errors or s.target == "local" or not other:
+            out.append(Check("quota error recorded", s.quota_errors > 0,
+                             f"{s.quota_errors} VcpuLimitExceeded launch errors at the wall",
                              "the demand exceeded the quota but no VcpuLimitExceeded was seen"))
         else:  # aws: Ray's status says LaunchFailed without the AWS code (it is in monitor.log)
             out.append(Check("quota error recorded", True,
@@ -82,27 +83,32 @@ class StressStage:
         if scale > 1:
             ctx.ui.info(f"scale {scale}: {SCALE_MAPPING}")
         out_dir = ctx.workdir / "stress" / time.strftime("%Y%m%d-%H%M%S")
-        s = run_stress(ctx, tasks=tasks, duration=duration, scale=scale, out_dir=out_dir)
-        s["scale_mapping"] = SCALE_MAPPING
+        summary = run_stress(ctx, tasks=tasks, duration=duration, scale=scale, out_dir=out_dir)
         from raylab.observe.readiness import show
 
-        s["readiness"] = ctx.target.readiness(ctx)  # the workers this run launched, per node
-        show(ctx.ui, s["readiness"], "Time to ready per node (stress)")
-        ctx.state.put("stress", s)
-        ratio = (f" = {s['makespan_ratio']}x the ideal {s['ideal_makespan_s']:.0f} s"
-                 if s["makespan_ratio"] else "")
-        ctx.ui.info(f"{s['tasks_completed']}/{s['tasks_total']} tasks in {s['makespan_s']:.0f} s{ratio}; "
-                    f"peak {s['peak_workers']} workers (quota allows {s['quota_cap_workers']}); "
-                    f"{s['quota_errors']} quota errors")
-        ctx.ui.info(f"timeline {s['timeline']}\nchart    {s['chart']}")
-        return {k: s[k] for k in ("tasks_total", "tasks_completed", "peak_workers", "makespan_s",
-                                  "ideal_makespan_s", "quota_errors", "timeline", "chart", "readiness")}
+        readiness = ctx.target.readiness(ctx)  # the workers this run launched, per node
+        show(ctx.ui, readiness, "Time to ready per node (stress)")
+        s = StressRecord.from_run(summary, scale_mapping=SCALE_MAPPING, readiness=readiness)
+        ctx.state.put("stress", s.as_json())
+        ratio = (f" = {s.makespan_ratio}x the ideal {s.ideal_makespan_s:.0f} s"
+                 if s.makespan_ratio and s.ideal_makespan_s else "")
+        ctx.ui.info(f"{s.tasks_completed}/{s.tasks_total} tasks in {s.makespan_s or 0:.0f} s{ratio}; "
+                    f"peak {s.peak_workers} workers (quota allows {s.quota_cap_workers}); "
+                    f"{s.quota_errors} quota errors")
+        ctx.ui.info(f"timeline {s.timeline}\nchart    {s.chart}")
+        return s.as_json()  # the same record `raylab stress --json` prints
 
     def verify(self, ctx: Context) -> list[Check]:
-        s = ctx.state.get("stress")
-        if not s:
+        s = recorded(ctx)
+        if s is None:
             return [Check("stress run recorded", False, "no stress run in .raylab/", "run `raylab stress`")]
         return checks_for(s)
+
+
+def recorded(ctx: Context) -> StressRecord | None:
+    """Stage 4's last record in .raylab/ (None: no stress run yet)."""
+    s = ctx.state.get("stress")
+    return StressRecord.from_json(s) if s else None
 
 
 STAGE = StressStage()

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 from raylab.cluster.vocab import ON_DEMAND_QUOTA, SPOT_QUOTA
 from raylab.errors import RaylabError
 from raylab.stages.base import Check
+from raylab.stages.results import StressRecord
+from raylab.stages.stage4_stress import recorded
 
 if TYPE_CHECKING:
     from raylab.context import Context
@@ -119,8 +121,8 @@ def edit_plan(s: Scaling, worker_type: str, overlay: dict[str, Any]) -> dict[str
     return {k: v for k, v in plan.items() if v}
 
 
-def compare(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
-    """Peak workers and makespan of two stress runs, side by side (pure)."""
+def compare(first: StressRecord, second: StressRecord) -> dict[str, Any]:
+    """Peak workers and makespan of two stress runs (stage 4's, this one), side by side (pure)."""
     out: dict[str, Any] = {}
     for key in (
         "peak_workers",
@@ -132,7 +134,7 @@ def compare(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
         "tasks_total",
         "task_duration_s",
     ):
-        a, b = first.get(key), second.get(key)
+        a, b = getattr(first, key), getattr(second, key)
         out[key] = {
             "before": a,
             "after": b,
@@ -327,6 +329,14 @@ def default_scaling(ctx: Context) -> Scaling:
     )
 
 
+def applied_json(record: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
+    """Stage 5's result (after its second run) as `raylab stage 5 --json` reports it; the whole
+    record is in .raylab/ and `raylab scale --json` (its keys are pinned by a test; pure)."""
+    return {k: record.get(k) for k in ("changes", "rendered", "quota_set")} | {
+        "idle_removal": second.get("idle_removal_line"), "peak_workers": second["peak_workers"],
+        "makespan_s": second["makespan_s"], "chart": second["chart"]}
+
+
 class ScalingStage:
     number = 5
     name = "scaling"
@@ -348,11 +358,11 @@ class ScalingStage:
             ctx.state.put("scaling", record)
             return record
         time.sleep(6)  # one autoscaler loop (5 s) so the next job meets the new settings
-        first = ctx.state.get("stress")
+        first = recorded(ctx)  # stage 4's record (None: no stress run yet)
         scale = int(ctx.state.get("cluster").get("scale") or 4)
-        tasks = int(ctx.options.get("tasks") or first.get("tasks_total") or default_workload(scale)[0])
+        tasks = int(ctx.options.get("tasks") or (first and first.tasks_total) or default_workload(scale)[0])
         duration = float(
-            ctx.options.get("duration") or first.get("task_duration_s") or default_workload(scale)[1]
+            ctx.options.get("duration") or (first and first.task_duration_s) or default_workload(scale)[1]
         )
         out_dir = ctx.workdir / "scaling" / time.strftime("%Y%m%d-%H%M%S")
         second = run_stress(
@@ -361,27 +371,22 @@ class ScalingStage:
         record["run"] = second
         ctx.ui.info(second["idle_removal_line"])
         if first:
-            record["comparison"] = compare(first, second)
+            record["comparison"] = compare(first, StressRecord.from_json(second))
             ctx.ui.info("stage 4 run -> this run:")
             for line in compare_lines(record["comparison"]):
                 ctx.ui.info("  " + line)
         else:
             ctx.ui.warning("no stage 4 run recorded to compare with (run `raylab stress` first)")
-        if first.get("job_id"):
+        if first and first.job_id:
             from raylab.observe.job import listed_jobs
 
             record["jobs_listed"] = listed_jobs(ctx.target.dashboard_url(ctx))
-            record["first_job_id"] = first["job_id"]
+            record["first_job_id"] = first.job_id
         meta, _ = tl.read(Path(second["timeline"]))
         record["min_workers"] = meta.get("min_workers", 0)
         record["idle_timeout_minutes"] = meta.get("idle_timeout_minutes")
         ctx.state.put("scaling", record)
-        return {k: record.get(k) for k in ("changes", "rendered", "quota_set")} | {
-            "idle_removal": second.get("idle_removal_line"),
-            "peak_workers": second["peak_workers"],
-            "makespan_s": second["makespan_s"],
-            "chart": second["chart"],
-        }
+        return applied_json(record, second)
 
     def verify(self, ctx: Context) -> list[Check]:
         from raylab.observe.run import fetch_quota

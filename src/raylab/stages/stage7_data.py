@@ -112,6 +112,14 @@ def checks_for(summary: Mapping[str, Any], features: Sequence[Mapping[str, Any]]
     return out
 
 
+NOOP_KEYS = ("where", "clips", "kept", "out")  # a re-run that finds the job done reports these
+
+
+def applied_json(where: str, job_id: str | None, summary: Mapping[str, Any], out: str) -> dict[str, Any]:
+    """Stage 7's result as `raylab stage 7 --json` reports it (its keys are pinned by a test; pure)."""
+    return {"where": where, "job_id": job_id, "clips": summary["clips"], "kept": summary["kept"], "out": out}
+
+
 class DataStage:
     number = 7
     name = "data"
@@ -129,7 +137,7 @@ class DataStage:
         if (prev.get("ok") and prev.get("source") == plan["source"] and plan["sample_rows"]
                 and summary_file.exists()):
             ctx.ui.noop(f"noop: the data job already ran ({prev.get('kept')} clips kept, {plan['out']})")
-            return {k: prev.get(k) for k in ("where", "clips", "kept", "out")}
+            return {k: prev.get(k) for k in NOOP_KEYS}
         script = ctx.root / "workloads" / "common_voice.py"
         args = submit.job_args(plan["source"], plan["out"], blocks=plan["blocks"], limit=plan["limit"])
         url = cluster_dashboard(ctx)
@@ -161,8 +169,7 @@ class DataStage:
         for line in report.human_lines(summary):
             ctx.ui.info(line)
         ctx.state.put("data", {**summary, "ok": True, "where": where, "job_id": job_id})
-        return {"where": where, "job_id": job_id, "clips": summary["clips"], "kept": summary["kept"],
-                "out": plan["out"]}
+        return applied_json(where, job_id, summary, plan["out"])
 
     def verify(self, ctx: Context) -> list[Check]:
         s = ctx.state.get("data")

@@ -21,6 +21,11 @@ if TYPE_CHECKING:
 _INFO = BY_NAME["teardown"]
 
 
+def applied_json(errors: list[str]) -> dict[str, Any]:
+    """Teardown's result as `raylab lab --json` reports it: what failed to go (pure)."""
+    return {"errors": errors}
+
+
 class Teardown:
     number, name, summary, verified_by = _INFO.number, _INFO.name, _INFO.summary, _INFO.verified_by
 
@@ -45,7 +50,7 @@ class Teardown:
         except Exception as e:  # noqa: BLE001
             errors.append(f"target stop: {e}")
             ctx.ui.error(f"stopping the {ctx.target_name} target failed: {e}")
-        return {"errors": errors}
+        return applied_json(errors)
 
     def verify(self, ctx: Context) -> list[Check]:
         left = ctx.target.leftovers(ctx)
