@@ -42,6 +42,7 @@ from raylab.stages.stage6_io import (  # noqa: F401 - ensure_spot_allowed: re-ex
     fixed_size,
     running_spot,
     running_workers,
+    set_node_type_fields,
     start_demo,
     stop_guard,
     twin_client,
@@ -93,8 +94,6 @@ class SpotStage:
                 results[name]["chart"] = drill_chart(ctx, name, results[name],
                                                      results[name].get("chart_from", t0), time.time())
         finally:
-            from raylab.spot.guard import set_node_type_fields
-
             for nt, fields in restore.items():
                 set_node_type_fields(cfg, nt, fields)
         from raylab.spot.metrics import spot_metrics
