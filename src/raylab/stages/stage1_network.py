@@ -236,10 +236,7 @@ def _split(v: str) -> list[str]:
 
 
 class NetworkStage:
-    number = _INFO.number
-    name = _INFO.name
-    summary = _INFO.summary
-    verified_by = _INFO.verified_by
+    number, name, summary, verified_by = _INFO.number, _INFO.name, _INFO.summary, _INFO.verified_by
 
     def apply(self, ctx: Context) -> dict[str, Any]:
         from raylab.aws.cfn import deploy_stack, describe, params_of

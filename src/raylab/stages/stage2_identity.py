@@ -95,10 +95,7 @@ def orphans(known: set[str], names: Mapping[str, str], exists: Any) -> dict[str,
 
 
 class IdentityStage:
-    number = _INFO.number
-    name = _INFO.name
-    summary = _INFO.summary
-    verified_by = _INFO.verified_by
+    number, name, summary, verified_by = _INFO.number, _INFO.name, _INFO.summary, _INFO.verified_by
 
     def apply(self, ctx: Context) -> dict[str, Any]:
         from raylab.aws.session import client

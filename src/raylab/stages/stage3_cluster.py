@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from raylab.stages import BY_NAME
 from raylab.stages.base import Check
 
 if TYPE_CHECKING:
@@ -100,11 +101,11 @@ def write_config(ctx: Context, cfg: dict[str, Any]) -> Path:
     return path
 
 
+_INFO = BY_NAME["cluster"]
+
+
 class ClusterStage:
-    number = 3
-    name = "cluster"
-    summary = "`ray up` through the bastion (local: head + autoscaler v2 on the twin)"
-    verified_by = "Ray's cluster status and describe_instances by the ray-cluster-name tag agree"
+    number, name, summary, verified_by = _INFO.number, _INFO.name, _INFO.summary, _INFO.verified_by
 
     def apply(self, ctx: Context) -> dict[str, Any]:
         from raylab.cluster.bootstrap import node_python

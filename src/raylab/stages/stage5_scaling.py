@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from raylab.cluster.vocab import ON_DEMAND_QUOTA, SPOT_QUOTA
 from raylab.errors import RaylabError
+from raylab.stages import BY_NAME
 from raylab.stages.base import Check
 
 if TYPE_CHECKING:
@@ -326,11 +327,11 @@ def default_scaling(ctx: Context) -> Scaling:
     )
 
 
+_INFO = BY_NAME["scaling"]
+
+
 class ScalingStage:
-    number = 5
-    name = "scaling"
-    summary = "edit upscaling_speed / idle_timeout / min,max workers; watch downscaling"
-    verified_by = "idle workers removed after the timeout down to min_workers (measured)"
+    number, name, summary, verified_by = _INFO.number, _INFO.name, _INFO.summary, _INFO.verified_by
 
     def apply(self, ctx: Context) -> dict[str, Any]:
         from raylab.observe import timeline as tl

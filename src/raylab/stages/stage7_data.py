@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from raylab.datajob.submit import DATA_PIP  # the job's packages on AWS nodes (runtime_env pip)
 from raylab.errors import RaylabError
+from raylab.stages import BY_NAME
 from raylab.stages.base import Check
 
 if TYPE_CHECKING:
@@ -112,11 +113,11 @@ def checks_for(summary: Mapping[str, Any], features: Sequence[Mapping[str, Any]]
     return out
 
 
+_INFO = BY_NAME["data"]
+
+
 class DataStage:
-    number = 7
-    name = "data"
-    summary = "Ray Data over Common Voice 17 parquet (local: a generated sample)"
-    verified_by = "features parquet written; counts and durations consistent"
+    number, name, summary, verified_by = _INFO.number, _INFO.name, _INFO.summary, _INFO.verified_by
 
     def apply(self, ctx: Context) -> dict[str, Any]:
         from raylab.datajob import submit
