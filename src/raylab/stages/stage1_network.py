@@ -35,7 +35,6 @@ OUTPUT_KEYS = (
 )
 AMI_SSM_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
 OPEN_CIDRS = ("0.0.0.0/0", "::/0")
-_INFO = BY_NAME["network"]
 
 
 # --- pure decisions ------------------------------------------------------------------------
@@ -236,7 +235,7 @@ def _split(v: str) -> list[str]:
 
 
 class NetworkStage:
-    number, name, summary, verified_by = _INFO.number, _INFO.name, _INFO.summary, _INFO.verified_by
+    number, name, summary, verified_by = BY_NAME["network"].described
 
     def apply(self, ctx: Context) -> dict[str, Any]:
         from raylab.aws.cfn import deploy_stack, describe, params_of

@@ -28,7 +28,6 @@ OUTPUT_KEYS = (
     "worker_instance_profile_arn",
     "worker_role_arn",
 )
-_INFO = BY_NAME["identity"]
 
 
 def tf_variables(*, lab: str, cluster_name: str, env: Mapping[str, str]) -> dict[str, str]:
@@ -95,7 +94,7 @@ def orphans(known: set[str], names: Mapping[str, str], exists: Any) -> dict[str,
 
 
 class IdentityStage:
-    number, name, summary, verified_by = _INFO.number, _INFO.name, _INFO.summary, _INFO.verified_by
+    number, name, summary, verified_by = BY_NAME["identity"].described
 
     def apply(self, ctx: Context) -> dict[str, Any]:
         from raylab.aws.session import client

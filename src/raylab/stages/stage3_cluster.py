@@ -101,11 +101,8 @@ def write_config(ctx: Context, cfg: dict[str, Any]) -> Path:
     return path
 
 
-_INFO = BY_NAME["cluster"]
-
-
 class ClusterStage:
-    number, name, summary, verified_by = _INFO.number, _INFO.name, _INFO.summary, _INFO.verified_by
+    number, name, summary, verified_by = BY_NAME["cluster"].described
 
     def apply(self, ctx: Context) -> dict[str, Any]:
         from raylab.cluster.bootstrap import node_python

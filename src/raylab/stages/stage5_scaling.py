@@ -327,11 +327,8 @@ def default_scaling(ctx: Context) -> Scaling:
     )
 
 
-_INFO = BY_NAME["scaling"]
-
-
 class ScalingStage:
-    number, name, summary, verified_by = _INFO.number, _INFO.name, _INFO.summary, _INFO.verified_by
+    number, name, summary, verified_by = BY_NAME["scaling"].described
 
     def apply(self, ctx: Context) -> dict[str, Any]:
         from raylab.observe import timeline as tl

@@ -63,11 +63,8 @@ LEASE_GRACE_S = 2.0
 MAX_MAKESPAN_RATIO = 1.5  # issue 5: with the guard, within 1.5x of the same job without failures
 
 
-_INFO = BY_NAME["spot"]
-
-
 class SpotStage:
-    number, name, summary, verified_by = _INFO.number, _INFO.name, _INFO.summary, _INFO.verified_by
+    number, name, summary, verified_by = BY_NAME["spot"].described
 
     # --- apply ---------------------------------------------------------------------------------
     def apply(self, ctx: Context) -> dict[str, Any]:

@@ -113,11 +113,8 @@ def checks_for(summary: Mapping[str, Any], features: Sequence[Mapping[str, Any]]
     return out
 
 
-_INFO = BY_NAME["data"]
-
-
 class DataStage:
-    number, name, summary, verified_by = _INFO.number, _INFO.name, _INFO.summary, _INFO.verified_by
+    number, name, summary, verified_by = BY_NAME["data"].described
 
     def apply(self, ctx: Context) -> dict[str, Any]:
         from raylab.datajob import submit

@@ -18,11 +18,8 @@ if TYPE_CHECKING:
     from raylab.context import Context
 
 
-_INFO = BY_NAME["teardown"]
-
-
 class Teardown:
-    number, name, summary, verified_by = _INFO.number, _INFO.name, _INFO.summary, _INFO.verified_by
+    number, name, summary, verified_by = BY_NAME["teardown"].described
 
     def apply(self, ctx: Context) -> dict[str, Any]:
         errors: list[str] = []
