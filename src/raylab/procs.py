@@ -28,7 +28,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -347,21 +347,22 @@ def signal_verified(pid: int, start: int, sig: int) -> bool:
     except ProcessLookupError:
         return False
     except OSError:  # no pidfd (old kernel): check, then kill (a tiny window remains)
-        if start_time(pid) != start:
-            return False
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, sig)
-            return True
-        return False
-    try:
-        if start_time(pid) != start:  # the pidfd pins the process: checked here, it stays true
-            return False
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            signal.pidfd_send_signal(fd, sig)
-            return True
-        return False
+        return _send_if_same(pid, start, lambda: os.kill(pid, sig))
+    try:  # the pidfd pins the process: checked here, it stays true
+        return _send_if_same(pid, start, lambda: signal.pidfd_send_signal(fd, sig))
     finally:
         os.close(fd)
+
+
+def _send_if_same(pid: int, start: int, send: Callable[[], None]) -> bool:
+    """``send()`` if ``pid`` is still the process that started at ``start``; False if it is not, or
+    is gone, or is not ours to signal."""
+    if start_time(pid) != start:
+        return False
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        send()
+        return True
+    return False
 
 
 def stop_procs(targets: Sequence[ProcInfo], steps: Sequence[tuple[int, float]] = STOP_STEPS) -> bool:

@@ -13,19 +13,10 @@ import ast
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 SRC = Path(__file__).resolve().parents[2] / "src"
 PKG = SRC / "raylab"
 
-MAX_LINES = 450
-
-# Modules still over MAX_LINES, each with its line count when it was listed as a ceiling: the test
-# fails if one grows, and when one shrinks under MAX_LINES its entry must go (the list only shrinks).
-OVERSIZED: dict[str, int] = {
-    "raylab.spot.guard": 470,
-    "raylab.targets.local.twin": 464,
-}
+MAX_LINES = 450  # every module, no exceptions: a longer one is split
 
 PIECES = ("cluster", "aws", "spot", "plan", "observe", "datajob", "iac", "room", "rehearsal")
 
@@ -238,22 +229,9 @@ def test_type_only_exceptions_are_still_needed():
 
 
 def test_no_module_over_the_line_limit():
-    too_big = []
-    for mod, path in all_modules().items():
-        n = line_count(path)
-        ceiling = OVERSIZED.get(mod, MAX_LINES)
-        if n > ceiling:
-            too_big.append(f"{mod}: {n} lines > {ceiling}")
-    assert not too_big, "modules too long (split them; the allow-list only shrinks):\n" + "\n".join(too_big)
-
-
-@pytest.mark.parametrize("mod", sorted(OVERSIZED))
-def test_oversized_allow_list_only_shrinks(mod):
-    modules = all_modules()
-    assert mod in modules, f"{mod} is gone: drop it from OVERSIZED"
-    n = line_count(modules[mod])
-    assert n > MAX_LINES, f"{mod} is {n} lines now, within {MAX_LINES}: drop it from OVERSIZED"
-    assert OVERSIZED[mod] - n < 40, f"{mod} shrank to {n}: lower its ceiling in OVERSIZED to {n}"
+    too_big = [f"{mod}: {n} lines > {MAX_LINES}" for mod, path in all_modules().items()
+               if (n := line_count(path)) > MAX_LINES]
+    assert not too_big, "modules too long (split them):\n" + "\n".join(too_big)
 
 
 def test_every_type_ignore_names_its_code_and_says_why():

@@ -109,8 +109,8 @@ def test_the_tag_is_the_one_raylab_puts_on_its_resources() -> None:
 # --- generated from what raylab calls -----------------------------------------------------------------
 # The AWS twins' server side: they patch or call moto's backends in their own process (stop_instances,
 # STS's assume_role for an instance's role...), they call no AWS API.
-NOT_CALLERS = {"targets/local/twin.py", "rehearsal/metadata.py", "rehearsal/fis.py",
-               "rehearsal/seed.py"}  # the twins' own calls, not the operator's
+NOT_CALLERS = {"targets/local/twin.py", "targets/local/moto_patches.py", "rehearsal/metadata.py",
+               "rehearsal/fis.py", "rehearsal/seed.py"}  # the twins' own calls, not the operator's
 
 
 def _sources() -> dict[str, str]:

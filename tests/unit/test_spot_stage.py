@@ -7,7 +7,7 @@ import copy
 import pytest
 import yaml
 
-from raylab.spot.guard import set_node_type_fields
+from raylab.stages.stage6_io import set_node_type_fields
 from raylab.stages.stage6_spot import checks, ensure_spot_allowed
 
 GOOD = {"drills": {

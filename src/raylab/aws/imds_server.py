@@ -278,22 +278,29 @@ def send(h: BaseHTTPRequestHandler, r: Response) -> None:
         h.wfile.write(data)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
+class ImdsHandler(BaseHTTPRequestHandler):
+    """Every method of every IMDS server here: the body read, ``answer(body)`` sent; no access log."""
+
+    def answer(self, body: bytes) -> Response:
+        raise NotImplementedError
 
     def _answer(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        if self.path.startswith(CONTROL_PREFIX.rstrip("/")):
-            r = handle_control(self.server.store, self.command, self.path, body)
-        else:
-            r = handle(self.server.store, self.command, self.path, dict(self.headers.items()))
-        send(self, r)
+        send(self, self.answer(self.rfile.read(length) if length else b""))
 
     do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _answer
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         return
+
+
+class _Handler(ImdsHandler):
+    server: _Server
+
+    def answer(self, body: bytes) -> Response:
+        if self.path.startswith(CONTROL_PREFIX.rstrip("/")):
+            return handle_control(self.server.store, self.command, self.path, body)
+        return handle(self.server.store, self.command, self.path, dict(self.headers.items()))
 
 
 class _Server(ThreadingHTTPServer):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from raylab.aws.ec2 import LAB_TAG, lab_filter
@@ -93,17 +93,10 @@ def merge(before: Usage, after: Usage) -> Usage:
 
 def live_spot(ec2: Any, itype: str, now: datetime) -> float | None:
     """Mean of the latest Linux spot price per AZ over the last 24 h (None: no history)."""
-    hist = ec2.describe_spot_price_history(
-        InstanceTypes=[itype], ProductDescriptions=["Linux/UNIX"], StartTime=now - timedelta(hours=24),
-        EndTime=now, MaxResults=100)
-    latest: dict[str, tuple[datetime, float]] = {}
-    for h in hist.get("SpotPriceHistory", []):
-        az, ts, p = h.get("AvailabilityZone", "?"), h["Timestamp"], float(h["SpotPrice"])
-        if p <= 0:  # never a real price (moto answers 0.0)
-            continue
-        if az not in latest or ts > latest[az][0]:
-            latest[az] = (ts, p)
-    mean = sum(p for _, p in latest.values()) / len(latest) if latest else 0.0
+    from raylab.plan.cost import latest_spot_prices
+
+    prices = latest_spot_prices(ec2, itype, now, positive=True)  # moto answers 0.0: never a real price
+    mean = sum(prices) / len(prices) if prices else 0.0
     return round(mean, 6) if mean > 0 else None
 
 

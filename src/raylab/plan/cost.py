@@ -80,18 +80,25 @@ def live_prices(pricing: Any, ec2: Any, instance_types: Iterable[str], region: s
             raise RaylabError(f"the AWS Pricing API has no Linux on-demand price for {name} in {region}",
                               "check the instance type and region")
         od[name] = od_price
-        hist = ec2.describe_spot_price_history(
-            InstanceTypes=[name], ProductDescriptions=["Linux/UNIX"], StartTime=now - timedelta(hours=24),
-            EndTime=now, MaxResults=100)
-        latest: dict[str, tuple[datetime, float]] = {}
-        for h in hist.get("SpotPriceHistory", []):
-            az, ts, p = h.get("AvailabilityZone", "?"), h["Timestamp"], float(h["SpotPrice"])
-            if az not in latest or ts > latest[az][0]:
-                latest[az] = (ts, p)
-        spot[name] = round(sum(p for _, p in latest.values()) / len(latest), 4) if latest else od_price
+        latest = latest_spot_prices(ec2, name, now)
+        spot[name] = round(sum(latest) / len(latest), 4) if latest else od_price
     return Prices(ondemand=od, spot=spot, source="aws", date=now.strftime("%Y-%m-%d"), region=region,
                   note="on-demand: AWS Pricing API; spot: describe_spot_price_history "
                        "(mean of the latest price per AZ)")
+
+
+def latest_spot_prices(ec2: Any, itype: str, now: datetime, *, positive: bool = False) -> list[float]:
+    """The latest Linux spot price of each AZ over the last 24 h (describe_spot_price_history);
+    ``positive``: a price of 0 or less is passed over."""
+    hist = ec2.describe_spot_price_history(
+        InstanceTypes=[itype], ProductDescriptions=["Linux/UNIX"], StartTime=now - timedelta(hours=24),
+        EndTime=now, MaxResults=100)
+    latest: dict[str, tuple[datetime, float]] = {}
+    for h in hist.get("SpotPriceHistory", []):
+        az, ts, p = h.get("AvailabilityZone", "?"), h["Timestamp"], float(h["SpotPrice"])
+        if (p > 0 or not positive) and (az not in latest or ts > latest[az][0]):
+            latest[az] = (ts, p)
+    return [p for _, p in latest.values()]
 
 
 def _first_usd(price_list: list[Any]) -> float | None:

@@ -31,6 +31,7 @@ from datetime import UTC
 from typing import Any
 
 from raylab.rehearsal import catalog
+from raylab.rehearsal.patching import Patches, once_under
 
 Console = Callable[[str], str | None]
 
@@ -46,7 +47,7 @@ def _now() -> float:
     """The rules' clock: wall-clock seconds, as moto's timestamps (tests move it forward)."""
     return time.time()
 
-_active: list[_Patches] = []
+_active: list[Patches] = []
 
 
 @dataclass(frozen=True)
@@ -60,29 +61,6 @@ class CloudRules:
     shutdown_hold_s: float = 60.0
 
 
-class _Patches:
-    """Attributes replaced on moto's classes, restored in reverse order."""
-
-    def __init__(self) -> None:
-        self._saved: list[tuple[type, str, bool, Any]] = []
-
-    def set(self, owner: type, name: str, value: Any) -> Any:
-        """Replace ``owner.name``; returns what the class resolved before (its own or inherited)."""
-        own = name in owner.__dict__
-        before = owner.__dict__[name] if own else getattr(owner, name)
-        self._saved.append((owner, name, own, owner.__dict__.get(name)))
-        setattr(owner, name, value)
-        return before
-
-    def restore(self) -> None:
-        while self._saved:
-            owner, name, own, value = self._saved.pop()
-            if own:
-                setattr(owner, name, value)
-            else:
-                delattr(owner, name)
-
-
 def install(rules: CloudRules, console: Console | None = None) -> Callable[[], None]:
     """Patch moto in this process; the returned function undoes it. A second install raises RuntimeError."""
     from moto.ec2.models import EC2Backend
@@ -94,7 +72,7 @@ def install(rules: CloudRules, console: Console | None = None) -> Callable[[], N
     with _LOCK:
         if _active:
             raise RuntimeError("the cloud rules are already installed in this process: uninstall them first")
-        p = _Patches()
+        p = Patches()
         _active.append(p)
         orig_load = p.set(AmiBackend, "_load_amis", _load_amis_with_catalog)
         orig_bdm = p.set(Ami, "block_device_mappings", property(_ami_bdm))
@@ -114,21 +92,16 @@ def install(rules: CloudRules, console: Console | None = None) -> Callable[[], N
         for backend in _live_ec2_backends():
             _add_catalog_amis(backend)
 
-    done = threading.Event()
-
+    @once_under(_LOCK)
     def uninstall() -> None:
-        with _LOCK:
-            if done.is_set():
-                return
-            done.set()
-            for backend in _live_ec2_backends():
-                for inst in list(_instances(backend)):
-                    _finish_shutdown(inst)
-                _remove_catalog_amis(backend)
-            for params in _live_parameter_dicts():
-                _remove_catalog_params(params)
-            p.restore()
-            _active.remove(p)
+        for backend in _live_ec2_backends():
+            for inst in list(_instances(backend)):
+                _finish_shutdown(inst)
+            _remove_catalog_amis(backend)
+        for params in _live_parameter_dicts():
+            _remove_catalog_params(params)
+        p.restore()
+        _active.remove(p)
 
     return uninstall
 

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from raylab.aws.ec2_texts import CAPACITY_CODE, CAPACITY_MESSAGE_OD, CAPACITY_MESSAGE_SPOT
+from raylab.rehearsal.patching import Patches, once_under
 
 RECLAIM_ACTION = "aws:ec2:send-spot-instance-interruptions"
 CAPACITY_ACTION = "aws:ec2:api-insufficient-instance-capacity-error"
@@ -327,14 +328,7 @@ def install(hooks: FisHooks, scale: float | None = None) -> Callable[[], None]:
         if not active.scale > 0:
             raise ValueError(f"scale must be positive, got {active.scale}")
         _active.append(active)
-    saved: list[tuple[type, str, Any]] = []
-
-    def patch(owner: type, name: str, value: Any) -> Any:
-        before = owner.__dict__.get(name)
-        saved.append((owner, name, before))
-        resolved = getattr(owner, name)
-        setattr(owner, name, value)
-        return resolved
+    patches = Patches()
 
     orig_init = Experiment.__init__
 
@@ -386,27 +380,18 @@ def install(hooks: FisHooks, scale: float | None = None) -> Callable[[], None]:
             raise EC2ClientError(CAPACITY_CODE, refused)
         return orig_run(self)
 
-    patch(Experiment, "__init__", init)
-    patch(Experiment, "status", property(get_status, set_status))
-    patch(Experiment, "to_dict", to_dict)
-    patch(FISBackend, "start_experiment", start_experiment)
-    patch(EC2Response, "run_instances", run_instances)
-    done = threading.Event()
+    patches.set(Experiment, "__init__", init)
+    patches.set(Experiment, "status", property(get_status, set_status))
+    patches.set(Experiment, "to_dict", to_dict)
+    patches.set(FISBackend, "start_experiment", start_experiment)
+    patches.set(EC2Response, "run_instances", run_instances)
 
+    @once_under(_LOCK)
     def uninstall() -> None:
-        with _LOCK:
-            if done.is_set():
-                return
-            done.set()
-            for run in active.runs:
-                run.request_stop()
-            active.faults.clear()
-            while saved:
-                owner, name, before = saved.pop()
-                if before is None:
-                    delattr(owner, name)
-                else:
-                    setattr(owner, name, before)
-            _active.remove(active)
+        for run in active.runs:
+            run.request_stop()
+        active.faults.clear()
+        patches.restore()
+        _active.remove(active)
 
     return uninstall

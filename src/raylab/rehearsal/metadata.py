@@ -30,10 +30,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 
-from raylab.aws.imds_server import InstanceMetadata, MetadataStore, Response, aws_time, handle, send
+from raylab.aws.imds_server import ImdsHandler, InstanceMetadata, MetadataStore, Response, aws_time, handle
 
 REFRESH_BEFORE_S = 1800.0  # EC2 offers new role credentials well before the old ones expire
 CREDENTIALS_S = 21600  # how long the credentials moto_assume_role asks for last (EC2's are ~6 h)
@@ -163,21 +163,12 @@ def _parse_stamp(s: str) -> float:
     return datetime.strptime(s, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(ImdsHandler):
     server: _Server
 
-    def _answer(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length:
-            self.rfile.read(length)
-        r = self.server.metadata.answer(self.client_address[0], self.command, self.path,
-                                        dict(self.headers.items()))
-        send(self, r)
-
-    do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _answer
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        return
+    def answer(self, body: bytes) -> Response:
+        return self.server.metadata.answer(self.client_address[0], self.command, self.path,
+                                           dict(self.headers.items()))
 
 
 class _Server(ThreadingHTTPServer):

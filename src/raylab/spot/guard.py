@@ -13,11 +13,9 @@ the original value and watches (probing). A new failure while probing caps again
 multiplied (exponential backoff, bounded); a quiet probe means spot is back.
 
 Layout: ``step`` is the pure state machine (table-tested); ``set_node_type_limits`` is the YAML
-action (ruamel round-trip: comments and order survive, atomic replace); ``Guard.tick`` is the I/O
-loop. Failure sources: ``TwinEventsSource`` (local target: the twin's events log, exact code and AZ)
-and ``MonitorLogSource`` (AWS path: Ray's monitor.log on the head, where the AWS code appears as
-``Node Launch Exception (<code>)``; the AZ is not in that line). What `raylab status` reads of the
-guard's files lives in ``guard_status.py``, which is never shipped to the nodes.
+action (ruamel round-trip); ``Guard.tick`` is the I/O loop; failures come from ``TwinEventsSource``
+(local target) or ``MonitorLogSource`` (AWS, on the head). Operator-side code on the guard's files
+(``guard_status.py``; stage 6's ``set_node_type_fields``) lives elsewhere: only this file is shipped.
 """
 
 from __future__ import annotations
@@ -27,6 +25,7 @@ import os
 import re
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -75,10 +74,6 @@ class Decision:
     reason: str = ""
 
 
-def _hhmm(t: float) -> str:
-    return time.strftime("%H:%M:%S", time.localtime(t))
-
-
 def step(s: TypeState, *, node_type: str, instance_type: str, now: float, failures: list[Failure],
          running: int, original_max: int, fallback: str | None,
          cfg: GuardConfig) -> tuple[TypeState, list[Decision]]:
@@ -91,11 +86,11 @@ def step(s: TypeState, *, node_type: str, instance_type: str, now: float, failur
             else "no on-demand type of that shape: burst waits")
 
     def cap(cooldown: float, since: float, why: str) -> tuple[TypeState, list[Decision]]:
-        c = max(0, running)
+        c, at = max(0, running), time.strftime("%H:%M:%S", time.localtime(since))
         ns = TypeState("capped", since, now + cooldown, cooldown, c, s.restored_at,
                        s.failures + len(fails), fails[-1].code if fails else s.code,
                        (fails[-1].az if fails else s.az) or s.az)
-        msg = (f"spot {instance_type} unavailable{where} since {_hhmm(since)} ({ns.code} x{len(fails)}): "
+        msg = (f"spot {instance_type} unavailable{where} since {at} ({ns.code} x{len(fails)}): "
                f"{node_type} capped at {c} worker(s), {goes}; {why} in {int(cooldown)} s")
         return ns, [Decision("cap", node_type, c, msg, ns.code)]
 
@@ -154,7 +149,7 @@ def spot_node_types(cfg: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _edit_node_type(path: Path, node_type: str, edit: Callable[[Any], bool]) -> bool:
+def edit_node_type(path: Path, node_type: str, edit: Callable[[Any], bool]) -> bool:
     """Round-trip edit of one node type (ruamel keeps comments, order and quoting), written to a
     temp file and renamed so the autoscaler never reads half a file. ``edit`` changes the node
     type's mapping in place and says whether anything changed; nothing is written if not."""
@@ -186,23 +181,7 @@ def set_node_type_limits(path: Path, node_type: str, max_workers: int,
             changed = True
         return changed
 
-    return _edit_node_type(path, node_type, edit)
-
-
-def set_node_type_fields(path: Path, node_type: str, fields: dict[str, Any]) -> bool:
-    """Set fields of one node type (None removes the field). Returns False when nothing changed."""
-
-    def edit(nt: Any) -> bool:
-        changed = False
-        for k, v in fields.items():
-            if v is None:
-                changed |= nt.pop(k, None) is not None
-            elif nt.get(k) != v:
-                nt[k] = v
-                changed = True
-        return changed
-
-    return _edit_node_type(path, node_type, edit)
+    return edit_node_type(path, node_type, edit)
 
 
 def load_yaml(path: Path) -> dict[str, Any]:
@@ -258,7 +237,7 @@ def failures_from_twin_events(events: Iterable[dict[str, Any]],
     return out
 
 
-# Ray 2.60 v2 (instance_manager/node_provider.py) logs, in monitor.log:
+# Ray 2.60 v2 (instance_manager/node_provider.py) logs, in monitor.log (the code, never the AZ):
 #   "Failed to launch 2 nodes of type ray.worker.spot: Node Launch Exception
 #    (InsufficientInstanceCapacity): ..." (one line)
 _LAUNCH_FAIL = re.compile(r"^(?P<ts>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)?.*?"
@@ -307,18 +286,12 @@ def ec2_counter(ec2: Any, cluster_name: str) -> Callable[[], dict[str, int]]:
     """Instances (pending/running) per Ray node type of the cluster, from DescribeInstances."""
 
     def count() -> dict[str, int]:
-        out: dict[str, int] = {}
         pages = ec2.get_paginator("describe_instances").paginate(Filters=[
             {"Name": "tag:ray-cluster-name", "Values": [cluster_name]},
             {"Name": "instance-state-name", "Values": ["pending", "running"]}])
-        for page in pages:
-            for r in page["Reservations"]:
-                for i in r["Instances"]:
-                    tags = {t["Key"]: t["Value"] for t in i.get("Tags", [])}
-                    nt = tags.get("ray-user-node-type")
-                    if nt:
-                        out[nt] = out.get(nt, 0) + 1
-        return out
+        types = ({t["Key"]: t["Value"] for t in i.get("Tags", [])}.get("ray-user-node-type")
+                 for page in pages for r in page["Reservations"] for i in r["Instances"])
+        return dict(Counter(nt for nt in types if nt))
 
     return count
 
@@ -376,9 +349,7 @@ class Guard:
                                          min(orig["min_workers"], d.max_workers))
                 elif d.kind == "restore" and d.max_workers is not None:
                     set_node_type_limits(self.config_path, name, orig["max_workers"], orig["min_workers"])
-                self.emit({"t": round(now, 3), "kind": f"guard_{d.kind}", "node_type": name,
-                           "max_workers": d.max_workers, "reason": d.reason, "message": d.message,
-                           "status": st.status})
+                self._say(now, d, st.status)
                 done.append(d)
         self._save()
         return done
@@ -387,13 +358,16 @@ class Guard:
         """Put every capped type back as the user wrote it (guard shutdown)."""
         for name, orig in self.originals.items():
             if self.states.get(name, TypeState()).status == "capped":
-                set_node_type_limits(self.config_path, name, orig["max_workers"], orig["min_workers"])
-                self.emit({"t": round(self.clock(), 3), "kind": "guard_restore", "node_type": name,
-                           "max_workers": orig["max_workers"], "reason": "guard stopped",
-                           "message": f"guard stopped: {name} back to max_workers={orig['max_workers']}",
-                           "status": "ok"})
+                n = orig["max_workers"]
+                set_node_type_limits(self.config_path, name, n, orig["min_workers"])
+                msg = f"guard stopped: {name} back to max_workers={n}"
+                self._say(self.clock(), Decision("restore", name, n, msg, "guard stopped"), "ok")
                 self.states[name] = TypeState()
         self._save()
+
+    def _say(self, now: float, d: Decision, status: str) -> None:
+        self.emit({"t": round(now, 3), "kind": f"guard_{d.kind}", "node_type": d.node_type,
+                   "max_workers": d.max_workers, "reason": d.reason, "message": d.message, "status": status})
 
 
 def emitter(events_file: Path | None, twin_url: str | None) -> Callable[[dict[str, Any]], None]:

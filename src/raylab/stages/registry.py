@@ -28,6 +28,11 @@ class StageInfo:
     headline: str = ""  # its line in `raylab --help` (numbered stages)
 
     @property
+    def described(self) -> tuple[int, str, str, str]:
+        """A stage class's ``number, name, summary, verified_by``, as the registry has them."""
+        return self.number, self.name, self.summary, self.verified_by
+
+    @property
     def module(self) -> str:
         return f"raylab.stages.stage{self.number}_{self.name}" if self.number else "raylab.stages.teardown"
 

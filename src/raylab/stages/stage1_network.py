@@ -43,9 +43,6 @@ def applied_json(action: str, stack: str, operator: str, outputs: dict[str, Any]
             "availability_zones": outputs.get("AvailabilityZones")}
 
 
-_INFO = BY_NAME["network"]
-
-
 # --- pure decisions ------------------------------------------------------------------------
 def check_cidr(value: str) -> str:
     """A valid IPv4 CIDR (normalised), or a RaylabError naming the value."""
@@ -244,10 +241,7 @@ def _split(v: str) -> list[str]:
 
 
 class NetworkStage:
-    number = _INFO.number
-    name = _INFO.name
-    summary = _INFO.summary
-    verified_by = _INFO.verified_by
+    number, name, summary, verified_by = BY_NAME["network"].described
 
     def apply(self, ctx: Context) -> dict[str, Any]:
         from raylab.aws.cfn import deploy_stack, describe, params_of

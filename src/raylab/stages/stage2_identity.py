@@ -28,7 +28,6 @@ OUTPUT_KEYS = (
     "worker_instance_profile_arn",
     "worker_role_arn",
 )
-_INFO = BY_NAME["identity"]
 
 
 def tf_variables(*, lab: str, cluster_name: str, env: Mapping[str, str]) -> dict[str, str]:
@@ -103,11 +102,20 @@ def applied_json(changed: bool, outputs: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _profile_check(iam: Any, label: str, profile: str, role: str,
+                   hint: str | None = None) -> tuple[Check, bool]:
+    """Does the instance profile carry exactly ``role``? The check, and whether IAM knew the profile."""
+    from raylab.aws.iam import profile_roles
+
+    try:
+        roles = profile_roles(iam, profile)
+    except Exception as e:  # noqa: BLE001 - NoSuchEntity
+        return Check(label, False, f"{profile}: {e}", "run `raylab stage 2`"), False
+    return Check(label, roles == [role], f"{profile} carries {roles}", hint), True
+
+
 class IdentityStage:
-    number = _INFO.number
-    name = _INFO.name
-    summary = _INFO.summary
-    verified_by = _INFO.verified_by
+    number, name, summary, verified_by = BY_NAME["identity"].described
 
     def apply(self, ctx: Context) -> dict[str, Any]:
         from raylab.aws.session import client
@@ -146,7 +154,6 @@ class IdentityStage:
             head_policy_findings,
             merged,
             policy_actions,
-            profile_roles,
             role_inline_policies,
         )
         from raylab.aws.session import client
@@ -163,21 +170,11 @@ class IdentityStage:
             )
         ]
         iam = client(ctx, "iam")
-        try:
-            roles = profile_roles(iam, n["head_profile"])
-            checks.append(
-                Check(
-                    "head instance profile",
-                    roles == [n["head_role"]],
-                    f"{n['head_profile']} carries {roles}",
-                    "run `raylab stage 2`",
-                )
-            )
-        except Exception as e:  # noqa: BLE001 - NoSuchEntity
-            return [
-                *checks,
-                Check("head instance profile", False, f"{n['head_profile']}: {e}", "run `raylab stage 2`"),
-            ]
+        head, answered = _profile_check(iam, "head instance profile", n["head_profile"], n["head_role"],
+                                        "run `raylab stage 2`")
+        checks.append(head)
+        if not answered:
+            return checks
         doc = merged(role_inline_policies(iam, n["head_role"]).values())
         actions = policy_actions(doc)
         exact = actions == set(HEAD_POLICY_ACTIONS)
@@ -203,19 +200,8 @@ class IdentityStage:
                 else "no '*' action; stop/start/terminate by cluster tag; PassRole: worker role to EC2 only",
             )
         )
-        try:
-            wroles = profile_roles(iam, n["worker_profile"])
-            checks.append(
-                Check(
-                    "worker role and profile",
-                    wroles == [n["worker_role"]],
-                    f"{n['worker_profile']} carries {wroles}",
-                )
-            )
-        except Exception as e:  # noqa: BLE001
-            checks.append(
-                Check("worker role and profile", False, f"{n['worker_profile']}: {e}", "run `raylab stage 2`")
-            )
+        worker, _ = _profile_check(iam, "worker role and profile", n["worker_profile"], n["worker_role"])
+        checks.append(worker)
         return checks
 
     def destroy(self, ctx: Context) -> None:

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from raylab.stages import BY_NAME
 from raylab.stages.base import Check
 
 if TYPE_CHECKING:
@@ -107,10 +108,7 @@ def applied_json(info: dict[str, Any]) -> dict[str, Any]:
 
 
 class ClusterStage:
-    number = 3
-    name = "cluster"
-    summary = "`ray up` through the bastion (local: head + autoscaler v2 on the twin)"
-    verified_by = "Ray's cluster status and describe_instances by the ray-cluster-name tag agree"
+    number, name, summary, verified_by = BY_NAME["cluster"].described
 
     def apply(self, ctx: Context) -> dict[str, Any]:
         from raylab.cluster.bootstrap import node_python

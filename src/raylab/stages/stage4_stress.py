@@ -70,11 +70,8 @@ def checks_for(s: StressRecord) -> list[Check]:
     return out
 
 
-_INFO = BY_NAME["stress"]
-
-
 class StressStage:
-    number, name, summary, verified_by = _INFO.number, _INFO.name, _INFO.summary, _INFO.verified_by
+    number, name, summary, verified_by = BY_NAME["stress"].described
 
     def apply(self, ctx: Context) -> dict[str, Any]:
         from raylab.observe.run import run_stress

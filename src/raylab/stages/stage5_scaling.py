@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from raylab.cluster.vocab import ON_DEMAND_QUOTA, SPOT_QUOTA
 from raylab.errors import RaylabError
+from raylab.stages import BY_NAME
 from raylab.stages.base import Check
 from raylab.stages.results import StressRecord
 from raylab.stages.stage4_stress import recorded
@@ -338,10 +339,7 @@ def applied_json(record: dict[str, Any], second: dict[str, Any]) -> dict[str, An
 
 
 class ScalingStage:
-    number = 5
-    name = "scaling"
-    summary = "edit upscaling_speed / idle_timeout / min,max workers; watch downscaling"
-    verified_by = "idle workers removed after the timeout down to min_workers (measured)"
+    number, name, summary, verified_by = BY_NAME["scaling"].described
 
     def apply(self, ctx: Context) -> dict[str, Any]:
         from raylab.observe import timeline as tl

@@ -37,10 +37,28 @@ def twin_events(ctx: Context, since: int = 0) -> list[dict[str, Any]]:
     return twin_client(ctx).events(since)
 
 
+def set_node_type_fields(path: Path, node_type: str, fields: dict[str, Any]) -> bool:
+    """Set fields of one node type in the cluster YAML (None removes the field), with the guard's
+    round-trip edit. Returns False when nothing changed. Operator side only: never on the nodes."""
+    from raylab.spot.guard import edit_node_type
+
+    def edit(nt: Any) -> bool:
+        changed = False
+        for k, v in fields.items():
+            if v is None:
+                changed |= nt.pop(k, None) is not None
+            elif nt.get(k) != v:
+                nt[k] = v
+                changed = True
+        return changed
+
+    return edit_node_type(path, node_type, edit)
+
+
 def ensure_spot_allowed(cfg: Path) -> dict[str, dict[str, Any]]:
     """If the scenario has no spot workers, give the drill the mixed scenario's limits and priorities;
     return what to put back (a field the config did not have comes back as None: removed)."""
-    from raylab.spot.guard import load_yaml, set_node_type_fields
+    from raylab.spot.guard import load_yaml
 
     types = load_yaml(cfg).get("available_node_types", {})
     if int(types.get("ray.worker.spot", {}).get("max_workers", 0)) > 0:
@@ -219,7 +237,7 @@ def split_markets_by_az(cfg: Path, network: dict[str, Any]) -> dict[str, dict[st
     """As the mixed scenario does: on-demand workers in stage 1's first private subnet, spot in the
     second, so the capacity drill is a spot-only outage. Returns what to put back ({} with one subnet)."""
     from raylab.cluster.config import subnet_values
-    from raylab.spot.guard import load_yaml, set_node_type_fields
+    from raylab.spot.guard import load_yaml
 
     sv = subnet_values(network)
     if not sv or sv["PrivateSubnetA"] == sv["PrivateSubnetB"]:
@@ -240,7 +258,6 @@ def fis_apply(ctx: Context, o: dict[str, Any]) -> dict[str, Any]:
     mixed scenario's limits for the drill, re-applied with `ray up --no-restart` (autoscaler v2
     re-reads the YAML), and put back afterwards, as on the local target."""
     from raylab.spot.fis import run_drills
-    from raylab.spot.guard import set_node_type_fields
 
     cfg = Path(ctx.state.get("cluster")["config_path"])
     restore = ensure_spot_allowed(cfg)

@@ -42,6 +42,7 @@ from raylab.stages.stage6_io import (  # noqa: F401 - ensure_spot_allowed: re-ex
     fixed_size,
     running_spot,
     running_workers,
+    set_node_type_fields,
     start_demo,
     stop_guard,
     twin_client,
@@ -62,11 +63,8 @@ LEASE_GRACE_S = 2.0
 MAX_MAKESPAN_RATIO = 1.5  # issue 5: with the guard, within 1.5x of the same job without failures
 
 
-_INFO = BY_NAME["spot"]
-
-
 class SpotStage:
-    number, name, summary, verified_by = _INFO.number, _INFO.name, _INFO.summary, _INFO.verified_by
+    number, name, summary, verified_by = BY_NAME["spot"].described
 
     # --- apply ---------------------------------------------------------------------------------
     def apply(self, ctx: Context) -> dict[str, Any]:
@@ -93,8 +91,6 @@ class SpotStage:
                 results[name]["chart"] = drill_chart(ctx, name, results[name],
                                                      results[name].get("chart_from", t0), time.time())
         finally:
-            from raylab.spot.guard import set_node_type_fields
-
             for nt, fields in restore.items():
                 set_node_type_fields(cfg, nt, fields)
         from raylab.spot.metrics import spot_metrics

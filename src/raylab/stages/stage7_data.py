@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from raylab.datajob.submit import DATA_PIP  # the job's packages on AWS nodes (runtime_env pip)
 from raylab.errors import RaylabError
+from raylab.stages import BY_NAME
 from raylab.stages.base import Check
 
 if TYPE_CHECKING:
@@ -121,10 +122,7 @@ def applied_json(where: str, job_id: str | None, summary: Mapping[str, Any], out
 
 
 class DataStage:
-    number = 7
-    name = "data"
-    summary = "Ray Data over Common Voice 17 parquet (local: a generated sample)"
-    verified_by = "features parquet written; counts and durations consistent"
+    number, name, summary, verified_by = BY_NAME["data"].described
 
     def apply(self, ctx: Context) -> dict[str, Any]:
         from raylab.datajob import submit

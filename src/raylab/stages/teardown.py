@@ -18,16 +18,13 @@ if TYPE_CHECKING:
     from raylab.context import Context
 
 
-_INFO = BY_NAME["teardown"]
-
-
 def applied_json(errors: list[str]) -> dict[str, Any]:
     """Teardown's result as `raylab lab --json` reports it: what failed to go (pure)."""
     return {"errors": errors}
 
 
 class Teardown:
-    number, name, summary, verified_by = _INFO.number, _INFO.name, _INFO.summary, _INFO.verified_by
+    number, name, summary, verified_by = BY_NAME["teardown"].described
 
     def apply(self, ctx: Context) -> dict[str, Any]:
         errors: list[str] = []
