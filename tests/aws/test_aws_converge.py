@@ -77,7 +77,8 @@ def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[st
     )
 
 
-def test_killed_stack_and_killed_down_converge(moto_endpoint: str, ec2_quotas: dict, tmp_path: Path) -> None:
+def test_killed_stack_and_killed_down_converge(moto_endpoint: str, ec2_quotas: dict, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
     ec2_quotas.update({"L-1216C47A": 512, "L-34B43A08": 512})
     env = aws_env(moto_endpoint)
     common = ["--target", "aws", "--lab", LAB, "--yes", "--workdir", str(tmp_path / ".raylab")]
@@ -90,13 +91,25 @@ def test_killed_stack_and_killed_down_converge(moto_endpoint: str, ec2_quotas: d
         aws_secret_access_key="testing",
     )
 
-    # 1. stage 1 killed once its stack exists in the cloud but before raylab wrote its outputs down
+    # 1. stage 1 killed once its stack exists in the cloud but before raylab wrote its outputs down.
+    # moto creates a stack at once, so raylab's DescribeStacks after CreateStack is made slow: the kill
+    # lands in that window every time, not only when the machine is idle (a flaky race on a busy CI).
+    from moto.cloudformation.models import CloudFormationBackend
+
+    slow = CloudFormationBackend.describe_stacks
+
+    def describe_stacks(self: CloudFormationBackend, name_or_stack_id: str) -> list:
+        time.sleep(3.0)
+        return slow(self, name_or_stack_id)
+
+    monkeypatch.setattr(CloudFormationBackend, "describe_stacks", describe_stacks)
     p = _start(["stage", "1", *common], env)
     deadline = time.monotonic() + 120
     while not [s for s in cfn.list_stacks()["StackSummaries"] if s["StackName"] == f"raylab-{LAB}-network"]:
         assert p.poll() is None and time.monotonic() < deadline, p.communicate()[1]
         time.sleep(0.02)
     _kill(p)
+    monkeypatch.setattr(CloudFormationBackend, "describe_stacks", slow)
     recorded = json.loads(state.read_text()) if state.exists() else {}
     assert "network" not in recorded  # the interruption hit between the cloud and raylab's records
     r = _run(["stage", "1", "--json", *common], env)
