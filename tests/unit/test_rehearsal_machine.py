@@ -66,16 +66,6 @@ def test_an_image_with_another_python_hides_the_hosts() -> None:
     assert same.rstrip().endswith("exec /usr/sbin/sshd -D -e -f /mnt/machine/sshd_config")
 
 
-def test_the_home_shares_the_uv_caches_mount() -> None:
-    """Inside the shared dir (the world's layout) the home is reached through /mnt/rehearsal, the
-    mount of uv's cache, so uv hardlinks instead of copying; elsewhere it is bind-mounted."""
-    inside = inner_script(SPEC, Path("/s/machines/7/i-1"), Path("/s"), HOST_PYTHONS[1], 1)
-    assert f"ln -s /mnt/rehearsal/machines/7/i-1/home /home/{SPEC.user}" in inside
-    assert "mount --bind /mnt/machine/home" not in inside
-    outside = inner_script(SPEC, Path("/m"), Path("/s"), HOST_PYTHONS[1], 1)
-    assert f"mount --bind /mnt/machine/home /home/{SPEC.user}" in outside
-
-
 def test_a_killed_worlds_machine_disks_are_swept_a_live_ones_kept(tmp_path: Path) -> None:
     import os
 

@@ -103,24 +103,16 @@ def files(spec: MachineSpec, env: dict[str, str], node_bin: str) -> dict[str, st
 
 
 def inner_script(spec: MachineSpec, mdir: Path, shared: Path, python: str, boot_delay_s: float) -> str:
-    """What the machine's init runs (in its new mount/UTS/PID namespaces): the mounts, then sshd.
-
-    The home: when the machine's dir lies inside ``shared`` (as the world lays it out), ``/home/<user>``
-    is a symlink into ``/mnt/rehearsal``, the one mount that also holds uv's shared cache, so uv
-    installs the nodes' venvs by hardlinks (a bind-mounted home is another mount: link(2) fails with
-    EXDEV and uv copies every file, about 380 MB per node)."""
+    """What the machine's init runs (in its new mount/UTS/PID namespaces): the mounts, then sshd."""
     q = shlex.quote
-    try:
-        home = [f"ln -s {q(f'/mnt/rehearsal/{mdir.relative_to(shared)}/home')} /home/{spec.user}"]
-    except ValueError:
-        home = [f"mkdir -p /home/{spec.user}", f"mount --bind /mnt/machine/home /home/{spec.user}"]
     lines = [
         "set -eu",
         "mount -t tmpfs rl-mnt /mnt", "mkdir -p /mnt/machine /mnt/rehearsal",
         f"mount --bind {q(str(mdir))} /mnt/machine", f"mount --bind {q(str(shared))} /mnt/rehearsal",
         f"hostname {q(spec.hostname)}",
         "mount --bind /mnt/machine/tmp /tmp",
-        "mount -t tmpfs rl-home /home", *home,
+        "mount -t tmpfs rl-home /home", f"mkdir -p /home/{spec.user}",
+        f"mount --bind /mnt/machine/home /home/{spec.user}",
         *[f"mount --bind /mnt/machine/etc/{f} /etc/{f}" for f in ("passwd", "group", "shadow")],
     ]
     if python not in HOST_PYTHONS:  # the image ships another Python: the host's is not there
