@@ -129,9 +129,8 @@ def test_node_environment_points_uv_and_pip_at_the_mirror_only(tmp_path: Path) -
         "PIP_DISABLE_PIP_VERSION_CHECK": "1",
         "UV_PYTHON_DOWNLOADS": "never",
         "UV_PYTHON_PREFERENCE": "only-system",
-        "UV_CACHE_DIR": f"{tmp_path}/uv-cache",
         "UV_NO_CONFIG": "1",
-    }
+    }  # no UV_CACHE_DIR: uv's own ~/.cache/uv in the machine's home, as on EC2 (rehearsal/uvcache.py)
     assert node_environment(tmp_path / "wheels", tmp_path / "c")["UV_CACHE_DIR"] == f"{tmp_path}/c"
 
 

@@ -51,7 +51,6 @@ from raylab.errors import RaylabError
 REPO = Path(__file__).resolve().parents[3]
 REHEARSAL_DIR = REPO / ".rehearsal"  # gitignored
 WHEELHOUSE = REHEARSAL_DIR / "wheels"
-UV_CACHE_DIR = REHEARSAL_DIR / "uv-cache"  # shared by every machine: the second one installs by hardlinks
 INDEX = "simple"  # the PEP 503 index inside the wheelhouse
 STAMP = ".wheelhouse.json"
 GLIBC_MAX = 35  # manylinux_2_35: Ubuntu 22.04 and newer AMIs, and this host (Debian 12, glibc 2.36)
@@ -209,8 +208,8 @@ def node_environment(wheelhouse: Path = WHEELHOUSE, cache_dir: Path | None = Non
       (uv 0.13.8 has no ``UV_NO_INDEX`` variable: it is silently ignored, and uv goes to PyPI.)
     - ``UV_PYTHON_DOWNLOADS=never`` and ``UV_PYTHON_PREFERENCE=only-system``: ``uv venv --python 3.X``
       takes the image's own interpreter, as on the AMI, and never tries to download one.
-    - ``UV_CACHE_DIR``: one cache shared by all machines (uv locks it); the first install unpacks each
-      wheel once, later machines hardlink from it (uv's default link mode on Linux, same filesystem).
+    - no ``UV_CACHE_DIR``: uv's own default, ``~/.cache/uv``, as on EC2; the world seeds each machine's
+      with hardlinks to one warm cache (``raylab.rehearsal.uvcache``). ``cache_dir`` sets one (tests).
     - ``UV_NO_CONFIG=1``: no ``uv.toml`` of the host (``/etc/uv``, ``~/.config/uv``) adds an index.
     - ``PIP_INDEX_URL`` (the same index) and no pip self-check: Ray's runtime_env ``pip`` (stage 7's
       job) installs with pip into the job's env.
@@ -223,8 +222,8 @@ def node_environment(wheelhouse: Path = WHEELHOUSE, cache_dir: Path | None = Non
         "PIP_DISABLE_PIP_VERSION_CHECK": "1",
         "UV_PYTHON_DOWNLOADS": "never",
         "UV_PYTHON_PREFERENCE": "only-system",
-        "UV_CACHE_DIR": str((cache_dir or wheelhouse.resolve().parent / "uv-cache").resolve()),
         "UV_NO_CONFIG": "1",
+        **({"UV_CACHE_DIR": str(cache_dir.resolve())} if cache_dir else {}),
     }
 
 

@@ -103,10 +103,14 @@ def files(spec: MachineSpec, env: dict[str, str], node_bin: str) -> dict[str, st
 
 
 def inner_script(spec: MachineSpec, mdir: Path, shared: Path, python: str, boot_delay_s: float) -> str:
-    """What the machine's init runs (in its new mount/UTS/PID namespaces): the mounts, then sshd."""
+    """What the machine's init runs (in its new mount/UTS/PID namespaces): uv's cache seeded into the
+    home (``raylab.rehearsal.uvcache``), the mounts, then sshd."""
+    from raylab.rehearsal.uvcache import seed_lines
+
     q = shlex.quote
     lines = [
         "set -eu",
+        *seed_lines(shared / "uv-cache", mdir / "home"),  # host paths: before the home is a mount
         "mount -t tmpfs rl-mnt /mnt", "mkdir -p /mnt/machine /mnt/rehearsal",
         f"mount --bind {q(str(mdir))} /mnt/machine", f"mount --bind {q(str(shared))} /mnt/rehearsal",
         f"hostname {q(spec.hostname)}",

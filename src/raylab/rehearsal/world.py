@@ -210,13 +210,16 @@ class World:
 
 def prepare_internet(shared: Path) -> None:
     """The nodes' internet (``internet.py``) as the machines see it: ``shared`` is ``/mnt/rehearsal``
-    inside every machine, so the mirror's own paths are rewritten to that mount."""
+    inside every machine, so the mirror's own paths are rewritten to that mount. Then uv's warm cache,
+    which each machine's home gets by hardlinks (once per set of Pythons and packages)."""
     from raylab.rehearsal.internet import UV_VERSION, node_bin
+    from raylab.rehearsal.uvcache import warm_shared
 
     dest = node_bin(shared / "node-bin", shared / "wheels", cache=shared / "uv-dist" / UV_VERSION)
     host = str(shared.resolve())
     for f in [dest / "curl", shared / "uv-dist" / UV_VERSION / "install.sh"]:
         f.write_text(f.read_text().replace(host, "/mnt/rehearsal"))
+    warm_shared(shared)
 
 
 def sweep_dead_worlds(root: Path) -> list[str]:
