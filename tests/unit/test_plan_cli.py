@@ -96,6 +96,19 @@ def test_repo_config_default_scenario_runs() -> None:
     assert f["peak_workers"] == 8  # 160 - 16 (head) - 2 (bastion) = 142 vCPUs = 8 workers
 
 
+def test_the_local_forecast_launches_nothing_after_the_job() -> None:
+    """The local target's forecast keeps the local head's REQUESTED timeout (15 s), as its lab runs:
+    the job at the wall ends at about 2:26 and no launch follows (with Ray's 600 s, three workers
+    launched at 10:30 with nothing queued)."""
+    r = run_cli("plan", "--tasks", "120", "--duration", "30", "--scale", "4", "--boot-seconds", "4",
+                "--max-concurrent-boots", "1", "--json", cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    f = json_out(r)
+    assert f["peak_workers"] == 8 and f["quota"]["limited"] is True
+    late = [x for x in f["rounds"] if x["t_s"] > f["makespan_s"] and sum(x["launched"].values())]
+    assert late == []
+
+
 @pytest.mark.parametrize(("args", "needle"), [
     (["--compare", "speed=1,2"], "cannot compare"),
     (["--compare", "upscaling_speed=1,x"], "not a number"),

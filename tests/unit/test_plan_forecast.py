@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from raylab.plan.forecast import simulate
-from raylab.plan.model import NodeTypeSpec, PlanInput, Workload
+from raylab.plan.model import Forecast, NodeTypeSpec, PlanInput, Workload
 from raylab.plan.sim import check_ray_internals
 from raylab.plan.summary import quota_summary
 
@@ -152,3 +152,30 @@ def test_tasks_still_starting_are_double_counted_for_one_tick() -> None:
     assert instant.peak_workers == 2
     assert slow.peak_workers == 4
     assert [(r.t_s, sum(r.launched.values())) for r in slow.rounds] == [(0.0, 2), (30.0, 2)]
+
+
+def _launch_times_after(fc: Forecast, t_s: float) -> list[float]:
+    return [r.t_s for r in fc.rounds if r.t_s > t_s and r.launched]
+
+
+@pytest.mark.parametrize("request_timeout_s, relaunch", [
+    (600.0, True),  # Ray's default, the AWS head: the rest of the partly filled launches, 10 min later
+    (15.0, False),  # the local head's env: asked again while the job still wants them
+])
+def test_a_partly_filled_launch_is_asked_again_after_the_heads_request_timeout(
+        request_timeout_s: float, relaunch: bool) -> None:
+    """The issue's anomaly: a scaled-down stress job (120 x 30 s at the quota wall) ends at 2:26, then
+    3 workers launched at 10:30 with nothing queued. Ray 2.60's reconciler re-queues an instance left
+    REQUESTED (the rest of a partly filled RunInstances) after RAY_AUTOSCALER_RECONCILE_REQUEST_STATUS_
+    TIMEOUT_S, demand or not. The forecast uses the target's value: local 15 s, so no late launch."""
+    small_head = NodeTypeSpec("ray.head.default", "c7i.4xlarge", vcpus=16, cpus=4)
+    small = replace(OD, cpus=4)
+    fc = simulate(plan(head=small_head, workers=(small,), workload=Workload(120, 1, 30.0), boot_seconds=4.0,
+                       max_concurrent_boots=1, quota_ondemand=160, idle_timeout_minutes=5.0,
+                       other_vcpus=2, request_timeout_s=request_timeout_s))
+    assert fc.peak_workers == 8 and fc.makespan_s is not None
+    late = _launch_times_after(fc, fc.makespan_s)
+    if relaunch:
+        assert late and min(late) >= 600
+    else:
+        assert late == []

@@ -49,6 +49,7 @@ def test_the_moto_only_target_declares_what_the_local_target_declares() -> None:
         ("ships_code", False, True),
         ("quota_settable", True, False),
         ("picks_node_python", False, True),
+        ("request_timeout_s", 15.0, 600.0),  # the heads' autoscaler env; `raylab plan` forecasts with it
         ("faults", "twin", "fis"),
         ("fixed_region", "us-west-2", None),
         ("spends_money", False, True),

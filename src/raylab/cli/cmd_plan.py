@@ -105,6 +105,7 @@ def plan(
     from raylab.plan import inputs
     from raylab.plan.forecast import simulate
     from raylab.plan.model import Workload
+    from raylab.targets import get_target
 
     workload = Workload(tasks=_num(tasks, "--tasks", integer=True, positive=True),
                         cpus=_num(cpus, "--cpus", integer=True, positive=True),
@@ -124,6 +125,7 @@ def plan(
         worker_start_s=_num(worker_start, "--worker-start-seconds"),
         max_concurrent_boots=_num(boots, "--max-concurrent-boots", integer=True, allow_none=True,
                                   positive=True),
+        request_timeout_s=get_target(target.lower()).request_timeout_s,  # as the target's head runs
     )
     from raylab.plan import cost as costmod
     from raylab.plan import render

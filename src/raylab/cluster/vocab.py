@@ -73,3 +73,8 @@ RAY_DEFAULTS: dict[str, float] = {
 }
 UPSCALING_SPEED = RAY_DEFAULTS["upscaling_speed"]
 IDLE_TIMEOUT_MINUTES = RAY_DEFAULTS["idle_timeout_minutes"]
+# Autoscaler v2 asks the cloud again for an instance REQUESTED but not yet seen after this long (the
+# rest of a partly filled RunInstances at the quota wall), even when nothing waits for it any more
+# (ray/autoscaler/v2/instance_manager/config.py, RAY_AUTOSCALER_RECONCILE_REQUEST_STATUS_TIMEOUT_S).
+REQUEST_STATUS_TIMEOUT_ENV = "RAY_AUTOSCALER_RECONCILE_REQUEST_STATUS_TIMEOUT_S"
+REQUEST_STATUS_TIMEOUT_S = 600.0

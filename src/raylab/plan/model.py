@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from raylab.cluster.vocab import IDLE_TIMEOUT_MINUTES, UPSCALING_SPEED, Market
+from raylab.cluster.vocab import IDLE_TIMEOUT_MINUTES, REQUEST_STATUS_TIMEOUT_S, UPSCALING_SPEED, Market
 
 RAY_VERSION = "2.60.0"
 TICK_S = 5.0  # AUTOSCALER_UPDATE_INTERVAL_S
@@ -55,6 +55,9 @@ class PlanInput:
     # after a node takes its first tasks may ask for one node too many, as measured on the local lab.
     # 0 = instant (fine for AWS-sized nodes; a loaded 2-core machine measures 2-20 s).
     worker_start_s: float = 0.0
+    # The head's REQUESTED timeout (``vocab.REQUEST_STATUS_TIMEOUT_S``, Ray's 600 s, on AWS; the local
+    # head's 15 s): when the rest of a partly filled launch is asked for again, with or without demand.
+    request_timeout_s: float = REQUEST_STATUS_TIMEOUT_S
     horizon_s: float = 6 * 3600.0  # stop simulating after this long past the job start
 
     def quota(self, market: str) -> int | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time as _real_time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from raylab.plan.model import RAY_VERSION, NodeTypeSpec, PlanInput
@@ -94,6 +94,11 @@ def check_ray_internals() -> None:
     store = InMemoryStorage()
     if not (isinstance(getattr(store, "_tables", None), dict) and hasattr(store, "_lock")):
         problems.append("InMemoryStorage no longer keeps _tables/_lock")
+    from ray.autoscaler.v2.instance_manager.config import AutoscalingConfig, InstanceReconcileConfig
+
+    if "request_status_timeout_s" not in {f.name for f in fields(InstanceReconcileConfig)} or \
+            not hasattr(AutoscalingConfig, "get_instance_reconcile_config"):
+        problems.append("the reconciler's REQUESTED timeout is no longer InstanceReconcileConfig's")
     if "_instance_storage" not in InstanceManager.__init__.__code__.co_names:
         problems.append("InstanceManager no longer has _instance_storage")
     if problems:
@@ -244,7 +249,13 @@ def _autoscaling_config(plan: PlanInput) -> Any:
         "available_node_types": types,
         "head_node_type": plan.head.name,
     }
-    return AutoscalingConfig(cfg, skip_content_hash=True)
+    config = AutoscalingConfig(cfg, skip_content_hash=True)
+    # Ray builds InstanceReconcileConfig() from the head's env, read once at import: the plan's value
+    # (the target's head env) is given the reconciler here instead.
+    reconcile = replace(config.get_instance_reconcile_config(),
+                        request_status_timeout_s=int(plan.request_timeout_s))
+    config.get_instance_reconcile_config = lambda: reconcile  # this one config's, not the class's
+    return config
 
 
 def _shallow_storage() -> Any:

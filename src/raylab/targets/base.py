@@ -66,6 +66,10 @@ class Target(Protocol):
     # parallel setups for min_workers' nodes (aws: the AMI's boot, SSH from the head and the setup
     # commands; local: a `ray start`).
     node_setup_s: float
+    # The head autoscaler's REQUESTED timeout, s (``vocab.REQUEST_STATUS_TIMEOUT_ENV``): the rest of a
+    # partly filled launch is asked for again after this long, with or without demand; `raylab plan`
+    # forecasts with it (local: 15, the local head's env; aws: Ray's 600).
+    request_timeout_s: float
     # Every Ray node must bind a 127.x address (stage 3 checks it): nothing of the lab leaves loopback.
     loopback_only: bool
     # Ray's GCS answers from this machine, so status is read from it directly rather than through

@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from raylab.cluster.vocab import REQUEST_STATUS_TIMEOUT_S
 from raylab.errors import RaylabError
 from raylab.targets.aws import ssh as sshmod
 from raylab.targets.aws.cluster import NOT_GONE, AwsCluster
@@ -40,6 +41,7 @@ class AwsTarget(AwsCluster):
     network_teardown = "explain"  # a failed stack delete is explained (its events), never force-deleted
     terraform_mirror_required = False  # providers may come from the Terraform registry
     node_setup_s = 600.0  # boot, SSH from the head, setup commands (pip install of Ray and deps)
+    request_timeout_s = REQUEST_STATUS_TIMEOUT_S  # the head runs with Ray's default (600 s)
     loopback_only = False  # nodes have VPC addresses
     gcs_reachable = False  # the head's GCS only through the bastion (cluster_status over SSH)
     data_source = "s3"  # stage 7: Common Voice 17 parquet on S3, on the lab's cluster only

@@ -11,6 +11,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from raylab.context import Context
 
+from raylab.cluster.vocab import REQUEST_STATUS_TIMEOUT_ENV
+from raylab.targets.local.head import AUTOSCALER_ENV
+
 OPERATOR_CIDR = "127.0.0.1/32"  # the bastion's SSH rule: nothing off loopback
 REGION = "us-west-2"  # the twin's region
 
@@ -26,6 +29,7 @@ class LocalDeclared:
     network_teardown = "sweep"  # moto's stack delete can leave pieces: swept by tag afterwards
     terraform_mirror_required = True  # no registry download: providers from the local mirror
     node_setup_s = 60.0  # a `ray start` on this machine
+    request_timeout_s = float(AUTOSCALER_ENV[REQUEST_STATUS_TIMEOUT_ENV])  # the local head's env: 15 s
     loopback_only = True  # every Ray node binds 127.x (stage 3 checks it)
     gcs_reachable = True  # the head runs on this machine
     data_source = "sample"  # stage 7: clips generated here (espeak-ng)

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from raylab.cluster.vocab import REQUEST_STATUS_TIMEOUT_ENV
 from raylab.procs import free_port
 
 LOOPBACK_DIR = Path(__file__).resolve().parent / "loopback"
@@ -28,7 +29,7 @@ AUTOSCALER_ENV = {
     # after this long; default 600 s, so a lab run would wait 10 minutes before the retry that
     # meets VcpuLimitExceeded. The twin answers RunInstances at once; 15 s leaves room for a slow
     # launch call on a busy 2-core machine (a shorter value risks launching twice).
-    "RAY_AUTOSCALER_RECONCILE_REQUEST_STATUS_TIMEOUT_S": "15",
+    REQUEST_STATUS_TIMEOUT_ENV: "15",
     # A running instance whose Ray node never joins (boot failure) stays ALLOCATED this long before
     # v2 terminates it; default 3600 s. Local nodes join in ~5-15 s even on 2 busy cores: 120 s.
     "RAY_AUTOSCALER_RECONCILE_ALLOCATE_STATUS_TIMEOUT_S": "120",
