@@ -53,6 +53,28 @@ def listed_jobs(dashboard_url: str) -> list[str] | None:
         return None
 
 
+def orphaned_job(rec: dict[str, Any], dashboard_url: str, run_alive: bool) -> str | None:
+    """The job a killed run left running on this cluster, to stop before a new one (pure).
+
+    ``rec`` is the state's ``stress_job`` (job id, dashboard, the submitting run's pid and start
+    time); ``run_alive``: that run still runs (then the job is its own, not an orphan)."""
+    if not rec.get("job_id") or run_alive or rec.get("dashboard_url") != dashboard_url:
+        return None
+    return str(rec["job_id"])
+
+
+def stop_job(dashboard_url: str, job_id: str) -> bool:
+    """Stop a job if it still runs; True if it was running (False: done, unknown, or no answer)."""
+    try:
+        from ray.job_submission import JobSubmissionClient
+
+        client = JobSubmissionClient(dashboard_url)
+        status = str(getattr(client.get_job_status(job_id), "value", ""))
+        return status not in TERMINAL and bool(client.stop_job(job_id))
+    except Exception:  # noqa: BLE001 - a head without that job: nothing to stop
+        return False
+
+
 @dataclass
 class StressJob:
     """A submitted stress job; ``poll()`` refreshes status, progress and (at the end) the summary."""

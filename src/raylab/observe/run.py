@@ -15,11 +15,13 @@ from raylab.cluster.vocab import IDLE_TIMEOUT_MINUTES, UPSCALING_SPEED, Market
 from raylab.errors import RaylabError
 from raylab.observe import sources
 from raylab.observe import timeline as tl
+from raylab.procs import run_identity
 
 if TYPE_CHECKING:
     from raylab.context import Context
 
 SAMPLE_EVERY_S = 2.0
+JOB_STATE = "stress_job"  # the running job, in the state (see stop_orphaned_job)
 @dataclass(frozen=True)
 class Limits:
     head_type: str
@@ -130,6 +132,22 @@ def fetch_quota(ctx: Context, market: str) -> int | None:
         return int(q["Quota"]["Value"])
     except Exception:
         return None
+
+
+def stop_orphaned_job(ctx: Context, dashboard: str) -> None:
+    """Stop the stress job a killed run left running on this cluster (it would share the cluster
+    with the new one): the state names it, and the run that submitted it is gone."""
+    from raylab.observe.job import orphaned_job, stop_job
+    from raylab.procs import liveness
+    from raylab.proctable import start_time
+
+    rec = ctx.state.get(JOB_STATE)
+    alive = liveness(int(rec.get("pid_start") or 0), start_time(int(rec.get("pid") or 0))) == "alive"
+    job_id = orphaned_job(rec, dashboard, alive)
+    if job_id and stop_job(dashboard, job_id):
+        ctx.ui.warning(f"stopped the stress job {job_id} that a killed run left running")
+    if not alive:
+        ctx.state.drop(JOB_STATE)
 
 
 def default_workload(scale: int) -> tuple[int, float]:
@@ -247,7 +265,11 @@ def run_stress(ctx: Context, *, tasks: int, duration: float, scale: int, out_dir
                 f"(workers: {lim.worker_type}, {lim.cpus_per_worker} CPUs each, max {lim.max_workers}; "
                 f"quota {quota if quota is not None else 'unknown'} vCPU, {reserved} of it already in use "
                 f"by the head and other instances)")
+    stop_orphaned_job(ctx, dashboard)
     job = StressJob.submit(dashboard, ctx.root / "workloads", tasks, duration, scale)
+    pid, pid_start = run_identity()  # a run killed from here on leaves the job: the next one stops it
+    ctx.state.put(JOB_STATE, {"job_id": job.job_id, "dashboard_url": dashboard, "pid": pid,
+                              "pid_start": pid_start})
     samples: list[dict[str, Any]] = []
     down_deadline: float | None = None
     with LiveView(ctx.ui, f"stress {tasks} x {duration:g}s") as live:
@@ -278,6 +300,8 @@ def run_stress(ctx: Context, *, tasks: int, duration: float, scale: int, out_dir
         except KeyboardInterrupt:
             job.stop()
             raise
+        finally:
+            ctx.state.drop(JOB_STATE)
     if job.status != "SUCCEEDED" and not job.summary:
         raise RaylabError(f"the stress job ended {job.status}: {job.message[:200]}",
                           f"job log tail:\n{job.logs_tail()}")
