@@ -20,8 +20,8 @@ import pytest
 
 from raylab import proctable
 from raylab.observe import job as jobmod
-from raylab.observe.job import orphaned_job
-from raylab.observe.run import JOB_STATE, stop_orphaned_job
+from raylab.observe.job import orphaned_job, stop_orphaned_job
+from raylab.observe.run import JOB_STATE
 from raylab.procs import Records, run_identity
 from raylab.state import State
 
@@ -62,7 +62,7 @@ def test_a_killed_runs_job_is_stopped_and_forgotten(tmp_path: Path, monkeypatch:
     dead = subprocess.Popen([sys.executable, "-c", ""])
     dead.wait()
     ctx.state.put(JOB_STATE, {**REC, "pid": dead.pid, "pid_start": 12345})
-    stop_orphaned_job(ctx, DASH)
+    stop_orphaned_job(ctx.state, ctx.ui, JOB_STATE, DASH, "stress job")
     assert stopped == [(DASH, "raysubmit_1")]
     assert ctx.ui.lines == ["stopped the stress job raysubmit_1 that a killed run left running"]
     assert ctx.state.get(JOB_STATE) == {}
@@ -74,7 +74,7 @@ def test_a_running_commands_job_is_left_alone(tmp_path: Path, monkeypatch: pytes
     ctx = _ctx(tmp_path)
     pid, start = run_identity()  # this process: alive, so the job is still its run's
     ctx.state.put(JOB_STATE, {**REC, "pid": pid, "pid_start": start})
-    stop_orphaned_job(ctx, DASH)
+    stop_orphaned_job(ctx.state, ctx.ui, JOB_STATE, DASH, "stress job")
     assert stopped == [] and ctx.ui.lines == []
     assert ctx.state.get(JOB_STATE)["job_id"] == "raysubmit_1"
 
@@ -112,3 +112,32 @@ def test_stage6_demo_driver_is_recorded_and_dies_with_a_killed_run(tmp_path: Pat
         time.sleep(0.05)
     assert proctable.start_time(child) is None
     assert Records(wd).converge() and Records(wd).all() == []
+
+
+def test_ctrl_c_stops_the_data_job_and_its_id_was_handed_over_first(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stage 7 on the cluster: the job is named as soon as it is accepted (the state keeps it for a
+    SIGKILL), and Ctrl-C stops it (a re-run would find it writing the same output)."""
+    from raylab.datajob import submit
+
+    calls: list[str] = []
+
+    class Client:
+        def __init__(self, url: str) -> None:
+            pass
+
+        def submit_job(self, **kw: Any) -> str:
+            return "raysubmit_data"
+
+        def get_job_status(self, job_id: str) -> Any:
+            raise KeyboardInterrupt  # Ctrl-C while raylab waits
+
+        def stop_job(self, job_id: str) -> bool:
+            calls.append(f"stop {job_id}")
+            return True
+
+    monkeypatch.setitem(sys.modules, "ray.job_submission", SimpleNamespace(JobSubmissionClient=Client))
+    with pytest.raises(KeyboardInterrupt):
+        submit.run_as_job(DASH, tmp_path / "job.py", [], runtime_env=None, python="python", timeout=60,
+                          on_submit=lambda j: calls.append(f"submitted {j}"))
+    assert calls == ["submitted raysubmit_data", "stop raysubmit_data"]

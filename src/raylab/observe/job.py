@@ -63,6 +63,30 @@ def orphaned_job(rec: dict[str, Any], dashboard_url: str, run_alive: bool) -> st
     return str(rec["job_id"])
 
 
+def note_job(state: Any, section: str, job_id: str, dashboard_url: str) -> None:
+    """Name a submitted job in the state with the run that follows it (pid + start time), so a
+    run killed while it waits leaves a job the next run can stop (``stop_orphaned_job``)."""
+    from raylab.procs import run_identity
+
+    pid, start = run_identity()
+    state.put(section, {"job_id": job_id, "dashboard_url": dashboard_url, "pid": pid, "pid_start": start})
+
+
+def stop_orphaned_job(state: Any, ui: Any, section: str, dashboard_url: str, what: str) -> None:
+    """Stop the job a killed run left running on this cluster (it would share the cluster, or the
+    output, with the new one): the state names it, and the run that submitted it is gone."""
+    from raylab.procs import liveness
+    from raylab.proctable import start_time
+
+    rec = state.get(section)
+    alive = liveness(int(rec.get("pid_start") or 0), start_time(int(rec.get("pid") or 0))) == "alive"
+    job_id = orphaned_job(rec, dashboard_url, alive)
+    if job_id and stop_job(dashboard_url, job_id):
+        ui.warning(f"stopped the {what} {job_id} that a killed run left running")
+    if rec and not alive:
+        state.drop(section)
+
+
 def stop_job(dashboard_url: str, job_id: str) -> bool:
     """Stop a job if it still runs; True if it was running (False: done, unknown, or no answer)."""
     try:

@@ -15,7 +15,6 @@ from raylab.cluster.vocab import IDLE_TIMEOUT_MINUTES, UPSCALING_SPEED, Market
 from raylab.errors import RaylabError
 from raylab.observe import sources
 from raylab.observe import timeline as tl
-from raylab.procs import run_identity
 
 if TYPE_CHECKING:
     from raylab.context import Context
@@ -134,22 +133,6 @@ def fetch_quota(ctx: Context, market: str) -> int | None:
         return None
 
 
-def stop_orphaned_job(ctx: Context, dashboard: str) -> None:
-    """Stop the stress job a killed run left running on this cluster (it would share the cluster
-    with the new one): the state names it, and the run that submitted it is gone."""
-    from raylab.observe.job import orphaned_job, stop_job
-    from raylab.procs import liveness
-    from raylab.proctable import start_time
-
-    rec = ctx.state.get(JOB_STATE)
-    alive = liveness(int(rec.get("pid_start") or 0), start_time(int(rec.get("pid") or 0))) == "alive"
-    job_id = orphaned_job(rec, dashboard, alive)
-    if job_id and stop_job(dashboard, job_id):
-        ctx.ui.warning(f"stopped the stress job {job_id} that a killed run left running")
-    if not alive:
-        ctx.state.drop(JOB_STATE)
-
-
 def default_workload(scale: int) -> tuple[int, float]:
     """The plan's 480 x 300 s at a lab scale (see workloads/stress.py)."""
     return math.ceil(480 / scale), (300.0 if scale == 1 else 30.0)
@@ -242,7 +225,7 @@ def run_stress(ctx: Context, *, tasks: int, duration: float, scale: int, out_dir
     With ``observe_scale_down``, keep sampling after the job until the workers are back at
     min_workers (or idle_timeout + 90 s passed) to measure the idle removal."""
     from raylab.observe.chart import draw
-    from raylab.observe.job import StressJob
+    from raylab.observe.job import StressJob, note_job, stop_orphaned_job
     from raylab.observe.live import LiveView
 
     cluster = cluster_info(ctx)
@@ -265,11 +248,9 @@ def run_stress(ctx: Context, *, tasks: int, duration: float, scale: int, out_dir
                 f"(workers: {lim.worker_type}, {lim.cpus_per_worker} CPUs each, max {lim.max_workers}; "
                 f"quota {quota if quota is not None else 'unknown'} vCPU, {reserved} of it already in use "
                 f"by the head and other instances)")
-    stop_orphaned_job(ctx, dashboard)
+    stop_orphaned_job(ctx.state, ctx.ui, JOB_STATE, dashboard, "stress job")
     job = StressJob.submit(dashboard, ctx.root / "workloads", tasks, duration, scale)
-    pid, pid_start = run_identity()  # a run killed from here on leaves the job: the next one stops it
-    ctx.state.put(JOB_STATE, {"job_id": job.job_id, "dashboard_url": dashboard, "pid": pid,
-                              "pid_start": pid_start})
+    note_job(ctx.state, JOB_STATE, job.job_id, dashboard)  # a run killed from here on leaves the job
     samples: list[dict[str, Any]] = []
     down_deadline: float | None = None
     with LiveView(ctx.ui, f"stress {tasks} x {duration:g}s") as live:
