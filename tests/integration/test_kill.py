@@ -1,4 +1,4 @@
-"""Killed at any moment, raylab converges (issue 16): the real CLI, killed at 12 seeded points in every stage.
+"""Killed at any moment, raylab converges (issue 16): the CLI killed at 12 seeded points (stages 1-4, down).
 
 One work dir lives through four phases. In each, the phase's command is killed at its points (SIGKILL,
 SIGINT, SIGHUP), each just after a marker line of its output plus a seeded delay; each attempt is the
@@ -8,9 +8,10 @@ there (one lab for all points; small: `stress --tasks 4 --duration 4`).
 
 1. stages 1-2 (`up`, `stage 2`): while the twin starts, in stage 1, in `terraform init` and `apply`;
    then `stage 1`, `stage 2` converge;
-2. stage 3 (`up` at the stage 2 -> 3 boundary, `stage 3` while the Ray head starts and its
+2. stage 3 (`stage 3` at the stage 2 -> 3 boundary, and while the Ray head starts and its
    autoscaler comes up); then `stage 3` converges;
-3. stage 4 (`stress`: while the job is submitted and while it runs); then `stress` converges;
+3. stage 4 (`stress`: while the job is submitted and while it runs); then `stress` converges (it
+   stops the job the killed run left);
 4. `down` (SIGINT while the Ray head stops, SIGKILL in `terraform destroy`); then `down`.
 
 Asserted:
@@ -77,14 +78,17 @@ PHASES = (
         Point(("stage", "2"), "terraform init", signal.SIGINT, 6.0),
     ), (("stage", "1"), ("stage", "2"))),  # `raylab up` without its stage 3
     Phase((
-        # at the stage 2 -> 3 boundary: render, the head instance, `ray start --head`
-        Point(("up",), "→ stage 3 cluster", signal.SIGKILL, 4.0),
-        # while the head (GCS, raylet, dashboard, autoscaler v2) comes up
-        Point(("stage", "3"), "starting the Ray head", signal.SIGINT, 8.0),
+        # at the stage 2 -> 3 boundary: render, the head instance, `ray start --head` (`stage 3`, not
+        # `up`: `up` would re-run stage 2's terraform first, ~40 s, for a kill `up` already had above)
+        Point(("stage", "3"), "→ stage 3 cluster", signal.SIGKILL, 4.0),
+        # while the head (GCS, raylet, dashboard, autoscaler v2) comes up: started anew, or (the
+        # head point 7 left) waited for
+        Point(("stage", "3"), "→ stage 3 cluster", signal.SIGINT, 8.0),
     ), (("stage", "3"),)),
     Phase((
         Point(STRESS, "→ stage 4 stress", signal.SIGINT, 3.0),  # the job being submitted
-        Point(STRESS, "submitting 4 tasks", signal.SIGKILL, 10.0),  # its worker launching, tasks running
+        # the job submitted (its first live line), its worker launching, its tasks running
+        Point(STRESS, "tasks pending", signal.SIGKILL, 8.0),
     ), (STRESS,)),
     Phase((
         Point(("down",), "stopping the Ray head", signal.SIGINT, 2.0),
