@@ -37,19 +37,38 @@ def find_leftovers(root: Path, procs: Iterable[ProcInfo] | None = None,
     procs = list(all_procs() if procs is None else procs)
     skip = self_and_ancestors() if exclude is None else exclude
     out: dict[int, Leftover] = {}
+    recorded: dict[int, str] = {}  # pid -> what its record is (a group member: its leader's)
     for rec in Records(root).all():
         for p in members(rec, root, procs):
+            recorded.setdefault(p.pid, rec.what)
             if p.pid not in skip:
                 what = rec.what if p.pid == rec.pid else f"{Path(p.argv[0]).name} (of {rec.what})"
                 out.setdefault(p.pid, Leftover(p, what, "recorded", True))
+    parents = {p.pid: p.ppid for p in procs}
     for p in procs:
         if p.pid in skip or p.pid in out:
             continue
         why = ("marker" if p.marker == str(root) else "exe" if under(p.exe, root)
                else "cwd" if under(p.cwd, root) else "argv" if any(under(a, root) for a in p.argv) else "")
         if why:
-            out[p.pid] = Leftover(p, Path(p.argv[0]).name, f"{why} under {root}", why in ("marker", "exe"))
+            name = Path(p.argv[0]).name
+            owner = recorded_ancestor(p.pid, parents, recorded)
+            what = f"{name} (of {owner})" if owner else name
+            out[p.pid] = Leftover(p, what, f"{why} under {root}", why in ("marker", "exe"))
     return sorted(out.values(), key=lambda x: x.proc.pid)
+
+
+def recorded_ancestor(pid: int, parents: dict[int, int], recorded: dict[int, str]) -> str | None:
+    """What the nearest recorded ancestor of ``pid`` is (e.g. a Ray worker in its own session under
+    the head's raylet: "ray-head"), None if none is (pure)."""
+    seen = {pid}
+    pid = parents.get(pid, 0)
+    while pid > 1 and pid not in seen:
+        if pid in recorded:
+            return recorded[pid]
+        seen.add(pid)
+        pid = parents.get(pid, 0)
+    return None
 
 
 def stop_leftovers(root: Path, steps: Sequence[tuple[int, float]] = QUICK_STEPS) -> list[Leftover]:

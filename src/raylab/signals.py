@@ -69,6 +69,14 @@ def note_stage(workdir: Path, stage: str) -> None:
                                          "pid_start": start, "since": time.time(), "outcome": "running"})
 
 
+def interrupted_line(signame: str, stage: str, cmd: str) -> str:
+    """The one line an interrupted run ends with: where it stopped and what to run next (pure)."""
+    if cmd == "raylab down":
+        return f"interrupted ({signame}) during {stage}: `raylab down` again finishes the cleanup"
+    return f"interrupted ({signame}) during {stage}: `{cmd}` resumes (a re-run converges), " \
+        "`raylab down` cleans up"
+
+
 def previous_run(run: dict[str, Any]) -> str | None:
     """One line about how the previous run ended, if it did not finish (pure but for /proc)."""
     from raylab.procs import liveness
@@ -103,8 +111,7 @@ def _on_exit() -> None:
                         if _received is not None else {"outcome": "exited", "at": time.time()}
                     st.put("run", {**run, **extra})
         if _received is not None:
-            cmd = command_words(sys.argv)
-            print(f"interrupted ({signal.Signals(_received).name}) during {_where['stage']}: "
-                  f"`{cmd}` resumes (a re-run converges), `raylab down` cleans up", file=sys.stderr)
+            print(interrupted_line(signal.Signals(_received).name, _where["stage"], command_words(sys.argv)),
+                  file=sys.stderr)
     except KeyboardInterrupt:  # a further signal while stopping: leave, children have death signals
         pass

@@ -1,19 +1,30 @@
-"""Killed at any moment, raylab converges (issue 16): the real CLI, killed at seeded points in stages 1-2.
+"""Killed at any moment, raylab converges (issue 16): the CLI killed at 12 seeded points (stages 1-4, down).
 
-One work dir lives through a chain of attempts, each killed at its point (SIGKILL, SIGINT, SIGHUP)
-just after a marker line of its output plus a seeded delay: while the twin starts, in stage 1, in
-`terraform init`, in `terraform apply`. Each attempt is the re-run of the one before, so it must get
-past where that one died (no lock error, no stale state). Then the same stages run to the end
-(`raylab stage 1`, `raylab stage 2`: `up` without its stage 3), then `raylab down` killed in
-`terraform destroy`, then `raylab down` again. Asserted:
+One work dir lives through four phases. In each, the phase's command is killed at its points (SIGKILL,
+SIGINT, SIGHUP), each just after a marker line of its output plus a seeded delay; each attempt is the
+re-run of the one before, so it must get past where that one died (no lock error, no stale state, no
+orphan). Then the phase's command runs to the end and must succeed, and the next phase starts from
+there (one lab for all points; small: `stress --tasks 4 --duration 4`).
+
+1. stages 1-2 (`up`, `stage 2`): while the twin starts, in stage 1, in `terraform init` and `apply`;
+   then `stage 1`, `stage 2` converge;
+2. stage 3 (`stage 3` at the stage 2 -> 3 boundary, and while the Ray head starts and its
+   autoscaler comes up); then `stage 3` converges;
+3. stage 4 (`stress`: while the job is submitted and while it runs); then `stress` converges (it
+   stops the job the killed run left);
+4. `down` (SIGINT while the Ray head stops, SIGKILL in `terraform destroy`); then `down`.
+
+Asserted:
 
 - an interrupted attempt exits 130 with one "interrupted ..." line and no traceback, and leaves no
-  process but the twin (adopted on purpose);
+  process but the long-lived ones (the twin, the Ray head and the twin's nodes: adopted on purpose);
 - the converging runs succeed; `down` succeeds and its leftover check is empty;
-- no process that raylab started, and none whose cwd or arguments lie under the work dir, is alive.
+- no process that raylab started, none whose cwd or arguments lie under the work dir, and none
+  that names a Ray temp dir of this lab (head, raylets, workers, the job's driver) is alive.
 
 Replay: the failure message prints ``RAYLAB_KILL_SEED=.. RAYLAB_KILL_POINTS=..``; set those to re-run
-the same points (one point alone works too: its earlier points are skipped).
+the same points (one point alone works too: the other points are skipped, every phase's converging
+run still runs).
 """
 
 from __future__ import annotations
@@ -48,35 +59,74 @@ class Point:
     max_delay: float  # seeded delay after the marker, in [0, max_delay)
 
 
-POINTS = (
-    Point(("up",), "starting the local AWS twin", signal.SIGKILL, 1.0),
-    Point(("up",), "→ stage 1 network", signal.SIGINT, 2.0),
-    Point(("up",), "terraform init", signal.SIGKILL, 3.0),
-    Point(("stage", "2"), "terraform init", signal.SIGHUP, 3.0),
-    Point(("up",), "  terraform: ", signal.SIGKILL, 1.0),  # in apply: the measured bug
-    Point(("stage", "2"), "terraform init", signal.SIGINT, 6.0),
-    # after the stages have converged: `down` killed in `terraform destroy`, then `down` again
-    Point(("down",), "  terraform: ", signal.SIGKILL, 2.0),
+STRESS = ("stress", "--tasks", "4", "--duration", "4")  # one worker of 4 CPUs: the autoscaler adds it
+
+
+@dataclass(frozen=True)
+class Phase:
+    points: tuple[Point, ...]
+    converge: tuple[tuple[str, ...], ...]  # run to the end after the points, each must succeed
+
+
+PHASES = (
+    Phase((
+        Point(("up",), "starting the local AWS twin", signal.SIGKILL, 1.0),
+        Point(("up",), "→ stage 1 network", signal.SIGINT, 2.0),
+        Point(("up",), "terraform init", signal.SIGKILL, 3.0),
+        Point(("stage", "2"), "terraform init", signal.SIGHUP, 3.0),
+        Point(("up",), "  terraform: ", signal.SIGKILL, 1.0),  # in apply: the measured bug
+        Point(("stage", "2"), "terraform init", signal.SIGINT, 6.0),
+    ), (("stage", "1"), ("stage", "2"))),  # `raylab up` without its stage 3
+    Phase((
+        # at the stage 2 -> 3 boundary: render, the head instance, `ray start --head` (`stage 3`, not
+        # `up`: `up` would re-run stage 2's terraform first, ~40 s, for a kill `up` already had above)
+        Point(("stage", "3"), "→ stage 3 cluster", signal.SIGKILL, 4.0),
+        # while the head (GCS, raylet, dashboard, autoscaler v2) comes up: started anew, or (the
+        # head point 7 left) waited for
+        Point(("stage", "3"), "→ stage 3 cluster", signal.SIGINT, 8.0),
+    ), (("stage", "3"),)),
+    Phase((
+        Point(STRESS, "→ stage 4 stress", signal.SIGINT, 3.0),  # the job being submitted
+        # the job submitted (its first live line), its worker launching, its tasks running
+        Point(STRESS, "tasks pending", signal.SIGKILL, 8.0),
+    ), (STRESS,)),
+    Phase((
+        Point(("down",), "stopping the Ray head", signal.SIGINT, 2.0),
+        Point(("down",), "  terraform: ", signal.SIGKILL, 2.0),  # in `terraform destroy`
+    ), ()),  # then `down`, asserted below
 )
-DOWN_POINT = len(POINTS)  # 1-based number of the `down` point: it runs after the converging re-runs
+POINTS = tuple(pt for ph in PHASES for pt in ph.points)  # numbered from 1 in this order
+# long-lived processes an interrupted run leaves on purpose: the next command adopts them
+KEPT = ("twin", "ray-head", "ray node")
 
 
 def _cli(wd: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "raylab", *args, "--yes", "--workdir", str(wd), "--lab", LAB]
+    yes = [] if args[0] == "stress" else ["--yes"]  # stress asks nothing
+    return [sys.executable, "-m", "raylab", *args, *yes, "--workdir", str(wd), "--lab", LAB]
 
 
-def _lab_processes(wd: Path) -> list[str]:
+def _lab_processes(wd: Path, temp_roots: set[str]) -> list[str]:
     """Independent of raylab's own check: anything whose cwd or argv lies under the work dir's
-    parent, or that carries its marker (this test process and its ancestors excluded)."""
+    parent or under one of the lab's Ray temp roots (Ray's processes name their session dir), or
+    that carries its marker (this test process and its ancestors excluded)."""
     mine = proctable.self_and_ancestors()
+    roots = [wd.parent, *map(Path, temp_roots)]
     out = []
     for p in proctable.all_procs():
         if p.pid in mine:
             continue
-        if (p.marker == str(wd) or proctable.under(p.cwd, wd.parent)
-                or any(proctable.under(a, wd.parent) for a in p.argv)):
+        if (p.marker == str(wd) or any(proctable.under(p.cwd, r) for r in roots)
+                or any(proctable.under(a, r) for a in p.argv for r in roots)):
             out.append(f"{p.pid} {p.describe()}")
     return out
+
+
+def _temp_root(wd: Path) -> str | None:
+    """The Ray temp root (/tmp/rl-...) the state names now, if any."""
+    try:
+        return json.loads((wd / "state.json").read_text()).get("cluster", {}).get("temp_root")
+    except (OSError, ValueError):
+        return None
 
 
 def _attempt(wd: Path, point: Point, delay: float, log: Path) -> dict[str, object]:
@@ -128,18 +178,27 @@ def _check_interrupted(wd: Path, r: dict[str, object]) -> None:
     assert "Traceback" not in err, err[-2000:]
     last = err.strip().splitlines()[-1]
     assert last.startswith(f"interrupted ({r['signal']}) during "), last
-    assert "`raylab down` cleans up" in last
+    assert "`raylab down`" in last  # cleans up, or (after `down`) finishes the cleanup
     state = json.loads((wd / "state.json").read_text())
     assert state["run"]["outcome"] == "interrupted" and state["run"]["signal"] == r["signal"]
-    # its children stopped with it: what runs now is the twin (kept on purpose for the next command)
-    left = [x for x in leftovers.find_leftovers(wd) if "twin" not in x.what]
+    # its children stopped with it: what runs now is long-lived (kept on purpose for the next command)
+    left = [x for x in leftovers.find_leftovers(wd) if not any(k in x.what for k in KEPT)]
     assert left == [], [x.line() for x in left]
+
+
+def _converge(wd: Path, args: tuple[str, ...], said: list[str]) -> float:
+    t0 = time.monotonic()
+    c = subprocess.run(_cli(wd, *args), cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert c.returncode == 0, f"re-run `raylab {' '.join(args)}` failed:\n{c.stderr[-2500:]}"
+    assert "Traceback" not in c.stderr, c.stderr[-2500:]
+    said += [ln for ln in c.stderr.splitlines() if ln.startswith("! ")]
+    return round(time.monotonic() - t0, 1)
 
 
 def test_killed_at_seeded_points_then_rerun_converges_and_down_leaves_nothing(tmp_path: Path) -> None:
     seed = int(os.environ.get("RAYLAB_KILL_SEED") or random.SystemRandom().randrange(10**6))
-    chosen = [int(i) for i in os.environ.get("RAYLAB_KILL_POINTS", "").split(",") if i.strip()] \
-        or list(range(1, len(POINTS) + 1))
+    chosen = {int(i) for i in os.environ.get("RAYLAB_KILL_POINTS", "").split(",") if i.strip()} \
+        or set(range(1, len(POINTS) + 1))
     rng = random.Random(seed)
     delays = [rng.uniform(0, pt.max_delay) for pt in POINTS]  # drawn for all: a subset replays the same
     replay = (f"replay: RAYLAB_KILL_SEED={seed} RAYLAB_KILL_POINTS={{points}} PYTHONPATH=src "
@@ -147,49 +206,47 @@ def test_killed_at_seeded_points_then_rerun_converges_and_down_leaves_nothing(tm
     wd = tmp_path / ".raylab"
     results: list[dict[str, object]] = []
     said: list[str] = []
+    converge_s: dict[str, float] = {}
+    temp_roots: set[str] = set()
     t_start = time.monotonic()
-    current = ",".join(map(str, chosen))
+    done: list[int] = []  # points attempted so far: the chain a failure replays
+    down_lines: list[tuple[float, str]] = []
     try:
-        for i in [c for c in chosen if c != DOWN_POINT]:
-            current = str(i)
-            r = _attempt(wd, POINTS[i - 1], delays[i - 1], tmp_path / f"attempt-{i}.log")
-            results.append({"point": i, **r})
-            if POINTS[i - 1].sig != signal.SIGKILL:
-                _check_interrupted(wd, r)
-        current = ",".join(map(str, chosen))
-        t_conv = time.monotonic()
-        for stage in ("1", "2"):  # `raylab up` without its stage 3
-            c = subprocess.run(_cli(wd, "stage", stage), cwd=ROOT, capture_output=True, text=True,
-                               timeout=600)
-            assert c.returncode == 0, f"re-run `raylab stage {stage}` failed:\n{c.stderr[-2000:]}"
-            assert "Traceback" not in c.stderr
-            said += [ln for ln in c.stderr.splitlines() if ln.startswith("! ")]
-        converge_s = time.monotonic() - t_conv
-        if DOWN_POINT in chosen:
-            current = str(DOWN_POINT)
-            r = _attempt(wd, POINTS[DOWN_POINT - 1], delays[DOWN_POINT - 1], tmp_path / "attempt-down.log")
-            results.append({"point": DOWN_POINT, **r})
-            current = ",".join(map(str, chosen))
+        n = 0
+        for ph in PHASES:
+            for pt in ph.points:
+                n += 1
+                if n not in chosen:
+                    continue
+                done.append(n)
+                r = _attempt(wd, pt, delays[n - 1], tmp_path / f"attempt-{n}.log")
+                results.append({"point": n, **r})
+                temp_roots.update(x for x in [_temp_root(wd)] if x)
+                if pt.sig != signal.SIGKILL:
+                    _check_interrupted(wd, r)
+            for args in ph.converge:
+                converge_s[" ".join(args)] = _converge(wd, args, said)
+                temp_roots.update(x for x in [_temp_root(wd)] if x)
         t_down = time.monotonic()
         rc, out, down_lines = _timed(_cli(wd, "down", "--json"))
         down_s = time.monotonic() - t_down
         assert rc == 0, down_lines[-20:]
         assert json.loads(out)["leftovers"] == []
         assert leftovers.find_leftovers(wd) == []
-        assert _lab_processes(wd) == []
+        assert _lab_processes(wd, temp_roots) == []
         assert procs.Records(wd).live() == []
     except AssertionError as e:
         summary = [{k: v for k, v in r.items() if k != "stderr"} for r in results]
         pytest.fail(f"{e}\nseed {seed}, points so far: {json.dumps(summary)}\n"
-                    f"{replay.format(points=current)}", pytrace=False)
+                    f"{replay.format(points=','.join(map(str, done)) or '0')}\n"
+                    f"(the last point alone: RAYLAB_KILL_POINTS={done[-1] if done else 0})", pytrace=False)
     finally:
         # whatever a failure left: raylab's own teardown, then only processes verified as this lab's
-        if _lab_processes(wd):
+        if _lab_processes(wd, temp_roots):
             subprocess.run(_cli(wd, "down"), cwd=ROOT, capture_output=True, timeout=600)
             leftovers.stop_leftovers(wd)
         shutil.rmtree(tmp_path, ignore_errors=True)
     points = [{k: v for k, v in r.items() if k != "stderr"} for r in results]
-    print(json.dumps({"seed": seed, "points": points, "converge_said": said,
-                      "converge_s": round(converge_s, 1), "down_s": round(down_s, 1),
-                      "down_slowest_steps": _slowest(down_lines),
+    print(json.dumps({"seed": seed, "points": points, "converge_said": said, "converge_s": converge_s,
+                      "down_s": round(down_s, 1), "down_slowest_steps": _slowest(down_lines),
                       "total_s": round(time.monotonic() - t_start, 1)}, indent=1))

@@ -91,3 +91,31 @@ def test_stage7_on_aws_without_a_cluster_says_so(tmp_path: Path) -> None:
                   _target=OfflineAws())
     with pytest.raises(RaylabError, match="no cluster is up"):
         STAGE.apply(ctx)
+
+
+def test_the_dashboard_tunnel_is_recorded_before_it_runs(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SSH tunnel is one of raylab's children: recorded by pid and start time (long-lived, so a
+    later command adopts it) and found by the leftover check until `down` stops it."""
+    from raylab import leftovers, procs
+
+    real_spawn = procs.spawn
+
+    def spawn(cmd: list[str], log: Path, **kw: Any):  # the tunnel, played by a local dashboard
+        lport = int(cmd[cmd.index("-L") + 1].split(":")[1])
+        return real_spawn([sys.executable, "-c", FAKE_DASHBOARD, str(lport)], log, **kw)
+
+    monkeypatch.setattr(procs, "spawn", spawn)
+    target = OfflineAws()
+    wd = tmp_path / ".raylab"
+    ctx = Context(target_name="aws", lab="t7", ui=UI(quiet=True), workdir=wd, _target=target)
+    ctx.state.put("cluster", {"cluster_name": "raylab-t7", "head_instance_id": "i-0abc"})
+    try:
+        target.dashboard_url(ctx)
+        pid = ctx.state.get("processes")["aws-dashboard-tunnel"]["pid"]
+        recs = [(r.pid, r.what, r.owner, r.ephemeral) for r in procs.Records(wd).live()]
+        assert recs == [(pid, "dashboard tunnel", "aws-target", False)]
+        assert [x.what for x in leftovers.find_leftovers(wd)] == ["dashboard tunnel"]
+    finally:
+        target.stop_tunnel(ctx)
+    assert leftovers.find_leftovers(wd) == []

@@ -14,7 +14,7 @@ import pytest
 
 from raylab import procs, proctable
 from raylab.iac.terraform import LOCK_TIMEOUT, Terraform, describe_lock, lock_holders
-from raylab.signals import command_words, previous_run
+from raylab.signals import command_words, interrupted_line, previous_run
 
 
 @pytest.mark.parametrize(
@@ -88,6 +88,39 @@ def test_a_signal_stops_children_records_the_stage_and_prints_one_line(tmp_path:
                                                              signal.Signals(sig).name)
     assert run["stopped_children"] == [child]
     assert procs.Records(wd).all() == []
+
+
+@pytest.mark.parametrize(
+    ("cmd", "expected"),
+    [
+        ("raylab up", "`raylab up` resumes (a re-run converges), `raylab down` cleans up"),
+        ("raylab stress", "`raylab stress` resumes (a re-run converges), `raylab down` cleans up"),
+        ("raylab down", "`raylab down` again finishes the cleanup"),  # down's next step, said once
+    ],
+)
+def test_interrupted_line(cmd: str, expected: str) -> None:
+    line = interrupted_line("SIGINT", "stage 3 cluster", cmd)
+    assert line == f"interrupted (SIGINT) during stage 3 cluster: {expected}"
+
+
+def test_down_notes_where_it_is_before_it_stops_anything(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """`raylab down` runs the teardown without the stage runner: a kill while it stops the Ray head
+    must still be recorded as during the teardown, by this run (not as the previous run's exit)."""
+    from types import SimpleNamespace
+
+    from raylab.stages import teardown
+    from raylab.state import State
+
+    seen: list[dict[str, object]] = []
+    wd = tmp_path / ".raylab"
+    st = State(wd)
+    st.put("run", {"command": "raylab stress", "stage": "stage 4 stress", "pid": 1, "outcome": "exited"})
+    monkeypatch.setattr(teardown, "STAGES", ())
+    target = SimpleNamespace(stop=lambda c: seen.append(st.get("run")))
+    ctx = SimpleNamespace(workdir=wd, state=st, target=target)
+    assert teardown.Teardown().apply(ctx) == {"errors": []}  # type: ignore[arg-type]
+    assert [(r["stage"], r["pid"], r["outcome"]) for r in seen] == [("teardown", os.getpid(), "running")]
 
 
 def test_lock_holder_is_found_and_named(tmp_path: Path) -> None:

@@ -115,6 +115,24 @@ def test_find_leftovers_by_record_marker_exe_cwd_argv(tmp_path: Path) -> None:
     assert "not stopped" in found[22].line() and "not stopped" not in found[20].line()
 
 
+def test_a_leftover_in_its_own_session_is_named_by_its_recorded_ancestor(tmp_path: Path) -> None:
+    """Ray's workers (the job supervisor of an interrupted stress job) run in their own session
+    under the head's raylet: listed as the head's, so one sees they go when the head goes."""
+    root = tmp_path / ".raylab"
+    Records(root).write(Record(pid=10, start=500, pgid=10, owner="local-target", what="ray-head", lab="l",
+                               cmd=("ray",), run_pid=1, run_start=1, ephemeral=False))
+    table = [
+        _p(10, 10, 500),  # `ray start --head`
+        _p(11, 10, 510, ppid=10, argv=("raylet",)),  # its group
+        _p(12, 12, 520, ppid=11, marker=str(root), argv=("ray::JobSupervisor",)),  # own session
+        _p(13, 13, 530, ppid=12, marker=str(root), argv=("python", "stress.py")),  # its child
+        _p(14, 14, 540, ppid=1, marker=str(root), argv=("orphan",)),  # re-parented to init
+    ]
+    found = {x.proc.pid: x.what for x in leftovers.find_leftovers(root, table, exclude=set())}
+    assert found == {10: "ray-head", 11: "raylet (of ray-head)", 12: "ray::JobSupervisor (of ray-head)",
+                     13: "python (of ray-head)", 14: "orphan"}
+
+
 def test_find_leftovers_ignores_a_recycled_recorded_pid(tmp_path: Path) -> None:
     root = tmp_path / ".raylab"
     Records(root).write(_rec(pid=10, start=500))

@@ -6,6 +6,7 @@ line ``RAYLAB_SUMMARY {json}``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -95,11 +96,32 @@ def _job_message(client: Any, job_id: str) -> str:
         return ""
 
 
+def _wait(client: Any, job_id: str, timeout: float, on_status: Callable[[str], None] | None) -> str:
+    """Poll until the job ends (its status); stop it and raise after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    status = "PENDING"
+    while True:
+        try:
+            status = str(getattr(client.get_job_status(job_id), "value", "PENDING"))
+        except Exception:  # noqa: BLE001 - dashboard busy for a moment: poll again
+            status = status or "PENDING"
+        if on_status:
+            on_status(status)
+        if status in TERMINAL:
+            return status
+        if time.monotonic() > deadline:
+            client.stop_job(job_id)
+            raise RaylabError(f"data job {job_id} did not finish within {timeout:.0f} s (stopped it)",
+                              f"see its logs: ray job logs {job_id}")
+        time.sleep(1.0)
+
+
 def run_as_job(dashboard_url: str, script: Path, args: list[str], *, runtime_env: dict[str, Any] | None,
                python: str, timeout: float, on_status: Callable[[str], None] | None = None,
-               submission_id: str | None = None, save_to: Path | None = None
-               ) -> tuple[dict[str, Any], str, str]:
-    """Submit, wait for a terminal status, return (summary, job id, logs). Stops the job on timeout."""
+               submission_id: str | None = None, save_to: Path | None = None,
+               on_submit: Callable[[str], None] | None = None) -> tuple[dict[str, Any], str, str]:
+    """Submit, wait for a terminal status, return (summary, job id, logs). Stops the job on timeout
+    and on Ctrl-C; ``on_submit(job_id)`` runs as soon as the job is accepted."""
     from ray.job_submission import JobSubmissionClient
 
     if not is_loopback_url(dashboard_url):
@@ -112,22 +134,14 @@ def run_as_job(dashboard_url: str, script: Path, args: list[str], *, runtime_env
     except Exception as e:  # noqa: BLE001 - any failure to submit is one user-facing error
         raise RaylabError(f"could not submit the data job to {dashboard_url}: {str(e).splitlines()[0]}",
                           "check the cluster with `raylab status`") from None
-    deadline = time.monotonic() + timeout
-    status = "PENDING"
-    while True:
-        try:
-            status = str(getattr(client.get_job_status(job_id), "value", "PENDING"))
-        except Exception:  # noqa: BLE001 - dashboard busy for a moment: poll again
-            status = status or "PENDING"
-        if on_status:
-            on_status(status)
-        if status in TERMINAL:
-            break
-        if time.monotonic() > deadline:
+    if on_submit:
+        on_submit(job_id)
+    try:
+        status = _wait(client, job_id, timeout, on_status)
+    except KeyboardInterrupt:  # a re-run must not find this one still writing the same output
+        with contextlib.suppress(Exception):
             client.stop_job(job_id)
-            raise RaylabError(f"data job {job_id} did not finish within {timeout:.0f} s (stopped it)",
-                              f"see its logs: ray job logs {job_id}")
-        time.sleep(1.0)
+        raise
     logs = client.get_job_logs(job_id)
     summary = parse_summary(logs)
     if status != "SUCCEEDED" or summary is None:

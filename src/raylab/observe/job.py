@@ -53,6 +53,52 @@ def listed_jobs(dashboard_url: str) -> list[str] | None:
         return None
 
 
+def orphaned_job(rec: dict[str, Any], dashboard_url: str, run_alive: bool) -> str | None:
+    """The job a killed run left running on this cluster, to stop before a new one (pure).
+
+    ``rec`` is the state's ``stress_job`` (job id, dashboard, the submitting run's pid and start
+    time); ``run_alive``: that run still runs (then the job is its own, not an orphan)."""
+    if not rec.get("job_id") or run_alive or rec.get("dashboard_url") != dashboard_url:
+        return None
+    return str(rec["job_id"])
+
+
+def note_job(state: Any, section: str, job_id: str, dashboard_url: str) -> None:
+    """Name a submitted job in the state with the run that follows it (pid + start time), so a
+    run killed while it waits leaves a job the next run can stop (``stop_orphaned_job``)."""
+    from raylab.procs import run_identity
+
+    pid, start = run_identity()
+    state.put(section, {"job_id": job_id, "dashboard_url": dashboard_url, "pid": pid, "pid_start": start})
+
+
+def stop_orphaned_job(state: Any, ui: Any, section: str, dashboard_url: str, what: str) -> None:
+    """Stop the job a killed run left running on this cluster (it would share the cluster, or the
+    output, with the new one): the state names it, and the run that submitted it is gone."""
+    from raylab.procs import liveness
+    from raylab.proctable import start_time
+
+    rec = state.get(section)
+    alive = liveness(int(rec.get("pid_start") or 0), start_time(int(rec.get("pid") or 0))) == "alive"
+    job_id = orphaned_job(rec, dashboard_url, alive)
+    if job_id and stop_job(dashboard_url, job_id):
+        ui.warning(f"stopped the {what} {job_id} that a killed run left running")
+    if rec and not alive:
+        state.drop(section)
+
+
+def stop_job(dashboard_url: str, job_id: str) -> bool:
+    """Stop a job if it still runs; True if it was running (False: done, unknown, or no answer)."""
+    try:
+        from ray.job_submission import JobSubmissionClient
+
+        client = JobSubmissionClient(dashboard_url)
+        status = str(getattr(client.get_job_status(job_id), "value", ""))
+        return status not in TERMINAL and bool(client.stop_job(job_id))
+    except Exception:  # noqa: BLE001 - a head without that job: nothing to stop
+        return False
+
+
 @dataclass
 class StressJob:
     """A submitted stress job; ``poll()`` refreshes status, progress and (at the end) the summary."""

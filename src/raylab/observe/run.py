@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from raylab.context import Context
 
 SAMPLE_EVERY_S = 2.0
+JOB_STATE = "stress_job"  # the running job, in the state (see stop_orphaned_job)
 @dataclass(frozen=True)
 class Limits:
     head_type: str
@@ -224,7 +225,7 @@ def run_stress(ctx: Context, *, tasks: int, duration: float, scale: int, out_dir
     With ``observe_scale_down``, keep sampling after the job until the workers are back at
     min_workers (or idle_timeout + 90 s passed) to measure the idle removal."""
     from raylab.observe.chart import draw
-    from raylab.observe.job import StressJob
+    from raylab.observe.job import StressJob, note_job, stop_orphaned_job
     from raylab.observe.live import LiveView
 
     cluster = cluster_info(ctx)
@@ -247,7 +248,9 @@ def run_stress(ctx: Context, *, tasks: int, duration: float, scale: int, out_dir
                 f"(workers: {lim.worker_type}, {lim.cpus_per_worker} CPUs each, max {lim.max_workers}; "
                 f"quota {quota if quota is not None else 'unknown'} vCPU, {reserved} of it already in use "
                 f"by the head and other instances)")
+    stop_orphaned_job(ctx.state, ctx.ui, JOB_STATE, dashboard, "stress job")
     job = StressJob.submit(dashboard, ctx.root / "workloads", tasks, duration, scale)
+    note_job(ctx.state, JOB_STATE, job.job_id, dashboard)  # a run killed from here on leaves the job
     samples: list[dict[str, Any]] = []
     down_deadline: float | None = None
     with LiveView(ctx.ui, f"stress {tasks} x {duration:g}s") as live:
@@ -278,6 +281,8 @@ def run_stress(ctx: Context, *, tasks: int, duration: float, scale: int, out_dir
         except KeyboardInterrupt:
             job.stop()
             raise
+        finally:
+            ctx.state.drop(JOB_STATE)
     if job.status != "SUCCEEDED" and not job.summary:
         raise RaylabError(f"the stress job ended {job.status}: {job.message[:200]}",
                           f"job log tail:\n{job.logs_tail()}")

@@ -82,7 +82,7 @@ def guard_command(ctx: Context, cooldown: float, probe: float) -> list[str]:
 
 
 def ensure_guard(ctx: Context, cooldown: float, probe: float) -> int:
-    from raylab.procs import spawn
+    from raylab.procs import Records, spawn
     from raylab.state import pid_alive
 
     rec = ctx.state.get("processes").get(GUARD)
@@ -91,7 +91,9 @@ def ensure_guard(ctx: Context, cooldown: float, probe: float) -> int:
         return int(rec["pid"])
     cmd = guard_command(ctx, cooldown, probe)
     env = {**os.environ, **ctx.target.aws_env(ctx)}
-    p = spawn(cmd, ctx.workdir / "logs" / "spot-guard.log", env=env)
+    # long-lived (it runs beside the head until teardown): a later run adopts it
+    p = spawn(cmd, ctx.workdir / "logs" / "spot-guard.log", env=env, records=Records(ctx.workdir),
+              what="capacity guard", owner="spot-guard", lab=ctx.lab)
     ctx.state.record_process(GUARD, p.pid, cmd)
     ctx.ui.success(f"capacity guard started (pid {p.pid}): caps spot on capacity errors, restores after "
                    f"{cooldown:g} s")
@@ -113,7 +115,7 @@ def stop_guard(ctx: Context) -> None:
 
 def start_demo(ctx: Context, out: Path, tasks: int, duration: float) -> subprocess.Popen[bytes]:
     """The spot demo as a driver on the cluster; ``out`` gets its summary, ``out.live`` what runs now."""
-    from raylab.procs import spawn
+    from raylab.procs import Records, spawn
     from raylab.targets.local.head import driver_env
 
     script = ctx.root / "workloads" / "spot_demo.py"
@@ -121,7 +123,10 @@ def start_demo(ctx: Context, out: Path, tasks: int, duration: float) -> subproce
            f"--tasks={tasks}", f"--duration={duration}", f"--out={out}", f"--live={live_path(out)}"]
     live_path(out).unlink(missing_ok=True)
     env = {k: v for k, v in driver_env().items() if k != "RAY_ADDRESS"}
-    return spawn(cmd, out.with_suffix(".log"), env=env)
+    # ephemeral: it dies with this run (a killed stage 6 must not leave it submitting tasks beside
+    # the re-run's demo), Ctrl-C stops it, and a later run stops one it finds orphaned
+    return spawn(cmd, out.with_suffix(".log"), env=env, records=Records(ctx.workdir), what="spot demo",
+                 owner="stage6", lab=ctx.lab, ephemeral=True)
 
 
 def wait_demo(p: subprocess.Popen[bytes], out: Path, timeout: float,

@@ -26,6 +26,8 @@ from raylab.stages.base import Check
 if TYPE_CHECKING:
     from raylab.context import Context
 
+JOB_STATE = "data_job"  # the running data job, in the state (a killed run's is stopped by the next)
+
 AWS_SOURCE = "s3://anonymous@ray-example-data/common_voice_17/parquet/"
 AWS_OUT = "local:///tmp/raylab-cv17"
 LOCAL_ROWS, LOCAL_SEED, LOCAL_FILES, LOCAL_BLOCKS = 40, 7, 2, 8  # 5 clips per block: 8 map tasks
@@ -126,6 +128,7 @@ class DataStage:
 
     def apply(self, ctx: Context) -> dict[str, Any]:
         from raylab.datajob import submit
+        from raylab.observe.job import note_job, stop_orphaned_job
 
         plan = job_plan(ctx)
         if plan["sample_rows"]:
@@ -149,12 +152,17 @@ class DataStage:
                                "py_modules": [str(Path(raylab.__file__).parent)]}
                 python = "python"
             where = f"Ray Job on the lab's cluster ({url})"
+            # a killed run's job would write the same output beside this one: stop it first
+            stop_orphaned_job(ctx.state, ctx.ui, JOB_STATE, url, "data job")
             ctx.ui.info(f"submitting the data job: {where}")
             with ctx.ui.waiting("data job running (Ray Data map tasks; the autoscaler may add workers)"):
-                summary, job_id, _ = submit.run_as_job(
-                    url, script, args, runtime_env=runtime_env, python=python,
-                    timeout=plan["timeout_s"],
-                    save_to=ctx.workdir / "logs" / "data-job.log")
+                try:
+                    summary, job_id, _ = submit.run_as_job(
+                        url, script, args, runtime_env=runtime_env, python=python,
+                        timeout=plan["timeout_s"], save_to=ctx.workdir / "logs" / "data-job.log",
+                        on_submit=lambda j: note_job(ctx.state, JOB_STATE, j, str(url)))
+                finally:
+                    ctx.state.drop(JOB_STATE)
         elif on_cluster_only(ctx):
             raise RaylabError(f"stage 7 on aws runs on the lab's cluster, and its dashboard ({url}) does not "
                               "answer", "check the head: `raylab status --target aws`")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from raylab.errors import RaylabError
+from raylab.signals import note_stage
 from raylab.stages import BY_NAME, STAGES, load
 from raylab.stages.base import Check
 
@@ -27,6 +28,7 @@ class Teardown:
     number, name, summary, verified_by = BY_NAME["teardown"].described
 
     def apply(self, ctx: Context) -> dict[str, Any]:
+        note_stage(ctx.workdir, "teardown")  # `raylab down` runs no stage runner: where a kill lands
         errors: list[str] = []
         for info in sorted((s for s in STAGES if s.number), key=lambda s: -s.number):
             try:

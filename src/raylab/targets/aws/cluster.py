@@ -313,7 +313,10 @@ class AwsCluster(AwsAccess):
         self.ensure_bastion_pinned(ctx, plan)
         port = procs.free_port()
         cmd = sshmod.ssh_command(plan, self.head_hop(ctx), forward=(port, "127.0.0.1", DASHBOARD_PORT))
-        p = procs.spawn(cmd, ctx.workdir / "logs" / "dashboard-tunnel.log")
+        # recorded before it runs; long-lived (later commands reuse it), stopped by `raylab down`
+        p = procs.spawn(cmd, ctx.workdir / "logs" / "dashboard-tunnel.log",
+                        records=procs.Records(ctx.workdir), what="dashboard tunnel", owner="aws-target",
+                        lab=ctx.lab)
         ctx.state.record_process(TUNNEL, p.pid, cmd, port=port)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

@@ -156,14 +156,18 @@ class LocalTarget(LocalDeclared):
         import yaml
 
         from raylab.aws.session import client
-        from raylab.cluster.status import head_is_running
         from raylab.targets.local import head as H
 
         cfg = yaml.safe_load(Path(config_path).read_text())
         cluster = cfg["cluster_name"]
         cur = ctx.state.get("cluster")
-        if cur.get("gcs_address") and is_ours(cur.get("head_pid"), head_needle(cur)) and \
-                head_is_running(cur["gcs_address"], cur.get("head_instance_id", "")):
+        if cur.get("gcs_address") and is_ours(cur.get("head_pid"), head_needle(cur)) \
+                and not _head_answers(cur):  # a head a killed run left starting: wait, as for the twin
+            with ctx.ui.waiting(f"the Ray head (pid {cur['head_pid']}) is still starting: waiting for it"), \
+                    contextlib.suppress(RaylabError):
+                H.wait_head_ready(cur["gcs_address"], cur.get("head_instance_id", ""), int(cur["head_pid"]),
+                                  timeout=60)
+        if cur.get("gcs_address") and _head_answers(cur):
             if Path(cur.get("config_path", "")) != Path(config_path):
                 ctx.ui.warning("the running head keeps its config; "
                                "`raylab down` then `raylab up` to change it")
@@ -412,6 +416,15 @@ class LocalTarget(LocalDeclared):
             except Exception as e:  # noqa: BLE001 - a check that cannot run is reported, never a pass
                 left.append(f"could not check the lab's {check.__name__} leftovers: {e}")
         return list(dict.fromkeys(left))
+
+
+def _head_answers(cluster: dict[str, Any]) -> bool:
+    """The recorded head is ours, its GCS listens and v2 shows its instance running."""
+    from raylab.cluster.status import head_is_running
+    from raylab.targets.local.head import gcs_listening
+
+    return is_ours(cluster.get("head_pid"), head_needle(cluster)) and gcs_listening(cluster["gcs_address"]) \
+        and head_is_running(cluster["gcs_address"], cluster.get("head_instance_id", ""))
 
 
 def launch_failures(events: list[dict[str, Any]]) -> list[dict[str, Any]]:

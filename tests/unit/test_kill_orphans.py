@@ -1,0 +1,143 @@
+"""What a killed stage 4 or 6 leaves on the cluster is stopped by the next run (issue 16).
+
+A stress job whose `raylab stress` was SIGKILLed keeps running on the head; stage 6's demo driver, a
+local process, kept submitting tasks. Either would share the cluster with the re-run's own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from raylab import proctable
+from raylab.observe import job as jobmod
+from raylab.observe.job import orphaned_job, stop_orphaned_job
+from raylab.observe.run import JOB_STATE
+from raylab.procs import Records, run_identity
+from raylab.state import State
+
+DASH = "http://127.0.0.1:8265"
+REC = {"job_id": "raysubmit_1", "dashboard_url": DASH, "pid": 1, "pid_start": 1}
+
+
+@pytest.mark.parametrize(
+    ("rec", "dashboard", "run_alive", "expected"),
+    [
+        (REC, DASH, False, "raysubmit_1"),  # its run was killed: an orphan on this cluster
+        (REC, DASH, True, None),  # its run still follows it (another command in this work dir)
+        (REC, "http://127.0.0.1:9999", False, None),  # another head (restarted): the job died with it
+        ({}, DASH, False, None),  # nothing recorded
+        ({**REC, "job_id": ""}, DASH, False, None),
+    ],
+)
+def test_orphaned_job(rec: dict[str, Any], dashboard: str, run_alive: bool, expected: str | None) -> None:
+    assert orphaned_job(rec, dashboard, run_alive) == expected
+
+
+class _UI:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def warning(self, text: str) -> None:
+        self.lines.append(text)
+
+
+def _ctx(tmp_path: Path) -> Any:
+    return SimpleNamespace(state=State(tmp_path / ".raylab"), ui=_UI())
+
+
+def test_a_killed_runs_job_is_stopped_and_forgotten(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    stopped: list[tuple[str, str]] = []
+    monkeypatch.setattr(jobmod, "stop_job", lambda d, j: stopped.append((d, j)) or True)
+    ctx = _ctx(tmp_path)
+    dead = subprocess.Popen([sys.executable, "-c", ""])
+    dead.wait()
+    ctx.state.put(JOB_STATE, {**REC, "pid": dead.pid, "pid_start": 12345})
+    stop_orphaned_job(ctx.state, ctx.ui, JOB_STATE, DASH, "stress job")
+    assert stopped == [(DASH, "raysubmit_1")]
+    assert ctx.ui.lines == ["stopped the stress job raysubmit_1 that a killed run left running"]
+    assert ctx.state.get(JOB_STATE) == {}
+
+
+def test_a_running_commands_job_is_left_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    stopped: list[tuple[str, str]] = []
+    monkeypatch.setattr(jobmod, "stop_job", lambda d, j: stopped.append((d, j)) or True)
+    ctx = _ctx(tmp_path)
+    pid, start = run_identity()  # this process: alive, so the job is still its run's
+    ctx.state.put(JOB_STATE, {**REC, "pid": pid, "pid_start": start})
+    stop_orphaned_job(ctx.state, ctx.ui, JOB_STATE, DASH, "stress job")
+    assert stopped == [] and ctx.ui.lines == []
+    assert ctx.state.get(JOB_STATE)["job_id"] == "raysubmit_1"
+
+
+def test_stage6_demo_driver_is_recorded_and_dies_with_a_killed_run(tmp_path: Path) -> None:
+    """start_demo from a run that is then SIGKILLed: the driver is recorded (ephemeral) before it
+    runs and gets its parent-death signal, so it never keeps submitting beside the re-run's."""
+    root = tmp_path / "proj"
+    (root / "workloads").mkdir(parents=True)
+    (root / "workloads" / "spot_demo.py").write_text("import time\ntime.sleep(60)\n")
+    wd = tmp_path / ".raylab"
+    starter = textwrap.dedent(f"""
+        import time
+        from pathlib import Path
+        from types import SimpleNamespace
+        from raylab.stages.stage6_io import start_demo
+        from raylab.state import State
+        st = State(Path({str(wd)!r}))
+        st.put("cluster", {{"gcs_address": "127.0.0.1:1"}})
+        ctx = SimpleNamespace(root=Path({str(root)!r}), workdir=Path({str(wd)!r}), state=st, lab="t")
+        p = start_demo(ctx, Path({str(tmp_path / "demo.json")!r}), 2, 1.0)
+        print(p.pid, flush=True)
+        time.sleep(60)
+    """)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    s = subprocess.Popen([sys.executable, "-c", starter], stdout=subprocess.PIPE, text=True, env=env)
+    assert s.stdout is not None
+    child = int(s.stdout.readline())
+    recs = [json.loads(f.read_text()) for f in (wd / "procs").glob("*.json")]
+    assert [(r["pid"], r["what"], r["ephemeral"]) for r in recs] == [(child, "spot demo", True)]
+    s.kill()
+    s.wait()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and proctable.start_time(child) is not None:
+        time.sleep(0.05)
+    assert proctable.start_time(child) is None
+    assert Records(wd).converge() and Records(wd).all() == []
+
+
+def test_ctrl_c_stops_the_data_job_and_its_id_was_handed_over_first(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stage 7 on the cluster: the job is named as soon as it is accepted (the state keeps it for a
+    SIGKILL), and Ctrl-C stops it (a re-run would find it writing the same output)."""
+    from raylab.datajob import submit
+
+    calls: list[str] = []
+
+    class Client:
+        def __init__(self, url: str) -> None:
+            pass
+
+        def submit_job(self, **kw: Any) -> str:
+            return "raysubmit_data"
+
+        def get_job_status(self, job_id: str) -> Any:
+            raise KeyboardInterrupt  # Ctrl-C while raylab waits
+
+        def stop_job(self, job_id: str) -> bool:
+            calls.append(f"stop {job_id}")
+            return True
+
+    monkeypatch.setitem(sys.modules, "ray.job_submission", SimpleNamespace(JobSubmissionClient=Client))
+    with pytest.raises(KeyboardInterrupt):
+        submit.run_as_job(DASH, tmp_path / "job.py", [], runtime_env=None, python="python", timeout=60,
+                          on_submit=lambda j: calls.append(f"submitted {j}"))
+    assert calls == ["submitted raysubmit_data", "stop raysubmit_data"]
