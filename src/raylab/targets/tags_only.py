@@ -7,6 +7,8 @@
 - ``cluster_down``: terminates every instance tagged ``raylab-lab=<lab>`` or
   ``ray-cluster-name=raylab-<lab>`` and waits until each is terminated, then the target's own
   ``cluster_down`` (aws: its sweep by the cluster tag; local: nothing recorded, a noop);
+- ``stop``: deletes the lab's key pair (by its name) and stops nothing else: the processes a lab runs
+  are on the trainee's machine, and the instructor's own (local: the twin) must keep running;
 - ``leftovers``: the cloud, read by tag and name (instances, the stack and network, the roles and
   profiles), with the target's own list (aws: key pair, FIS, tunnels).
 
@@ -71,6 +73,17 @@ class TagsOnly:
             raise RaylabError(f"instances of lab {ctx.lab} not terminated after {self._wait_s:.0f} s: "
                               f"{', '.join(sorted(found))}", "wait a minute and re-run `raylab room sweep`")
         self._inner.cluster_down(ctx)
+
+    def stop(self, ctx: Context) -> None:
+        import contextlib
+
+        from raylab.aws.session import client
+
+        ec2, name = client(ctx, "ec2"), ctx.names["key_pair"]
+        with contextlib.suppress(Exception):  # InvalidKeyPair.NotFound: there is none
+            if ec2.describe_key_pairs(KeyNames=[name])["KeyPairs"]:
+                ec2.delete_key_pair(KeyName=name)
+                ctx.ui.success(f"key pair {name} deleted")
 
     def leftovers(self, ctx: Context) -> list[str]:
         from raylab.aws import leftovers
