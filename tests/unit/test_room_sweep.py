@@ -220,3 +220,32 @@ def test_bad_ttl_creates_nothing(tmp_path: Any, command: list[str]) -> None:
     assert r.stderr.strip().splitlines() == [
         "error: --ttl '10x' is not a duration (use e.g. --ttl 10h, 90m or 1h30m (1 minute to 7 days))"]
     assert list(tmp_path.iterdir()) == []  # no .raylab/, no twin
+
+
+def test_watch_reads_the_room_again_and_again(capsys: pytest.CaptureFixture[str]) -> None:
+    from raylab.cli.cmd_room import watch_room
+    from raylab.ui import UI
+
+    reads: list[int] = []
+
+    def read() -> dict[str, Any]:
+        reads.append(1)
+        kim = Instance("i-1", "c7i.4xlarge", "running", "ondemand", {"raylab-lab": "kim"}, NOW)
+        r = room_status([kim], [], now=NOW + timedelta(minutes=len(reads)), quotas={}, vcpus_of=lambda t: 16)
+        return {**r, "region": "us-west-2", "notes": []}
+
+    watch_room(UI(), read, 0.01, rounds=2)  # not a terminal: the whole status again, each with its time
+    err = capsys.readouterr().err
+    assert len(reads) == 2
+    assert "room at 2026-12-06T18:01:00Z" in err and "room at 2026-12-06T18:02:00Z" in err
+    assert err.count("labs in us-west-2") == 2
+
+
+def test_watch_and_json_do_not_mix(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from raylab.cli.main import app
+
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(app, ["room", "status", "--watch", "5", "--json"])
+    assert isinstance(r.exception, RaylabError)
+    assert r.exception.message == "--watch is a view for people; --json prints one record"
+    assert list(tmp_path.iterdir()) == []

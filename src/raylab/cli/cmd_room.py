@@ -100,6 +100,10 @@ def _show(ui: Any, r: dict[str, Any]) -> None:
 @room_app.command("status")
 def status(
     target: TargetOpt = "local",
+    watch: Annotated[float | None, typer.Option(
+        "--watch", min=2, max=3600, metavar="SECONDS",
+        help="Read the room again every SECONDS: a live view on a terminal, the table again elsewhere; "
+             "Ctrl-C ends it.")] = None,
     json_mode: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -108,13 +112,55 @@ def status(
     whether a command is running on it, and the room's totals. Reads only. JSON: docs/runbook.md."""
     from raylab.cli.options import make_context
     from raylab.cli.room_sweep import read_room
+    from raylab.errors import RaylabError
 
     ctx = make_context(target=target, json_mode=json_mode, quiet=quiet)
+    if watch is not None and json_mode:
+        raise RaylabError("--watch is a view for people; --json prints one record",
+                          "drop --watch (or poll `raylab room status --json` yourself)")
+    if watch is not None:
+        watch_room(ctx.ui, lambda: read_room(ctx), watch)
+        return
     result = read_room(ctx)
     if json_mode:
         ctx.ui.result(result)
         return
     show_status(ctx.ui, result)
+
+
+def watch_room(ui: Any, read: Any, every_s: float, rounds: int | None = None) -> None:
+    """The room again every ``every_s``: a Rich Live view on a terminal, the whole status again elsewhere
+    (``rounds``: stop after that many reads; None: until Ctrl-C, which ends it with exit 0)."""
+    import time
+
+    from rich.text import Text
+
+    live = None
+    n = 0
+    try:
+        if ui.interactive and not ui.quiet:
+            from rich.live import Live
+
+            live = Live(console=ui.err, refresh_per_second=1, transient=False)
+            live.__enter__()
+        while rounds is None or n < rounds:
+            r = read()
+            n += 1
+            if live is None:
+                ui.step(f"room at {r['now'][:19]}Z (every {every_s:g} s; Ctrl-C ends)")
+                show_status(ui, r)
+            else:
+                with ui.err.capture() as cap:
+                    show_status(ui, r)
+                live.update(Text.from_ansi(f"room at {r['now'][:19]}Z (every {every_s:g} s; Ctrl-C ends)\n"
+                                           + cap.get()))
+            if rounds is None or n < rounds:
+                time.sleep(every_s)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if live is not None:
+            live.__exit__(None, None, None)
 
 
 def _usd(v: float | None, fmt: str = "{:,.2f}") -> str:
