@@ -130,10 +130,9 @@ def _set_ttl(ctx: Context, ttl: str | None) -> None:
 
 def _lease(ctx: Context, command: str) -> Any:
     """The lab's busy lease while this command runs (``raylab.room.busy``): `room sweep` reads it."""
-    from raylab.aws.session import client
-    from raylab.room.busy import Heartbeat
+    from raylab.room.busy import lab_lease
 
-    return Heartbeat(lambda: client(ctx, "ec2"), ctx.lab, command)
+    return lab_lease(ctx, command)
 
 
 def _rehearse(ctx: Context, rehearsal: bool, boot_delay: float) -> None:
@@ -231,15 +230,10 @@ def _run(ctx: Context, infos: list[StageInfo], command: str, verify_only: bool =
             for info in infos:
                 failed = f"{info.number} {info.name}" if info.number else info.name
                 label = f"stage {failed}" if info.number else failed
-                try:
+                if info.number and not verify_only:  # its result tagged on the lab for `room status`
+                    results += lease.stage(failed, lambda i=info: run_stages(ctx, [i]))
+                else:
                     results += run_stages(ctx, [info], verify_only=verify_only)
-                except (Exception, KeyboardInterrupt) as e:
-                    check = f": check '{e.check}'" if isinstance(e, StageFailed) else ""
-                    lease.progress(f"failed {failed}{check}")
-                    raise
-                if info.number and not verify_only:
-                    lease.progress(f"passed {failed}")
-                    lease.beat()  # stage 1's new VPC carries the lease at once
                 if info.name == "cluster":  # time to ready per node, while the cluster is up
                     from raylab.observe.readiness import show
 

@@ -13,10 +13,15 @@ import socket
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from raylab.aws.ec2 import lab_filter
 from raylab.room.expiry import BEAT_S, BUSY_TAG, IDLE, LEASE_S, PROGRESS_TAG, busy_value
+
+if TYPE_CHECKING:
+    from raylab.context import Context
+
+T = TypeVar("T")
 
 
 def tag_lab_vpcs(ec2: Any, lab: str, value: str, key: str = BUSY_TAG) -> int:
@@ -54,6 +59,19 @@ class Heartbeat:
         with contextlib.suppress(Exception):  # noqa: BLE001 - as beat()
             tag_lab_vpcs(self._ec2(), self.lab, text, PROGRESS_TAG)
 
+    def stage(self, label: str, run: Callable[[], T]) -> T:
+        """Run one stage (``label``: "4 stress") and tag how it ended: "passed 4 stress", or "failed 4
+        stress: check '...'" (a failed check), or "failed 4 stress" (an error, Ctrl-C)."""
+        try:
+            out = run()
+        except BaseException as e:
+            check = getattr(e, "check", None)
+            self.progress(f"failed {label}" + (f": check '{check}'" if check else ""))
+            raise
+        self.progress(f"passed {label}")
+        self.beat()  # stage 1's new VPC carries the lease at once
+        return out
+
     def _run(self) -> None:
         while not self._stop.wait(self.beat_s):
             self.beat()
@@ -72,3 +90,10 @@ class Heartbeat:
             self._thread.join(timeout=5)
         with contextlib.suppress(Exception):  # noqa: BLE001 - e.g. `down` removed the VPC: nothing to free
             tag_lab_vpcs(self._ec2(), self.lab, IDLE)
+
+
+def lab_lease(ctx: Context, command: str) -> Heartbeat:
+    """The lease of ``ctx``'s lab for `raylab <command>`, written through the target's endpoint."""
+    from raylab.aws.session import client
+
+    return Heartbeat(lambda: client(ctx, "ec2"), ctx.lab, command)
