@@ -112,6 +112,29 @@ ScaleOpt = Annotated[
 ]
 
 
+TtlOpt = Annotated[
+    str | None,
+    typer.Option("--ttl", metavar="DURATION",
+                 help="How long the lab may live, tagged on its stack when stage 1 creates it (default 10h; "
+                      "e.g. 90m, 1h30m; 1m to 7d). After it, `raylab room sweep --expired` removes it."),
+]
+
+
+def _set_ttl(ctx: Context, ttl: str | None) -> None:
+    """--ttl, checked before anything is created; stage 1 reads ctx.options["ttl_s"]."""
+    if ttl is not None:
+        from raylab.room.expiry import parse_ttl
+
+        ctx.options["ttl_s"] = parse_ttl(ttl)
+
+
+def _lease(ctx: Context, command: str) -> Any:
+    """The lab's busy lease while this command runs (``raylab.room.busy``): `room sweep` reads it."""
+    from raylab.room.busy import lab_lease
+
+    return lab_lease(ctx, command)
+
+
 def _rehearse(ctx: Context, rehearsal: bool, boot_delay: float) -> None:
     """--rehearsal: check, then run this very command again inside the rehearsal's world, and exit
     with its code (see raylab.rehearsal.enter). Inside the world it is a plain AWS run."""
@@ -199,13 +222,18 @@ def _run(ctx: Context, infos: list[StageInfo], command: str, verify_only: bool =
         if not verify_only:
             _preflight(ctx)  # refuses before anything is created: nothing to tear down
         failed, label = "start", f"starting the {ctx.target_name} target"
+        lease = _lease(ctx, command)
         try:
             if not verify_only:
                 ctx.target.start(ctx)
+                lease.__enter__()
             for info in infos:
                 failed = f"{info.number} {info.name}" if info.number else info.name
                 label = f"stage {failed}" if info.number else failed
-                results += run_stages(ctx, [info], verify_only=verify_only)
+                if info.number and not verify_only:  # its result tagged on the lab for `room status`
+                    results += lease.stage(failed, lambda i=info: run_stages(ctx, [i]))
+                else:
+                    results += run_stages(ctx, [info], verify_only=verify_only)
                 if info.name == "cluster":  # time to ready per node, while the cluster is up
                     from raylab.observe.readiness import show
 
@@ -227,6 +255,8 @@ def _run(ctx: Context, infos: list[StageInfo], command: str, verify_only: bool =
             if td is None:
                 raise  # as before: a RaylabError's own line, or Ctrl-C's resume hint
             raise err from e
+        finally:
+            lease.__exit__(None, None, None)
     if results:
         ctx.ui.info("time per stage: " + ", ".join(f"{r.name} {r.seconds:.1f} s" for r in results))
     done: dict[str, Any] = {"ok": True, "lab": ctx.lab, "target": ctx.target_name,
@@ -255,6 +285,7 @@ def lab(
     skip: SkipOpt = None,
     scale: ScaleOpt = None,
     node_python: NodePythonOpt = None,
+    ttl: TtlOpt = None,
     yes: YesOpt = False,
     json_mode: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -266,6 +297,7 @@ def lab(
     ctx = make_context(target, lab, json_mode, yes, scenario, workdir, quiet)
     _set_region(ctx, region, allow_ssh_from)
     _set_node_python(ctx, node_python)
+    _set_ttl(ctx, ttl)
     if scale is not None:
         ctx.options["scale"] = scale
     _rehearse(ctx, rehearsal, boot_delay)
@@ -283,6 +315,7 @@ def up(
     region: RegionOpt = None,
     allow_ssh_from: AllowSshOpt = None,
     node_python: NodePythonOpt = None,
+    ttl: TtlOpt = None,
     yes: YesOpt = False,
     json_mode: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -292,6 +325,7 @@ def up(
     ctx = make_context(target, lab, json_mode, yes, scenario, workdir, quiet)
     _set_region(ctx, region, allow_ssh_from)
     _set_node_python(ctx, node_python)
+    _set_ttl(ctx, ttl)
     _confirm_spend(ctx, "VPC, NAT gateway, the Ray head")
     _run(ctx, [BY_NAME[n] for n in UP_STAGES], "up")
 
@@ -302,6 +336,7 @@ def stage(
     target: TargetOpt = "local",
     lab: LabOpt = None,
     scenario: ScenarioOpt = "autoscale",
+    ttl: TtlOpt = None,
     yes: YesOpt = False,
     json_mode: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -309,6 +344,7 @@ def stage(
 ) -> None:
     """Run one numbered stage (apply, then verify), as the trainee guide's chapter N does."""
     ctx = make_context(target, lab, json_mode, yes, scenario, workdir, quiet)
+    _set_ttl(ctx, ttl)
     info = find(number)
     if not verify_only:
         _confirm_spend(ctx, f"stage {info.number} {info.name}")
@@ -331,7 +367,7 @@ def down(
     from raylab.cli.cost_report import down_cost, measure
     from raylab.stages import load
 
-    with ctx.state.lock("down"):
+    with ctx.state.lock("down"), _lease(ctx, "down"):
         used = measure(ctx)  # before the teardown: terminated instances vanish from EC2 (and the twin stops)
         td = load(BY_NAME["teardown"])
         td.apply(ctx)

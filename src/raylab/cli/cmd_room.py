@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from raylab.cli.options import JsonOpt, QuietOpt, TargetOpt
+from raylab.cli.options import JsonOpt, QuietOpt, TargetOpt, YesOpt
 
 room_app = typer.Typer(
     help="The room: an instructor's plan and view of every lab in one account and region.",
@@ -100,37 +100,79 @@ def _show(ui: Any, r: dict[str, Any]) -> None:
 @room_app.command("status")
 def status(
     target: TargetOpt = "local",
+    watch: Annotated[float | None, typer.Option(
+        "--watch", min=2, max=3600, metavar="SECONDS",
+        help="Read the room again every SECONDS: a live view on a terminal, the table again elsewhere; "
+             "Ctrl-C ends it.")] = None,
     json_mode: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Every lab in the account and region, found by raylab's tag: id, owner, age, stack, instances and
-    Ray workers by market, vCPUs against each quota, and the room's totals. Reads only."""
-    from datetime import UTC, datetime
-
-    from raylab.aws.session import client
+    """Every lab in the account and region, found by raylab's tag: id, owner, age, stack, last stage,
+    instances and Ray workers by market, vCPUs against each quota, cost so far and per hour, expiry,
+    whether a command is running on it, and the room's totals. Reads only. JSON: docs/runbook.md."""
     from raylab.cli.options import make_context
-    from raylab.cluster import instance_types
-    from raylab.room import inventory
-    from raylab.room.status import room_status
+    from raylab.cli.room_sweep import read_room
+    from raylab.errors import RaylabError
 
     ctx = make_context(target=target, json_mode=json_mode, quiet=quiet)
-    ec2 = client(ctx, "ec2")
-    quotas, notes = inventory.quotas(client(ctx, "service-quotas"))
-
-    def vcpus_of(itype: str) -> int | None:
-        it = instance_types.lookup(itype)
-        return it.vcpus if it else None
-
-    result = room_status(inventory.instances(ec2), inventory.stacks(client(ctx, "cloudformation")),
-                         now=datetime.now(UTC), quotas=quotas, vcpus_of=vcpus_of)
-    result.update(region=ec2.meta.region_name, target=ctx.target_name, notes=notes)
+    if watch is not None and json_mode:
+        raise RaylabError("--watch is a view for people; --json prints one record",
+                          "drop --watch (or poll `raylab room status --json` yourself)")
+    if watch is not None:
+        watch_room(ctx.ui, lambda: read_room(ctx), watch)
+        return
+    result = read_room(ctx)
     if json_mode:
         ctx.ui.result(result)
         return
-    _show_status(ctx.ui, result)
+    show_status(ctx.ui, result)
 
 
-def _show_status(ui: Any, r: dict[str, Any]) -> None:
+def watch_room(ui: Any, read: Any, every_s: float, rounds: int | None = None) -> None:
+    """The room again every ``every_s``: a Rich Live view on a terminal, the whole status again elsewhere
+    (``rounds``: stop after that many reads; None: until Ctrl-C, which ends it with exit 0)."""
+    import time
+
+    from rich.text import Text
+
+    live = None
+    n = 0
+    try:
+        if ui.interactive and not ui.quiet:
+            from rich.live import Live
+
+            live = Live(console=ui.err, refresh_per_second=1, transient=False)
+            live.__enter__()
+        while rounds is None or n < rounds:
+            r = read()
+            n += 1
+            if live is None:
+                ui.step(f"room at {r['now'][:19]}Z (every {every_s:g} s; Ctrl-C ends)")
+                show_status(ui, r)
+            else:
+                with ui.err.capture() as cap:
+                    show_status(ui, r)
+                live.update(Text.from_ansi(f"room at {r['now'][:19]}Z (every {every_s:g} s; Ctrl-C ends)\n"
+                                           + cap.get()))
+            if rounds is None or n < rounds:
+                time.sleep(every_s)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if live is not None:
+            live.__exit__(None, None, None)
+
+
+def _usd(v: float | None, fmt: str = "{:,.2f}") -> str:
+    return "?" if v is None else "$" + fmt.format(v)
+
+
+def _expiry(x: dict[str, Any]) -> str:
+    word = {True: "EXPIRED", False: "no", None: "?"}[x["expired"]]
+    return f"{word} ({x['expires']})" if x["expires"] else word
+
+
+def show_status(ui: Any, r: dict[str, Any]) -> None:
     from raylab.room.status import age_text
 
     for n in r["notes"]:
@@ -139,17 +181,50 @@ def _show_status(ui: Any, r: dict[str, Any]) -> None:
         ui.info(f"no raylab lab in {r['region']} (nothing tagged raylab-lab)")
     else:
         rows = [(x["lab"], x["owner"] or "-", age_text(x["age_s"]), ", ".join(x["stacks"]) or "-",
+                 x["last_stage"] or "-",
                  f"{x['instances']['ondemand']} / {x['instances']['spot']}",
                  f"{x['ray_workers']['ondemand']} / {x['ray_workers']['spot']}",
-                 " / ".join(str(v) for v in x["vcpus_by_quota"].values()), "; ".join(x["findings"]))
+                 " / ".join(str(v) for v in x["vcpus_by_quota"].values()),
+                 f"{_usd(x['cost']['so_far_usd'])} ({_usd(x['cost']['per_hour_usd'])}/h)",
+                 _expiry(x),
+                 f"yes: {x['busy_by']}" if x["busy"] else "no", "; ".join(x["findings"]))
                 for x in r["labs"]]
-        ui.table(f"labs in {r['region']}", ["lab", "owner", "age", "stack", "instances od/spot",
-                                           "ray workers od/spot", "vCPUs od/spot", "notes"], rows)
+        ui.table(f"labs in {r['region']}", ["lab", "owner", "age", "stack", "last stage", "instances od/spot",
+                                           "ray workers od/spot", "vCPUs od/spot", "cost (now)", "expired",
+                                           "busy", "notes"], rows)
     for t in r["totals"]:
         quota = "unknown quota" if t["quota_vcpus"] is None else (
             f"quota {t['quota_vcpus']:g} ({t['used_pct']}% used, {t['free_vcpus']} free)")
         ui.info(f"{t['market']} vCPUs ({t['quota_code']}): labs {t['labs_vcpus']} + other {t['other_vcpus']} "
                 f"= {t['used_vcpus']} of {quota}")
+    c = r["cost"]
+    if c["so_far_usd"] is not None:
+        ui.info(f"room cost so far about {_usd(c['so_far_usd'])} (what runs now, since its launch, and the "
+                f"NAT gateways); now {_usd(c['per_hour_usd'], '{:,.4f}')}/h. Prices: {c['prices']}")
+    if r["expired"]:
+        ui.warning(f"expired: {', '.join(r['expired'])} (`raylab room sweep --expired` removes them)")
+
+
+@room_app.command("sweep")
+def sweep(
+    expired: Annotated[bool, typer.Option("--expired", help="Every lab whose TTL has passed.")] = False,
+    lab: Annotated[list[str] | None, typer.Option("--lab", help="This lab (repeat for more).")] = None,
+    all_labs: Annotated[bool, typer.Option("--all", help="Every raylab lab in the region.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Sweep a lab even while a command runs on it "
+                                        "(its busy lease is live).")] = False,
+    target: TargetOpt = "local",
+    yes: YesOpt = False,
+    json_mode: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Tear labs down from their tags alone, without the trainee's .raylab/: the same teardown as
+    `raylab down` (stages 7 -> 1), then the leftover check per lab. A lab mid-command is refused unless
+    --force; nothing raylab did not tag or name is touched."""
+    from raylab.cli.options import make_context
+    from raylab.cli.room_sweep import run_sweep
+
+    ctx = make_context(target=target, json_mode=json_mode, quiet=quiet, yes=yes)
+    run_sweep(ctx, expired=expired, names=lab or [], all_labs=all_labs, force=force)
 
 
 def register(app: typer.Typer) -> None:

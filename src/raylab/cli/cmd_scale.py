@@ -78,8 +78,10 @@ def scale(
     from raylab.stages.runner import run_stages
 
     try:
-        with ctx.state.lock("scale"):
-            results = run_stages(ctx, [BY_NAME["scaling"]])
+        from raylab.room.busy import lab_lease
+
+        with ctx.state.lock("scale"), lab_lease(ctx, "scale") as lease:  # `room sweep` refuses meanwhile
+            results = lease.stage("5 scaling", lambda: run_stages(ctx, [BY_NAME["scaling"]]))
     except StageFailed as e:
         ctx.ui.result(
             {"ok": False, **ctx.state.get("scaling"), "failed_check": e.check, "error": e.one_line()}

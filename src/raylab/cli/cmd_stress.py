@@ -46,8 +46,10 @@ def stress(
     # --json: stage 4's record (StressRecord.as_json(), the `applied` of `raylab stage 4 --json`) at
     # the top level, beside ok and checks (or failed_check and error)
     try:
-        with ctx.state.lock("stress"):
-            results = run_stages(ctx, [BY_NAME["stress"]])
+        from raylab.room.busy import lab_lease
+
+        with ctx.state.lock("stress"), lab_lease(ctx, "stress") as lease:  # `room sweep` refuses meanwhile
+            results = lease.stage("4 stress", lambda: run_stages(ctx, [BY_NAME["stress"]]))
     except StageFailed as e:
         rec = recorded(ctx)
         ctx.ui.result({"ok": False, **(rec.as_json() if rec else {}), "failed_check": e.check,

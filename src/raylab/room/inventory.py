@@ -5,9 +5,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from raylab.aws.ec2 import LAB_TAG
 from raylab.aws.quotas import quota_value
 from raylab.cluster.vocab import ON_DEMAND_QUOTA, SPOT_QUOTA
-from raylab.room.status import QUOTA_STATES, Instance, Stack, instances_from, stacks_from
+from raylab.room.status import (
+    QUOTA_STATES,
+    Instance,
+    Nat,
+    Stack,
+    Vpc,
+    instances_from,
+    nats_from,
+    stacks_from,
+    vpcs_from,
+)
 
 
 def instances(ec2: Any) -> list[Instance]:
@@ -26,6 +37,18 @@ def stacks(cfn: Any) -> list[Stack]:
     for page in cfn.get_paginator("describe_stacks").paginate():
         found += page.get("Stacks", [])
     return stacks_from(found)
+
+
+def vpcs(ec2: Any) -> list[Vpc]:
+    """The VPCs carrying raylab's tag (their tags hold the busy lease and the last stage)."""
+    return vpcs_from(ec2.describe_vpcs(Filters=[{"Name": "tag-key", "Values": [LAB_TAG]}])["Vpcs"])
+
+
+def nat_gateways(ec2: Any) -> list[Nat]:
+    found: list[dict[str, Any]] = []
+    for page in ec2.get_paginator("describe_nat_gateways").paginate():
+        found += page.get("NatGateways", [])
+    return nats_from(found)
 
 
 def quotas(sq: Any) -> tuple[dict[str, float | None], list[str]]:

@@ -102,6 +102,7 @@ GRANTS: tuple[Grant, ...] = (
     *_g(LAB, "cloudformation", "security-group", "ec2:AuthorizeSecurityGroupIngress"),
     *_g(LAB, "cloudformation", "instance", "ec2:AssociateAddress"),
     *_g(LAB, "ray", "instance", "ec2:CreateTags"),  # `ray up` re-tags its head (ray-node-status)
+    *_g(LAB, "raylab", "vpc", "ec2:CreateTags"),  # the lab's busy lease and last stage (raylab.room.busy)
     *_g(LAB, "raylab", "fis:experiment-template", "fis:StartExperiment"),
     # changes and teardown: only what carries the own lab's tag
     *_g(LAB, "raylab", "instance", "ec2:GetConsoleOutput", "ec2:TerminateInstances"),

@@ -1,9 +1,10 @@
 """`raylab room status` decisions (pure): every lab of an account and region, found by raylab's tag.
 
-In: EC2 instances and CloudFormation stacks as boto3 returns them (``describe_instances``'
-``Instances``, ``describe_stacks``' ``Stacks``), the account's vCPU quotas, a clock. Out: one row per
-lab (its id, owner, age, stack, instances and Ray workers by market, vCPUs by quota) and the room's
-totals against each quota. A lab is anything tagged ``raylab-lab``; untagged instances are another
+In: EC2 instances, CloudFormation stacks, VPCs and NAT gateways as boto3 returns them, the account's
+vCPU quotas, prices, a clock. Out: one row per lab (its id, owner, age, stack, last stage, instances and
+Ray workers by market, vCPUs by quota, cost so far and per hour, expiry, busy) and the room's totals
+against each quota. Expiry, owner, busy and last stage are tags (``raylab.room.expiry``). A lab is
+anything tagged ``raylab-lab``; untagged instances are another
 tool's: never listed as a lab, only counted where they take the same quota. A ``raylab-lab`` value that
 is not a valid lab id is listed with a finding (a tag edited by hand?), and nothing here acts on it.
 """
@@ -20,8 +21,9 @@ from raylab.aws.quotas import quota_code_for
 from raylab.cluster.vocab import ON_DEMAND_QUOTA, SPOT_QUOTA
 from raylab.errors import RaylabError
 from raylab.labid import check_lab_id
+from raylab.plan.bill import BillPrices, Usage, UsedInstance, UsedNat, bill
+from raylab.room.expiry import OWNER_TAG, PROGRESS_TAG, busy_of, expiry_of
 
-OWNER_TAG = "raylab-owner"  # not written by raylab yet: shown when someone sets it
 QUOTA_STATES = ("pending", "running")  # what EC2 counts against the vCPU quotas
 MARKETS = ("ondemand", "spot")
 
@@ -60,6 +62,25 @@ class Stack:
         return self.tags.get(LAB_TAG)
 
 
+@dataclass(frozen=True)
+class Vpc:
+    id: str
+    tags: Mapping[str, str]
+
+    @property
+    def lab(self) -> str | None:
+        return self.tags.get(LAB_TAG)
+
+
+@dataclass(frozen=True)
+class Nat:
+    id: str
+    vpc: str
+    state: str
+    tags: Mapping[str, str]
+    created: datetime | None
+
+
 def _tags(raw: Iterable[Mapping[str, str]] | None) -> dict[str, str]:
     return {t["Key"]: t["Value"] for t in raw or ()}
 
@@ -83,6 +104,17 @@ def stacks_from(described: Iterable[Mapping[str, Any]]) -> list[Stack]:
             for s in described if s.get("StackStatus") != "DELETE_COMPLETE"]
 
 
+def vpcs_from(described: Iterable[Mapping[str, Any]]) -> list[Vpc]:
+    return [Vpc(v["VpcId"], _tags(v.get("Tags"))) for v in described]
+
+
+def nats_from(described: Iterable[Mapping[str, Any]]) -> list[Nat]:
+    """NAT gateways that still bill (not deleted/deleting/failed)."""
+    return [Nat(n["NatGatewayId"], n.get("VpcId", ""), n.get("State", ""), _tags(n.get("Tags")),
+                n.get("CreateTime"))
+            for n in described if n.get("State") not in ("deleted", "deleting", "failed")]
+
+
 @dataclass
 class LabRow:
     lab: str
@@ -93,13 +125,26 @@ class LabRow:
     ray_workers: dict[str, int] = field(default_factory=lambda: dict.fromkeys(MARKETS, 0))
     vcpus: dict[str, int] = field(default_factory=lambda: {ON_DEMAND_QUOTA: 0, SPOT_QUOTA: 0})
     findings: list[str] = field(default_factory=list)
+    stack_tags: dict[str, str] = field(default_factory=dict)
+    vpc_tags: dict[str, str] = field(default_factory=dict)
+    used: list[UsedInstance] = field(default_factory=list)
+    nats: list[UsedNat] = field(default_factory=list)
 
-    def as_dict(self, now: datetime) -> dict[str, Any]:
+    def as_dict(self, now: datetime, prices: BillPrices | None) -> dict[str, Any]:
+        exp = expiry_of(self.stack_tags, now)
+        busy = busy_of(self.vpc_tags, self.stacks, now)
+        cost: dict[str, Any] = {"so_far_usd": None, "per_hour_usd": None}
+        if prices is not None:
+            b = bill(Usage(tuple(self.used), tuple(self.nats)), prices, now)
+            cost = {"so_far_usd": round(b.total_usd, 2), "per_hour_usd": round(b.per_hour_now, 4)}
         return {"lab": self.lab, "owner": self.owner,
                 "created": self.created.isoformat() if self.created else None,
                 "age_s": round((now - self.created).total_seconds()) if self.created else None,
-                "stacks": self.stacks, "instances": self.instances, "ray_workers": self.ray_workers,
-                "vcpus_by_quota": self.vcpus, "findings": self.findings}
+                "stacks": self.stacks, "last_stage": self.vpc_tags.get(PROGRESS_TAG),
+                "instances": self.instances, "ray_workers": self.ray_workers,
+                "vcpus_by_quota": self.vcpus, "cost": cost, "nat_gateways": len(self.nats),
+                "expires": exp.expires, "expired": exp.expired, "busy": busy.busy, "busy_by": busy.by,
+                "findings": self.findings + ([exp.finding] if exp.finding else [])}
 
 
 def _older(a: datetime | None, b: datetime | None) -> datetime | None:
@@ -107,8 +152,12 @@ def _older(a: datetime | None, b: datetime | None) -> datetime | None:
 
 
 def room_status(instances: Iterable[Instance], stacks: Iterable[Stack], *, now: datetime,
-                quotas: Mapping[str, float | None], vcpus_of: Callable[[str], int | None]) -> dict[str, Any]:
-    """The room: one row per lab, and each quota's use by raylab's labs and by everything else."""
+                quotas: Mapping[str, float | None], vcpus_of: Callable[[str], int | None],
+                vpcs: Iterable[Vpc] = (), nats: Iterable[Nat] = (),
+                prices: BillPrices | None = None) -> dict[str, Any]:
+    """The room: one row per lab, and each quota's use by raylab's labs and by everything else.
+    Cost is what runs now, billed from its launch (``raylab.plan.bill``), plus the NAT gateways: an
+    instance already terminated is in its lab's `raylab down` bill, not here."""
     rows: dict[str, LabRow] = {}
     used = {ON_DEMAND_QUOTA: {"labs": 0, "other": 0}, SPOT_QUOTA: {"labs": 0, "other": 0}}
     unknown_types: set[str] = set()
@@ -130,6 +179,7 @@ def room_status(instances: Iterable[Instance], stacks: Iterable[Stack], *, now: 
         r.stacks.append(f"{s.name} {s.status}")
         r.created = _older(r.created, s.created)
         r.owner = r.owner or s.tags.get(OWNER_TAG)
+        r.stack_tags = {**s.tags, **r.stack_tags}
         if s.status.endswith("_FAILED") or s.status.startswith("ROLLBACK"):
             r.findings.append(f"stack {s.name} is {s.status}")
     for i in instances:
@@ -150,8 +200,20 @@ def room_status(instances: Iterable[Instance], stacks: Iterable[Stack], *, now: 
         if i.counts and code and n:
             r.vcpus[code] += n
             used[code]["labs"] += n
+        if i.counts and i.launched is not None:
+            r.used.append(UsedInstance(i.id, i.type, "spot" if i.market == "spot" else "on-demand",
+                                       i.launched))
         if n is None:
             r.findings.append(f"{i.id}: type {i.type!r} unknown to raylab's table, vCPUs not counted")
+    vpc_lab = {}
+    for v in vpcs:
+        if v.lab is not None:
+            vpc_lab[v.id] = v.lab
+            row(v.lab).vpc_tags.update(v.tags)
+    for g in nats:
+        lab = g.tags.get(LAB_TAG) or vpc_lab.get(g.vpc)
+        if lab is not None and g.created is not None:
+            row(lab).nats.append(UsedNat(g.id, g.created))
     totals = []
     for code in (ON_DEMAND_QUOTA, SPOT_QUOTA):
         q = quotas.get(code)
@@ -160,7 +222,14 @@ def room_status(instances: Iterable[Instance], stacks: Iterable[Stack], *, now: 
                        "labs_vcpus": used[code]["labs"], "other_vcpus": used[code]["other"], "used_vcpus": u,
                        "quota_vcpus": q, "free_vcpus": None if q is None else int(q - u),
                        "used_pct": None if not q else round(100.0 * u / q, 1)})
-    return {"now": now.isoformat(), "labs": [rows[k].as_dict(now) for k in sorted(rows)], "totals": totals,
+    labs = [rows[k].as_dict(now, prices) for k in sorted(rows)]
+    known = [x["cost"] for x in labs if x["cost"]["so_far_usd"] is not None]
+    cost = {"so_far_usd": round(sum(c["so_far_usd"] for c in known), 2) if prices else None,
+            "per_hour_usd": round(sum(c["per_hour_usd"] for c in known), 4) if prices else None,
+            "prices": prices.note if prices else None}
+    return {"now": now.isoformat(), "labs": labs, "totals": totals, "cost": cost,
+            "expired": [x["lab"] for x in labs if x["expired"]],
+            "busy": [x["lab"] for x in labs if x["busy"]],
             "unknown_instance_types": sorted(unknown_types)}
 
 

@@ -260,14 +260,22 @@ class NetworkStage:
             key_name=ctx.options.get("bastion_key_name"),
         )
         name = ctx.names["stack"]
+        from datetime import UTC, datetime
+
+        from raylab.room.expiry import default_owner, stack_tags
+
+        tags = stack_tags(ctx.lab, {t["Key"]: t["Value"] for t in (current or {}).get("Tags", [])},
+                          ctx.options.get("ttl_s"), datetime.now(UTC), default_owner())
         action, outputs = deploy_stack(
             client(ctx, "cloudformation"),
             name=name,
             template_body=template_path(ctx).read_text(),
             parameters=params,
-            tags={"raylab-lab": ctx.lab},
+            tags=tags,
             ui=ctx.ui,
         )
+        ctx.ui.info(f"lab {ctx.lab} expires {tags['raylab-expires']} (stack tag raylab-expires; after it, "
+                    "`raylab room sweep --expired` removes the lab)")
         ctx.state.put("network", {**{k: outputs.get(k, "") for k in OUTPUT_KEYS}, "stack_name": name})
         return applied_json(action, name, operator, outputs)
 
