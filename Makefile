@@ -43,10 +43,10 @@ $(CHECKOV_STAMP):
 # The AWS rehearsal's "nodes' internet": every wheel a node's setup commands install (ray[default], the
 # head's boto3 and ruamel.yaml, uv's own wheel), downloaded once with the venv's pip into .rehearsal/wheels
 # (raylab.rehearsal.internet.build_wheelhouse; stamped, so a re-run is a no-op). Then uv's warm cache, which
-# each machine's ~/.cache/uv gets by hardlinks (raylab.rehearsal.uvcache.warm_shared; stamped too).
+# each machine's ~/.cache/uv gets by hardlinks (raylab.rehearsal.world.warm_shared; stamped too).
 wheelhouse: setup
 	$(BIN)/python -c 'from raylab.rehearsal.internet import WHEELHOUSE, build_wheelhouse; build_wheelhouse(WHEELHOUSE)'
-	$(BIN)/python -c 'from raylab.rehearsal.internet import REHEARSAL_DIR; from raylab.rehearsal.uvcache import warm_shared; warm_shared(REHEARSAL_DIR)'
+	$(BIN)/python -c 'from raylab.rehearsal.internet import REHEARSAL_DIR; from raylab.rehearsal.world import warm_shared; warm_shared(REHEARSAL_DIR)'
 
 lab: sysdeps setup wheelhouse
 	$(BIN)/raylab lab --yes

@@ -25,7 +25,6 @@ import json
 import os
 import shlex
 import subprocess
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -106,19 +105,3 @@ def warm(shared: Path, pythons: Mapping[str, str], packages: Sequence[str] | Non
         (cache / STAMP).write_text(json.dumps({"key": _key(pythons, pkgs), "uv": UV_VERSION,
                                                "pythons": sorted(pythons), "packages": pkgs}) + "\n")
         return True
-
-
-def warm_shared(shared: Path) -> bool:
-    """``warm`` for the Pythons the mirror serves and this host can play (``make wheelhouse``, and
-    each world before its first machine). A failure is one line: the machines then install cold."""
-    from raylab.rehearsal.internet import NODE_PYTHONS, extract_uv
-    from raylab.rehearsal.machine import python_for
-
-    extract_uv(shared / "wheels", UV_VERSION, shared / "uv-dist" / UV_VERSION)
-    pythons = {py: exe for py in NODE_PYTHONS if (exe := python_for(py)) is not None}
-    try:
-        return warm(shared, pythons)
-    except (OSError, subprocess.CalledProcessError) as e:  # e.g. no root for the mount namespace
-        print(f"uv's warm cache for the rehearsal's machines not built ({e}): they install cold",
-              file=sys.stderr)
-        return False

@@ -213,13 +213,30 @@ def prepare_internet(shared: Path) -> None:
     inside every machine, so the mirror's own paths are rewritten to that mount. Then uv's warm cache,
     which each machine's home gets by hardlinks (once per set of Pythons and packages)."""
     from raylab.rehearsal.internet import UV_VERSION, node_bin
-    from raylab.rehearsal.uvcache import warm_shared
 
     dest = node_bin(shared / "node-bin", shared / "wheels", cache=shared / "uv-dist" / UV_VERSION)
     host = str(shared.resolve())
     for f in [dest / "curl", shared / "uv-dist" / UV_VERSION / "install.sh"]:
         f.write_text(f.read_text().replace(host, "/mnt/rehearsal"))
     warm_shared(shared)
+
+
+def warm_shared(shared: Path) -> bool:
+    """uv's warm cache (``uvcache.warm``) for the Pythons the mirror serves and this host can play
+    (``make wheelhouse``, and each world before its first machine). A failure is one line: the
+    machines then install cold."""
+    from raylab.rehearsal.internet import NODE_PYTHONS, UV_VERSION, extract_uv
+    from raylab.rehearsal.machine import python_for
+    from raylab.rehearsal.uvcache import warm
+
+    extract_uv(shared / "wheels", UV_VERSION, shared / "uv-dist" / UV_VERSION)
+    pythons = {py: exe for py in NODE_PYTHONS if (exe := python_for(py)) is not None}
+    try:
+        return warm(shared, pythons)
+    except (OSError, subprocess.CalledProcessError) as e:  # e.g. no root for the mount namespace
+        print(f"uv's warm cache for the rehearsal's machines not built ({e}): they install cold",
+              file=sys.stderr)
+        return False
 
 
 def sweep_dead_worlds(root: Path) -> list[str]:
