@@ -24,7 +24,7 @@ LOG = ROOT / ".raylab-tests" / "rehearsal.log"
 
 def main(argv: list[str]) -> int:
     LOG.parent.mkdir(exist_ok=True)
-    pytest = [sys.executable, "-m", "pytest", "-q", *argv]
+    pytest = [sys.executable, "-m", "pytest", "-q", "--durations=15", *argv]  # the slowest, for CI's budget
     t0 = time.monotonic()
     with open(LOG, "w") as log:
         rehearsal = subprocess.Popen(
