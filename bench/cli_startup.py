@@ -1,23 +1,28 @@
 """Benchmark: `raylab --help` wall time as a ratio to `python -c "import typer, rich"`.
 
-Both are measured in the same run, interleaved, median of N runs each. Target: <= 1.5x.
+Both are measured in the same run, interleaved, median of N runs each. Target: <= 1.3x.
+Both run as a user's install does, with bytecode caches: PYTHONDONTWRITEBYTECODE (set on some CI and
+sandbox machines) is dropped for them, so the warm-up run writes raylab's ``__pycache__`` once instead
+of every run compiling raylab from source (that alone measured 1.9x here).
 Run: .venv/bin/python bench/cli_startup.py [--runs N]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
 import time
 
-TARGET = 1.5
+TARGET = 1.3
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
 
 def _time(cmd: list[str]) -> float:
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
     return time.perf_counter() - t0
 
 
