@@ -126,3 +126,16 @@ def test_chaos_cli_on_the_local_target(cluster):
     assert p.returncode == 0 and json.loads(p.stdout)["faults"] == []
     p = run_cli("chaos", "reclaim", "--count", "999", "--lab", LAB, "--json", env=env)
     assert p.returncode == 2 and "asked to reclaim 999 spot instance(s)" in p.stderr
+
+
+def test_stress_on_the_mixed_cluster_counts_each_market_against_its_quota(cluster):
+    """Issue 13: after `up --scenario mixed`, `raylab stress` failed its own quota check ("peak 12 <=
+    8"): every worker was counted against the on-demand quota. Spot workers draw on the spot quota."""
+    _, env = cluster
+    p = run_cli("stress", "--tasks", "24", "--duration", "8", "--lab", LAB, "--json", env=env, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    out = json.loads(p.stdout)
+    failed = [c for c in out["checks"] if not c["ok"]]
+    assert failed == []
+    assert out["quota_cap_by_market"] == {"on-demand": 8, "spot": 10}
+    assert out["quota_cap_workers"] == 18
