@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated, Any
 
 import typer
@@ -34,24 +35,24 @@ AllowSshOpt = Annotated[
     str | None,
     typer.Option("--allow-ssh-from", metavar="CIDR",
                  help="Who may SSH to the bastion (AWS). Default: your public IP as a /32. A classroom "
-                      "behind one NAT gives that NAT's address, e.g. 198.51.100.7/32."),
+                      "behind one NAT gives that NAT's address, e.g. 198.51.100.7/32 (never 0.0.0.0/0)."),
 ]
 
 
 def _set_region(ctx: Context, region: str | None, allow_ssh_from: str | None = None) -> None:
     """--region (as `raylab preflight` takes it) and --allow-ssh-from, checked before anything is
-    created; the AWS target reads ctx.options["region"], stage 1 ctx.options["allow_ssh_from"]."""
+    created; the AWS target reads ctx.options.region, stage 1 ctx.options.allow_ssh_from."""
     if region:
         if ctx.target.fixed_region is not None:
             raise RaylabError("--region applies to --target aws only", "drop --region on the local target")
-        ctx.options["region"] = region
+        ctx.options = replace(ctx.options, region=region)
     if allow_ssh_from:
         from raylab.stages.stage1_network import check_cidr
 
         if ctx.target.fixed_operator_cidr is not None:
             raise RaylabError("--allow-ssh-from applies to --target aws only",
                               "the local bastion takes SSH from 127.0.0.1 only; drop the option")
-        ctx.options["allow_ssh_from"] = check_cidr(allow_ssh_from)
+        ctx.options = replace(ctx.options, allow_ssh_from=check_cidr(allow_ssh_from))
 
 
 NodePythonOpt = Annotated[
@@ -64,7 +65,7 @@ NodePythonOpt = Annotated[
 
 
 def _set_node_python(ctx: Context, choice: str | None) -> None:
-    """--node-python, checked before anything is created; stage 3 reads ctx.options["node_python"]."""
+    """--node-python, checked before anything is created; stage 3 reads ctx.options.node_python."""
     if not choice:
         return
     from raylab.cluster.bootstrap import node_python, operator_python
@@ -74,7 +75,7 @@ def _set_node_python(ctx: Context, choice: str | None) -> None:
         raise RaylabError(f"--node-python {py}: the {ctx.target_name} target's nodes run raylab's own "
                           f"Python {operator_python()}",
                           "drop --node-python, or run raylab itself on that Python")
-    ctx.options["node_python"] = py
+    ctx.options = replace(ctx.options, node_python=py)
 
 
 RehearsalOpt = Annotated[
@@ -130,13 +131,13 @@ def _rehearse(ctx: Context, rehearsal: bool, boot_delay: float) -> None:
     if not WHEELHOUSE.is_dir() or not any(WHEELHOUSE.glob("ray-2.60.0-*.whl")):
         raise RaylabError(f"the rehearsal's package mirror is missing ({WHEELHOUSE})",
                           "run `make wheelhouse` (once, with the package index reachable)")
-    region = str(ctx.options.get("region") or "us-west-2")
+    region = ctx.options.region or "us-west-2"
     args = enter.without_rehearsal_flags(sys.argv[1:])
     if "--region" not in args:
         args += ["--region", region]
     root = ctx.workdir / "rehearsal"
     cmd = enter.world_command(root, WHEELHOUSE.parent, region, boot_delay, args,
-                              fis_time_x=enter.fis_time(ctx.options.get("scale")))
+                              fis_time_x=enter.fis_time(ctx.options.scale))
     raise typer.Exit(enter.run_world(cmd))
 
 
@@ -267,7 +268,7 @@ def lab(
     _set_region(ctx, region, allow_ssh_from)
     _set_node_python(ctx, node_python)
     if scale is not None:
-        ctx.options["scale"] = scale
+        ctx.options = replace(ctx.options, scale=scale)
     _rehearse(ctx, rehearsal, boot_delay)
     _confirm_spend(ctx, "VPC, NAT gateway, EC2 instances")
     infos = lab_stages(through, skip)
@@ -302,6 +303,7 @@ def stage(
     target: TargetOpt = "local",
     lab: LabOpt = None,
     scenario: ScenarioOpt = "autoscale",
+    allow_ssh_from: AllowSshOpt = None,
     yes: YesOpt = False,
     json_mode: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -309,6 +311,7 @@ def stage(
 ) -> None:
     """Run one numbered stage (apply, then verify), as the trainee guide's chapter N does."""
     ctx = make_context(target, lab, json_mode, yes, scenario, workdir, quiet)
+    _set_region(ctx, None, allow_ssh_from)
     info = find(number)
     if not verify_only:
         _confirm_spend(ctx, f"stage {info.number} {info.name}")

@@ -9,6 +9,7 @@ import typer
 
 from raylab.cli.options import JsonOpt, LabOpt, QuietOpt, ScenarioOpt, TargetOpt, WorkdirOpt, make_context
 from raylab.errors import RaylabError
+from raylab.options import LabOptions
 
 RegionOpt = Annotated[str | None, typer.Option("--region", help="AWS region (default: AWS_DEFAULT_REGION).")]
 ConfigOpt = Annotated[
@@ -38,10 +39,8 @@ def preflight(
 ) -> None:
     """Check credentials, region, AZs, vCPU quotas, the spot role, your public IP and the cost per hour
     before anything is created. Creates nothing. Each failed check says how to fix it."""
-    ctx = make_context(target, lab, json_mode, False, scenario, workdir, quiet)
-    ctx.options.update(
-        {k: v for k, v in (("region", region), ("config", config), ("operator_ip", operator_ip)) if v}
-    )
+    opts = LabOptions(region=region or None, config=config, operator_ip=operator_ip or None)
+    ctx = make_context(target, lab, json_mode, False, scenario, workdir, quiet, options=opts)
     checks, facts = ctx.target.preflight_report(ctx)  # aws: read-only, nothing written to .raylab/
     for c in checks:
         (ctx.ui.success if c.ok else ctx.ui.error)(

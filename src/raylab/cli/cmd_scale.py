@@ -65,15 +65,14 @@ def scale(
     running cluster, run a second stress job, and measure: idle workers removed after the idle
     timeout down to min_workers, and peak workers / makespan against stage 4's run."""
     from raylab.cli.cmd_stress import check_workload
-    from raylab.stages.stage5_scaling import Scaling, check_scaling
+    from raylab.options import LabOptions, Scaling
+    from raylab.stages.stage5_scaling import check_scaling
 
     s = Scaling(upscaling_speed, idle_timeout, min_workers, max_workers, quota, node_type)
     check_scaling(s, _quota_settable(target))
     check_workload(tasks, duration, None)
-    ctx = make_context(target, lab, json_mode, False, "autoscale", workdir, quiet)
-    ctx.options.update(
-        {"scaling": s, "config": config, "tasks": tasks, "duration": duration, "no_run": no_run}
-    )
+    opts = LabOptions(scaling=s, config=config, tasks=tasks, duration=duration, no_run=no_run)
+    ctx = make_context(target, lab, json_mode, False, "autoscale", workdir, quiet, options=opts)
     from raylab.stages import BY_NAME
     from raylab.stages.runner import run_stages
 

@@ -8,6 +8,7 @@ import typer
 
 from raylab.cli.options import JsonOpt, LabOpt, QuietOpt, TargetOpt, WorkdirOpt, make_context
 from raylab.errors import RaylabError, StageFailed
+from raylab.options import LabOptions
 
 
 def check_workload(tasks: int | None, duration: float | None, scale: int | None) -> None:
@@ -37,8 +38,8 @@ def stress(
     live view, record a timeline and a chart, and verify: all tasks done, workers capped by the
     vCPU quota, the VcpuLimitExceeded errors recorded."""
     check_workload(tasks, duration, scale)
-    ctx = make_context(target, lab, json_mode, False, "autoscale", workdir, quiet)
-    ctx.options.update({"tasks": tasks, "duration": duration, "scale": scale})
+    ctx = make_context(target, lab, json_mode, False, "autoscale", workdir, quiet,
+                       options=LabOptions(tasks=tasks, duration=duration, scale=scale))
     from raylab.stages import BY_NAME
     from raylab.stages.runner import run_stages
     from raylab.stages.stage4_stress import recorded

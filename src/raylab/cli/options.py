@@ -10,6 +10,7 @@ import typer
 from raylab.context import SCENARIOS, TARGETS, Context
 from raylab.errors import RaylabError
 from raylab.labid import check_lab_id, default_lab_id
+from raylab.options import LabOptions
 from raylab.ui import UI
 
 TargetOpt = Annotated[
@@ -40,6 +41,7 @@ def make_context(
     scenario: str = "autoscale",
     workdir: Path | None = None,
     quiet: bool = False,
+    options: LabOptions | None = None,
 ) -> Context:
     t = target.lower()
     if t not in TARGETS:
@@ -52,4 +54,6 @@ def make_context(
     wd = (workdir or Path.cwd() / ".raylab").resolve()
     from raylab.targets import get_target  # light: the chosen target is imported when first used
 
-    return Context(target_name=t, lab=lab_id, ui=ui, workdir=wd, yes=yes, scenario=s, make_target=get_target)
+    return Context(target_name=t, lab=lab_id, ui=ui, workdir=wd, yes=yes, scenario=s,
+                   options=options or LabOptions(), make_target=get_target)
+

@@ -64,13 +64,13 @@ def outputs_of(ctx: Context) -> dict[str, str]:
 
 def lab_scale(ctx: Context) -> int:
     """The lab scale stage 3 renders and records (stage 4 reads it): --scale, else the target's."""
-    return int(ctx.options.get("scale") or ctx.target.default_scale)
+    return int(ctx.options.scale or ctx.target.default_scale)
 
 
 def lab_node_python(ctx: Context) -> str | None:
     """The nodes' Python minor (--node-python; a re-run keeps what stage 3 recorded), None: the
     operator's. The local target's nodes run raylab's own Python, so it takes none."""
-    py = ctx.options.get("node_python") or (ctx.state.get("cluster") or {}).get("node_python")
+    py = ctx.options.node_python or (ctx.state.get("cluster") or {}).get("node_python")
     return str(py) if py else None
 
 

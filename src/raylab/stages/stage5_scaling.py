@@ -17,12 +17,12 @@ from __future__ import annotations
 import math
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from raylab.cluster.vocab import ON_DEMAND_QUOTA, SPOT_QUOTA
 from raylab.errors import RaylabError
+from raylab.options import Scaling
 from raylab.stages import BY_NAME
 from raylab.stages.base import Check
 from raylab.stages.results import StressRecord
@@ -33,19 +33,6 @@ if TYPE_CHECKING:
 
 LOCAL_DEFAULTS = {"idle_timeout_minutes": 0.5, "quota_step_vcpus": 64}  # plan's 5 min / time scale 10
 AWS_DEFAULTS = {"idle_timeout_minutes": 1.0, "upscaling_speed": 2.0}
-
-
-@dataclass(frozen=True)
-class Scaling:
-    upscaling_speed: float | None = None
-    idle_timeout_minutes: float | None = None
-    min_workers: int | None = None
-    max_workers: int | None = None
-    quota: int | None = None
-    node_type: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if v is not None}
 
 
 def check_scaling(s: Scaling, quota_settable: bool) -> None:
@@ -345,22 +332,22 @@ class ScalingStage:
         from raylab.observe import timeline as tl
         from raylab.observe.run import default_workload, run_stress
 
-        s: Scaling = ctx.options.get("scaling") or default_scaling(ctx)
+        s = ctx.options.scaling or default_scaling(ctx)
         check_scaling(s, ctx.target.quota_settable)
-        applied = apply_scaling(ctx, s, ctx.options.get("config"))
+        applied = apply_scaling(ctx, s, ctx.options.config)
         for c in applied["changes"] or ["nothing changed: the file already had these values"]:
             ctx.ui.success(c) if applied["changes"] else ctx.ui.noop(c)
         ctx.ui.info(f"re-applied {applied['rendered']} (the autoscaler re-reads it on its next loop)")
         record: dict[str, Any] = {"settings": s.as_dict(), **applied, "applied_at": time.time()}
-        if ctx.options.get("no_run"):
+        if ctx.options.no_run:
             ctx.state.put("scaling", record)
             return record
         time.sleep(6)  # one autoscaler loop (5 s) so the next job meets the new settings
         first = recorded(ctx)  # stage 4's record (None: no stress run yet)
         scale = int(ctx.state.get("cluster").get("scale") or 4)
-        tasks = int(ctx.options.get("tasks") or (first and first.tasks_total) or default_workload(scale)[0])
+        tasks = int(ctx.options.tasks or (first and first.tasks_total) or default_workload(scale)[0])
         duration = float(
-            ctx.options.get("duration") or (first and first.task_duration_s) or default_workload(scale)[1]
+            ctx.options.duration or (first and first.task_duration_s) or default_workload(scale)[1]
         )
         out_dir = ctx.workdir / "scaling" / time.strftime("%Y%m%d-%H%M%S")
         second = run_stress(

@@ -43,7 +43,7 @@ class AwsAccess:
         saved = ctx.state.get("aws").get("region") if ctx.state.path.exists() else None
         prof = None
         if not (
-            ctx.options.get("region")
+            ctx.options.region
             or saved
             or os.environ.get("AWS_REGION")
             or os.environ.get("AWS_DEFAULT_REGION")
@@ -59,7 +59,7 @@ class AwsAccess:
                     f"AWS profile {name!r} is not configured",
                     f"run `aws configure --profile {name}` (or `aws configure sso`), or unset AWS_PROFILE",
                 ) from None
-        return region_of(ctx.options.get("region"), saved, dict(os.environ), prof)
+        return region_of(ctx.options.region, saved, dict(os.environ), prof)
 
     def aws_env(self, ctx: Context) -> dict[str, str]:
         region = self.region(ctx)
@@ -85,7 +85,7 @@ class AwsAccess:
             raise RaylabError(
                 "no bastion yet: stage 1 (network) has not run for this lab", "run `raylab up --target aws`"
             )
-        port = int(ctx.options.get("bastion_port", 22))
+        port = ctx.options.bastion_port
         plan = sshmod.plan_for(ctx.workdir, ctx.names["key_pair"], sshmod.Hop("ec2-user", ip, port))
         sshmod.write_config(plan)
         return plan
