@@ -198,10 +198,10 @@ def test_spending_is_confirmed_where_the_target_spends_money(tmp_path: Path, tar
 def test_down_asks_before_destroying_where_the_target_spends_money(
     tmp_path: Path, target: str, asks: bool, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from raylab.cli import cmd_lab
+    from raylab.cli import cmd_lab, options
 
     ctx, ui = _asking(tmp_path, target)
-    monkeypatch.setattr(cmd_lab, "make_context", lambda *a, **k: ctx)
+    monkeypatch.setattr(options, "make_context", lambda *a, **k: ctx)
 
     class Stop(Exception):
         pass

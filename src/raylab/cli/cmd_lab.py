@@ -8,16 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from raylab.cli.cmd_preflight import RegionOpt
-from raylab.cli.options import (
-    JsonOpt,
-    LabOpt,
-    QuietOpt,
-    ScenarioOpt,
-    TargetOpt,
-    WorkdirOpt,
-    YesOpt,
-    make_context,
-)
+from raylab.cli.options import Shared, takes_shared
 from raylab.context import Context
 from raylab.errors import RaylabError, StageFailed
 from raylab.stages import BY_NAME, LAB_STAGES, STAGES, UP_STAGES, StageInfo, find
@@ -243,10 +234,9 @@ def lab_stages(through: int | None = None, skip: list[int] | None = None) -> lis
             if (through is None or BY_NAME[n].number <= through) and BY_NAME[n].number not in set(skip or [])]
 
 
+@takes_shared("target", "lab", "scenario", ..., "yes", "json_mode", "quiet", "workdir")
 def lab(
-    target: TargetOpt = "local",
-    lab: LabOpt = None,
-    scenario: ScenarioOpt = "autoscale",
+    shared: Shared,
     keep: Annotated[bool, typer.Option("--keep", help="Do not tear down at the end.")] = False,
     region: RegionOpt = None,
     allow_ssh_from: AllowSshOpt = None,
@@ -256,15 +246,11 @@ def lab(
     skip: SkipOpt = None,
     scale: ScaleOpt = None,
     node_python: NodePythonOpt = None,
-    yes: YesOpt = False,
-    json_mode: JsonOpt = False,
-    quiet: QuietOpt = False,
-    workdir: WorkdirOpt = None,
 ) -> None:
     """Run the whole lab in order (stages 1-7), stopping at the first stage that fails; then tear
     everything down (unless --keep) and prove nothing is left. A failed stage is named, still ends
     in teardown and the leftover check, and the exit code is non-zero."""
-    ctx = make_context(target, lab, json_mode, yes, scenario, workdir, quiet)
+    ctx = shared.context()
     _set_region(ctx, region, allow_ssh_from)
     _set_node_python(ctx, node_python)
     if scale is not None:
@@ -277,40 +263,30 @@ def lab(
     _run(ctx, infos, "lab", teardown_on_failure=not keep)
 
 
+@takes_shared("target", "lab", "scenario", ..., "yes", "json_mode", "quiet", "workdir")
 def up(
-    target: TargetOpt = "local",
-    lab: LabOpt = None,
-    scenario: ScenarioOpt = "autoscale",
+    shared: Shared,
     region: RegionOpt = None,
     allow_ssh_from: AllowSshOpt = None,
     node_python: NodePythonOpt = None,
-    yes: YesOpt = False,
-    json_mode: JsonOpt = False,
-    quiet: QuietOpt = False,
-    workdir: WorkdirOpt = None,
 ) -> None:
     """Stages 1-3: network, identity, cluster. Re-running converges (nothing is created twice)."""
-    ctx = make_context(target, lab, json_mode, yes, scenario, workdir, quiet)
+    ctx = shared.context()
     _set_region(ctx, region, allow_ssh_from)
     _set_node_python(ctx, node_python)
     _confirm_spend(ctx, "VPC, NAT gateway, the Ray head")
     _run(ctx, [BY_NAME[n] for n in UP_STAGES], "up")
 
 
+@takes_shared(..., "target", "lab", "scenario", "yes", "json_mode", "quiet", "workdir")
 def stage(
+    shared: Shared,
     number: Annotated[str, typer.Argument(help="Stage number or name, e.g. 3 or cluster.")],
     verify_only: Annotated[bool, typer.Option("--verify-only", help="Only check; change nothing.")] = False,
-    target: TargetOpt = "local",
-    lab: LabOpt = None,
-    scenario: ScenarioOpt = "autoscale",
     allow_ssh_from: AllowSshOpt = None,
-    yes: YesOpt = False,
-    json_mode: JsonOpt = False,
-    quiet: QuietOpt = False,
-    workdir: WorkdirOpt = None,
 ) -> None:
     """Run one numbered stage (apply, then verify), as the trainee guide's chapter N does."""
-    ctx = make_context(target, lab, json_mode, yes, scenario, workdir, quiet)
+    ctx = shared.context()
     _set_region(ctx, None, allow_ssh_from)
     info = find(number)
     if not verify_only:
@@ -318,18 +294,12 @@ def stage(
     _run(ctx, [info], f"stage {info.number}", verify_only=verify_only)
 
 
-def down(
-    target: TargetOpt = "local",
-    lab: LabOpt = None,
-    yes: YesOpt = False,
-    json_mode: JsonOpt = False,
-    quiet: QuietOpt = False,
-    workdir: WorkdirOpt = None,
-) -> None:
+@takes_shared("target", "lab", "yes", "json_mode", "quiet", "workdir")
+def down(shared: Shared) -> None:
     """Tear down: ray down, terraform destroy, delete the stack, stop raylab's processes,
     then list what is left (nothing, or a non-zero exit)."""
-    ctx = make_context(target, lab, json_mode, yes, "autoscale", workdir, quiet)
-    if ctx.target.spends_money and not ctx.ui.confirm(f"Destroy every resource of lab {ctx.lab!r}?", yes):
+    ctx = shared.context()
+    if ctx.target.spends_money and not ctx.ui.confirm(f"Destroy every resource of lab {ctx.lab!r}?", ctx.yes):
         raise RaylabError("not confirmed: nothing was deleted", "re-run with --yes")
     from raylab.cli.cost_report import down_cost, measure
     from raylab.stages import load
