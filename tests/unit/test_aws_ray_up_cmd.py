@@ -212,6 +212,7 @@ def test_stage5_reapplies_on_aws_with_no_restart(tmp_path: Path, monkeypatch: py
 
     class T:
         name = "aws"
+        default_scale = 1
 
         def aws_env(self, ctx: Context) -> dict[str, str]:
             return {}

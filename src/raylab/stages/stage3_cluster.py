@@ -19,6 +19,7 @@ from raylab.stages import BY_NAME
 from raylab.stages.base import Check
 
 if TYPE_CHECKING:
+    from raylab.cluster.config import RenderInputs
     from raylab.context import Context
 
 AGREE_TIMEOUT_S = 60.0  # nodes booting or stopping, with no worker expected
@@ -74,20 +75,24 @@ def lab_node_python(ctx: Context) -> str | None:
     return str(py) if py else None
 
 
-def render_config(ctx: Context) -> dict[str, Any]:
-    """Render the cluster YAML for this target and scenario.
+def render_inputs(ctx: Context) -> RenderInputs:
+    """What stage 3 renders the cluster YAML from (stage 5 re-renders from the same, see
+    ``stage5_scaling.rerender``). The base is the working copy `raylab scale` edits
+    (``.raylab/config/ray-cluster.yaml``) when it exists, so re-running stage 3 keeps the trainee's
+    scaling edits; otherwise ``configs/``."""
+    from raylab.cluster.config import RenderInputs
 
-    The base is the working copy `raylab scale` edits (``.raylab/config/ray-cluster.yaml``) when it
-    exists, so re-running stage 3 keeps the trainee's scaling edits; otherwise ``configs/``.
-    """
+    working = ctx.workdir / "config" / "ray-cluster.yaml"
+    return RenderInputs(target=ctx.target_name, scenario=ctx.scenario, lab=ctx.lab, outputs=outputs_of(ctx),
+                        scale=lab_scale(ctx), endpoint_url=ctx.target.aws_env(ctx).get("AWS_ENDPOINT_URL"),
+                        base=working if working.exists() else None, node_python=lab_node_python(ctx))
+
+
+def render_config(ctx: Context, inputs: RenderInputs | None = None) -> dict[str, Any]:
+    """The one render of the lab's cluster YAML: stage 3's (``render_inputs``), or stage 5's."""
     from raylab.cluster.config import render
 
-    endpoint = ctx.target.aws_env(ctx).get("AWS_ENDPOINT_URL")
-    scale = lab_scale(ctx)
-    working = ctx.workdir / "config" / "ray-cluster.yaml"
-    return render(target=ctx.target_name, scenario=ctx.scenario, lab=ctx.lab, outputs=outputs_of(ctx),
-                  scale=scale, endpoint_url=endpoint, base=working if working.exists() else None,
-                  node_python=lab_node_python(ctx))
+    return render(**(inputs or render_inputs(ctx)).as_kwargs())
 
 
 def write_config(ctx: Context, cfg: dict[str, Any]) -> Path:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -259,24 +260,16 @@ def apply_scaling(ctx: Context, s: Scaling, config: Path | None = None) -> dict[
 
 
 def rerender(ctx: Context, base: Path, scenario: str, scale: int) -> Path:
-    """Render the edited YAML into the running cluster's config (local: the monitor re-reads it)."""
+    """Render the edited YAML into the running cluster's config (local: the monitor re-reads it),
+    through stage 3's own render with stage 3's inputs, only from the edited ``base``, and with the
+    running cluster's scenario and scale. The nodes' Python is the one stage 3 recorded (a new one
+    would make their setup re-run)."""
     import yaml
 
-    from raylab.cluster.config import render
-    from raylab.stages.stage3_cluster import lab_node_python, outputs_of
+    from raylab.stages.stage3_cluster import render_config, render_inputs
 
     cluster = ctx.state.get("cluster")
-    endpoint = ctx.target.aws_env(ctx).get("AWS_ENDPOINT_URL")
-    cfg = render(
-        target=ctx.target_name,
-        scenario=scenario,
-        lab=ctx.lab,
-        outputs=outputs_of(ctx),
-        scale=scale,
-        endpoint_url=endpoint,
-        base=base,
-        node_python=lab_node_python(ctx),  # the nodes' Python stage 3 set up (else their setup re-runs)
-    )
+    cfg = render_config(ctx, replace(render_inputs(ctx), base=base, scenario=scenario, scale=scale))
     path = Path(cluster["config_path"])
     ctx.target.validate_config(cfg)
     tmp = path.with_name(f".{path.name}.tmp")
