@@ -78,7 +78,7 @@ def test_stage_5_re_renders_what_stage_3_rendered_but_the_knobs_it_changed(tmp_p
     work = stage5_scaling.working_copy(up)
     first = render_config(up)
     up.state.update("cluster", scenario=up.scenario, scale=lab_scale(up), node_python=lab_node_python(up),
-                    config_path=str(up.workdir / "cluster.yaml"))
+                    config_path=str(up.workdir / "cluster.yaml"), cluster_name=first["cluster_name"])
     scale = _ctx(tmp_path)
     scale._target = _Applies()  # type: ignore[assignment]
     assert (scale.scenario, scale.options.node_python) == ("autoscale", None)

@@ -71,7 +71,7 @@ def lab_scale(ctx: Context) -> int:
 def lab_node_python(ctx: Context) -> str | None:
     """The nodes' Python minor (--node-python; a re-run keeps what stage 3 recorded), None: the
     operator's. The local target's nodes run raylab's own Python, so it takes none."""
-    py = ctx.options.node_python or (ctx.state.get("cluster") or {}).get("node_python")
+    py = ctx.options.node_python or ctx.state.cluster().node_python
     return str(py) if py else None
 
 
@@ -134,7 +134,7 @@ class ClusterStage:
         # Booting or stopping nodes make Ray and EC2 briefly disagree: poll until they settle, for
         # as long as the workers min_workers asks for take to set up.
         expected = self._expected_workers(ctx)
-        head_id = ctx.state.get("cluster").get("head_instance_id")
+        head_id = ctx.state.cluster().head_instance_id or None
         timeout = agree_timeout_s(expected, ctx.target.node_setup_s)
         if not settled(st["agreement"], expected, head_id) and timeout > AGREE_TIMEOUT_S:
             ctx.ui.info(f"waiting up to {timeout:.0f} s for Ray and EC2 to agree (min_workers' nodes set up)")
@@ -168,7 +168,7 @@ class ClusterStage:
     def _expected_workers(ctx: Context) -> int:
         import yaml
 
-        path = ctx.state.get("cluster").get("config_path")
+        path = ctx.state.cluster().config_path
         try:
             return expected_workers(yaml.safe_load(Path(path).read_text()) or {}) if path else 0
         except (OSError, yaml.YAMLError, TypeError, ValueError):

@@ -231,12 +231,12 @@ def apply_scaling(ctx: Context, s: Scaling, config: Path | None = None) -> dict[
     from raylab.observe.run import cluster_info, limits_from_config, load_config
 
     cluster = cluster_info(ctx)
-    scale = int(cluster.get("scale") or 4)
-    lim = limits_from_config(load_config(cluster["config_path"]), scale)
+    scale = cluster.scale or 4
+    lim = limits_from_config(load_config(cluster.config_path), scale)
     worker_type = s.node_type or lim.worker_type
     effective_min_max(s, lim.min_workers, lim.max_workers)
     base = Path(config) if config else working_copy(ctx)
-    scenario = cluster.get("scenario") or ctx.scenario
+    scenario = cluster.scenario or ctx.scenario
     overlay_path = scenario_path(scenario, base)
     overlay = load_yaml(overlay_path) if overlay_path.exists() else {}
     changes: list[str] = []
@@ -268,9 +268,8 @@ def rerender(ctx: Context, base: Path, scenario: str, scale: int) -> Path:
 
     from raylab.stages.stage3_cluster import render_config, render_inputs
 
-    cluster = ctx.state.get("cluster")
     cfg = render_config(ctx, replace(render_inputs(ctx), base=base, scenario=scenario, scale=scale))
-    path = Path(cluster["config_path"])
+    path = Path(ctx.state.cluster().required().config_path)
     ctx.target.validate_config(cfg)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -282,7 +281,7 @@ def rerender(ctx: Context, base: Path, scenario: str, scale: int) -> Path:
 def rendered_values(ctx: Context, worker_type: str) -> dict[str, Any]:
     from raylab.observe.run import load_config
 
-    cfg = load_config(ctx.state.get("cluster")["config_path"])
+    cfg = load_config(ctx.state.cluster().required().config_path)
     nt = (cfg.get("available_node_types") or {}).get(worker_type, {})
     return {
         "upscaling_speed": cfg.get("upscaling_speed"),
@@ -337,7 +336,7 @@ class ScalingStage:
             return record
         time.sleep(6)  # one autoscaler loop (5 s) so the next job meets the new settings
         first = recorded(ctx)  # stage 4's record (None: no stress run yet)
-        scale = int(ctx.state.get("cluster").get("scale") or 4)
+        scale = ctx.state.cluster().scale or 4
         tasks = int(ctx.options.tasks or (first and first.tasks_total) or default_workload(scale)[0])
         duration = float(
             ctx.options.duration or (first and first.task_duration_s) or default_workload(scale)[1]
