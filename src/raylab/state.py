@@ -15,7 +15,7 @@ import json
 import os
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,32 @@ class ClusterRecord:
         return self
 
 
+@dataclass(frozen=True)
+class NetworkRecord:
+    """Section ``network``: stage 1 writes the VPC stack's outputs (CloudFormation's names) and the
+    stack's name; stage 3 renders from ``outputs``, teardown and the AWS target's SSH read the rest."""
+
+    outputs: Mapping[str, str] = field(default_factory=dict)  # every stack output, as flat strings
+    stack_name: str = ""
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> NetworkRecord:
+        return cls({str(k): str(v) for k, v in d.items() if k != "stack_name" and v is not None},
+                   str(d.get("stack_name") or ""))
+
+    @property
+    def vpc_id(self) -> str:
+        return self.outputs.get("VpcId", "")
+
+    @property
+    def bastion_instance_id(self) -> str:
+        return self.outputs.get("BastionInstanceId", "")
+
+    @property
+    def bastion_public_ip(self) -> str:
+        return self.outputs.get("BastionPublicIp", "")
+
+
 class State:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -99,6 +125,10 @@ class State:
     def cluster(self) -> ClusterRecord:
         """Section ``cluster`` as a typed record (empty fields: no cluster recorded)."""
         return ClusterRecord.from_json(self.get("cluster"))
+
+    def network(self) -> NetworkRecord:
+        """Section ``network`` as a typed record (empty: stage 1 has not run)."""
+        return NetworkRecord.from_json(self.get("network"))
 
     def put(self, section: str, value: dict[str, Any]) -> None:
         data = self.load()

@@ -28,3 +28,15 @@ def test_no_recorded_cluster_is_one_clear_error(tmp_path: Path, section: dict[st
         State(tmp_path).cluster().required()
     assert e.value.one_line() == ("no running cluster recorded in .raylab/ "
                                   "(run `raylab up` first (stages 1-3))")
+
+
+def test_the_network_section_keeps_the_stacks_outputs_by_their_cloudformation_names(tmp_path: Path) -> None:
+    state = State(tmp_path)
+    assert state.network().bastion_public_ip == ""  # stage 1 has not run
+    state.put("network", {"VpcId": "vpc-1", "BastionInstanceId": "i-b", "BastionPublicIp": "203.0.113.7",
+                          "PrivateSubnetIds": "subnet-a,subnet-b", "stack_name": "raylab-kim-network"})
+    net = state.network()
+    assert (net.vpc_id, net.bastion_instance_id, net.bastion_public_ip, net.stack_name) == (
+        "vpc-1", "i-b", "203.0.113.7", "raylab-kim-network")
+    assert dict(net.outputs) == {"VpcId": "vpc-1", "BastionInstanceId": "i-b",  # what stage 3 renders from
+                                 "BastionPublicIp": "203.0.113.7", "PrivateSubnetIds": "subnet-a,subnet-b"}

@@ -348,11 +348,11 @@ class NetworkStage:
         from raylab.aws.session import client
 
         name = ctx.names["stack"]
-        recorded = ctx.state.get("network")
+        recorded = ctx.state.network()
         cfn, ec2 = client(ctx, "cloudformation"), client(ctx, "ec2")
         hints = (
-            [recorded["VpcId"]] if recorded.get("VpcId") else [],
-            [recorded["BastionInstanceId"]] if recorded.get("BastionInstanceId") else [],
+            [recorded.vpc_id] if recorded.vpc_id else [],
+            [recorded.bastion_instance_id] if recorded.bastion_instance_id else [],
         )
         stack = describe(cfn, name)
         problem = ""

@@ -58,7 +58,7 @@ def expected_workers(cfg: dict[str, Any]) -> int:
 
 def outputs_of(ctx: Context) -> dict[str, str]:
     """network ∪ identity outputs (flat strings), as the render contract takes them."""
-    net = {k: str(v) for k, v in ctx.state.get("network").items() if k != "stack_name"}
+    net = ctx.state.network().outputs
     ident = {k: str(v) for k, v in ctx.state.get("identity").items()}
     return {**net, **ident}
 

@@ -79,8 +79,7 @@ class AwsAccess:
 
     # ssh --------------------------------------------------------------------------------------
     def ssh_plan(self, ctx: Context) -> sshmod.SshPlan:
-        net = ctx.state.get("network")
-        ip = net.get("BastionPublicIp")
+        ip = ctx.state.network().bastion_public_ip
         if not ip:
             raise RaylabError(
                 "no bastion yet: stage 1 (network) has not run for this lab", "run `raylab up --target aws`"
@@ -97,7 +96,7 @@ class AwsAccess:
         booting: poll until it answers, and prefer to wait for the fingerprints cloud-init prints
         to its console so the scanned key is checked, not just trusted."""
         h = plan.bastion
-        bastion_id = ctx.state.get("network").get("BastionInstanceId")
+        bastion_id = ctx.state.network().bastion_instance_id or None
         pinned_for = plan.known_hosts.with_name("bastion-instance")  # whose key the pin is
         if sshmod.pinned(plan, h.host, h.port):
             was = pinned_for.read_text().strip() if pinned_for.exists() else bastion_id
