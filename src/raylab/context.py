@@ -9,10 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from raylab.errors import RaylabError
 from raylab.labid import names
+from raylab.options import Detected, LabOptions
 from raylab.state import State
 from raylab.ui import UI
 
@@ -40,7 +41,8 @@ class Context:
     workdir: Path = field(default_factory=lambda: Path.cwd() / ".raylab")
     yes: bool = False
     scenario: str = "autoscale"
-    options: dict[str, Any] = field(default_factory=dict)
+    options: LabOptions = field(default_factory=LabOptions)  # what the command asked for (frozen)
+    detected: Detected = field(default_factory=Detected)  # what the preflight found this run
     _target: Target | None = None
     make_target: Callable[[str], Target] | None = None  # builds ``target`` from ``target_name`` on first use
 

@@ -1,8 +1,10 @@
 """State under ``.raylab/``: what every stage created, so each command can be re-run and resumes.
 
 ``state.json`` holds one section per stage plus the processes raylab started (by PID and
-process group). A lock file refuses a second mutating command while one runs. Writes are
-atomic (write + rename) so a killed run never leaves half a file. Credentials never go here.
+process group). Typed records here name what a section's readers may rely on
+(``State.cluster()``); they read any older file (unknown keys are ignored, missing ones take their
+default). A lock file refuses a second mutating command while one runs. Writes are atomic (write +
+rename) so a killed run never leaves half a file. Credentials never go here.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import fcntl
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +34,62 @@ def _scrub(obj: Any) -> Any:
     if isinstance(obj, list):
         return [_scrub(v) for v in obj]
     return obj
+
+
+@dataclass(frozen=True)
+class ClusterRecord:
+    """Section ``cluster``: written by stage 3 and the target's ``cluster_up``, read by every later
+    stage. A target's own keys (local: head_pid, temp_root, ports; aws: ssh_user, head_ip) stay in
+    the section for that target to read; they are not part of this record."""
+
+    cluster_name: str = ""
+    config_path: str = ""  # the rendered YAML the running cluster uses
+    scenario: str = ""
+    scale: int | None = None  # the lab scale stage 3 rendered (stage 4 runs at it)
+    node_python: str | None = None  # the nodes' Python minor stage 3 set up
+    head_instance_id: str = ""
+    gcs_address: str = ""  # local target only (aws: reached through the bastion)
+    dashboard_url: str = ""
+    head_ready_s: float | None = None
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> ClusterRecord:
+        kw = {f.name: d[f.name] for f in fields(cls) if d.get(f.name) is not None}
+        if "scale" in kw:
+            kw["scale"] = int(kw["scale"])
+        return cls(**kw)
+
+    def required(self) -> ClusterRecord:
+        """This record, or a RaylabError when no cluster is recorded (stage 3 has not run)."""
+        if not self.config_path or not self.cluster_name:
+            raise RaylabError("no running cluster recorded in .raylab/", "run `raylab up` first (stages 1-3)")
+        return self
+
+
+@dataclass(frozen=True)
+class NetworkRecord:
+    """Section ``network``: stage 1 writes the VPC stack's outputs (CloudFormation's names) and the
+    stack's name; stage 3 renders from ``outputs``, teardown and the AWS target's SSH read the rest."""
+
+    outputs: Mapping[str, str] = field(default_factory=dict)  # every stack output, as flat strings
+    stack_name: str = ""
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> NetworkRecord:
+        return cls({str(k): str(v) for k, v in d.items() if k != "stack_name" and v is not None},
+                   str(d.get("stack_name") or ""))
+
+    @property
+    def vpc_id(self) -> str:
+        return self.outputs.get("VpcId", "")
+
+    @property
+    def bastion_instance_id(self) -> str:
+        return self.outputs.get("BastionInstanceId", "")
+
+    @property
+    def bastion_public_ip(self) -> str:
+        return self.outputs.get("BastionPublicIp", "")
 
 
 class State:
@@ -62,6 +121,14 @@ class State:
 
     def get(self, section: str) -> dict[str, Any]:
         return dict(self.load().get(section, {}))
+
+    def cluster(self) -> ClusterRecord:
+        """Section ``cluster`` as a typed record (empty fields: no cluster recorded)."""
+        return ClusterRecord.from_json(self.get("cluster"))
+
+    def network(self) -> NetworkRecord:
+        """Section ``network`` as a typed record (empty: stage 1 has not run)."""
+        return NetworkRecord.from_json(self.get("network"))
 
     def put(self, section: str, value: dict[str, Any]) -> None:
         data = self.load()

@@ -189,13 +189,14 @@ class _Console:
 def test_bastion_key_checked_against_console(tmp_path: Path, sshd_factory, console_matches: bool) -> None:
     from raylab.cli.options import make_context
     from raylab.errors import RaylabError
+    from raylab.options import LabOptions
     from raylab.targets.aws import AwsTarget
 
     ctx = make_context("aws", "t", workdir=tmp_path / ".raylab", quiet=True)
     _, pub = ssh.ensure_key(ctx.workdir / "ssh" / "raylab-t.pem", "raylab-t")
     bastion = sshd_factory("bastion", pub)
     ctx.state.put("network", {"BastionPublicIp": "127.0.0.1", "BastionInstanceId": "i-0bastion"})
-    ctx.options["bastion_port"] = bastion.port
+    ctx.options = LabOptions(bastion_port=bastion.port)
     real = ssh.fingerprints(bastion.host_pub.read_text())
     console = _Console(real if console_matches else ["SHA256:someoneElsesKey"])
 
@@ -219,13 +220,14 @@ def test_a_replaced_bastion_is_pinned_again(tmp_path: Path, sshd_factory) -> Non
     """CloudFormation replaced the bastion (a new AMI): same Elastic IP, new instance, new host key. The
     old pin is forgotten and the new key pinned against the new instance's console, not refused."""
     from raylab.cli.options import make_context
+    from raylab.options import LabOptions
     from raylab.targets.aws import AwsTarget
 
     ctx = make_context("aws", "t", workdir=tmp_path / ".raylab", quiet=True)
     _, pub = ssh.ensure_key(ctx.workdir / "ssh" / "raylab-t.pem", "raylab-t")
     new, old = sshd_factory("bastion", pub), sshd_factory("old-bastion", pub)
     ctx.state.put("network", {"BastionPublicIp": "127.0.0.1", "BastionInstanceId": "i-0new"})
-    ctx.options["bastion_port"] = new.port
+    ctx.options = LabOptions(bastion_port=new.port)
     console = _Console(ssh.fingerprints(new.host_pub.read_text()))
 
     class Target(AwsTarget):

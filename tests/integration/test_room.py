@@ -18,6 +18,7 @@ import json
 import shutil
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from typer.testing import CliRunner
 
 from raylab.aws.session import client
 from raylab.context import Context
+from raylab.options import LabOptions
 from raylab.room.busy import Heartbeat
 from raylab.stages import BY_NAME, load
 from raylab.stages.runner import run_stage
@@ -43,7 +45,7 @@ OTHER_TEMPLATE = json.dumps({"Resources": {"Vpc": {"Type": "AWS::EC2::VPC",
 
 def _lab_ctx(root: Path, lab: str, endpoint: str, **options: Any) -> Context:
     return Context(target_name="local", lab=lab, ui=UI(), workdir=root / lab / ".raylab",
-                   _target=MotoTarget(endpoint_url=endpoint), options=dict(options))
+                   _target=MotoTarget(endpoint_url=endpoint), options=LabOptions(**options))
 
 
 def _stage(ctx: Context, name: str) -> None:
@@ -69,7 +71,7 @@ def room(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 
     root = tmp_path_factory.mktemp("room")
     teacher = make_context(target="local", lab="teacher", workdir=root / "teacher" / ".raylab")
-    teacher.options["quota_on_demand"] = QUOTA
+    teacher.options = replace(teacher.options, quota_on_demand=QUOTA)
     t0 = time.monotonic()
     teacher.target.start(teacher)  # the twin, as `raylab up` starts it (recorded in teacher's .raylab/)
     try:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from raylab.context import Context
+from raylab.options import Detected
 from raylab.stages import stage1_network
 from raylab.targets import get_target
 from raylab.ui import UI
@@ -70,7 +71,8 @@ def test_apply_keeps_the_stacks_ami(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(stage1_network, "template_path", lambda ctx: tmp_path / "vpc.yaml")
     (tmp_path / "vpc.yaml").write_text("Resources: {}\n")
     ctx = Context(target_name="aws", lab="t1", ui=UI(quiet=True), workdir=tmp_path / ".raylab",
-                  options={"operator_ip": "52.95.110.1", "azs": ["us-west-2a", "us-west-2b"]},
+                  detected=Detected(operator_ip="52.95.110.1",
+                                    availability_zones=["us-west-2a", "us-west-2b"]),
                   make_target=get_target)
     stage1_network.STAGE.apply(ctx)
     assert f.deployed["BastionAmiId"] == deployed

@@ -212,6 +212,7 @@ def test_stage5_reapplies_on_aws_with_no_restart(tmp_path: Path, monkeypatch: py
 
     class T:
         name = "aws"
+        default_scale = 1
 
         def aws_env(self, ctx: Context) -> dict[str, str]:
             return {}
@@ -232,7 +233,7 @@ def test_stage5_reapplies_on_aws_with_no_restart(tmp_path: Path, monkeypatch: py
                         lambda **kw: rendered.append(kw) or {"cluster_name": "raylab-t5"})
     ctx = Context(target_name="aws", lab="t5", ui=UI(quiet=True), workdir=tmp_path / ".raylab", _target=T())
     path = tmp_path / ".raylab" / "cluster.yaml"
-    ctx.state.put("cluster", {"config_path": str(path), "node_python": "3.10"})
+    ctx.state.put("cluster", {"cluster_name": "raylab-t5", "config_path": str(path), "node_python": "3.10"})
     stage5_scaling.rerender(ctx, tmp_path / "base.yaml", "autoscale", 4)
     assert calls == [("validate_config", path), ("reapply", path)]
     # the re-applied YAML keeps the nodes' Python stage 3 set up (--node-python 3.10): found by the

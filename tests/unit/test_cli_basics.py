@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
 from tests.conftest import json_out, run_cli
 
 
@@ -85,3 +89,18 @@ def test_aws_is_never_the_default_target() -> None:
                 seen += 1
                 assert p.default == "local", f"{cmd.name}: --target defaults to {p.default!r}"
     assert seen >= 8
+
+
+@pytest.mark.parametrize("command", [["up"], ["lab"], ["stage", "1"]])
+@pytest.mark.parametrize(("cidr", "error"), [
+    ("0.0.0.0/0", "error: --allow-ssh-from '0.0.0.0/0' opens the bastion's SSH to the whole internet"),
+    ("lab-nat", "error: --allow-ssh-from 'lab-nat' is not a CIDR"),
+])
+def test_a_bad_allow_ssh_from_is_one_line_and_creates_nothing(tmp_path: Path, command: list[str], cidr: str,
+                                                              error: str) -> None:
+    wd = tmp_path / ".raylab"
+    p = run_cli(*command, "--target", "aws", "--allow-ssh-from", cidr, "--yes", "--workdir", str(wd))
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.strip().startswith(error)
+    assert len(p.stderr.strip().splitlines()) == 1
+    assert not wd.exists()

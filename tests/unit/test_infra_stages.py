@@ -9,15 +9,17 @@ import pytest
 
 from raylab.context import Context
 from raylab.errors import RaylabError
+from raylab.options import Detected, LabOptions
 from raylab.stages import stage1_network as S1
 from raylab.stages import stage2_identity as S2
 from raylab.targets import get_target
 from raylab.ui import UI
 
 
-def _ctx(target: str = "local", **options: Any) -> Context:
+def _ctx(target: str = "local", allow_ssh_from: str | None = None, operator_ip: str | None = None) -> Context:
     return Context(
-        target_name=target, lab="kim", ui=UI(), workdir=Path("/nonexistent/.raylab"), options=options,
+        target_name=target, lab="kim", ui=UI(), workdir=Path("/nonexistent/.raylab"),
+        options=LabOptions(allow_ssh_from=allow_ssh_from), detected=Detected(operator_ip=operator_ip),
         make_target=get_target,
     )
 
@@ -30,9 +32,14 @@ def test_operator_cidr_explicit_is_normalised() -> None:
     assert S1.operator_cidr(_ctx("aws", allow_ssh_from="203.0.113.7")) == "203.0.113.7/32"
 
 
-def test_operator_cidr_world_needs_asking_and_warns(capsys: pytest.CaptureFixture[str]) -> None:
-    assert S1.operator_cidr(_ctx("aws", allow_ssh_from="0.0.0.0/0")) == "0.0.0.0/0"
-    assert "open to the whole internet" in capsys.readouterr().err
+@pytest.mark.parametrize("world", ["0.0.0.0/0", "203.0.113.7/0"])
+def test_operator_cidr_the_whole_internet_is_refused(world: str) -> None:
+    """SSH to the bastion only from the operator's address (or a classroom's NAT), never the world."""
+    with pytest.raises(RaylabError) as e:
+        S1.operator_cidr(_ctx("aws", allow_ssh_from=world))
+    assert e.value.one_line() == (f"--allow-ssh-from {world!r} opens the bastion's SSH to the whole internet "
+                                  "(give the address you connect from, e.g. your classroom NAT's "
+                                  "198.51.100.7/32)")
 
 
 def test_operator_cidr_aws_uses_the_detected_ip() -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from raylab.cli.options import make_context
+from raylab.options import LabOptions
 from raylab.stages.stage3_cluster import lab_scale
 from raylab.stages.stage4_stress import workload
 
@@ -21,7 +22,7 @@ def test_default_workload_is_the_targets(tmp_path: Path, target: str, want: tupl
 
 def test_a_given_scale_wins_on_aws(tmp_path: Path) -> None:
     ctx = make_context("aws", "t", workdir=tmp_path / ".raylab", quiet=True)
-    ctx.options["scale"] = 8
+    ctx.options = LabOptions(scale=8)
     assert workload(ctx) == (60, 30.0, 8)
 
 

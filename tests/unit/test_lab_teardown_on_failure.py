@@ -32,7 +32,7 @@ class FakeTarget:
 
     def preflight(self, ctx: Any) -> list[Check]:
         self.calls.append("preflight")
-        self.region = ctx.options.get("region")
+        self.region = ctx.options.region
         return [Check("quota", True, "fine")]
 
     def start(self, ctx: Any) -> None:
@@ -184,7 +184,7 @@ def test_allow_ssh_from_is_a_real_option_checked_before_anything(tmp_path: Path,
     real_preflight = target.__class__.preflight
 
     def preflight(self: Any, ctx: Any) -> Any:
-        seen["cidr"] = ctx.options.get("allow_ssh_from")
+        seen["cidr"] = ctx.options.allow_ssh_from
         return real_preflight(self, ctx)
 
     monkeypatch.setattr(target.__class__, "preflight", preflight)
@@ -212,7 +212,7 @@ def test_node_python_is_checked_before_anything(tmp_path: Path, monkeypatch: pyt
     real_preflight = target.__class__.preflight
 
     def preflight(self: Any, ctx: Any) -> Any:
-        seen["py"] = ctx.options.get("node_python")
+        seen["py"] = ctx.options.node_python
         return real_preflight(self, ctx)
 
     monkeypatch.setattr(target.__class__, "preflight", preflight)

@@ -118,10 +118,17 @@ class _UI:
     warning = info
 
 
+class _State:
+    def cluster(self) -> Any:
+        from raylab.state import ClusterRecord
+
+        return ClusterRecord(cluster_name="c")
+
+
 class _Ctx:
     def __init__(self) -> None:
         self.ui = _UI()
-        self.state = {"cluster": {"cluster_name": "c"}}
+        self.state = _State()
 
 
 def test_stage6_writes_the_chart_next_to_the_drill_json(tmp_path: Path, monkeypatch: Any) -> None:

@@ -173,6 +173,7 @@ def lab(monkeypatch, tmp_path, moto_url):
     import boto3
 
     from raylab.cli.options import make_context
+    from raylab.options import LabOptions
 
     for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                  "AWS_DEFAULT_REGION": "us-west-2", "AWS_ENDPOINT_URL": moto_url}.items():
@@ -191,8 +192,8 @@ def lab(monkeypatch, tmp_path, moto_url):
         fis.SPOT_TYPE: {"node_config": {"SubnetIds": [sub["us-west-2a"]]}, "max_workers": 28},
         fis.ONDEMAND_TYPE: {"node_config": {"SubnetIds": [sub["us-west-2b"]]}}}}))
     ctx.state.put("cluster", {"config_path": str(cfg), "cluster_name": ctx.names["cluster"]})
-    ctx.options["spot"] = {"fis_poll": 0.01, "fis_window": 120, "fis_timeout": 5.0, "fis_job_timeout": 1.0,
-                           "spot_wait": 0.05}
+    ctx.options = LabOptions(spot_drill={"fis_poll": 0.01, "fis_window": 120, "fis_timeout": 5.0,
+                                         "fis_job_timeout": 1.0, "spot_wait": 0.05})
 
     def run(kind: str, n: int, market: str | None, az: str) -> list[str]:
         kv = {"ray-cluster-name": ctx.names["cluster"], "ray-node-type": kind}
@@ -347,7 +348,7 @@ def test_the_stress_job_runs_through_the_drills_and_its_end_is_checked(lab):
                 self.status = "SUCCEEDED"
 
     job = Job()
-    o = {**ctx.options["spot"], "fis_job_timeout": 5.0}
+    o = {**ctx.options.spot_drill, "fis_job_timeout": 5.0}
     rec = fis.run_drills(ctx, o, job_starter=lambda c, o: (job, ""))
     assert rec["job"] == {"id": "raysubmit_1", "status": "SUCCEEDED"} and job.polls == 3
     cs = fis.checks(rec, fis.now_view(ctx, rec))
@@ -374,7 +375,7 @@ def test_a_job_that_ends_before_a_drill_is_followed_by_a_fresh_one(lab):
 
     # the first runs through the reclaim drill and has ended when the capacity drill starts
     jobs = iter([Job(1, "SUCCEEDED", after=2), Job(2, "FAILED", after=1)])
-    o = {**ctx.options["spot"], "fis_job_timeout": 5.0}
+    o = {**ctx.options.spot_drill, "fis_job_timeout": 5.0}
     rec = fis.run_drills(ctx, o, job_starter=lambda c, o: (next(jobs), ""))
     assert rec["job"] == {"id": "raysubmit_2", "status": "FAILED",
                           "earlier": [{"id": "raysubmit_1", "status": "SUCCEEDED"}]}
@@ -416,7 +417,7 @@ def test_a_scaled_lab_bursts_beyond_its_workers_for_the_capacity_drill(lab):
         asked.append(o)
         return Job(len(asked)), ""
 
-    o = {**ctx.options["spot"], "fis_job_timeout": 5.0}
+    o = {**ctx.options.spot_drill, "fis_job_timeout": 5.0}
     rec = fis.run_drills(ctx, o, job_starter=starter)
     workers = fis.cluster_view(ctx)["workers"]
     assert [a.get("burst_tasks") for a in asked] == [None, fis.burst_tasks(60, 16 * len(workers))]

@@ -48,3 +48,44 @@ def test_renders_from_the_edited_working_copy(tmp_path: Path) -> None:
     shutil.copytree(ROOT / "configs" / "scenarios", work / "scenarios")
     set_scaling(work / "ray-cluster.yaml", idle_timeout_minutes=1.5)
     assert render_config(ctx)["idle_timeout_minutes"] == 1.5
+
+
+class _Applies(_NoEndpoint):
+    """Stage 5 also validates and re-applies what it rendered (nothing to do here)."""
+
+    def validate_config(self, cfg: object) -> None:
+        pass
+
+    def reapply(self, ctx: object, path: Path) -> dict[str, str]:
+        return {}
+
+
+KNOBS = ("upscaling_speed", "idle_timeout_minutes")
+
+
+def test_stage_5_re_renders_what_stage_3_rendered_but_the_knobs_it_changed(tmp_path: Path) -> None:
+    """Stage 3's `up --scenario spot --node-python 3.10` and a later `raylab scale` (a new command:
+    no --scenario, no --node-python) render the same YAML but for the edited knobs (stage 5 once
+    forgot the nodes' Python, and the re-applied setup list differed)."""
+    import yaml
+
+    from raylab.options import LabOptions
+    from raylab.stages import stage5_scaling
+    from raylab.stages.stage3_cluster import lab_node_python, lab_scale
+
+    up = _ctx(tmp_path)
+    up.scenario, up.options = "spot", LabOptions(node_python="3.10")
+    work = stage5_scaling.working_copy(up)
+    first = render_config(up)
+    up.state.update("cluster", scenario=up.scenario, scale=lab_scale(up), node_python=lab_node_python(up),
+                    config_path=str(up.workdir / "cluster.yaml"), cluster_name=first["cluster_name"])
+    scale = _ctx(tmp_path)
+    scale._target = _Applies()  # type: ignore[assignment]
+    assert (scale.scenario, scale.options.node_python) == ("autoscale", None)
+    set_scaling(work, upscaling_speed=3.0, idle_timeout_minutes=2.0)
+    path = stage5_scaling.rerender(scale, work, "spot", 1)
+    second = yaml.safe_load(path.read_text())
+    assert {k: second[k] for k in KNOBS} == {"upscaling_speed": 3.0, "idle_timeout_minutes": 2.0}
+    assert {k: first[k] for k in KNOBS} != {k: second[k] for k in KNOBS}
+    same = [k for k in first if k not in KNOBS]
+    assert {k: second[k] for k in same} == {k: first[k] for k in same} and set(second) == set(first)

@@ -199,10 +199,10 @@ def test_spending_is_confirmed_where_the_target_spends_money(tmp_path: Path, tar
 def test_down_asks_before_destroying_where_the_target_spends_money(
     tmp_path: Path, target: str, asks: bool, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from raylab.cli import cmd_lab
+    from raylab.cli import cmd_lab, options
 
     ctx, ui = _asking(tmp_path, target)
-    monkeypatch.setattr(cmd_lab, "make_context", lambda *a, **k: ctx)
+    monkeypatch.setattr(options, "make_context", lambda *a, **k: ctx)
 
     class Stop(Exception):
         pass
@@ -239,7 +239,7 @@ def test_region_and_ssh_cidr_only_where_the_target_does_not_fix_them(
         assert e.value.one_line() == error
     else:
         cmd_lab._set_region(ctx, region, cidr)
-        assert ctx.options == {"region": "eu-west-1", "allow_ssh_from": "198.51.100.7/32"}
+        assert (ctx.options.region, ctx.options.allow_ssh_from) == ("eu-west-1", "198.51.100.7/32")
 
 
 def test_the_rehearsal_is_refused_where_the_target_is_not_rehearsable(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ def network(ctx: Context) -> list[str]:
     from raylab.aws.ec2 import network_leftovers
     from raylab.aws.session import client
 
-    recorded = ctx.state.get("network")
+    recorded = ctx.state.network()
     out: list[str] = []
     stack = describe(client(ctx, "cloudformation"), ctx.names["stack"])
     if stack is not None:
@@ -26,8 +26,8 @@ def network(ctx: Context) -> list[str]:
     out += network_leftovers(
         client(ctx, "ec2"),
         ctx.lab,
-        [recorded["VpcId"]] if recorded.get("VpcId") else [],
-        [recorded["BastionInstanceId"]] if recorded.get("BastionInstanceId") else [],
+        [recorded.vpc_id] if recorded.vpc_id else [],
+        [recorded.bastion_instance_id] if recorded.bastion_instance_id else [],
     )
     return out
 

@@ -6,22 +6,16 @@ from typing import Annotated
 
 import typer
 
-from raylab.cli.options import JsonOpt, LabOpt, QuietOpt, TargetOpt, WorkdirOpt, make_context
+from raylab.cli.options import Shared, takes_shared
 
 CloseOpt = Annotated[bool, typer.Option("--close", help="Close the dashboard's SSH tunnel (aws).")]
 
 
-def dashboard(
-    target: TargetOpt = "local",
-    lab: LabOpt = None,
-    close: CloseOpt = False,
-    json_mode: JsonOpt = False,
-    quiet: QuietOpt = False,
-    workdir: WorkdirOpt = None,
-) -> None:
+@takes_shared("target", "lab", ..., "json_mode", "quiet", "workdir")
+def dashboard(shared: Shared, close: CloseOpt = False) -> None:
     """Print the Ray dashboard's URL. On aws the tunnel (bound to 127.0.0.1) stays open until
     `raylab dashboard --close` or `raylab down`; it is recorded by PID under .raylab/."""
-    ctx = make_context(target, lab, json_mode, False, "autoscale", workdir, quiet)
+    ctx = shared.context()
     if close:
         stop = getattr(ctx.target, "stop_tunnel", None)
         if stop is not None:
@@ -31,7 +25,7 @@ def dashboard(
         return
     url = ctx.target.dashboard_url(ctx)
     ctx.ui.result({"ok": True, "url": url, "target": ctx.target_name})
-    if not json_mode:
+    if not shared.json_mode:
         typer.echo(url)
 
 

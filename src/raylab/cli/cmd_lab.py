@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated, Any
 
 import typer
 
 from raylab.cli.cmd_preflight import RegionOpt
-from raylab.cli.options import (
-    JsonOpt,
-    LabOpt,
-    QuietOpt,
-    ScenarioOpt,
-    TargetOpt,
-    WorkdirOpt,
-    YesOpt,
-    make_context,
-)
+from raylab.cli.options import Shared, takes_shared
 from raylab.context import Context
 from raylab.errors import RaylabError, StageFailed
 from raylab.stages import BY_NAME, LAB_STAGES, STAGES, UP_STAGES, StageInfo, find
@@ -34,24 +26,24 @@ AllowSshOpt = Annotated[
     str | None,
     typer.Option("--allow-ssh-from", metavar="CIDR",
                  help="Who may SSH to the bastion (AWS). Default: your public IP as a /32. A classroom "
-                      "behind one NAT gives that NAT's address, e.g. 198.51.100.7/32."),
+                      "behind one NAT gives that NAT's address, e.g. 198.51.100.7/32 (never 0.0.0.0/0)."),
 ]
 
 
 def _set_region(ctx: Context, region: str | None, allow_ssh_from: str | None = None) -> None:
     """--region (as `raylab preflight` takes it) and --allow-ssh-from, checked before anything is
-    created; the AWS target reads ctx.options["region"], stage 1 ctx.options["allow_ssh_from"]."""
+    created; the AWS target reads ctx.options.region, stage 1 ctx.options.allow_ssh_from."""
     if region:
         if ctx.target.fixed_region is not None:
             raise RaylabError("--region applies to --target aws only", "drop --region on the local target")
-        ctx.options["region"] = region
+        ctx.options = replace(ctx.options, region=region)
     if allow_ssh_from:
         from raylab.stages.stage1_network import check_cidr
 
         if ctx.target.fixed_operator_cidr is not None:
             raise RaylabError("--allow-ssh-from applies to --target aws only",
                               "the local bastion takes SSH from 127.0.0.1 only; drop the option")
-        ctx.options["allow_ssh_from"] = check_cidr(allow_ssh_from)
+        ctx.options = replace(ctx.options, allow_ssh_from=check_cidr(allow_ssh_from))
 
 
 NodePythonOpt = Annotated[
@@ -64,7 +56,7 @@ NodePythonOpt = Annotated[
 
 
 def _set_node_python(ctx: Context, choice: str | None) -> None:
-    """--node-python, checked before anything is created; stage 3 reads ctx.options["node_python"]."""
+    """--node-python, checked before anything is created; stage 3 reads ctx.options.node_python."""
     if not choice:
         return
     from raylab.cluster.bootstrap import node_python, operator_python
@@ -74,7 +66,7 @@ def _set_node_python(ctx: Context, choice: str | None) -> None:
         raise RaylabError(f"--node-python {py}: the {ctx.target_name} target's nodes run raylab's own "
                           f"Python {operator_python()}",
                           "drop --node-python, or run raylab itself on that Python")
-    ctx.options["node_python"] = py
+    ctx.options = replace(ctx.options, node_python=py)
 
 
 RehearsalOpt = Annotated[
@@ -121,11 +113,11 @@ TtlOpt = Annotated[
 
 
 def _set_ttl(ctx: Context, ttl: str | None) -> None:
-    """--ttl, checked before anything is created; stage 1 reads ctx.options["ttl_s"]."""
+    """--ttl, checked before anything is created; stage 1 reads ctx.options.ttl_s."""
     if ttl is not None:
         from raylab.room.expiry import parse_ttl
 
-        ctx.options["ttl_s"] = parse_ttl(ttl)
+        ctx.options = replace(ctx.options, ttl_s=parse_ttl(ttl))
 
 
 def _lease(ctx: Context, command: str) -> Any:
@@ -153,13 +145,13 @@ def _rehearse(ctx: Context, rehearsal: bool, boot_delay: float) -> None:
     if not WHEELHOUSE.is_dir() or not any(WHEELHOUSE.glob("ray-2.60.0-*.whl")):
         raise RaylabError(f"the rehearsal's package mirror is missing ({WHEELHOUSE})",
                           "run `make wheelhouse` (once, with the package index reachable)")
-    region = str(ctx.options.get("region") or "us-west-2")
+    region = ctx.options.region or "us-west-2"
     args = enter.without_rehearsal_flags(sys.argv[1:])
     if "--region" not in args:
         args += ["--region", region]
     root = ctx.workdir / "rehearsal"
     cmd = enter.world_command(root, WHEELHOUSE.parent, region, boot_delay, args,
-                              fis_time_x=enter.fis_time(ctx.options.get("scale")))
+                              fis_time_x=enter.fis_time(ctx.options.scale))
     raise typer.Exit(enter.run_world(cmd))
 
 
@@ -272,10 +264,9 @@ def lab_stages(through: int | None = None, skip: list[int] | None = None) -> lis
             if (through is None or BY_NAME[n].number <= through) and BY_NAME[n].number not in set(skip or [])]
 
 
+@takes_shared("target", "lab", "scenario", ..., "yes", "json_mode", "quiet", "workdir")
 def lab(
-    target: TargetOpt = "local",
-    lab: LabOpt = None,
-    scenario: ScenarioOpt = "autoscale",
+    shared: Shared,
     keep: Annotated[bool, typer.Option("--keep", help="Do not tear down at the end.")] = False,
     region: RegionOpt = None,
     allow_ssh_from: AllowSshOpt = None,
@@ -286,20 +277,16 @@ def lab(
     scale: ScaleOpt = None,
     node_python: NodePythonOpt = None,
     ttl: TtlOpt = None,
-    yes: YesOpt = False,
-    json_mode: JsonOpt = False,
-    quiet: QuietOpt = False,
-    workdir: WorkdirOpt = None,
 ) -> None:
     """Run the whole lab in order (stages 1-7), stopping at the first stage that fails; then tear
     everything down (unless --keep) and prove nothing is left. A failed stage is named, still ends
     in teardown and the leftover check, and the exit code is non-zero."""
-    ctx = make_context(target, lab, json_mode, yes, scenario, workdir, quiet)
+    ctx = shared.context()
     _set_region(ctx, region, allow_ssh_from)
     _set_node_python(ctx, node_python)
     _set_ttl(ctx, ttl)
     if scale is not None:
-        ctx.options["scale"] = scale
+        ctx.options = replace(ctx.options, scale=scale)
     _rehearse(ctx, rehearsal, boot_delay)
     _confirm_spend(ctx, "VPC, NAT gateway, EC2 instances")
     infos = lab_stages(through, skip)
@@ -308,21 +295,16 @@ def lab(
     _run(ctx, infos, "lab", teardown_on_failure=not keep)
 
 
+@takes_shared("target", "lab", "scenario", ..., "yes", "json_mode", "quiet", "workdir")
 def up(
-    target: TargetOpt = "local",
-    lab: LabOpt = None,
-    scenario: ScenarioOpt = "autoscale",
+    shared: Shared,
     region: RegionOpt = None,
     allow_ssh_from: AllowSshOpt = None,
     node_python: NodePythonOpt = None,
     ttl: TtlOpt = None,
-    yes: YesOpt = False,
-    json_mode: JsonOpt = False,
-    quiet: QuietOpt = False,
-    workdir: WorkdirOpt = None,
 ) -> None:
     """Stages 1-3: network, identity, cluster. Re-running converges (nothing is created twice)."""
-    ctx = make_context(target, lab, json_mode, yes, scenario, workdir, quiet)
+    ctx = shared.context()
     _set_region(ctx, region, allow_ssh_from)
     _set_node_python(ctx, node_python)
     _set_ttl(ctx, ttl)
@@ -330,20 +312,17 @@ def up(
     _run(ctx, [BY_NAME[n] for n in UP_STAGES], "up")
 
 
+@takes_shared(..., "target", "lab", "scenario", "yes", "json_mode", "quiet", "workdir")
 def stage(
+    shared: Shared,
     number: Annotated[str, typer.Argument(help="Stage number or name, e.g. 3 or cluster.")],
     verify_only: Annotated[bool, typer.Option("--verify-only", help="Only check; change nothing.")] = False,
-    target: TargetOpt = "local",
-    lab: LabOpt = None,
-    scenario: ScenarioOpt = "autoscale",
+    allow_ssh_from: AllowSshOpt = None,
     ttl: TtlOpt = None,
-    yes: YesOpt = False,
-    json_mode: JsonOpt = False,
-    quiet: QuietOpt = False,
-    workdir: WorkdirOpt = None,
 ) -> None:
     """Run one numbered stage (apply, then verify), as the trainee guide's chapter N does."""
-    ctx = make_context(target, lab, json_mode, yes, scenario, workdir, quiet)
+    ctx = shared.context()
+    _set_region(ctx, None, allow_ssh_from)
     _set_ttl(ctx, ttl)
     info = find(number)
     if not verify_only:
@@ -351,18 +330,12 @@ def stage(
     _run(ctx, [info], f"stage {info.number}", verify_only=verify_only)
 
 
-def down(
-    target: TargetOpt = "local",
-    lab: LabOpt = None,
-    yes: YesOpt = False,
-    json_mode: JsonOpt = False,
-    quiet: QuietOpt = False,
-    workdir: WorkdirOpt = None,
-) -> None:
+@takes_shared("target", "lab", "yes", "json_mode", "quiet", "workdir")
+def down(shared: Shared) -> None:
     """Tear down: ray down, terraform destroy, delete the stack, stop raylab's processes,
     then list what is left (nothing, or a non-zero exit)."""
-    ctx = make_context(target, lab, json_mode, yes, "autoscale", workdir, quiet)
-    if ctx.target.spends_money and not ctx.ui.confirm(f"Destroy every resource of lab {ctx.lab!r}?", yes):
+    ctx = shared.context()
+    if ctx.target.spends_money and not ctx.ui.confirm(f"Destroy every resource of lab {ctx.lab!r}?", ctx.yes):
         raise RaylabError("not confirmed: nothing was deleted", "re-run with --yes")
     from raylab.cli.cost_report import down_cost, measure
     from raylab.stages import load

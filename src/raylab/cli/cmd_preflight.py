@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
-from raylab.cli.options import JsonOpt, LabOpt, QuietOpt, ScenarioOpt, TargetOpt, WorkdirOpt, make_context
+from raylab.cli.options import Shared, takes_shared
 from raylab.errors import RaylabError
+from raylab.options import LabOptions
 
 RegionOpt = Annotated[str | None, typer.Option("--region", help="AWS region (default: AWS_DEFAULT_REGION).")]
 ConfigOpt = Annotated[
@@ -25,23 +26,13 @@ IpOpt = Annotated[
 ]
 
 
-def preflight(
-    target: TargetOpt = "local",
-    lab: LabOpt = None,
-    scenario: ScenarioOpt = "autoscale",
-    region: RegionOpt = None,
-    config: ConfigOpt = None,
-    operator_ip: IpOpt = None,
-    json_mode: JsonOpt = False,
-    quiet: QuietOpt = False,
-    workdir: WorkdirOpt = None,
-) -> None:
+@takes_shared("target", "lab", "scenario", ..., "json_mode", "quiet", "workdir")
+def preflight(shared: Shared, region: RegionOpt = None, config: ConfigOpt = None,
+              operator_ip: IpOpt = None) -> None:
     """Check credentials, region, AZs, vCPU quotas, the spot role, your public IP and the cost per hour
     before anything is created. Creates nothing. Each failed check says how to fix it."""
-    ctx = make_context(target, lab, json_mode, False, scenario, workdir, quiet)
-    ctx.options.update(
-        {k: v for k, v in (("region", region), ("config", config), ("operator_ip", operator_ip)) if v}
-    )
+    opts = LabOptions(region=region or None, config=config, operator_ip=operator_ip or None)
+    ctx = shared.context(opts)
     checks, facts = ctx.target.preflight_report(ctx)  # aws: read-only, nothing written to .raylab/
     for c in checks:
         (ctx.ui.success if c.ok else ctx.ui.error)(

@@ -7,11 +7,13 @@ from typing import Annotated
 
 import typer
 
-from raylab.cli.options import JsonOpt, LabOpt, QuietOpt, TargetOpt, WorkdirOpt, make_context
+from raylab.cli.options import Shared, takes_shared
 from raylab.errors import StageFailed
 
 
+@takes_shared(..., "target", "lab", "json_mode", "quiet", "workdir")
 def scale(
+    shared: Shared,
     upscaling_speed: Annotated[
         float | None,
         typer.Option(
@@ -55,25 +57,19 @@ def scale(
         typer.Option("--duration", help="Seconds per task of the second run (default: stage 4's)."),
     ] = None,
     no_run: Annotated[bool, typer.Option("--no-run", help="Only edit and re-apply; no second run.")] = False,
-    target: TargetOpt = "local",
-    lab: LabOpt = None,
-    json_mode: JsonOpt = False,
-    quiet: QuietOpt = False,
-    workdir: WorkdirOpt = None,
 ) -> None:
     """Stage 5: edit the cluster YAML's autoscaling knobs (comments kept), re-apply it to the
     running cluster, run a second stress job, and measure: idle workers removed after the idle
     timeout down to min_workers, and peak workers / makespan against stage 4's run."""
     from raylab.cli.cmd_stress import check_workload
-    from raylab.stages.stage5_scaling import Scaling, check_scaling
+    from raylab.options import LabOptions, Scaling
+    from raylab.stages.stage5_scaling import check_scaling
 
     s = Scaling(upscaling_speed, idle_timeout, min_workers, max_workers, quota, node_type)
-    check_scaling(s, _quota_settable(target))
+    check_scaling(s, _quota_settable(shared.target))
     check_workload(tasks, duration, None)
-    ctx = make_context(target, lab, json_mode, False, "autoscale", workdir, quiet)
-    ctx.options.update(
-        {"scaling": s, "config": config, "tasks": tasks, "duration": duration, "no_run": no_run}
-    )
+    opts = LabOptions(scaling=s, config=config, tasks=tasks, duration=duration, no_run=no_run)
+    ctx = shared.context(opts)
     from raylab.stages import BY_NAME
     from raylab.stages.runner import run_stages
 

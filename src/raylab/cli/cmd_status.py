@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from raylab.cli.options import JsonOpt, LabOpt, QuietOpt, TargetOpt, WorkdirOpt, make_context
+from raylab.cli.options import Shared, takes_shared
 
 
 def status_view(st: dict[str, Any]) -> dict[str, Any]:
@@ -46,17 +46,12 @@ def guard_lines(g: dict[str, Any], now: float) -> list[str]:
     return out
 
 
-def status(
-    target: TargetOpt = "local",
-    lab: LabOpt = None,
-    json_mode: JsonOpt = False,
-    quiet: QuietOpt = False,
-    workdir: WorkdirOpt = None,
-) -> None:
+@takes_shared("target", "lab", "json_mode", "quiet", "workdir")
+def status(shared: Shared) -> None:
     """Show the cluster as Ray sees it (autoscaler v2 status) and as EC2 sees it (instances by the
     ray-cluster-name tag), plus launch failures with AWS's reason (e.g. VcpuLimitExceeded), and what
     the capacity guard did about spot capacity errors and why."""
-    ctx = make_context(target, lab, json_mode, False, "autoscale", workdir, quiet)
+    ctx = shared.context()
     view = status_view(ctx.target.cluster_status(ctx))
     view["readiness"] = ctx.target.readiness(ctx)
     from raylab.cli.cost_report import measure, report

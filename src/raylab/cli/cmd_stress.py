@@ -6,8 +6,9 @@ from typing import Annotated
 
 import typer
 
-from raylab.cli.options import JsonOpt, LabOpt, QuietOpt, TargetOpt, WorkdirOpt, make_context
+from raylab.cli.options import Shared, takes_shared
 from raylab.errors import RaylabError, StageFailed
+from raylab.options import LabOptions
 
 
 def check_workload(tasks: int | None, duration: float | None, scale: int | None) -> None:
@@ -21,24 +22,20 @@ def check_workload(tasks: int | None, duration: float | None, scale: int | None)
                           "1 = the plan's sizes, 4 = local default")
 
 
+@takes_shared(..., "target", "lab", "json_mode", "quiet", "workdir")
 def stress(
+    shared: Shared,
     tasks: Annotated[int | None, typer.Option("--tasks", help="1-CPU tasks (default: 480 / scale).")] = None,
     duration: Annotated[float | None, typer.Option(
         "--duration", help="Seconds per task (default: 300, or 30 on a scaled local lab).")] = None,
     scale: Annotated[int | None, typer.Option(
         "--scale", help="Lab scale (default: the cluster's; 1 = plan sizes).")] = None,
-    target: TargetOpt = "local",
-    lab: LabOpt = None,
-    json_mode: JsonOpt = False,
-    quiet: QuietOpt = False,
-    workdir: WorkdirOpt = None,
 ) -> None:
     """Stage 4: submit the stress job (the plan's 480 x 1-CPU tasks, scaled) as a Ray Job, show a
     live view, record a timeline and a chart, and verify: all tasks done, workers capped by the
     vCPU quota, the VcpuLimitExceeded errors recorded."""
     check_workload(tasks, duration, scale)
-    ctx = make_context(target, lab, json_mode, False, "autoscale", workdir, quiet)
-    ctx.options.update({"tasks": tasks, "duration": duration, "scale": scale})
+    ctx = shared.context(LabOptions(tasks=tasks, duration=duration, scale=scale))
     from raylab.stages import BY_NAME
     from raylab.stages.runner import run_stages
     from raylab.stages.stage4_stress import recorded

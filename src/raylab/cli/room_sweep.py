@@ -56,7 +56,7 @@ def sweep_one(room_ctx: Context, lab: str, env: dict[str, str]) -> dict[str, Any
     from raylab.targets.tags_only import TagsOnly
 
     ctx = Context(target_name=room_ctx.target_name, lab=lab, ui=room_ctx.ui,
-                  workdir=room_ctx.workdir / "room" / lab, yes=True, options=dict(room_ctx.options),
+                  workdir=room_ctx.workdir / "room" / lab, yes=True, options=room_ctx.options,
                   _target=TagsOnly(room_ctx.target, env))
     room_ctx.ui.step(f"sweeping lab {lab} (the teardown of `raylab down`, from its tags)")
     out: dict[str, Any] = {"lab": lab, "errors": [], "leftovers": []}

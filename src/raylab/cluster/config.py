@@ -15,6 +15,7 @@ import copy
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -201,6 +202,25 @@ def derived_values(lab: str) -> dict[str, str]:
         # where the spot guard and watcher live on this machine (file_mounts copies them to the nodes)
         "raylab_spot_dir": str(Path(__file__).resolve().parents[1] / "spot"),
     }
+
+
+@dataclass(frozen=True)
+class RenderInputs:
+    """Everything a lab's cluster YAML is rendered from: stage 3 renders it, stage 5 re-renders it
+    from the same inputs (only ``base``, the edited copy, differs), so neither can forget one."""
+
+    target: str
+    scenario: str
+    lab: str
+    outputs: Mapping[str, str]
+    scale: int = 4
+    endpoint_url: str | None = None
+    base: Path | None = None  # None: configs/ray-cluster.yaml
+    node_python: str | None = None  # None: the operator's Python minor
+
+    def as_kwargs(self) -> dict[str, Any]:
+        """``render``'s keyword arguments."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 def render(*, target: str, scenario: str, lab: str, outputs: Mapping[str, str], scale: int = 4,

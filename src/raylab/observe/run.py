@@ -18,6 +18,7 @@ from raylab.observe import timeline as tl
 
 if TYPE_CHECKING:
     from raylab.context import Context
+    from raylab.state import ClusterRecord
 
 SAMPLE_EVERY_S = 2.0
 JOB_STATE = "stress_job"  # the running job, in the state (see stop_orphaned_job)
@@ -114,11 +115,9 @@ def load_config(path: str | Path) -> dict[str, Any]:
                           "run `raylab up` (stage 3)") from None
 
 
-def cluster_info(ctx: Context) -> dict[str, Any]:
-    c = ctx.state.get("cluster")
-    if not c.get("config_path") or not c.get("cluster_name"):
-        raise RaylabError("no running cluster recorded in .raylab/", "run `raylab up` first (stages 1-3)")
-    return c
+def cluster_info(ctx: Context) -> ClusterRecord:
+    """The recorded cluster, or a RaylabError when stage 3 has not run."""
+    return ctx.state.cluster().required()
 
 
 def fetch_quota(ctx: Context, market: str) -> int | None:
@@ -167,12 +166,12 @@ def market_quotas(ctx: Context, lim: Limits, cluster_name: str) -> dict[str, dic
 class Sampler:
     """Collects one timeline sample per call (I/O at the edge, state kept for diffs/dedup)."""
 
-    def __init__(self, ctx: Context, cluster: dict[str, Any], started: float, total: int,
+    def __init__(self, ctx: Context, cluster: ClusterRecord, started: float, total: int,
                  head_type: str | None = None) -> None:
         self.ctx = ctx
         self.head_type = head_type
-        self.gcs = cluster.get("gcs_address")
-        self.cluster_name = cluster["cluster_name"]
+        self.gcs = cluster.gcs_address or None
+        self.cluster_name = cluster.cluster_name
         self.started = started
         self.total = total
         self._prev_inst: dict[str, str] | None = None
@@ -229,16 +228,16 @@ def run_stress(ctx: Context, *, tasks: int, duration: float, scale: int, out_dir
     from raylab.observe.live import LiveView
 
     cluster = cluster_info(ctx)
-    cfg = load_config(cluster["config_path"])
+    cfg = load_config(cluster.config_path)
     lim = limits_from_config(cfg, scale)
-    markets = market_quotas(ctx, lim, cluster["cluster_name"])
+    markets = market_quotas(ctx, lim, cluster.cluster_name)
     quota = markets.get(lim.market, {}).get("quota_vcpus")
     reserved = markets.get(lim.market, {}).get("reserved_vcpus", lim.head_vcpus)
     dashboard = ctx.target.dashboard_url(ctx)
     started = time.time()
     meta = {**lim.as_meta(), "markets": markets, "reserved_vcpus": reserved, "tasks": tasks,
             "duration_s": duration, "scale": scale, "quota_vcpus": quota,
-            "target": ctx.target_name, "started": started, "cluster_name": cluster["cluster_name"]}
+            "target": ctx.target_name, "started": started, "cluster_name": cluster.cluster_name}
     out_dir.mkdir(parents=True, exist_ok=True)
     writer = tl.TimelineWriter(out_dir / "timeline.jsonl", meta)
     ideal = tl.makespan_bound(tasks, duration, lim.cpus_per_worker, tl.quota_cap(meta))

@@ -265,7 +265,7 @@ def submit_job(ctx: Context, o: dict[str, Any]) -> tuple[Any, str]:
         from raylab.observe.job import StressJob
         from raylab.observe.run import default_workload
 
-        scale = int(ctx.state.get("cluster").get("scale") or 1)  # the lab's scale, as stage 4 ran it
+        scale = ctx.state.cluster().scale or 1  # the lab's scale, as stage 4 ran it
         tasks, duration = default_workload(scale)
         tasks = int(o.get("burst_tasks") or tasks)  # a drill's burst (keep_demand)
         url = ctx.target.dashboard_url(ctx)
@@ -403,7 +403,7 @@ def keep_demand(ctx: Context, o: dict[str, Any], job: Any, record: dict[str, Any
         return None
     if not job.done:
         job.poll()
-    scale = int(ctx.state.get("cluster").get("scale") or 1)
+    scale = ctx.state.cluster().scale or 1
     if not job.done and (scale == 1 or not burst):
         return job
     from raylab.observe.run import default_workload, vcpus_of

@@ -45,7 +45,8 @@ def applied_json(action: str, stack: str, operator: str, outputs: dict[str, Any]
 
 # --- pure decisions ------------------------------------------------------------------------
 def check_cidr(value: str) -> str:
-    """A valid IPv4 CIDR (normalised), or a RaylabError naming the value."""
+    """A valid IPv4 CIDR narrower than the whole internet (normalised), or a RaylabError naming
+    the value (pure)."""
     try:
         net = ipaddress.ip_network(value.strip(), strict=False)
     except ValueError:
@@ -54,25 +55,24 @@ def check_cidr(value: str) -> str:
         ) from None
     if net.version != 4:
         raise RaylabError(f"--allow-ssh-from {value!r} is IPv6", "the bastion takes an IPv4 CIDR")
+    if net.prefixlen == 0:
+        raise RaylabError(f"--allow-ssh-from {value!r} opens the bastion's SSH to the whole internet",
+                          "give the address you connect from, e.g. your classroom NAT's 198.51.100.7/32")
     return str(net)
 
 
 def operator_cidr(ctx: Context) -> str:
     """Who may SSH to the bastion: the operator's /32 (local: 127.0.0.1/32).
 
-    ``ctx.options["allow_ssh_from"]`` (the ``--allow-ssh-from`` option) wins; 0.0.0.0/0 is
-    accepted only there, with a warning. On AWS without the option, the operator's public IP
-    is needed: the AWS target fills ``ctx.options["operator_ip"]`` (its preflight detects it).
+    ``ctx.options.allow_ssh_from`` (the ``--allow-ssh-from`` option, e.g. a classroom's NAT) wins;
+    0.0.0.0/0 is refused. On AWS without the option, the operator's public IP is needed: the AWS
+    target's preflight detects it (``ctx.detected.operator_ip``; ``--operator-ip`` on `preflight`).
     """
-    explicit = ctx.options.get("allow_ssh_from")
-    if explicit:
-        cidr = check_cidr(str(explicit))
-        if cidr == "0.0.0.0/0":
-            ctx.ui.warning("--allow-ssh-from 0.0.0.0/0: the bastion's SSH port is open to the whole internet")
-        return cidr
+    if ctx.options.allow_ssh_from:
+        return check_cidr(ctx.options.allow_ssh_from)
     if ctx.target.fixed_operator_cidr:
         return ctx.target.fixed_operator_cidr
-    ip = ctx.options.get("operator_ip")
+    ip = ctx.detected.operator_ip or ctx.options.operator_ip
     if ip:
         return check_cidr(f"{ip}/32" if "/" not in str(ip) else str(ip))
     raise RaylabError(
@@ -218,9 +218,9 @@ def choose_bastion_ami(option: str | None, pinned: str | None) -> tuple[str | No
 
 
 def bastion_ami(ctx: Context, pinned: str | None = None) -> str:
-    """The bastion AMI: ``ctx.options["bastion_ami"]``, else the existing stack's (``pinned``), else
-    Amazon Linux 2023's latest from SSM (first create only)."""
-    ami, why = choose_bastion_ami(ctx.options.get("bastion_ami"), pinned)
+    """The bastion AMI: the existing stack's (``pinned``), else Amazon Linux 2023's latest from SSM
+    (first create only)."""
+    ami, why = choose_bastion_ami(None, pinned)
     if ami:
         if why == "pinned":
             ctx.ui.noop(f"bastion AMI {ami} kept from the stack (a new AMI would replace the bastion)")
@@ -249,15 +249,14 @@ class NetworkStage:
         from raylab.aws.session import client
 
         operator = operator_cidr(ctx)
-        azs = ctx.options.get("azs") or availability_zones(client(ctx, "ec2"))
+        azs = ctx.detected.availability_zones or availability_zones(client(ctx, "ec2"))
         current = describe(client(ctx, "cloudformation"), ctx.names["stack"])
         params = stack_parameters(
             lab=ctx.lab,
             operator=operator,
             azs=azs,
             ami=bastion_ami(ctx, params_of(current).get("BastionAmiId") if current else None),
-            bastion_type=ctx.options.get("bastion_type"),
-            key_name=ctx.options.get("bastion_key_name"),
+            key_name=ctx.detected.key_name,
         )
         name = ctx.names["stack"]
         from datetime import UTC, datetime
@@ -265,7 +264,7 @@ class NetworkStage:
         from raylab.room.expiry import default_owner, stack_tags
 
         tags = stack_tags(ctx.lab, {t["Key"]: t["Value"] for t in (current or {}).get("Tags", [])},
-                          ctx.options.get("ttl_s"), datetime.now(UTC), default_owner())
+                          ctx.options.ttl_s, datetime.now(UTC), default_owner())
         action, outputs = deploy_stack(
             client(ctx, "cloudformation"),
             name=name,
@@ -357,11 +356,11 @@ class NetworkStage:
         from raylab.aws.session import client
 
         name = ctx.names["stack"]
-        recorded = ctx.state.get("network")
+        recorded = ctx.state.network()
         cfn, ec2 = client(ctx, "cloudformation"), client(ctx, "ec2")
         hints = (
-            [recorded["VpcId"]] if recorded.get("VpcId") else [],
-            [recorded["BastionInstanceId"]] if recorded.get("BastionInstanceId") else [],
+            [recorded.vpc_id] if recorded.vpc_id else [],
+            [recorded.bastion_instance_id] if recorded.bastion_instance_id else [],
         )
         stack = describe(cfn, name)
         problem = ""

@@ -19,6 +19,7 @@ from raylab.stages import BY_NAME
 from raylab.stages.base import Check
 
 if TYPE_CHECKING:
+    from raylab.cluster.config import RenderInputs
     from raylab.context import Context
 
 AGREE_TIMEOUT_S = 60.0  # nodes booting or stopping, with no worker expected
@@ -57,37 +58,41 @@ def expected_workers(cfg: dict[str, Any]) -> int:
 
 def outputs_of(ctx: Context) -> dict[str, str]:
     """network ∪ identity outputs (flat strings), as the render contract takes them."""
-    net = {k: str(v) for k, v in ctx.state.get("network").items() if k != "stack_name"}
+    net = ctx.state.network().outputs
     ident = {k: str(v) for k, v in ctx.state.get("identity").items()}
     return {**net, **ident}
 
 
 def lab_scale(ctx: Context) -> int:
     """The lab scale stage 3 renders and records (stage 4 reads it): --scale, else the target's."""
-    return int(ctx.options.get("scale") or ctx.target.default_scale)
+    return int(ctx.options.scale or ctx.target.default_scale)
 
 
 def lab_node_python(ctx: Context) -> str | None:
     """The nodes' Python minor (--node-python; a re-run keeps what stage 3 recorded), None: the
     operator's. The local target's nodes run raylab's own Python, so it takes none."""
-    py = ctx.options.get("node_python") or (ctx.state.get("cluster") or {}).get("node_python")
+    py = ctx.options.node_python or ctx.state.cluster().node_python
     return str(py) if py else None
 
 
-def render_config(ctx: Context) -> dict[str, Any]:
-    """Render the cluster YAML for this target and scenario.
+def render_inputs(ctx: Context) -> RenderInputs:
+    """What stage 3 renders the cluster YAML from (stage 5 re-renders from the same, see
+    ``stage5_scaling.rerender``). The base is the working copy `raylab scale` edits
+    (``.raylab/config/ray-cluster.yaml``) when it exists, so re-running stage 3 keeps the trainee's
+    scaling edits; otherwise ``configs/``."""
+    from raylab.cluster.config import RenderInputs
 
-    The base is the working copy `raylab scale` edits (``.raylab/config/ray-cluster.yaml``) when it
-    exists, so re-running stage 3 keeps the trainee's scaling edits; otherwise ``configs/``.
-    """
+    working = ctx.workdir / "config" / "ray-cluster.yaml"
+    return RenderInputs(target=ctx.target_name, scenario=ctx.scenario, lab=ctx.lab, outputs=outputs_of(ctx),
+                        scale=lab_scale(ctx), endpoint_url=ctx.target.aws_env(ctx).get("AWS_ENDPOINT_URL"),
+                        base=working if working.exists() else None, node_python=lab_node_python(ctx))
+
+
+def render_config(ctx: Context, inputs: RenderInputs | None = None) -> dict[str, Any]:
+    """The one render of the lab's cluster YAML: stage 3's (``render_inputs``), or stage 5's."""
     from raylab.cluster.config import render
 
-    endpoint = ctx.target.aws_env(ctx).get("AWS_ENDPOINT_URL")
-    scale = lab_scale(ctx)
-    working = ctx.workdir / "config" / "ray-cluster.yaml"
-    return render(target=ctx.target_name, scenario=ctx.scenario, lab=ctx.lab, outputs=outputs_of(ctx),
-                  scale=scale, endpoint_url=endpoint, base=working if working.exists() else None,
-                  node_python=lab_node_python(ctx))
+    return render(**(inputs or render_inputs(ctx)).as_kwargs())
 
 
 def write_config(ctx: Context, cfg: dict[str, Any]) -> Path:
@@ -129,7 +134,7 @@ class ClusterStage:
         # Booting or stopping nodes make Ray and EC2 briefly disagree: poll until they settle, for
         # as long as the workers min_workers asks for take to set up.
         expected = self._expected_workers(ctx)
-        head_id = ctx.state.get("cluster").get("head_instance_id")
+        head_id = ctx.state.cluster().head_instance_id or None
         timeout = agree_timeout_s(expected, ctx.target.node_setup_s)
         if not settled(st["agreement"], expected, head_id) and timeout > AGREE_TIMEOUT_S:
             ctx.ui.info(f"waiting up to {timeout:.0f} s for Ray and EC2 to agree (min_workers' nodes set up)")
@@ -163,7 +168,7 @@ class ClusterStage:
     def _expected_workers(ctx: Context) -> int:
         import yaml
 
-        path = ctx.state.get("cluster").get("config_path")
+        path = ctx.state.cluster().config_path
         try:
             return expected_workers(yaml.safe_load(Path(path).read_text()) or {}) if path else 0
         except (OSError, yaml.YAMLError, TypeError, ValueError):

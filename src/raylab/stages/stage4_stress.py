@@ -30,10 +30,9 @@ def workload(ctx: Context) -> tuple[int, float, int]:
     """(tasks, duration, scale) from the command's options, else the plan at the cluster's scale."""
     from raylab.observe.run import default_workload
 
-    scale = int(ctx.options.get("scale") or ctx.state.get("cluster").get("scale")
-                or ctx.target.default_scale)
+    scale = int(ctx.options.scale or ctx.state.cluster().scale or ctx.target.default_scale)
     tasks, duration = default_workload(scale)
-    return int(ctx.options.get("tasks") or tasks), float(ctx.options.get("duration") or duration), scale
+    return int(ctx.options.tasks or tasks), float(ctx.options.duration or duration), scale
 
 
 def checks_for(s: StressRecord) -> list[Check]:

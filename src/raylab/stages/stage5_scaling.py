@@ -17,12 +17,13 @@ from __future__ import annotations
 import math
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from raylab.cluster.vocab import ON_DEMAND_QUOTA, SPOT_QUOTA
 from raylab.errors import RaylabError
+from raylab.options import Scaling
 from raylab.stages import BY_NAME
 from raylab.stages.base import Check
 from raylab.stages.results import StressRecord
@@ -33,19 +34,6 @@ if TYPE_CHECKING:
 
 LOCAL_DEFAULTS = {"idle_timeout_minutes": 0.5, "quota_step_vcpus": 64}  # plan's 5 min / time scale 10
 AWS_DEFAULTS = {"idle_timeout_minutes": 1.0, "upscaling_speed": 2.0}
-
-
-@dataclass(frozen=True)
-class Scaling:
-    upscaling_speed: float | None = None
-    idle_timeout_minutes: float | None = None
-    min_workers: int | None = None
-    max_workers: int | None = None
-    quota: int | None = None
-    node_type: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if v is not None}
 
 
 def check_scaling(s: Scaling, quota_settable: bool) -> None:
@@ -243,12 +231,12 @@ def apply_scaling(ctx: Context, s: Scaling, config: Path | None = None) -> dict[
     from raylab.observe.run import cluster_info, limits_from_config, load_config
 
     cluster = cluster_info(ctx)
-    scale = int(cluster.get("scale") or 4)
-    lim = limits_from_config(load_config(cluster["config_path"]), scale)
+    scale = cluster.scale or 4
+    lim = limits_from_config(load_config(cluster.config_path), scale)
     worker_type = s.node_type or lim.worker_type
     effective_min_max(s, lim.min_workers, lim.max_workers)
     base = Path(config) if config else working_copy(ctx)
-    scenario = cluster.get("scenario") or ctx.scenario
+    scenario = cluster.scenario or ctx.scenario
     overlay_path = scenario_path(scenario, base)
     overlay = load_yaml(overlay_path) if overlay_path.exists() else {}
     changes: list[str] = []
@@ -272,25 +260,16 @@ def apply_scaling(ctx: Context, s: Scaling, config: Path | None = None) -> dict[
 
 
 def rerender(ctx: Context, base: Path, scenario: str, scale: int) -> Path:
-    """Render the edited YAML into the running cluster's config (local: the monitor re-reads it)."""
+    """Render the edited YAML into the running cluster's config (local: the monitor re-reads it),
+    through stage 3's own render with stage 3's inputs, only from the edited ``base``, and with the
+    running cluster's scenario and scale. The nodes' Python is the one stage 3 recorded (a new one
+    would make their setup re-run)."""
     import yaml
 
-    from raylab.cluster.config import render
-    from raylab.stages.stage3_cluster import lab_node_python, outputs_of
+    from raylab.stages.stage3_cluster import render_config, render_inputs
 
-    cluster = ctx.state.get("cluster")
-    endpoint = ctx.target.aws_env(ctx).get("AWS_ENDPOINT_URL")
-    cfg = render(
-        target=ctx.target_name,
-        scenario=scenario,
-        lab=ctx.lab,
-        outputs=outputs_of(ctx),
-        scale=scale,
-        endpoint_url=endpoint,
-        base=base,
-        node_python=lab_node_python(ctx),  # the nodes' Python stage 3 set up (else their setup re-runs)
-    )
-    path = Path(cluster["config_path"])
+    cfg = render_config(ctx, replace(render_inputs(ctx), base=base, scenario=scenario, scale=scale))
+    path = Path(ctx.state.cluster().required().config_path)
     ctx.target.validate_config(cfg)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -302,7 +281,7 @@ def rerender(ctx: Context, base: Path, scenario: str, scale: int) -> Path:
 def rendered_values(ctx: Context, worker_type: str) -> dict[str, Any]:
     from raylab.observe.run import load_config
 
-    cfg = load_config(ctx.state.get("cluster")["config_path"])
+    cfg = load_config(ctx.state.cluster().required().config_path)
     nt = (cfg.get("available_node_types") or {}).get(worker_type, {})
     return {
         "upscaling_speed": cfg.get("upscaling_speed"),
@@ -345,22 +324,22 @@ class ScalingStage:
         from raylab.observe import timeline as tl
         from raylab.observe.run import default_workload, run_stress
 
-        s: Scaling = ctx.options.get("scaling") or default_scaling(ctx)
+        s = ctx.options.scaling or default_scaling(ctx)
         check_scaling(s, ctx.target.quota_settable)
-        applied = apply_scaling(ctx, s, ctx.options.get("config"))
+        applied = apply_scaling(ctx, s, ctx.options.config)
         for c in applied["changes"] or ["nothing changed: the file already had these values"]:
             ctx.ui.success(c) if applied["changes"] else ctx.ui.noop(c)
         ctx.ui.info(f"re-applied {applied['rendered']} (the autoscaler re-reads it on its next loop)")
         record: dict[str, Any] = {"settings": s.as_dict(), **applied, "applied_at": time.time()}
-        if ctx.options.get("no_run"):
+        if ctx.options.no_run:
             ctx.state.put("scaling", record)
             return record
         time.sleep(6)  # one autoscaler loop (5 s) so the next job meets the new settings
         first = recorded(ctx)  # stage 4's record (None: no stress run yet)
-        scale = int(ctx.state.get("cluster").get("scale") or 4)
-        tasks = int(ctx.options.get("tasks") or (first and first.tasks_total) or default_workload(scale)[0])
+        scale = ctx.state.cluster().scale or 4
+        tasks = int(ctx.options.tasks or (first and first.tasks_total) or default_workload(scale)[0])
         duration = float(
-            ctx.options.get("duration") or (first and first.task_duration_s) or default_workload(scale)[1]
+            ctx.options.duration or (first and first.task_duration_s) or default_workload(scale)[1]
         )
         out_dir = ctx.workdir / "scaling" / time.strftime("%Y%m%d-%H%M%S")
         second = run_stress(

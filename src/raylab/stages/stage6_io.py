@@ -72,10 +72,10 @@ def ensure_spot_allowed(cfg: Path) -> dict[str, dict[str, Any]]:
 
 
 def guard_command(ctx: Context, cooldown: float, probe: float) -> list[str]:
-    cl, tw = ctx.state.get("cluster"), ctx.state.get("twin")
+    cl, tw = ctx.state.cluster().required(), ctx.state.get("twin")
     d = ctx.workdir / "spot"
-    return [sys.executable, "-m", "raylab.spot.guard", f"--config={cl['config_path']}",
-            f"--cluster-name={cl['cluster_name']}", f"--twin={tw['endpoint_url']}",
+    return [sys.executable, "-m", "raylab.spot.guard", f"--config={cl.config_path}",
+            f"--cluster-name={cl.cluster_name}", f"--twin={tw['endpoint_url']}",
             f"--events={d / 'guard-events.jsonl'}", f"--state={d / 'guard-state.json'}",
             "--interval=2", f"--cooldown={cooldown}", f"--probe={probe}",
             f"--region={tw.get('region', 'us-west-2')}"]
@@ -153,13 +153,13 @@ def wait_demo(p: subprocess.Popen[bytes], out: Path, timeout: float,
 
 
 def running_workers(ctx: Context, exclude: set[str] | frozenset[str] = frozenset()) -> int:
-    cluster = ctx.state.get("cluster")["cluster_name"]
+    cluster = ctx.state.cluster().required().cluster_name
     return sum(1 for m in twin_client(ctx).machines()
                if m["cluster"] == cluster and m["state"] == "running" and m["instance_id"] not in exclude)
 
 
 def running_spot(ctx: Context) -> list[str]:
-    cluster = ctx.state.get("cluster")["cluster_name"]
+    cluster = ctx.state.cluster().required().cluster_name
     return sorted(m["instance_id"] for m in twin_client(ctx).machines()
                   if m["cluster"] == cluster and m["market"] == "spot" and m["state"] == "running")
 
@@ -194,7 +194,7 @@ def busy_spot(ctx: Context, out: Path, want: int, full: int = 1) -> list[str]:
 def type_cpus(ctx: Context, node_type: str) -> int:
     from raylab.spot.guard import load_yaml
 
-    types = load_yaml(Path(ctx.state.get("cluster")["config_path"])).get("available_node_types", {})
+    types = load_yaml(Path(ctx.state.cluster().required().config_path)).get("available_node_types", {})
     return int(types.get(node_type, {}).get("resources", {}).get("CPU", 0))
 
 
@@ -218,8 +218,8 @@ def worker_cpus(ctx: Context) -> int:
     """CPUs of the worker nodes up now (to size a burst beyond them)."""
     from raylab.spot.guard import load_yaml
 
-    types = load_yaml(Path(ctx.state.get("cluster")["config_path"])).get("available_node_types", {})
-    cluster = ctx.state.get("cluster")["cluster_name"]
+    types = load_yaml(Path(ctx.state.cluster().required().config_path)).get("available_node_types", {})
+    cluster = ctx.state.cluster().required().cluster_name
     return sum(int(types.get(m["node_type"], {}).get("resources", {}).get("CPU", 0))
                for m in twin_client(ctx).machines() if m["cluster"] == cluster and m["state"] == "running")
 
@@ -264,7 +264,7 @@ def fis_apply(ctx: Context, o: dict[str, Any]) -> dict[str, Any]:
     re-reads the YAML), and put back afterwards, as on the local target."""
     from raylab.spot.fis import run_drills
 
-    cfg = Path(ctx.state.get("cluster")["config_path"])
+    cfg = Path(ctx.state.cluster().required().config_path)
     restore = ensure_spot_allowed(cfg)
     if restore:
         for nt, fields in split_markets_by_az(cfg, ctx.state.get("network")).items():

@@ -68,15 +68,14 @@ class SpotStage:
 
     # --- apply ---------------------------------------------------------------------------------
     def apply(self, ctx: Context) -> dict[str, Any]:
-        cl = ctx.state.get("cluster")
         if getattr(ctx.target, "faults", "twin") == "fis":
             return fis_apply(ctx, drill_options(ctx))
-        if not cl.get("gcs_address"):
+        if not ctx.state.cluster().gcs_address:
             raise RaylabError("no running cluster", "run `raylab up --scenario mixed` first")
         o = drill_options(ctx)
         out_dir = ctx.workdir / "spot"
         out_dir.mkdir(parents=True, exist_ok=True)
-        cfg = Path(cl["config_path"])
+        cfg = Path(ctx.state.cluster().required().config_path)
         restore = ensure_spot_allowed(cfg)
         ensure_guard(ctx, cooldown=o["cooldown"], probe=o["probe"])
         results: dict[str, Any] = {}
@@ -126,7 +125,7 @@ STAGE = SpotStage()
 
 
 def drill_options(ctx: Context) -> dict[str, Any]:
-    """Sizes for a 2-core machine (tests may shrink them through ctx.options['spot'])."""
+    """Sizes for a 2-core machine (tests may shrink them through ctx.options.spot_drill)."""
     o = {"tasks": 24, "duration": 15.0, "notice": 8.0, "capacity_window": 45.0, "cooldown": 20.0,
          "probe": 15.0, "spot_wait": 120.0, "timeout": 300.0, "spot_workers": 3,
          "fis_window": 300, "fis_poll": 10.0, "fis_timeout": 600.0, "fis_job_timeout": 1800.0}  # AWS
@@ -137,7 +136,7 @@ def drill_options(ctx: Context) -> dict[str, Any]:
         except ValueError:
             raise RaylabError(f"RAYLAB_SPOT_DRILL is not JSON: {env!r}",
                               'e.g. RAYLAB_SPOT_DRILL=\'{"tasks": 12}\'') from None
-    o.update(ctx.options.get("spot") or {})
+    o.update(ctx.options.spot_drill)
     return o
 
 
@@ -219,7 +218,7 @@ def drill_reclaim(ctx: Context, out_dir: Path, o: dict[str, Any], notice_s: floa
     since = max((e["seq"] for e in twin_events(ctx)), default=0)
     out = out_dir / f"reclaim-{tag}.json"
     out.unlink(missing_ok=True)
-    cfg = Path(ctx.state.get("cluster")["config_path"])
+    cfg = Path(ctx.state.cluster().required().config_path)
     nspot = int(o["spot_workers"])
     back = fixed_size(cfg, nspot)
     try:
@@ -299,7 +298,7 @@ def drill_chart(ctx: Context, name: str, res: dict[str, Any], t0: float, t1: flo
     path = Path(res["out"]).with_suffix(".png")
     try:
         s = drill_series(twin_events(ctx), res.get("executions_detail", []), t0, t1,
-                         cluster=ctx.state.get("cluster").get("cluster_name"))
+                         cluster=ctx.state.cluster().cluster_name or None)
         draw(s, drill_title("capacity" if name == "capacity" else "reclaim", res), path)
     except Exception as e:  # noqa: BLE001 - a chart must not sink the drill's result
         ctx.ui.warning(f"  no chart for {name}: {e}")
@@ -314,7 +313,7 @@ def settle_to_base(ctx: Context, o: dict[str, Any]) -> int:
     drill starts from the same place, so their makespans compare. Returns the base worker count."""
     from raylab.spot.guard import set_node_type_limits
 
-    cfg = Path(ctx.state.get("cluster")["config_path"])
+    cfg = Path(ctx.state.cluster().required().config_path)
     back = fixed_size(cfg, 0)
     base = back.get("ray.worker.ondemand", (0, 0))[0]
     try:
@@ -331,7 +330,7 @@ def run_burst(ctx: Context, out: Path, o: dict[str, Any]) -> dict[str, Any]:
     """The capacity drill's job: the base workers' CPUs plus ``o['tasks']`` more, so the autoscaler
     must add capacity. Returns the demo's summary with ``t_start`` and the base instance ids."""
     base_ids = {m["instance_id"] for m in twin_client(ctx).machines()
-                if m["cluster"] == ctx.state.get("cluster")["cluster_name"] and m["state"] == "running"}
+                if m["cluster"] == ctx.state.cluster().required().cluster_name and m["state"] == "running"}
     out.unlink(missing_ok=True)
     t = time.time()
     p = start_demo(ctx, out, worker_cpus(ctx) + int(o["tasks"]), o["duration"])

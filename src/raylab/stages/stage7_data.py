@@ -45,8 +45,8 @@ def on_cluster_only(ctx: Context) -> bool:
 
 def job_plan(ctx: Context) -> dict[str, Any]:
     if on_cluster_only(ctx):
-        return {"source": AWS_SOURCE, "out": AWS_OUT, "blocks": int(ctx.options.get("blocks") or AWS_BLOCKS),
-                "limit": ctx.options.get("limit"), "sample_rows": None, "timeout_s": 3600}
+        return {"source": AWS_SOURCE, "out": AWS_OUT, "blocks": AWS_BLOCKS,
+                "limit": None, "sample_rows": None, "timeout_s": 3600}
     d = data_dir(ctx)
     return {"source": str(d / "sample"), "out": str(d / "out"), "blocks": LOCAL_BLOCKS,
             "limit": None, "sample_rows": LOCAL_ROWS, "timeout_s": 600}

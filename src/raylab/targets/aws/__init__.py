@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from raylab.cluster.vocab import REQUEST_STATUS_TIMEOUT_S
@@ -68,8 +67,8 @@ class AwsTarget(AwsCluster):
         """What the lab will launch: --config FILE, else configs/ray-cluster.yaml + the scenario."""
         from raylab.cluster.config import default_base, load_yaml, merge, scenario_path
 
-        if ctx.options.get("config"):
-            return load_yaml(Path(ctx.options["config"]))
+        if ctx.options.config:
+            return load_yaml(ctx.options.config)
         base = default_base()
         return merge(load_yaml(base), load_yaml(scenario_path(ctx.scenario, base)))
 
@@ -78,7 +77,7 @@ class AwsTarget(AwsCluster):
         Never looked up on the internet when AWS_ENDPOINT_URL is loopback (tests, twins)."""
         from raylab.targets.aws.preflight import checkip_lookup
 
-        given = ctx.options.get("operator_ip") or os.environ.get("RAYLAB_OPERATOR_IP")
+        given = ctx.options.operator_ip or os.environ.get("RAYLAB_OPERATOR_IP")
         if given:
             return lambda: str(given).split("/")[0]
         endpoint = os.environ.get("AWS_ENDPOINT_URL", "")
@@ -105,7 +104,7 @@ class AwsTarget(AwsCluster):
             return instance_types.price(itype)  # spot: at most the on-demand price (upper bound)
 
         cfg = self.cluster_config(ctx)
-        bastion = str(ctx.options.get("bastion_type") or BASTION_TYPE)
+        bastion = BASTION_TYPE
         findings = run_checks(
             cfg=cfg,
             region=self.region(ctx),
@@ -119,9 +118,10 @@ class AwsTarget(AwsCluster):
         )
         if findings.ok:
             f = findings.facts
-            ctx.options.setdefault("operator_ip", f["operator_cidr"].split("/")[0])
-            ctx.options.setdefault("azs", f["availability_zones"])
-            ctx.options.setdefault("bastion_key_name", ctx.names["key_pair"])
+            found = ctx.detected
+            found.operator_ip = found.operator_ip or f["operator_cidr"].split("/")[0]
+            found.availability_zones = found.availability_zones or f["availability_zones"]
+            found.key_name = found.key_name or ctx.names["key_pair"]
         return findings
 
     def preflight_report(self, ctx: Context) -> tuple[list[Check], dict[str, Any]]:
@@ -163,7 +163,7 @@ class AwsTarget(AwsCluster):
                 ],
             )
             ctx.ui.success(f"key pair {name} imported from {path}")
-        ctx.options.setdefault("bastion_key_name", name)
+        ctx.detected.key_name = ctx.detected.key_name or name
 
     def stop(self, ctx: Context) -> None:
         from raylab.leftovers import stop_leftovers

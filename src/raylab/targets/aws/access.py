@@ -43,7 +43,7 @@ class AwsAccess:
         saved = ctx.state.get("aws").get("region") if ctx.state.path.exists() else None
         prof = None
         if not (
-            ctx.options.get("region")
+            ctx.options.region
             or saved
             or os.environ.get("AWS_REGION")
             or os.environ.get("AWS_DEFAULT_REGION")
@@ -59,7 +59,7 @@ class AwsAccess:
                     f"AWS profile {name!r} is not configured",
                     f"run `aws configure --profile {name}` (or `aws configure sso`), or unset AWS_PROFILE",
                 ) from None
-        return region_of(ctx.options.get("region"), saved, dict(os.environ), prof)
+        return region_of(ctx.options.region, saved, dict(os.environ), prof)
 
     def aws_env(self, ctx: Context) -> dict[str, str]:
         region = self.region(ctx)
@@ -79,13 +79,12 @@ class AwsAccess:
 
     # ssh --------------------------------------------------------------------------------------
     def ssh_plan(self, ctx: Context) -> sshmod.SshPlan:
-        net = ctx.state.get("network")
-        ip = net.get("BastionPublicIp")
+        ip = ctx.state.network().bastion_public_ip
         if not ip:
             raise RaylabError(
                 "no bastion yet: stage 1 (network) has not run for this lab", "run `raylab up --target aws`"
             )
-        port = int(ctx.options.get("bastion_port", 22))
+        port = ctx.options.bastion_port
         plan = sshmod.plan_for(ctx.workdir, ctx.names["key_pair"], sshmod.Hop("ec2-user", ip, port))
         sshmod.write_config(plan)
         return plan
@@ -97,7 +96,7 @@ class AwsAccess:
         booting: poll until it answers, and prefer to wait for the fingerprints cloud-init prints
         to its console so the scanned key is checked, not just trusted."""
         h = plan.bastion
-        bastion_id = ctx.state.get("network").get("BastionInstanceId")
+        bastion_id = ctx.state.network().bastion_instance_id or None
         pinned_for = plan.known_hosts.with_name("bastion-instance")  # whose key the pin is
         if sshmod.pinned(plan, h.host, h.port):
             was = pinned_for.read_text().strip() if pinned_for.exists() else bastion_id

@@ -212,7 +212,7 @@ class AwsCluster(AwsAccess):
     def cluster_down(self, ctx: Context) -> None:
         cl = ctx.state.get("cluster")
         path = cl.get("config_path")
-        if path and Path(path).exists() and ctx.state.get("network").get("BastionPublicIp"):
+        if path and Path(path).exists() and ctx.state.network().bastion_public_ip:
             try:
                 self._run_ray(ctx, ["down", "-y", str(path)], "ray-down.log", 15 * 60)
             except RaylabError as e:  # the sweep below still terminates what is left

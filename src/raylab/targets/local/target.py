@@ -89,7 +89,7 @@ class LocalTarget(LocalDeclared):
         return self.preflight(ctx), {}
 
     def _wanted_port(self, ctx: Context) -> int | None:
-        p = ctx.options.get("twin_port") or os.environ.get("RAYLAB_TWIN_PORT")
+        p = os.environ.get("RAYLAB_TWIN_PORT")
         return int(p) if p else None
 
     def start(self, ctx: Context) -> None:
@@ -108,10 +108,10 @@ class LocalTarget(LocalDeclared):
         log = ctx.workdir / "logs" / "twin.log"
         cmd = [sys.executable, "-m", "raylab.targets.local.twin", "--port", str(port),
                "--state-dir", str(state_dir)]
-        for opt, flag in (("quota_on_demand", "--quota-on-demand"), ("quota_spot", "--quota-spot"),
-                          ("boot_delay", "--boot-delay"), ("max_concurrent_boots", "--max-concurrent-boots")):
-            if ctx.options.get(opt) is not None:
-                cmd += [flag, str(ctx.options[opt])]
+        for flag, quota in (("--quota-on-demand", ctx.options.quota_on_demand),
+                            ("--quota-spot", ctx.options.quota_spot)):
+            if quota is not None:
+                cmd += [flag, str(quota)]
         from raylab.targets.local.head import loopback_env
 
         env = {k: v for k, v in os.environ.items() if k not in _AWS_ENV_DROP}
