@@ -274,3 +274,21 @@ def test_troubleshooting_hints_are_raylabs_current_ones() -> None:
     for stale in ("raylab stress --scenario", "raylab ssh"):
         if stale in text:
             assert stale in src, f"the guide still warns about {stale!r}, which raylab no longer prints"
+
+
+def test_ssh_commands_log_in_as_the_images_users() -> None:
+    """`user@$HEAD` in the guide is the node image's ssh_user; the bastion (Amazon Linux) is ec2-user."""
+    import yaml
+
+    user = yaml.safe_load((ROOT / "configs" / "ray-cluster.yaml").read_text())["auth"]["ssh_user"]
+    bastion_image = (ROOT / "infra" / "cloudformation" / "vpc.yaml").read_text()
+    assert "Amazon Linux 2023" in bastion_image
+    found = 0
+    for p in sorted(GUIDE.glob("*.md")):
+        for block in re.findall(r"```(?:bash|text)?\n(.*?)```", TEXT_BLOCK.sub("", p.read_text()), re.S):
+            for who in re.findall(r"\b([a-z0-9_-]+)@\$HEAD\b", block):
+                assert who == user, f"{p.name}: head login {who!r}, the image's ssh_user is {user!r}"
+                found += 1
+            for who in re.findall(r"\b([a-z0-9_-]+)@\$BASTION\b", block):
+                assert who == "ec2-user", f"{p.name}: logs in to the bastion as {who!r}"
+    assert found >= 4
