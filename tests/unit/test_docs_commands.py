@@ -233,3 +233,31 @@ def test_the_local_scenario_table_is_the_recorded_runs() -> None:
         assert cells[2] == f"{round(r['makespan_s'])}초", (s, cells[2])
         assert cells[3] == str(r["quota_errors"]), (s, cells[3])
         assert r["tasks_completed"] == r["tasks_total"]
+
+
+def inline_commands() -> list[tuple[str, str]]:
+    """`raylab ...` named inside the prose (outside code blocks), skipping placeholders like <N>."""
+    found = []
+    for path in DOCS:
+        text = re.sub(r"```.*?```|<!--.*?-->", "", path.read_text(), flags=re.S).replace("\n", " ")
+        for m in re.finditer(r"`(raylab [^`]+)`", text):
+            if not re.search(r"[<\[…]|\.\.\.| / ", m.group(1)):
+                found.append((path.name, m.group(1).strip()))
+    return found
+
+
+INLINE = inline_commands()
+
+
+@pytest.mark.parametrize(("doc", "line"), INLINE, ids=[f"{d}:{c}" for d, c in INLINE])
+def test_commands_named_in_the_prose_exist(doc: str, line: str) -> None:
+    """Prose may name a command without its arguments (`raylab data run`), never an option or a
+    subcommand that does not exist (the first edition's `raylab stress --scenario`)."""
+    try:
+        parse(line)
+    except ClickException as e:
+        text = e.format_message()
+        if "No such option" in text or "no command" in text or "unexpected extra argument" in text:
+            pytest.fail(f"{doc}: `{line}`: {text}")
+    except Exception:  # click's usage errors for a missing argument: a reference, not a run
+        pass
