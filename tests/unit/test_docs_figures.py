@@ -196,8 +196,8 @@ def test_rehearsal_outputs_say_where_they_come_from(name: str) -> None:
 
 
 def test_every_aws_chapter_shows_a_rehearsal_output() -> None:
-    for name in ("aws-setup.md", "01-network.md", "03-cluster.md", "04-stress.md", "06-spot.md",
-                 "08-teardown.md"):
+    for name in ("aws-setup.md", "01-network.md", "02-identity.md", "03-cluster.md", "04-stress.md",
+                 "06-spot.md", "08-teardown.md"):
         assert any(REHEARSAL.search(b) for b in TEXT_BLOCK.findall(page(name))), (
             f"{name}: no output of the AWS rehearsal")
 
