@@ -292,3 +292,14 @@ def test_ssh_commands_log_in_as_the_images_users() -> None:
             for who in re.findall(r"\b([a-z0-9_-]+)@\$BASTION\b", block):
                 assert who == "ec2-user", f"{p.name}: logs in to the bastion as {who!r}"
     assert found >= 4
+
+
+def test_the_aws_stress_notes_are_the_rehearsals_output() -> None:
+    """Chapter 4's AWS notes quote the rehearsal's stage 4 output: its failed launches and its wall."""
+    text = page("04-stress.md")
+    block = next(b for b in TEXT_BLOCK.findall(text) if "[rehearsal]" in b and "→ stage 4" in b)
+    failed = re.search(r"quota error recorded: (\d+) failed launches at the wall", block)
+    assert failed and f"`{failed.group(1)} failed launches`" in prose("04-stress.md")
+    peak = re.search(r"peak (\d+) workers \(quota allows (\d+)\); 0 quota errors", block)
+    assert peak and peak.group(1) == peak.group(2)
+    assert f"로컬과 같은 자리(워커 {peak.group(1)}대)" in prose("04-stress.md")
