@@ -303,3 +303,13 @@ def test_the_aws_stress_notes_are_the_rehearsals_output() -> None:
     peak = re.search(r"peak (\d+) workers \(quota allows (\d+)\); 0 quota errors", block)
     assert peak and peak.group(1) == peak.group(2)
     assert f"로컬과 같은 자리(워커 {peak.group(1)}대)" in prose("04-stress.md")
+
+
+def test_the_glossary_states_the_recorded_wall() -> None:
+    r = run("stress-local.json")
+    head, worker = 16, 16  # c7i.4xlarge (configs/ray-cluster.yaml); the bastion is the rest of reserved_vcpus
+    at = r["reserved_vcpus"] + r["peak_workers"] * worker
+    assert at <= r["quota_vcpus"] < at + worker
+    n, bastion = r["peak_workers"], r["reserved_vcpus"] - head
+    wall = f"워커 {n}대({head} + {bastion} + {n} × {worker} = {at} ≤ {r['quota_vcpus']})"
+    assert wall in prose("glossary.md")
