@@ -18,7 +18,7 @@ Every command gets --yes where it asks. At the end `raylab down --yes` runs. The
 local target's dependencies (make setup, make sysdeps). Takes about 45 minutes on 2 cores.
 
     .venv/bin/python scripts/walk_guide.py --dry-run       # the commands, in order, nothing run
-    .venv/bin/python scripts/walk_guide.py [--from 05-scaling.md] [--log walk.log]
+    .venv/bin/python scripts/walk_guide.py [--from 05-scaling.md] [--to 07-data.md] [--log walk.log]
 """
 
 from __future__ import annotations
@@ -107,9 +107,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dry-run", action="store_true", help="list the commands, run nothing")
     ap.add_argument("--from", dest="start", default=ORDER[0], choices=ORDER, help="begin at this page")
+    ap.add_argument("--to", dest="end", default=ORDER[-1], choices=ORDER, help="end with this page")
     ap.add_argument("--log", type=Path, help="append every command's output here")
     a = ap.parse_args()
-    todo = steps(ORDER[ORDER.index(a.start):])
+    todo = steps(ORDER[ORDER.index(a.start):ORDER.index(a.end) + 1])
     if a.dry_run:
         for s in todo:
             print(f"{s.page:20} {'T' + str(s.terminal) if s.terminal else '  '} {s.cmd}")
