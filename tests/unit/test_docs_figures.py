@@ -164,6 +164,8 @@ def test_hourly_costs_are_raylabs_prices() -> None:
         cells = [c.strip() for c in row.strip().strip("|").split("|")]
         assert cells[1] == fmt.format(usd), (label, cells[1], usd)
         assert cells[2] == f"약 {won(usd):,}원", (label, cells[2], won(usd))
+    full = base + 30 * p["c7i.4xlarge"]
+    assert f"cost estimate: about ${full:.2f}/h at full scale" in page("aws-setup.md"), "preflight says"
 
 
 def test_won_beside_each_forecast_cost() -> None:
