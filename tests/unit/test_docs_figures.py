@@ -315,3 +315,12 @@ def test_the_glossary_states_the_recorded_wall() -> None:
     n, bastion = r["peak_workers"], r["reserved_vcpus"] - head
     wall = f"워커 {n}대({head} + {bastion} + {n} × {worker} = {at} ≤ {r['quota_vcpus']})"
     assert wall in prose("glossary.md")
+
+
+def test_the_stages_table_is_raylabs_output_today() -> None:
+    """Chapter 0's `raylab stages` is what the CLI prints now (offline, instant), not an old capture."""
+    p = subprocess.run([sys.executable, "-m", "raylab", "stages"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120, check=True, env={**os.environ, "NO_COLOR": "1", "COLUMNS": "100"})
+    block = output("00-start.md", "raylab stages")
+    shown = block.split("$ raylab stages\n", 1)[1].rsplit("```", 1)[0]
+    assert shown.strip() == (p.stderr + p.stdout).strip()
