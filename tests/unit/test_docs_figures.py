@@ -324,3 +324,25 @@ def test_the_stages_table_is_raylabs_output_today() -> None:
     block = output("00-start.md", "raylab stages")
     shown = block.split("$ raylab stages\n", 1)[1].rsplit("```", 1)[0]
     assert shown.strip() == (p.stderr + p.stdout).strip()
+
+
+PLAN_BLOCKS = [(p.name, m.group(1), m.group(2)) for p in sorted(GUIDE.glob("*.md")) for m in re.finditer(
+    r'<!-- raylab:output cmd="(raylab plan[^"]*)".*?```text\n\$ [^\n]*\n(.*?)```', p.read_text(), re.S)]
+
+
+@pytest.mark.parametrize(("name", "cmd", "shown"), PLAN_BLOCKS, ids=[f"{n}:{c}" for n, c, _ in PLAN_BLOCKS])
+def test_plan_outputs_are_todays_forecasts(name: str, cmd: str, shown: str) -> None:
+    """A forecast is offline and deterministic: the guide shows exactly what `raylab plan` prints now."""
+    import shlex
+
+    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "100"}
+    p = subprocess.run([sys.executable, "-m", "raylab", *shlex.split(cmd)[1:]], cwd=ROOT, capture_output=True,
+                       text=True, timeout=300, check=True, env=env)
+    now, was = (p.stderr + p.stdout).strip().splitlines(), shown.strip().splitlines()
+    if was and was[-1] == "...":  # cut by refresh_docs at the block's line budget
+        now, was = now[:len(was) - 1], was[:-1]
+    assert was == now, f"{name}: `{cmd}` prints something else now (scripts/refresh_docs.py)"
+
+
+def test_every_forecast_chapter_has_its_plan_output() -> None:
+    assert {n for n, _, _ in PLAN_BLOCKS} >= {"04-stress.md", "05-scaling.md", "06-scenarios.md"}
