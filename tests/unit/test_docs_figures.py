@@ -346,3 +346,12 @@ def test_plan_outputs_are_todays_forecasts(name: str, cmd: str, shown: str) -> N
 
 def test_every_forecast_chapter_has_its_plan_output() -> None:
     assert {n for n, _, _ in PLAN_BLOCKS} >= {"04-stress.md", "05-scaling.md", "06-scenarios.md"}
+
+
+def test_the_guides_aws_filters_use_rays_tags() -> None:
+    """`aws ec2 describe-instances --filters Name=tag:...` in the guide names the tags Ray really sets."""
+    from raylab.spot.chaos import RAY_NODE_KIND_TAG
+
+    tags = {m for p in GUIDE.glob("*.md") for m in re.findall(r"Name=tag:([\w-]+)", p.read_text())}
+    assert tags, "the guide's head lookup (chapter 3) is gone"
+    assert tags <= {RAY_NODE_KIND_TAG, "ray-cluster-name", "raylab-lab"}, tags
