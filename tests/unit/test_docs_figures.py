@@ -355,3 +355,11 @@ def test_the_guides_aws_filters_use_rays_tags() -> None:
     tags = {m for p in GUIDE.glob("*.md") for m in re.findall(r"Name=tag:([\w-]+)", p.read_text())}
     assert tags, "the guide's head lookup (chapter 3) is gone"
     assert tags <= {RAY_NODE_KIND_TAG, "ray-cluster-name", "raylab-lab"}, tags
+
+
+def test_the_stack_outputs_the_guide_reads_exist() -> None:
+    template = (ROOT / "infra" / "cloudformation" / "vpc.yaml").read_text()
+    outputs = set(re.findall(r"^  (\w+):", template[template.index("\nOutputs:"):], flags=re.M))
+    named = {m for p in GUIDE.glob("*.md") for m in re.findall(r"OutputKey=='(\w+)'", p.read_text())}
+    assert named and named <= outputs, named - outputs
+    assert len(outputs) == 8 and "all 8 outputs present" in output("01-network.md", "raylab stage 1")
