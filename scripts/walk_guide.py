@@ -14,7 +14,9 @@ command in the background; the "터미널 2" block then waits until a spot insta
 as expected (`raylab stress` after `raylab up --scenario static`, see 06-scenarios.md) are reported
 as such, not as failures.
 
-Every command gets --yes where it asks. At the end `raylab down --yes` runs. The machine needs the
+Commands run in a scratch folder that looks like the repository (configs/, infra/, workloads/ linked)
+whose .raylab/ is the working directory, so relative paths resolve as in the guide. Every command gets
+--yes where it asks. At the end `raylab down --yes` runs. The machine needs the
 local target's dependencies (make setup, make sysdeps). Takes about 45 minutes on 2 cores.
 
     .venv/bin/python scripts/walk_guide.py --dry-run       # the commands, in order, nothing run
@@ -120,6 +122,8 @@ def main() -> int:
     last_beside = next((x for x in reversed(todo) if x.terminal == 2), None)
     with tempfile.TemporaryDirectory(prefix="rl-walk-") as tmp:
         workdir = Path(tmp) / ".raylab"
+        for d in ("configs", "infra", "workloads"):  # the trainee's cwd is the repository: its paths hold
+            (Path(tmp) / d).symlink_to(ROOT / d)
         background: subprocess.Popen[str] | None = None
         try:
             for s in todo:
