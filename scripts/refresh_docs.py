@@ -9,7 +9,11 @@ Each block in docs/lab/ko/*.md of the form
 is replaced by the real output of that command (stderr + stdout, ANSI-free, first N lines,
 "..." where cut), run in chapter order in one fresh working directory on the local target, so
 later chapters see the state earlier ones created. The charts in docs/images/ are copied from the
-same run. At the end `raylab down --yes` runs. Nothing is typed by hand.
+same run, and so are the records the guide's figures are tested against (docs/lab/runs/: the stress
+run, the scale run, the data job's summary; not times-local.json, which times one lab's commands and
+is re-measured apart). tests/unit/test_docs_figures.py then names every sentence whose number the new
+run changed. At the end `raylab down --yes` runs.
+Nothing is typed by hand.
 
 Run: .venv/bin/python scripts/refresh_docs.py [--dry-run]
 """
@@ -17,6 +21,7 @@ Run: .venv/bin/python scripts/refresh_docs.py [--dry-run]
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shlex
@@ -24,6 +29,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,9 +56,43 @@ def run(cmd: str, workdir: Path) -> str:
     return f"$ {cmd}\n{p.stderr}{p.stdout}"
 
 
+RUNS = ROOT / "docs" / "lab" / "runs"
+PATHS = {"chart", "job_summary", "timeline", "job_id", "scale_mapping"}  # this machine's, not the run's
+
+
+def write_record(name: str, record: dict[str, object]) -> None:
+    (RUNS / name).write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+    print(f"docs/lab/runs/{name} <- this run", file=sys.stderr)
+
+
+def record_runs(workdir: Path) -> None:
+    """The records the guide's figures are tested against, from this run (as the outputs are)."""
+    day = time.strftime("%Y-%m-%d")
+    state = json.loads((workdir / "state.json").read_text()) if (workdir / "state.json").exists() else {}
+    stress = {k: v for k, v in state.get("stress", {}).items() if k not in PATHS}
+    if stress:
+        keys = json.loads((RUNS / "stress-local.json").read_text()).keys()
+        write_record("stress-local.json", {**{k: stress[k] for k in keys if k in stress}, "_source": (
+            f"state.json 'stress' of the local run whose full output is in docs/lab/ko/04-stress.md "
+            f"(scripts/refresh_docs.py, {day})")})
+    sc = state.get("scaling")
+    if sc and stress:
+        write_record("scale-local.json", {
+            "_source": "state.json 'scaling' and 'stress' of the local run whose `raylab scale` output is "
+                       f"in docs/lab/ko/05-scaling.md (scripts/refresh_docs.py, {day}); 'stress' is that "
+                       "lab's stage 4 run, the left side of the comparison",
+            "changes": sc["changes"], "settings": sc["settings"], "comparison": sc["comparison"],
+            "run": {k: v for k, v in sc["run"].items() if k not in PATHS}, "stress": stress})
+    summary = workdir / "data" / "out" / "summary.json"
+    if summary.exists():
+        d = {k: v for k, v in json.loads(summary.read_text()).items() if k not in ("by", "out", "source")}
+        write_record("data-local.json", {**d, "_source": (
+            f"summary.json the data job wrote for `raylab stage 7` on the local lab cluster "
+            f"(scripts/refresh_docs.py, {day}); per-accent/age breakdown left out")})
 # The guide's pictures, from the same run: (glob under the work dir, file in docs/images/)
 CHARTS = (("stress/*/chart.png", "stress-local.png"), ("spot/capacity-guard.png", "spot-capacity-local.png"),
-          ("spot/reclaim-no-notice.png", "spot-reclaim-local.png"))
+          ("spot/reclaim-no-notice.png", "spot-reclaim-local.png"),
+          ("scaling/*/chart.png", "scaling-local.png"), ("data/out/chart.png", "data-quality-local.png"))
 
 
 def copy_charts(workdir: Path) -> None:
@@ -88,6 +128,7 @@ def main() -> int:
                     f.write_text(new)
             if not args.dry_run:
                 copy_charts(workdir)
+                record_runs(workdir)
         finally:
             if not args.dry_run:
                 run("raylab down", workdir)

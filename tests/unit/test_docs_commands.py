@@ -157,13 +157,18 @@ def test_no_page_puts_the_wall_one_worker_higher(path: Path) -> None:
             f"{path.name} says {bad!r}; raylab plan says {w['peak']} workers, {w['need']} vCPUs")
 
 
+def scenario_row(text: str, scenario: str) -> list[str]:
+    """The cells of the scenario's row in 06-scenarios.md's one table (forecast, then local run)."""
+    rows = [ln for ln in text.splitlines() if ln.startswith(f"| `{scenario}` | ") and "$" in ln]
+    assert len(rows) == 1, f"06-scenarios.md: {len(rows)} result rows for {scenario}, want one table"
+    return [c.strip() for c in rows[0].strip().strip("|").split("|")]
+
+
 def test_the_scenario_table_is_the_forecasts() -> None:
     text = prose(GUIDE / "06-scenarios.md")
     for s in ("static", "autoscale", "spot", "mixed"):
         p = plan(s)
-        row = next((ln for ln in text.splitlines() if ln.startswith(f"| `{s}` | ") and "$" in ln), None)
-        assert row is not None, f"06-scenarios.md: no table row for {s}"
-        cells = [c.strip() for c in row.strip("|").split("|")]
+        cells = scenario_row(text, s)
         assert cells[1].startswith(str(p["peak_workers"])), (s, cells[1], p["peak_workers"])
         assert cells[2] == mmss(p["makespan_s"]), (s, cells[2], mmss(p["makespan_s"]))
         assert cells[3] == str(p["failed_launch_calls"]), (s, cells[3], p["failed_launch_calls"])
@@ -221,12 +226,38 @@ def test_the_local_scenario_table_is_the_recorded_runs() -> None:
     runs = json.loads((ROOT / "docs" / "lab" / "runs" / "scenarios-local.json").read_text())["runs"]
     text = prose(GUIDE / "06-scenarios.md")
     for s, r in runs.items():
-        row = next((ln for ln in text.splitlines() if ln.startswith(f"| `{s}` | ") and "초 |" in ln), None)
-        assert row is not None, f"06-scenarios.md: no local row for {s}"
-        cells = [c.strip() for c in row.strip("|").split("|")]
+        cells = scenario_row(text, s)[5:]  # the forecast's four columns first, then the local run's
         m = r["peak_instances_running_by_market"]
-        assert cells[1] == str(r["peak_workers"]), (s, cells[1])
-        assert cells[2] == f"{m['on-demand']} / {m['spot']}", (s, cells[2])
-        assert cells[3] == f"{round(r['makespan_s'])}초", (s, cells[3])
-        assert cells[4] == str(r["quota_errors"]), (s, cells[4])
+        assert cells[0] == str(r["peak_workers"]), (s, cells[0])
+        assert cells[1] == f"{m['on-demand']} / {m['spot']}", (s, cells[1])
+        assert cells[2] == f"{round(r['makespan_s'])}초", (s, cells[2])
+        assert cells[3] == str(r["quota_errors"]), (s, cells[3])
         assert r["tasks_completed"] == r["tasks_total"]
+
+
+def inline_commands() -> list[tuple[str, str]]:
+    """`raylab ...` named inside the prose (outside code blocks), skipping placeholders like <N>."""
+    found = []
+    for path in DOCS:
+        text = re.sub(r"```.*?```|<!--.*?-->", "", path.read_text(), flags=re.S).replace("\n", " ")
+        for m in re.finditer(r"`(raylab [^`]+)`", text):
+            if not re.search(r"[<\[…]|\.\.\.| / ", m.group(1)):
+                found.append((path.name, m.group(1).strip()))
+    return found
+
+
+INLINE = inline_commands()
+
+
+@pytest.mark.parametrize(("doc", "line"), INLINE, ids=[f"{d}:{c}" for d, c in INLINE])
+def test_commands_named_in_the_prose_exist(doc: str, line: str) -> None:
+    """Prose may name a command without its arguments (`raylab data run`), never an option or a
+    subcommand that does not exist (the first edition's `raylab stress --scenario`)."""
+    try:
+        parse(line)
+    except ClickException as e:
+        text = e.format_message()
+        if "No such option" in text or "no command" in text or "unexpected extra argument" in text:
+            pytest.fail(f"{doc}: `{line}`: {text}")
+    except Exception:  # click's usage errors for a missing argument: a reference, not a run
+        pass

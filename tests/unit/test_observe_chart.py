@@ -36,3 +36,10 @@ def test_draw_writes_a_png(tmp_path: Path) -> None:
     p = chart.draw(tmp_path / "c" / "chart.png", META, SAMPLES)
     data = p.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
+
+
+def test_events_at_one_spot_are_counted_not_hidden() -> None:
+    """Two launches in one sample draw one marker labelled 2 (the legend counts 8, the chart shows 8)."""
+    assert chart.stacked([5.0, 1.0, 5.0, 5.4, 9.0]) == [(1.0, 1), (5.0, 3), (9.0, 1)]
+    assert sum(n for _, n in chart.stacked([1.0] * 4 + [39.0])) == 5
+    assert chart.stacked([]) == []

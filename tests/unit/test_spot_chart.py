@@ -141,3 +141,14 @@ def test_stage6_writes_the_chart_next_to_the_drill_json(tmp_path: Path, monkeypa
     assert got == str(tmp_path / "capacity-guard.png")
     assert Path(got).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert ctx.ui.lines == [f"  chart: {got}"]
+
+
+def test_retried_tasks_are_marked_where_they_started_again() -> None:
+    """The reclaim's cost in tasks is drawn, not only counted: one mark per re-run, at its new start."""
+    s = series()
+    assert s["retry_starts"] == [11.0] and s["retried"] == 1
+
+
+def test_the_drill_chart_draws_retries(tmp_path: Path) -> None:
+    p = chart.draw(series(), "reclaim drill", tmp_path / "d.png")
+    assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,7 +1,9 @@
-"""Draw docs/images/scenarios-plan.png: workers over time for the four scenarios, from `raylab plan`.
+"""Draw docs/images/scenarios.png: the four scenarios side by side, one colour each, in two panels.
 
-Every curve is `raylab plan --scenario S --json` (Ray 2.60's own autoscaler against the simulated
-cloud: 480 x 1 CPU x 300 s, on-demand quota 160 with the bastion's 2 vCPUs, spot quota unlimited).
+Left: workers over time as `raylab plan --scenario S --json` forecasts them (Ray 2.60's own autoscaler
+against the simulated cloud: 480 x 1 CPU x 300 s, on-demand quota 160 with the bastion's 2 vCPUs, spot
+quota unlimited). Right: Ray worker nodes in one real local run per scenario (`raylab up --scenario S`
++ `raylab stress`: 120 x 1 CPU x 30 s, scale 4), from docs/lab/runs/scenarios-local.json.
 Nothing is drawn by hand. Run from the repository root:
 
     .venv/bin/python docs/lab/tools/scenario_chart.py
@@ -21,6 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[3]
 SCENARIOS = ("static", "autoscale", "spot", "mixed")
+COLOURS = dict(zip(SCENARIOS, ("tab:gray", "tab:blue", "tab:orange", "tab:green"), strict=True))
 
 
 def forecast(scenario: str) -> dict:
@@ -30,25 +33,37 @@ def forecast(scenario: str) -> dict:
 
 
 def main() -> None:
-    fig, ax = plt.subplots(figsize=(10, 4.5))
+    runs = json.loads((ROOT / "docs" / "lab" / "runs" / "scenarios-local.json").read_text())["runs"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(14, 4.8))
     for s in SCENARIOS:
+        c = COLOURS[s]
         d = forecast(s)
         xs = [t / 60 for t, _ in d["workers_over_time"]]  # t: seconds since the job was submitted
         ys = [n for _, n in d["workers_over_time"]]
         mk = d["makespan_s"] / 60
-        ax.step(xs, ys, where="post", label=f"{s}: peak {d['peak_workers']}, makespan {mk:.1f} min, "
-                f"${d['cost']['per_trainee']:.2f}")
-        ax.axvline(mk, color=ax.lines[-1].get_color(), ls=":", lw=1)
-    ax.axhline(8, color="red", ls="--", lw=1, label="on-demand quota wall: 8 workers (160 vCPU)")
-    ax.set_xlabel("minutes since the job was submitted (dotted: job done)")
-    ax.set_ylabel("worker nodes")
-    ax.set_xlim(left=0)
-    ax.set_title("raylab plan: 480 tasks x 1 CPU x 300 s, four scenarios (forecast, c7i.4xlarge)")
-    ax.legend(fontsize=8, loc="upper right")
-    ax.grid(alpha=0.3)
-    out = ROOT / "docs" / "images" / "scenarios-plan.png"
+        left.step(xs, ys, where="post", color=c, lw=2, label=f"{s}: peak {d['peak_workers']}, "
+                  f"makespan {mk:.1f} min, ${d['cost']['per_trainee']:.2f}")
+        left.axvline(mk, color=c, ls=":", lw=1)
+        r = runs[s]
+        right.step(r["t"], r["workers"], where="post", color=c, lw=2,
+                   label=f"{s}: peak {r['peak_workers']}, makespan {r['makespan_s']:.0f} s, "
+                         f"{r['quota_errors']} quota errors")
+        right.axvline(r["makespan_s"], color=c, ls=":", lw=1)
+    left.axhline(8, color="red", ls="--", lw=1, label="on-demand quota wall: 8 workers (160 vCPU)")
+    left.set(xlabel="minutes since the job was submitted (dotted: job done)", ylabel="worker nodes",
+             title="forecast: raylab plan, 480 tasks x 1 CPU x 300 s (c7i.4xlarge)")
+    right.axhline(8, color="red", ls="--", lw=1, label="on-demand quota wall: 8 workers")
+    right.axhline(10, color="darkred", ls="-.", lw=1, label="local spot quota wall: 10 workers (160 vCPU)")
+    right.set(xlabel="seconds since the job was submitted (dotted: all tasks done)",
+              ylabel="Ray worker nodes up", title="real local runs: raylab stress, 120 tasks x 1 CPU x 30 s")
+    for ax, where in ((left, "center right"), (right, "center right")):  # where no curve runs
+        ax.set_xlim(left=0)
+        ax.legend(fontsize=8, loc=where)
+        ax.grid(alpha=0.3)
+    fig.suptitle("The same job on four cluster shapes: static / autoscale / spot / mixed")
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    out = ROOT / "docs" / "images" / "scenarios.png"
+    fig.savefig(out, dpi=100)
     print(out)
 
 

@@ -38,6 +38,18 @@ def event_points(meta: dict[str, Any], samples: list[dict[str, Any]]) -> dict[st
     return out
 
 
+def stacked(ts: list[float], within: float = 1.0) -> list[tuple[float, int]]:
+    """Events drawn at one spot: (time, how many) per group of times closer than ``within`` s (pure).
+    Several launches in one sample would otherwise print as one marker while the legend counts them all."""
+    out: list[tuple[float, int]] = []
+    for t in sorted(ts):
+        if out and t - out[-1][0] < within:
+            out[-1] = (out[-1][0], out[-1][1] + 1)
+        else:
+            out.append((t, 1))
+    return out
+
+
 def draw(path: Path, meta: dict[str, Any], samples: list[dict[str, Any]], title: str | None = None) -> Path:
     import matplotlib
 
@@ -68,8 +80,14 @@ def draw(path: Path, meta: dict[str, Any], samples: list[dict[str, Any]], title:
         if not ts:
             continue
         y = {"launch": top - 0.5, "termination": top - 0.5}.get(kind, cap + 0.5)
-        ax2.scatter(ts, [y] * len(ts), marker=marker, color=colour, s=30, label=f"{label} ({len(ts)})",
-                    zorder=3)
+        groups = stacked(ts)
+        numbered = kind != "quota_error" and any(n > 1 for _, n in groups)  # quota errors: hundreds
+        ax2.scatter([t for t, _ in groups], [y] * len(groups), marker=marker, color=colour, s=30, zorder=3,
+                    label=f"{label} ({len(ts)}{'; number: that many at once' if numbered else ''})")
+        for t, n in groups if numbered else []:
+            if n > 1:
+                ax2.annotate(str(n), (t, y), xytext=(0, 5), textcoords="offset points", ha="center",
+                             fontsize=7, color=colour)
     ax2.set_ylim(0, top + 0.5)
     ax2.set_ylabel("nodes")
     ax2.set_xlabel("seconds since the job was submitted")

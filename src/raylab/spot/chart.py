@@ -128,6 +128,8 @@ def drill_series(events: list[dict[str, Any]], executions: list[dict[str, Any]],
         "guard": [{"t": rel(e), "kind": e["kind"], "message": str(e.get("message", ""))}
                   for e in inside if e["kind"] in GUARD_KINDS],
         "retried": sum(1 for x in executions if int(x.get("attempt") or 1) > 1),
+        "retry_starts": sorted(round(float(x["start"]) - t0, 3) for x in executions
+                               if int(x.get("attempt") or 1) > 1 and t0 <= float(x["start"]) <= t1),
     }
 
 
@@ -202,6 +204,10 @@ def draw(series: dict[str, Any], title: str, path: Path) -> Path:
             _mark(ax1, n["t"], "interruption notice", "tab:purple")
     for r in rc:
         _mark(ax1, r["t"], "spot reclaimed", "dimgray")
+    rs = series.get("retry_starts", [])
+    if rs:  # the reclaim's cost in tasks: each one re-run on another node, where it started again
+        ax1.scatter(rs, [ttop * 0.04] * len(rs), marker="o", facecolors="none", edgecolors="black", s=40,
+                    zorder=4, label=f"task re-run after its node was lost ({len(rs)})")
     for a, b, mk in series["capacity_windows"]:
         ax1.text((a + b) / 2, 0.97, f"{mk} capacity gone", transform=ax1.get_xaxis_transform(), ha="center",
                  va="top", fontsize=9, color="tab:red")
