@@ -234,3 +234,59 @@ def test_stage_objects_match_the_stage_table() -> None:
             info.verified_by,
         )
         assert callable(stage.destroy)
+
+
+class _TfWhoseRetryMet409:
+    """Terraform whose first apply created the head role in IAM, lost the answer, retried and got 409."""
+
+    def __init__(self, iam: Any) -> None:
+        self.iam, self.calls, self.state_file = iam, [], Path("/nonexistent/terraform.tfstate")
+
+    def init(self) -> None:
+        self.calls.append("init")
+
+    def apply(self, variables: Any) -> bool:
+        self.calls.append("apply")
+        if self.calls.count("apply") == 1:
+            self.iam.create_role(RoleName="raylab-kim-ray-head", AssumeRolePolicyDocument="{}")
+            raise RaylabError("terraform apply failed: Error: creating IAM Role (raylab-kim-ray-head): "
+                              "operation error IAM: CreateRole, https response error StatusCode: 409, "
+                              "EntityAlreadyExists: Role with name raylab-kim-ray-head already exists.")
+        return True
+
+    def import_resource(self, address: str, rid: str, variables: Any) -> bool:
+        self.calls.append(f"import {address} {rid}")
+        return True
+
+    def output(self) -> dict[str, str]:
+        return {}
+
+
+def test_an_apply_that_met_its_own_create_adopts_it_and_applies_again(
+        moto_iam_ctx: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seen on a loaded machine: IAM created the role, Terraform's SDK retried CreateRole and got
+    EntityAlreadyExists. Stage 2 adopts what is its own by name and applies once more."""
+    from raylab.aws.session import client
+
+    tf = _TfWhoseRetryMet409(client(moto_iam_ctx, "iam"))
+    monkeypatch.setattr(S2, "terraform_for", lambda ctx: (tf, {}))
+    monkeypatch.setattr("raylab.iac.terraform.state_addresses", lambda path: set())
+    out = S2.STAGE.apply(moto_iam_ctx)
+    assert tf.calls == ["init", "apply", "import aws_iam_role.head raylab-kim-ray-head", "apply"]
+    assert out["action"] == "applied"
+
+
+def test_another_apply_error_is_not_retried(moto_iam_ctx: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    class Broken(_TfWhoseRetryMet409):
+        def apply(self, variables: Any) -> bool:
+            self.calls.append("apply")
+            raise RaylabError("terraform apply failed: Error: AccessDenied")
+
+    from raylab.aws.session import client
+
+    tf = Broken(client(moto_iam_ctx, "iam"))
+    monkeypatch.setattr(S2, "terraform_for", lambda ctx: (tf, {}))
+    monkeypatch.setattr("raylab.iac.terraform.state_addresses", lambda path: set())
+    with pytest.raises(RaylabError, match="AccessDenied"):
+        S2.STAGE.apply(moto_iam_ctx)
+    assert tf.calls == ["init", "apply"]

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from raylab.errors import RaylabError
 from raylab.stages import BY_NAME
 from raylab.stages.base import Check
 
@@ -114,6 +115,11 @@ def _profile_check(iam: Any, label: str, profile: str, role: str,
     return Check(label, roles == [role], f"{profile} carries {roles}", hint), True
 
 
+def is_already_exists(error: str) -> bool:
+    """A Terraform apply that failed because an IAM object of that name exists (pure)."""
+    return "EntityAlreadyExists" in error
+
+
 class IdentityStage:
     number, name, summary, verified_by = BY_NAME["identity"].described
 
@@ -125,15 +131,25 @@ class IdentityStage:
         with ctx.ui.waiting("terraform init (providers from the local mirror when present)"):
             tf.init()
         iam = client(ctx, "iam")
-        lost = orphans(state_addresses(tf.state_file), ctx.names, lambda a, rid: cloud_has(iam, a, rid))
-        if lost:
-            ctx.ui.warning(
-                f"{len(lost)} IAM object(s) exist that Terraform's state lacks (an interrupted run?): "
-                "adopting them"
-            )
-            for address, rid in lost.items():
-                tf.import_resource(address, rid, variables)
-        changed = tf.apply(variables) or bool(lost)
+
+        def adopt(why: str) -> bool:
+            lost = orphans(state_addresses(tf.state_file), ctx.names, lambda a, rid: cloud_has(iam, a, rid))
+            if lost:
+                ctx.ui.warning(f"{len(lost)} IAM object(s) exist that Terraform's state lacks ({why}): "
+                               "adopting them")
+                for address, rid in lost.items():
+                    tf.import_resource(address, rid, variables)
+            return bool(lost)
+
+        adopted = adopt("an interrupted run?")
+        try:
+            changed = tf.apply(variables) or adopted
+        except RaylabError as e:
+            # a create that reached IAM but whose answer did not reach Terraform (its SDK retried the
+            # call and got 409): the object is ours and real; adopt it and apply once more
+            if not is_already_exists(str(e)) or not adopt("IAM answered EntityAlreadyExists to a retry"):
+                raise
+            changed = tf.apply(variables) or True
         outputs = tf.output()
         ctx.state.put("identity", {k: outputs.get(k, "") for k in OUTPUT_KEYS})
         if changed:
