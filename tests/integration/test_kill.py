@@ -45,7 +45,7 @@ import pytest
 from raylab import leftovers, procs, proctable
 from tests.conftest import ROOT
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow,
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.lane2,
               pytest.mark.skipif(shutil.which("terraform") is None, reason="terraform is not on PATH")]
 
 LAB = "kt"
