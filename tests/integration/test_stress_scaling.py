@@ -45,7 +45,10 @@ def test_stress_then_scaling_on_local_target(tmp_path: Path) -> None:
         assert r.returncode == 0, r.stderr[-3000:]
 
         # --- stage 4: the wall -------------------------------------------------------------------
-        r = run_cli("stress", "--tasks", "20", "--duration", "6", *common, timeout=300)
+        # 10 s tasks: the job outlasts the local head's 15 s REQUESTED timeout after the wall, so the
+        # rest of a partly filled launch is asked again within the job and meets VcpuLimitExceeded
+        # (with 6 s tasks a CI run ended before that retry: no quota error recorded)
+        r = run_cli("stress", "--tasks", "20", "--duration", "10", *common, timeout=300)
         assert r.returncode == 0, r.stderr[-3000:]
         s = json_out(r)
         assert s["ok"] and (s["tasks_total"], s["tasks_completed"], s["tasks_failed"]) == (20, 20, 0)
@@ -53,7 +56,7 @@ def test_stress_then_scaling_on_local_target(tmp_path: Path) -> None:
         assert s["min_workers"] < s["peak_workers"] <= 4
         assert s["quota_errors"] >= 1
         assert any(e["kind"] == "quota_error" and e["code"] == "VcpuLimitExceeded" for e in twin.events())
-        assert s["ideal_makespan_s"] == 12.0 and s["makespan_s"] >= 12.0  # 2 waves of 16 slots x 6 s
+        assert s["ideal_makespan_s"] == 20.0 and s["makespan_s"] >= 20.0  # 2 waves of 16 slots x 10 s
         assert Path(s["chart"]).read_bytes()[:8] == PNG
         # spot numbers: retries come from Ray's state API (None would mean Ray could not say)
         assert (s["tasks_retried"], s["nodes_reclaimed"], s["capacity_events"]) == (0, 0, 0), r.stderr[-2000:]
