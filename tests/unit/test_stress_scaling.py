@@ -132,6 +132,12 @@ def test_removal_checks() -> None:
     assert [c.ok for c in ok] == [True, True] and "18 s after going idle" in ok[0].detail
     early = removal_checks({"idle_at": 40, "down_at": 42, "workers_when_idle": 3, "delay_s": 2.0}, 1.0, 0)
     assert [c.ok for c in early] == [True, False]
+    # the AWS rehearsal: 44 s after the job's last task, 60 s timeout, 30 s tasks: a node whose own
+    # last task ended up to 30 s before the job's was idle long enough
+    uneven = {"idle_at": 92, "down_at": 136, "workers_when_idle": 4, "delay_s": 44.0}
+    assert [c.ok for c in removal_checks(uneven, 1.0, 2, task_s=30.0)] == [True, True]
+    assert [c.ok for c in removal_checks(uneven, 1.0, 2)] == [True, False]
+    assert not removal_checks({**uneven, "delay_s": 10.0}, 1.0, 2, task_s=30.0)[1].ok
     stuck = removal_checks({"idle_at": 40, "down_at": None, "workers_when_idle": 3, "delay_s": None}, 0.25, 0)
     assert [c.ok for c in stuck] == [False]
     assert not removal_checks(None, 0.25, 0)[0].ok

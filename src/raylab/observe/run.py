@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -248,8 +249,12 @@ def run_stress(ctx: Context, *, tasks: int, duration: float, scale: int, out_dir
                 f"quota {quota if quota is not None else 'unknown'} vCPU, {reserved} of it already in use "
                 f"by the head and other instances)")
     stop_orphaned_job(ctx.state, ctx.ui, JOB_STATE, dashboard, "stress job")
-    job = StressJob.submit(dashboard, ctx.root / "workloads", tasks, duration, scale)
-    note_job(ctx.state, JOB_STATE, job.job_id, dashboard)  # a run killed from here on leaves the job
+    # named in the state before it is submitted: a run killed while Ray accepts it (seen: SIGINT 2.3 s
+    # into stage 4) leaves a job the next run can still stop by this id
+    submission_id = f"raylab-stress-{uuid.uuid4().hex[:12]}"
+    note_job(ctx.state, JOB_STATE, submission_id, dashboard)
+    job = StressJob.submit(dashboard, ctx.root / "workloads", tasks, duration, scale,
+                           submission_id=submission_id)
     samples: list[dict[str, Any]] = []
     down_deadline: float | None = None
     with LiveView(ctx.ui, f"stress {tasks} x {duration:g}s") as live:

@@ -168,9 +168,14 @@ def head_kept_check(first_job_id: str, listed: list[str] | None) -> Check:
 
 
 def removal_checks(
-    removal: dict[str, Any] | None, idle_timeout_minutes: float, min_workers: int, sample_s: float = 2.0
+    removal: dict[str, Any] | None, idle_timeout_minutes: float, min_workers: int, sample_s: float = 2.0,
+    task_s: float = 0.0,
 ) -> list[Check]:
-    """Idle workers removed after (not before) the idle timeout, down to min_workers (pure)."""
+    """Idle workers removed after (not before) the idle timeout, down to min_workers (pure).
+
+    The delay is measured from the job's last task; Ray counts idleness per node from that node's own
+    last task, which can end up to one task (``task_s``) earlier when the last wave is uneven (seen in
+    the AWS rehearsal: 44 s after the job for a 60 s timeout, with 30 s tasks)."""
     timeout_s = idle_timeout_minutes * 60
     if removal is None:
         return [Check("workers went idle", False, "the run never finished all its tasks", None)]
@@ -196,7 +201,7 @@ def removal_checks(
             )
         ]
     # Ray counts idleness per node from its last task; a node can go idle before the last task ends
-    early = d < timeout_s - 2 * sample_s - 10
+    early = d < timeout_s - task_s - 2 * sample_s - 10
     return [
         Check(
             "idle workers removed",
@@ -409,7 +414,8 @@ class ScalingStage:
             )
         )
         checks += removal_checks(
-            run.get("idle_removal"), float(r.get("idle_timeout_minutes") or 0), int(r.get("min_workers") or 0)
+            run.get("idle_removal"), float(r.get("idle_timeout_minutes") or 0),
+            int(r.get("min_workers") or 0), task_s=float(run.get("task_duration_s") or 0),
         )
         if r.get("first_job_id"):
             checks.append(head_kept_check(r["first_job_id"], r.get("jobs_listed")))
