@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from raylab.errors import RaylabError
 from raylab.labid import names
 from raylab.options import Detected, LabOptions
+from raylab.phases import PhaseClock
 from raylab.state import State
 from raylab.ui import UI
 
@@ -43,6 +44,7 @@ class Context:
     scenario: str = "autoscale"
     options: LabOptions = field(default_factory=LabOptions)  # what the command asked for (frozen)
     detected: Detected = field(default_factory=Detected)  # what the preflight found this run
+    clock: PhaseClock = field(default_factory=PhaseClock)  # where this run's time goes, by stage and phase
     _target: Target | None = None
     make_target: Callable[[str], Target] | None = None  # builds ``target`` from ``target_name`` on first use
 

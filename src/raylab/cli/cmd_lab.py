@@ -11,6 +11,7 @@ from raylab.cli.cmd_preflight import RegionOpt
 from raylab.cli.options import Shared, takes_shared
 from raylab.context import Context
 from raylab.errors import RaylabError, StageFailed
+from raylab.phases import breakdown, table_lines
 from raylab.stages import BY_NAME, LAB_STAGES, STAGES, UP_STAGES, StageInfo, find
 from raylab.stages.runner import run_stages
 
@@ -217,7 +218,8 @@ def _run(ctx: Context, infos: list[StageInfo], command: str, verify_only: bool =
         lease = _lease(ctx, command)
         try:
             if not verify_only:
-                ctx.target.start(ctx)
+                with ctx.clock.in_stage("start"), ctx.clock.phase(f"{ctx.target_name} target up"):
+                    ctx.target.start(ctx)
                 lease.__enter__()
             for info in infos:
                 failed = f"{info.number} {info.name}" if info.number else info.name
@@ -230,7 +232,8 @@ def _run(ctx: Context, infos: list[StageInfo], command: str, verify_only: bool =
                     from raylab.observe.readiness import show
 
                     try:
-                        readiness = ctx.target.readiness(ctx)
+                        with ctx.clock.in_stage("readiness"), ctx.clock.phase("time to ready per node"):
+                            readiness = ctx.target.readiness(ctx)
                     except Exception as e:  # noqa: BLE001 - a measurement never fails the stage
                         readiness = {"nodes": [], "summary": {}, "error": f"{type(e).__name__}: {e}"}
                     show(ctx.ui, readiness)
@@ -249,10 +252,14 @@ def _run(ctx: Context, infos: list[StageInfo], command: str, verify_only: bool =
             raise err from e
         finally:
             lease.__exit__(None, None, None)
+    phases = breakdown(ctx.clock.rows, {r.name: r.seconds for r in results})
     if results:
         ctx.ui.info("time per stage: " + ", ".join(f"{r.name} {r.seconds:.1f} s" for r in results))
+        if len(results) > 1:
+            ctx.ui.info("where the time went (stage, phase):\n" + "\n".join(table_lines(phases)))
     done: dict[str, Any] = {"ok": True, "lab": ctx.lab, "target": ctx.target_name,
-                            "stages": [r.as_dict() for r in results]}
+                            "stages": [r.as_dict() for r in results],
+                            "phases": [p.as_dict() for p in phases]}
     if readiness is not None:
         done["readiness"] = readiness
     ctx.ui.result(done)

@@ -228,6 +228,7 @@ def run_stress(ctx: Context, *, tasks: int, duration: float, scale: int, out_dir
     from raylab.observe.job import StressJob, note_job, stop_orphaned_job
     from raylab.observe.live import LiveView
 
+    t_start = time.monotonic()
     cluster = cluster_info(ctx)
     cfg = load_config(cluster.config_path)
     lim = limits_from_config(cfg, scale)
@@ -255,6 +256,9 @@ def run_stress(ctx: Context, *, tasks: int, duration: float, scale: int, out_dir
     note_job(ctx.state, JOB_STATE, submission_id, dashboard)
     job = StressJob.submit(dashboard, ctx.root / "workloads", tasks, duration, scale,
                            submission_id=submission_id)
+    t_submitted = time.monotonic()
+    ctx.clock.add("stress job: submit", t_submitted - t_start)
+    t_job_done: float | None = None
     samples: list[dict[str, Any]] = []
     down_deadline: float | None = None
     with LiveView(ctx.ui, f"stress {tasks} x {duration:g}s") as live:
@@ -269,6 +273,7 @@ def run_stress(ctx: Context, *, tasks: int, duration: float, scale: int, out_dir
                 live.update(s)
                 elapsed = time.time() - started
                 if job.done:
+                    t_job_done = t_job_done or time.monotonic()
                     if not observe_scale_down:
                         break
                     if down_deadline is None:
@@ -287,6 +292,10 @@ def run_stress(ctx: Context, *, tasks: int, duration: float, scale: int, out_dir
             raise
         finally:
             ctx.state.drop(JOB_STATE)
+            t_end = time.monotonic()
+            ctx.clock.add("stress job: run (ramp + tasks)", (t_job_done or t_end) - t_submitted)
+            if t_job_done is not None and observe_scale_down:
+                ctx.clock.add("stress job: idle removal wait", t_end - t_job_done)
     if job.status != "SUCCEEDED" and not job.summary:
         raise RaylabError(f"the stress job ended {job.status}: {job.message[:200]}",
                           f"job log tail:\n{job.logs_tail()}")
@@ -309,4 +318,5 @@ def run_stress(ctx: Context, *, tasks: int, duration: float, scale: int, out_dir
         summary["idle_removal"] = removal
         summary["idle_removal_line"] = tl.idle_removal_line(removal, lim.idle_timeout_minutes,
                                                             lim.min_workers)
+    ctx.clock.add("stress job: chart and task records", time.monotonic() - t_end)
     return summary

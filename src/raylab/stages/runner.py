@@ -21,10 +21,12 @@ def run_stage(ctx: Context, info: StageInfo, verify_only: bool = False) -> Stage
     note_stage(ctx.workdir, label)  # where an interrupted or killed run stopped
     t0 = time.monotonic()
     applied: dict = {}
-    if not verify_only:
-        ctx.ui.step(f"{label}: {info.summary}")
-        applied = stage.apply(ctx) or {}
-    checks = tuple(safe_verify(stage, ctx))
+    with ctx.clock.in_stage(info.name):
+        if not verify_only:
+            ctx.ui.step(f"{label}: {info.summary}")
+            applied = stage.apply(ctx) or {}
+        with ctx.clock.phase("verify"):
+            checks = tuple(safe_verify(stage, ctx))
     result = StageResult(info.number, info.name, applied, checks, time.monotonic() - t0)
     timings = ctx.state.get("timings")
     timings[info.name] = round(result.seconds, 2)

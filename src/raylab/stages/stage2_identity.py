@@ -128,7 +128,8 @@ class IdentityStage:
         from raylab.iac.terraform import state_addresses
 
         tf, variables = terraform_for(ctx)
-        with ctx.ui.waiting("terraform init (providers from the local mirror when present)"):
+        with ctx.ui.waiting("terraform init (providers from the local mirror when present)"), \
+                ctx.clock.phase("terraform init"):
             tf.init()
         iam = client(ctx, "iam")
 
@@ -143,7 +144,8 @@ class IdentityStage:
 
         adopted = adopt("an interrupted run?")
         try:
-            changed = tf.apply(variables) or adopted
+            with ctx.clock.phase("terraform apply"):
+                changed = tf.apply(variables) or adopted
         except RaylabError as e:
             # a create that reached IAM but whose answer did not reach Terraform (its SDK retried the
             # call and got 409): the object is ours and real; adopt it and apply once more

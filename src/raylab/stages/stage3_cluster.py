@@ -121,7 +121,8 @@ class ClusterStage:
         cfg = render_config(ctx)
         ctx.target.validate_config(cfg)
         path = write_config(ctx, cfg)
-        info = ctx.target.cluster_up(ctx, path)
+        with ctx.clock.phase("cluster up (head instance, Ray head)"):
+            info = ctx.target.cluster_up(ctx, path)
         ctx.state.update("cluster", scenario=ctx.scenario, scale=lab_scale(ctx),
                          node_python=node_python(lab_node_python(ctx)))
         return applied_json(info)

@@ -82,7 +82,8 @@ class StressStage:
         summary = run_stress(ctx, tasks=tasks, duration=duration, scale=scale, out_dir=out_dir)
         from raylab.observe.readiness import show
 
-        readiness = ctx.target.readiness(ctx)  # the workers this run launched, per node
+        with ctx.clock.phase("time to ready per node"):
+            readiness = ctx.target.readiness(ctx)  # the workers this run launched, per node
         show(ctx.ui, readiness, "Time to ready per node (stress)")
         s = StressRecord.from_run(summary, scale_mapping=SCALE_MAPPING, readiness=readiness)
         ctx.state.put("stress", s.as_json())

@@ -86,7 +86,8 @@ class SpotStage:
                 "capacity": (drill_capacity, {})}
             for name, (drill, kw) in drills.items():
                 t0 = time.time()
-                results[name] = drill(ctx, out_dir, o, **kw)
+                with ctx.clock.phase(f"drill {name}"):
+                    results[name] = drill(ctx, out_dir, o, **kw)
                 results[name]["chart"] = drill_chart(ctx, name, results[name],
                                                      results[name].get("chart_from", t0), time.time())
         finally:

@@ -155,7 +155,8 @@ class DataStage:
             # a killed run's job would write the same output beside this one: stop it first
             stop_orphaned_job(ctx.state, ctx.ui, JOB_STATE, url, "data job")
             ctx.ui.info(f"submitting the data job: {where}")
-            with ctx.ui.waiting("data job running (Ray Data map tasks; the autoscaler may add workers)"):
+            with ctx.ui.waiting("data job running (Ray Data map tasks; the autoscaler may add workers)"), \
+                    ctx.clock.phase("data job"):
                 try:
                     summary, job_id, _ = submit.run_as_job(
                         url, script, args, runtime_env=runtime_env, python=python,

@@ -39,13 +39,15 @@ class Teardown:
             if destroy is None:
                 continue
             try:
-                destroy(ctx)
+                with ctx.clock.phase(f"undo stage {info.number} {info.name}"):
+                    destroy(ctx)
             except Exception as e:  # noqa: BLE001 - keep cleaning, report at the end
                 why = e.one_line() if isinstance(e, RaylabError) else str(e)
                 errors.append(f"stage {info.number} {info.name}: {why}")
                 ctx.ui.error(f"teardown of stage {info.number} {info.name} failed: {why}")
         try:
-            ctx.target.stop(ctx)
+            with ctx.clock.phase(f"stop the {ctx.target_name} target"):
+                ctx.target.stop(ctx)
         except Exception as e:  # noqa: BLE001
             errors.append(f"target stop: {e}")
             ctx.ui.error(f"stopping the {ctx.target_name} target failed: {e}")
