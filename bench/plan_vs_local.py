@@ -84,23 +84,18 @@ def measured_rounds(events: list[dict[str, Any]]) -> int:
     return rounds
 
 
-def boot_seconds(events: list[dict[str, Any]], timeline: Path) -> float | None:
-    """Seconds one worker takes from its launch call to a Ray node that runs tasks, on this machine now.
-
-    The twin boots one node at a time, so the k-th node is ready at
-    ready_k = max(launch_k, ready_(k-1)) + boot. ``launch_k`` comes from the twin's launch events,
-    ``ready_k`` from the stress timeline (first sample with k Ray workers); the median boot is what
-    the forecast gets (with --max-concurrent-boots 1)."""
-    launches = sorted(e["t"] for e in events if e.get("kind") == "launch" and e.get("node_kind") != "head"
-                      for _ in range(int(e.get("launched") or 0)))
-    samples = [json.loads(line) for line in timeline.read_text().splitlines() if line.strip()]
-    samples = [s for s in samples if s.get("kind") == "sample" and s.get("workers") is not None]
-    ready: list[float] = []
-    for s in samples:
-        while len(ready) < int(s["workers"]) and len(ready) < len(launches):
-            ready.append(float(s["ts"]))
-    spans = [r - max(launches[k], ready[k - 1] if k else 0.0) for k, r in enumerate(ready)]
-    spans = [x for x in spans if x > 0]
+def boot_seconds(events: list[dict[str, Any]]) -> float | None:
+    """Seconds one worker takes from its launch call to a running Ray node, on this machine now:
+    the median over the run's workers of the twin's own events (launch -> node_running). The twin
+    boots nodes together (up to --max-concurrent-boots), so each span is that node's own boot."""
+    launched: dict[str, float] = {}
+    spans: list[float] = []
+    for e in events:
+        if e.get("kind") == "launch" and e.get("node_kind") != "head":
+            for iid in e.get("instance_ids") or []:
+                launched.setdefault(iid, float(e["t"]))
+        elif e.get("kind") == "node_running" and e.get("instance_id") in launched:
+            spans.append(float(e["t"]) - launched[e["instance_id"]])
     return round(statistics.median(spans), 1) if spans else None
 
 
@@ -169,7 +164,7 @@ def main() -> int:
             m = raylab("stress", "--json", "--tasks", str(args.tasks), "--duration", str(args.duration),
                        *common)
             events = twin.events(since=since)
-            boot = boot_seconds(events, Path(m["timeline"])) or 10.0
+            boot = boot_seconds(events) or 10.0
             wstart = worker_start_seconds(Path(m["timeline"]), args.duration)
             head_vcpus = head_instance_vcpus(cfg)
             other = max(0, int(m.get("reserved_vcpus") or 0) - head_vcpus)  # e.g. the bastion

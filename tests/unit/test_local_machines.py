@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from raylab.cluster.status import agreement
 from raylab.targets.local.head import head_run_args, loopback_env
-from raylab.targets.local.machines import ClusterReg, node_command, node_env
+from raylab.targets.local.machines import MAX_BOOT_SLOTS, ClusterReg, boot_slots, node_command, node_env
 from raylab.targets.local.target import launch_failures
 
 
@@ -20,6 +22,22 @@ def test_node_command_is_loopback_with_its_own_temp_dir_and_dynamic_ports() -> N
     assert "--num-cpus=4" in cmd and f"--memory={8 * 1024**3}" in cmd
     assert "--temp-dir=/tmp/rl-x/abcd1234" in cmd
     assert "--min-worker-port=0" in cmd and "--dashboard-agent-listen-port=0" in cmd
+
+
+def test_a_node_runs_no_log_monitor() -> None:
+    """The lab's tasks print nothing a driver shows; the log monitor was 17% of a boot's CPU."""
+    assert "--include-log-monitor=false" in node_command("ray", reg(), "ray.worker.ondemand", "/tmp/rl-x/a")
+
+
+@pytest.mark.parametrize(("cpus", "slots"), [
+    (None, 2),  # unknown core count: still two at once
+    (1, 2),
+    (2, 4),  # this machine kind: instances launched in one tick (up to 3-4) boot together
+    (4, 8),
+    (64, MAX_BOOT_SLOTS),
+])
+def test_boot_slots_grow_with_the_cores(cpus: int | None, slots: int) -> None:
+    assert boot_slots(cpus) == slots
 
 
 def test_node_env_drops_inherited_identity_and_keys() -> None:

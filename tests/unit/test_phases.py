@@ -55,7 +55,8 @@ def test_a_phase_that_raises_is_still_recorded() -> None:
     # rounding noise never makes a negative "other"
     ([PhaseTime("cluster", "up", 8.02)], {"cluster": 8.0}, [("cluster", "up", 8.02)]),
 ])
-def test_breakdown(rows: list[PhaseTime], stages: dict[str, float], want: list[tuple[str, str, float]]) -> None:
+def test_breakdown(rows: list[PhaseTime], stages: dict[str, float],
+                   want: list[tuple[str, str, float]]) -> None:
     assert [(r.stage, r.phase, r.seconds) for r in breakdown(rows, stages)] == want
 
 

@@ -10,8 +10,12 @@ Runs inside the twin process. A reconcile loop compares moto's instances with th
   TerminateInstances, stopped, reclaimed) -> stop its process group (SIGTERM, then SIGKILL);
 - a node process that died by itself -> terminate its instance, so the cloud and Ray agree.
 
-Boots are asynchronous and bounded (``max_concurrent_boots``, default 1 on 2 cores); stops run on
-their own threads, so no EC2 call ever waits for a Ray process.
+Boots are asynchronous and run together, as instances launched together boot together on EC2,
+bounded by what the machine can take (``boot_slots``: 2 per core, so 4 on 2 cores); stops run on
+their own threads, so no EC2 call ever waits for a Ray process. A node runs only the processes a
+worker of the lab needs: its raylet with the two agents the raylet requires (dashboard agent,
+runtime-env agent), without the log monitor (``--include-log-monitor=false``: the lab's tasks print
+nothing a driver shows, and it was 17% of a node's boot CPU; bench/node_boot.py).
 """
 
 from __future__ import annotations
@@ -43,6 +47,14 @@ TAG_TYPE = "ray-user-node-type"
 _DROP_ENV = ("RAY_CLOUD_INSTANCE_ID", "RAY_NODE_TYPE_NAME", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
              "AWS_SESSION_TOKEN", "RAY_ADDRESS")
 RAYLET_READY_TIMEOUT_S = 90.0
+MAX_BOOT_SLOTS = 16
+
+
+def boot_slots(cpus: int | None) -> int:
+    """How many nodes boot at once on a machine with ``cpus`` cores (pure). A node's boot is ~2.3
+    CPU-seconds spread over ~1.5 s of mostly single-threaded start-up in four processes, so two
+    boots per core keep the cores busy without starving the running tasks' nodes."""
+    return max(2, min(MAX_BOOT_SLOTS, 2 * (cpus or 1)))
 
 
 @dataclass
@@ -94,7 +106,7 @@ def node_command(ray_bin: str, reg: ClusterReg, node_type: str, temp_dir: str) -
     cmd = [ray_bin, "start", f"--address={reg.gcs_address}", "--block", "--node-ip-address=127.0.0.1",
            f"--num-cpus={cpus}", f"--temp-dir={temp_dir}", f"--object-store-memory={reg.object_store_memory}",
            "--dashboard-agent-listen-port=0", "--min-worker-port=0", "--max-worker-port=0",
-           "--disable-usage-stats"]
+           "--include-log-monitor=false", "--disable-usage-stats"]
     if gpus:
         cmd.append(f"--num-gpus={gpus}")
     if memory:
@@ -132,7 +144,7 @@ class Machines:
         self.machines: dict[str, Machine] = {}
         self.clusters: dict[str, ClusterReg] = {}
         self.boot_delay_s = 0.0
-        self.max_concurrent_boots = 1
+        self.max_concurrent_boots = boot_slots(os.cpu_count())
         self.boot_failure_types: set[str] = set()
         self._queue: queue.Queue[str] = queue.Queue()
         self._stop = threading.Event()
@@ -147,7 +159,7 @@ class Machines:
         t = threading.Thread(target=self._reconcile_loop, name="machines-reconcile", daemon=True)
         t.start()
         self._threads.append(t)
-        for i in range(4):  # boot workers; the slot semaphore bounds concurrency
+        for i in range(MAX_BOOT_SLOTS):  # boot workers; the slot count bounds concurrency
             b = threading.Thread(target=self._boot_loop, name=f"machines-boot-{i}", daemon=True)
             b.start()
             self._threads.append(b)

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from raylab.targets.local import ec2rules
-from raylab.targets.local.machines import Machines
+from raylab.targets.local.machines import MAX_BOOT_SLOTS, Machines
 from raylab.targets.local.moto_patches import install_moto_patches
 
 log = logging.getLogger("raylab.twin")
@@ -234,7 +234,7 @@ def _set_boot(twin: Twin, body: dict, q: dict) -> Any:
         if "boot_delay_s" in body:
             m.boot_delay_s = max(0.0, float(body["boot_delay_s"]))
         if "max_concurrent_boots" in body:
-            m.max_concurrent_boots = max(1, min(4, int(body["max_concurrent_boots"])))
+            m.max_concurrent_boots = max(1, min(MAX_BOOT_SLOTS, int(body["max_concurrent_boots"])))
         if "boot_failure_node_types" in body:
             m.boot_failure_types = set(body["boot_failure_node_types"] or [])
     return _boot(twin, {}, {})
@@ -338,7 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quota-on-demand", type=int, default=ec2rules.DEFAULT_VCPU_QUOTA)
     p.add_argument("--quota-spot", type=int, default=ec2rules.DEFAULT_VCPU_QUOTA)
     p.add_argument("--boot-delay", type=float, default=0.0)
-    p.add_argument("--max-concurrent-boots", type=int, default=1)
+    p.add_argument("--max-concurrent-boots", type=int, default=None,
+                   help="nodes booting at once (default: 2 per core, see machines.boot_slots)")
     a = p.parse_args(argv)
     if __name__ == "__main__":  # `python -m`: let `import raylab.targets.local.twin` find THIS module
         sys.modules.setdefault("raylab.targets.local.twin", sys.modules[__name__])
@@ -348,7 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     a.state_dir.mkdir(parents=True, exist_ok=True)
     twin = Twin(a.state_dir, {ec2rules.ON_DEMAND_QUOTA: a.quota_on_demand, ec2rules.SPOT_QUOTA: a.quota_spot})
     twin.machines.boot_delay_s = a.boot_delay
-    twin.machines.max_concurrent_boots = a.max_concurrent_boots
+    if a.max_concurrent_boots:
+        twin.machines.max_concurrent_boots = a.max_concurrent_boots
     install_moto_patches(twin)
     with contextlib.suppress(ImportError):
         from raylab.targets.local import imds  # owned by the spot stage; optional
