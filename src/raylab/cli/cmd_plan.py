@@ -81,7 +81,8 @@ def plan(
     compare: CompareOpt = None,
     scale: Annotated[str, _opt("--scale", "Ray CPUs per node = vCPUs / SCALE (local target's scale).")] = "1",
     boots: Annotated[str, _opt("--max-concurrent-boots",
-                               "Nodes booting at once ('none': all, as on AWS; local twin: 2 per core).")] = "none",
+                               "Nodes booting at once ('none': all, as on AWS; local twin: 2 per "
+                               "core).")] = "none",
     worker_start: Annotated[str, _opt("--worker-start-seconds", "Seconds Ray takes to start a task's "
                                       "worker process on a fresh CPU slot.")] = "0",
     png: Annotated[Path | None, _opt("--png", "Also write a chart of workers over time (PNG).")] = None,
