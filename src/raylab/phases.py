@@ -83,7 +83,7 @@ def _other(stage: str, total: float, mine: list[PhaseTime]) -> list[PhaseTime]:
     return [PhaseTime(stage, "other", max(0.0, rest))] if rest >= 0.05 or not mine else []
 
 
-def table_lines(rows: list[PhaseTime], width: int = 28) -> list[str]:
+def table_lines(rows: list[PhaseTime], width: int = 36) -> list[str]:
     """The breakdown as aligned lines with a bar per phase, longest phase = 30 characters (pure)."""
     if not rows:
         return []

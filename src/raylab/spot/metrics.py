@@ -81,3 +81,25 @@ def tasks_from_state_api(name: str, address: str | None = None) -> list[dict[str
     rows = list_tasks(address=address, filters=[("name", "=", name)], limit=10_000,
                       raise_on_missing_output=False, detail=False)
     return [{"task_id": r.task_id, "attempt_number": r.attempt_number} for r in rows]
+
+
+def burst_start_s(executions: list[dict[str, Any]], base_ids: set[str] | list[str],
+                  t_start: float) -> float | None:
+    """Seconds from the job's start until its first task began on a node added for the burst (pure);
+    None if no task ran beyond the base workers."""
+    base = set(base_ids)
+    starts = [float(x["start"]) for x in executions if x.get("instance_id") not in base]
+    return round(min(starts) - t_start, 2) if starts else None
+
+
+def launched(evs: list[dict[str, Any]], market: str, t_from: float, t_to: float = float("inf")) -> int:
+    return sum(int(e.get("launched", 0)) for e in evs
+               if e["kind"] == "launch" and e.get("market") == market and e.get("node_kind") != "head"
+               and t_from <= e["t"] <= t_to)
+
+
+def first_launch_s(evs: list[dict[str, Any]], t0: float) -> float | None:
+    """Seconds from ``t0`` until the first worker instance launched (any market), None if none (pure)."""
+    ts = [e["t"] for e in evs if e["kind"] == "launch" and e.get("node_kind") != "head"
+          and int(e.get("launched", 0)) > 0 and e["t"] >= t0]
+    return round(min(ts) - t0, 2) if ts else None

@@ -3,15 +3,16 @@
 apply (local target), on the cluster stage 3 started:
 1. spot workers allowed: a scenario without spot gets the ``mixed`` limits for the drill (the
    autoscaler re-reads its YAML), put back afterwards; the capacity guard starts next to the head;
-2. drill "reclaim, no notice": the spot demo's tasks spread over on-demand and spot workers; once
-   spot workers run, a third of them is terminated at once. Ray re-runs their tasks (max_retries)
-   and v2 launches replacements while demand remains;
-3. drill "reclaim with notice": one spot worker gets an interruption notice in its IMDS; its watcher
-   drains the node (DRAIN_NODE_REASON_PREEMPTION), the twin terminates it at the deadline;
-4. drill "capacity": the same burst three times, each from the cluster's base (on-demand at
-   min_workers, no spot): without failures (the baseline); with spot RunInstances failing with
-   InsufficientInstanceCapacity for a window, when the guard caps the spot type and the burst goes to
-   on-demand; and after the window, once the guard restored spot, when new demand goes to spot.
+2. drills "reclaim, with notice" and "reclaim, no notice", on one demo job: its tasks spread over
+   on-demand and spot workers; once two spot workers have every CPU busy, one gets an interruption
+   notice in its IMDS (its watcher drains the node, DRAIN_NODE_REASON_PREEMPTION; the twin terminates
+   it at the deadline) and another is terminated at once. Ray re-runs their tasks (max_retries) and
+   v2 launches replacements while demand remains;
+3. drill "capacity": the same burst from the cluster's base (on-demand at min_workers, no spot)
+   twice: with spot RunInstances failing with InsufficientInstanceCapacity for a window, when the
+   guard caps the spot type and the burst goes to on-demand; and after the window, once the guard
+   restored spot, when new demand goes to spot. That second burst meets no failure: it is the
+   baseline the window's makespan is measured against.
 verify: every task of every drill completed; retries and replacements recorded; no task started on
 a drained node after its drain; the guard capped and restored; on-demand launched in the window;
 the makespan stayed within 1.5x of the baseline's; spot launched again after the window.
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from raylab.errors import RaylabError
+from raylab.spot.metrics import burst_start_s, first_launch_s, launched
 from raylab.stages import BY_NAME
 from raylab.stages.base import Check
 from raylab.stages.stage6_io import (  # noqa: F401 - ensure_spot_allowed: re-exported for its tests
@@ -80,16 +82,16 @@ class SpotStage:
         ensure_guard(ctx, cooldown=o["cooldown"], probe=o["probe"])
         results: dict[str, Any] = {}
         try:
-            drills: dict[str, tuple[Callable[..., dict[str, Any]], dict[str, Any]]] = {
-                "reclaim_no_notice": (drill_reclaim, {"notice_s": 0}),
-                "reclaim_notice": (drill_reclaim, {"notice_s": o["notice"]}),
-                "capacity": (drill_capacity, {})}
-            for name, (drill, kw) in drills.items():
+            drills: dict[str, Callable[[], dict[str, dict[str, Any]]]] = {
+                "reclaims": lambda: drill_reclaims(ctx, out_dir, o),
+                "capacity": lambda: {"capacity": drill_capacity(ctx, out_dir, o)}}
+            for phase, drill in drills.items():
                 t0 = time.time()
-                with ctx.clock.phase(f"drill {name}"):
-                    results[name] = drill(ctx, out_dir, o, **kw)
-                results[name]["chart"] = drill_chart(ctx, name, results[name],
-                                                     results[name].get("chart_from", t0), time.time())
+                with ctx.clock.phase(f"drill: {phase}"):
+                    got = drill()
+                for name, res in got.items():
+                    res["chart"] = drill_chart(ctx, name, res, res.get("chart_from", t0), time.time())
+                    results[name] = res
         finally:
             for nt, fields in restore.items():
                 set_node_type_fields(cfg, nt, fields)
@@ -212,12 +214,15 @@ def _brief(summary: dict[str, Any]) -> dict[str, Any]:
                        for n, r in summary["drills"].items()}}
 
 
-def drill_reclaim(ctx: Context, out_dir: Path, o: dict[str, Any], notice_s: float) -> dict[str, Any]:
-
-    tag = "notice" if notice_s else "no-notice"
-    ctx.ui.step(f"drill: reclaim spot workers ({tag})")
+def drill_reclaims(ctx: Context, out_dir: Path, o: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Both reclaim drills on one demo job (one spot wait and one job instead of two): once two spot
+    workers have every CPU busy, one gets an interruption notice (its watcher drains it; the twin
+    terminates it at the deadline) and, a moment later, another is reclaimed with no notice. Ray
+    re-runs the lost tasks (max_retries) and v2 launches replacements while demand remains.
+    Returns the two drills' records; tasks, retries and replacements are the shared job's."""
+    ctx.ui.step("drills: reclaim spot workers, one with notice and one without, during one job")
     since = max((e["seq"] for e in twin_events(ctx)), default=0)
-    out = out_dir / f"reclaim-{tag}.json"
+    out = out_dir / "reclaim.json"
     out.unlink(missing_ok=True)
     cfg = Path(ctx.state.cluster().required().config_path)
     nspot = int(o["spot_workers"])
@@ -226,20 +231,21 @@ def drill_reclaim(ctx: Context, out_dir: Path, o: dict[str, Any], notice_s: floa
         if not wait_for(lambda: len(running_spot(ctx)) >= nspot, o["spot_wait"]):
             raise RaylabError(f"{nspot} spot workers did not come up within {o['spot_wait']:.0f} s",
                               "see .raylab/logs/twin.log")
-        # two waves of work for the pinned size: work still waits when the node goes away
+        # two waves of work for the pinned size: work still waits when the nodes go away
         cpus = type_cpus(ctx, "ray.worker.spot")
         p = start_demo(ctx, out, 2 * worker_cpus(ctx), o["duration"])
-        # a spot node with every CPU busy: the reclaim lands mid-run (tasks to re-run, with notice: no
-        # lease in flight, so whatever starts there after the drain is new work)
-        spot = wait_for(lambda: busy_spot(ctx, out, 1, full=cpus), o["spot_wait"])
-        if not spot:
+        # spot nodes with every CPU busy: the reclaims land mid-run (tasks to re-run; on the noticed
+        # one no lease is in flight, so whatever starts there after its drain is new work)
+        busy = wait_for(lambda: busy_spot(ctx, out, 2, full=cpus), o["spot_wait"])
+        if not busy:
             from raylab.procs import stop_group
 
             stop_group(p.pid)
-            raise RaylabError(f"no spot worker ran demo tasks within {o['spot_wait']:.0f} s",
+            raise RaylabError(f"two spot workers did not both run demo tasks within {o['spot_wait']:.0f} s",
                               f"see {out.with_suffix('.log')}")
-        res = _reclaim_and_watch(ctx, p, out, o, notice_s, spot, since, max(1, nspot // 3))
-        res["spot_workers"] = nspot
+        res = _reclaim_and_watch(ctx, p, out, o, busy, since)
+        for r in res.values():
+            r["spot_workers"] = nspot
     finally:
         from raylab.spot.guard import set_node_type_limits
 
@@ -249,47 +255,45 @@ def drill_reclaim(ctx: Context, out_dir: Path, o: dict[str, Any], notice_s: floa
 
 
 def _reclaim_and_watch(ctx: Context, p: subprocess.Popen[bytes], out: Path, o: dict[str, Any],
-                       notice_s: float, spot: list[str], since: int, count: int) -> dict[str, Any]:
+                       busy: list[str], since: int) -> dict[str, dict[str, Any]]:
     from raylab.spot.chaos import reclaim
 
-    if notice_s:
-        count = 1
     t_reclaim = time.time()
     before = running_workers(ctx)
-    rc = reclaim(ctx, count=count, notice_s=notice_s, no_notice=not notice_s, prefer=spot)
+    noticed = reclaim(ctx, count=1, notice_s=o["notice"], prefer=busy[:1], wait=False)["instance_ids"]
+    lost = reclaim(ctx, count=1, notice_s=0, no_notice=True,
+                   prefer=[i for i in busy if i not in noticed])["instance_ids"]
     after: list[int] = []  # running workers, sampled while the demo still runs
-    gone = set(rc["instance_ids"])
+    gone = set(noticed) | set(lost)
     r = wait_demo(p, out, o["timeout"], tick=lambda: after.append(running_workers(ctx, gone)))
+    wait_for(lambda: not (set(noticed) & set(running_spot(ctx))), o["notice"] + 60)
     evs = twin_events(ctx, since)
-    ids = set(rc["instance_ids"])
     launches = [e for e in evs
                 if e["kind"] == "launch" and e.get("node_kind") != "head" and e["t"] >= t_reclaim]
-    res = {**{k: r[k] for k in ("tasks_total", "tasks_completed", "tasks_failed", "tasks_retried",
-                                 "executions", "makespan_s")},
-           "reclaimed": sorted(ids), "notice_s": notice_s, "out": str(out),
-           "replacements": sum(int(e.get("launched", 0)) for e in launches),
-           "workers_before": before, "workers_min_after": min(after, default=None),
-           "workers_max_after": max(after, default=None),
-           "executions_detail": r.get("executions_detail", [])}
-    if notice_s:
-        iid = rc["instance_ids"][0]
-        notice_t = next((e["t"] for e in evs if e["kind"] == "spot_interruption_notice"
-                         and e.get("instance_id") == iid), t_reclaim)
-        term_t = next((e["t"] for e in evs
-                       if e["kind"] == "spot_reclaim" and e.get("instance_id") == iid), None)
-        drained_t = watcher_drained_at(ctx, iid)
-        there = [x for x in r.get("executions_detail", []) if x.get("instance_id") == iid]
-        started_after = [x for x in there if drained_t is not None and x["start"] > drained_t + LEASE_GRACE_S]
-        strict = [x for x in there if drained_t is not None and x["start"] > drained_t]
-        res.update({"drained": drained_t is not None,
-                    "drained_after_notice_s": None if drained_t is None else round(drained_t - notice_t, 2),
-                    "started_after_drain": len(started_after),
-                    "started_within_grace": len(strict) - len(started_after),
-                    "tasks_on_drained_node": len(there),
-                    "terminated_after_s": None if term_t is None else round(term_t - notice_t, 2)})
-    ctx.ui.info(f"  {res['tasks_completed']}/{res['tasks_total']} tasks done, "
-                f"{res['tasks_retried']} retried, {res['replacements']} replacement instance(s)")
-    return res
+    shared = {**{k: r[k] for k in ("tasks_total", "tasks_completed", "tasks_failed", "tasks_retried",
+                                    "executions", "makespan_s")},
+              "out": str(out), "replacements": sum(int(e.get("launched", 0)) for e in launches),
+              "workers_before": before, "workers_min_after": min(after, default=None),
+              "workers_max_after": max(after, default=None), "shared_job": True,
+              "executions_detail": r.get("executions_detail", [])}
+    iid = noticed[0]
+    notice_t = next((e["t"] for e in evs if e["kind"] == "spot_interruption_notice"
+                     and e.get("instance_id") == iid), t_reclaim)
+    term_t = next((e["t"] for e in evs if e["kind"] == "spot_reclaim" and e.get("instance_id") == iid), None)
+    drained_t = watcher_drained_at(ctx, iid)
+    there = [x for x in r.get("executions_detail", []) if x.get("instance_id") == iid]
+    started_after = [x for x in there if drained_t is not None and x["start"] > drained_t + LEASE_GRACE_S]
+    strict = [x for x in there if drained_t is not None and x["start"] > drained_t]
+    notice = {**shared, "reclaimed": noticed, "notice_s": o["notice"], "drained": drained_t is not None,
+              "drained_after_notice_s": None if drained_t is None else round(drained_t - notice_t, 2),
+              "started_after_drain": len(started_after),
+              "started_within_grace": len(strict) - len(started_after),
+              "tasks_on_drained_node": len(there),
+              "terminated_after_s": None if term_t is None else round(term_t - notice_t, 2)}
+    ctx.ui.info(f"  {r['tasks_completed']}/{r['tasks_total']} tasks done, {r['tasks_retried']} retried, "
+                f"{shared['replacements']} replacement instance(s); {iid} drained "
+                f"+{notice['drained_after_notice_s']} s after its notice, {lost[0]} gone without one")
+    return {"reclaim_no_notice": {**shared, "reclaimed": lost, "notice_s": 0}, "reclaim_notice": notice}
 
 
 def drill_chart(ctx: Context, name: str, res: dict[str, Any], t0: float, t1: float) -> str | None:
@@ -339,15 +343,6 @@ def run_burst(ctx: Context, out: Path, o: dict[str, Any]) -> dict[str, Any]:
     return {**r, "t_start": t, "base_ids": sorted(base_ids)}
 
 
-def burst_start_s(executions: list[dict[str, Any]], base_ids: set[str] | list[str],
-                  t_start: float) -> float | None:
-    """Seconds from the job's start until its first task began on a node added for the burst (pure);
-    None if no task ran beyond the base workers."""
-    base = set(base_ids)
-    starts = [float(x["start"]) for x in executions if x.get("instance_id") not in base]
-    return round(min(starts) - t_start, 2) if starts else None
-
-
 def guard_settled(state_file: Path, now: float, after: float) -> bool:
     """True once ``now`` is past ``after`` and the guard has no spot type capped (pure but for the read)."""
     if now < after:
@@ -359,37 +354,31 @@ def guard_settled(state_file: Path, now: float, after: float) -> bool:
     return all(v.get("status") != "capped" for v in states.values())
 
 
-def launched(evs: list[dict[str, Any]], market: str, t_from: float, t_to: float = float("inf")) -> int:
-    return sum(int(e.get("launched", 0)) for e in evs
-               if e["kind"] == "launch" and e.get("market") == market and e.get("node_kind") != "head"
-               and t_from <= e["t"] <= t_to)
-
-
-def first_launch_s(evs: list[dict[str, Any]], t0: float) -> float | None:
-    """Seconds from ``t0`` until the first worker instance launched (any market), None if none (pure)."""
-    ts = [e["t"] for e in evs if e["kind"] == "launch" and e.get("node_kind") != "head"
-          and int(e.get("launched", 0)) > 0 and e["t"] >= t0]
-    return round(min(ts) - t0, 2) if ts else None
+def _baseline_of(b: dict[str, Any], what: str) -> dict[str, Any]:
+    """The baseline record from one failure-free burst (pure)."""
+    return {"makespan_s": b["makespan_s"], "tasks_total": b["tasks_total"],
+            "tasks_completed": b["tasks_completed"], "out": b["out"], "is": what,
+            "burst_start_s": burst_start_s(b.get("executions_detail", []), b["base_ids"], b["t_start"])}
 
 
 def drill_capacity(ctx: Context, out_dir: Path, o: dict[str, Any], guard: bool = True,
                    baseline: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The same burst three times from the same base: without failures (the baseline), with spot
-    capacity gone for a window, and (with the guard) once more after the window, when new demand
-    must go to spot again. ``baseline``: an earlier baseline run's result, reused."""
+    """The same burst from the same base with spot capacity gone for a window, and (with the guard)
+    once more after the window, when new demand must go to spot again. That second burst runs with
+    no failure at all, so it is also the baseline the window's makespan is measured against (one
+    burst fewer than a separate baseline run). Without the guard there is no after-window burst:
+    ``baseline`` is an earlier run's, or a failure-free burst is run first."""
     how = "with" if guard else "without"
     ctx.ui.step(f"drill: spot capacity gone for {o['capacity_window']:g} s ({how} the guard)")
     tw = twin_client(ctx)
     since = max((e["seq"] for e in twin_events(ctx)), default=0)
-    if baseline is None:
+    if baseline is None and not guard:
         ctx.ui.info("  first the same burst without failures (the baseline)")
         settle_to_base(ctx, o)
         b = run_burst(ctx, out_dir / "capacity-baseline.json", o)
-        baseline = {"makespan_s": b["makespan_s"], "tasks_total": b["tasks_total"],
-                    "tasks_completed": b["tasks_completed"], "out": b["out"],
-                    "burst_start_s": burst_start_s(b.get("executions_detail", []), b["base_ids"],
-                                                   b["t_start"])}
-        ctx.ui.info(f"  baseline: {b['tasks_completed']}/{b['tasks_total']} tasks in {b['makespan_s']} s")
+        baseline = _baseline_of(b, "a burst before the window")
+        ctx.ui.info(f"  baseline: {baseline['tasks_completed']}/{baseline['tasks_total']} tasks in "
+                    f"{baseline['makespan_s']} s")
     settle_to_base(ctx, o)
     t0 = time.time()
     tw.add_capacity_fault(market="spot", seconds=o["capacity_window"])
@@ -401,9 +390,6 @@ def drill_capacity(ctx: Context, out_dir: Path, o: dict[str, Any], guard: bool =
     keys = ("tasks_total", "tasks_completed", "tasks_failed", "tasks_retried", "makespan_s")
     res: dict[str, Any] = {
         **{k: r[k] for k in keys}, "window_s": o["capacity_window"], "guard": guard, "out": r["out"],
-        "baseline": baseline,
-        "makespan_ratio": (round(r["makespan_s"] / baseline["makespan_s"], 2)
-                           if baseline["makespan_s"] else None),
         "burst_start_s": burst_start_s(execs, r["base_ids"], r["t_start"]),
         "first_launch_s": first_launch_s(evs, t0),
         "capacity_errors": sum(1 for e in evs if e["kind"] == "capacity_error" and e["t"] >= t0),
@@ -411,13 +397,16 @@ def drill_capacity(ctx: Context, out_dir: Path, o: dict[str, Any], guard: bool =
         "spot_launched_in_window": launched(evs, "spot", t0, window_end),
         "guard_caps": len(caps), "guard_message": caps[0].get("message", "") if caps else "",
         "chart_from": t0}
+    ctx.ui.info(f"  in the window: {r['tasks_completed']}/{r['tasks_total']} tasks in {r['makespan_s']} s; "
+                f"{res['capacity_errors']} capacity errors; on-demand launched "
+                f"{res['ondemand_launched_in_window']}")
     if guard:  # after the window: the guard restores spot, and new demand must go to spot again
         settled = wait_for(lambda: guard_settled(ctx.workdir / "spot" / "guard-state.json", time.time(),
                                                  window_end), o["timeout"])
         if not settled:
             raise RaylabError("the guard kept spot capped after the window ended",
                               f"see {ctx.workdir / 'spot' / 'guard-events.jsonl'}")
-        ctx.ui.info("  window over and spot restored: the same burst again")
+        ctx.ui.info("  window over and spot restored: the same burst again, with no failure (the baseline)")
         settle_to_base(ctx, o)
         t_after = time.time()
         a = run_burst(ctx, out_dir / "capacity-after.json", o)
@@ -427,6 +416,13 @@ def drill_capacity(ctx: Context, out_dir: Path, o: dict[str, Any], guard: bool =
                         "makespan_s": a["makespan_s"], "out": a["out"],
                         "spot_launched": launched(evs, "spot", t_after),
                         "ondemand_launched": launched(evs, "on-demand", t_after)}
+        if baseline is None:
+            baseline = _baseline_of(a, "the same burst after the window (spot restored, no failure)")
+    if baseline is None:  # guard: the after-window burst; no guard: given or run first
+        raise RaylabError("the capacity drill has no baseline", "a bug in raylab: please report it")
+    res["baseline"] = baseline
+    res["makespan_ratio"] = (round(r["makespan_s"] / baseline["makespan_s"], 2)
+                             if baseline["makespan_s"] else None)
     res["guard_restores"] = sum(1 for e in evs if e["kind"] == "guard_restore" and e["t"] >= t0)
     res["executions_detail"] = execs
     ctx.ui.info(f"  {res['tasks_completed']}/{res['tasks_total']} tasks in {res['makespan_s']} s "

@@ -12,6 +12,7 @@ counts agree with each other and with the features, and that every kept clip has
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -69,7 +70,17 @@ def cluster_dashboard(ctx: Context) -> str | None:
         return None
 
 
+def sample_cache(want: str) -> Path:
+    """Where the generated sample is kept between labs (it is the same for the same ``want``)."""
+    import hashlib
+
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "raylab" / "cv-sample"
+    return root / hashlib.sha256(want.encode()).hexdigest()[:16]
+
+
 def _ensure_sample(ctx: Context, folder: Path) -> None:
+    """The local sample in ``folder``: synthesized once with espeak-ng (seeded, so every lab gets the
+    same clips), kept in the user's cache, and copied from there by the next labs."""
     from raylab.datajob import sample
 
     marker = folder / "SAMPLE"
@@ -78,9 +89,20 @@ def _ensure_sample(ctx: Context, folder: Path) -> None:
         ctx.ui.noop(f"noop: sample of {LOCAL_ROWS} clips already in {folder}")
         return
     shutil.rmtree(folder, ignore_errors=True)
-    with ctx.ui.waiting(f"synthesizing {LOCAL_ROWS} clips with espeak-ng into {folder}"):
-        sample.write_sample(folder, LOCAL_ROWS, seed=LOCAL_SEED, files=LOCAL_FILES)
-    marker.write_text(want + "\n")
+    cache = sample_cache(want)
+    with ctx.clock.phase("sample clips"):
+        if not (cache / "SAMPLE").exists():
+            tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            with ctx.ui.waiting(f"synthesizing {LOCAL_ROWS} clips with espeak-ng (kept in {cache.parent})"):
+                sample.write_sample(tmp, LOCAL_ROWS, seed=LOCAL_SEED, files=LOCAL_FILES)
+            (tmp / "SAMPLE").write_text(want + "\n")
+            try:
+                tmp.rename(cache)
+            except OSError:  # another lab cached it first: same content
+                shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(cache, folder)
+    ctx.ui.success(f"sample of {LOCAL_ROWS} clips in {folder}")
 
 
 def checks_for(summary: Mapping[str, Any], features: Sequence[Mapping[str, Any]] | None,
