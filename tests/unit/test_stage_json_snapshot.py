@@ -46,7 +46,7 @@ STAGE_KEYS: dict[str, set[str]] = {
         "min_workers", "max_workers", "upscaling_speed", "idle_timeout_minutes", "scale", "scale_mapping",
         "target",
         "tasks_retried", "nodes_reclaimed", "nodes_replaced", "capacity_events", "guard_actions",
-        "timeline", "chart", "readiness",
+        "timeline", "chart", "readiness", "forecast",
     },
     "5 scaling": {"changes", "rendered", "quota_set", "idle_removal", "peak_workers", "makespan_s", "chart"},
     "6 spot (local drills)": {"drills", "tasks_retried", "nodes_reclaimed", "nodes_replaced",
@@ -57,9 +57,9 @@ STAGE_KEYS: dict[str, set[str]] = {
     "teardown": {"errors"},
 }
 
-# run_stress's own fields beside the timeline summary and the spot metrics; stage 4 adds the last two
+# run_stress's own fields beside the timeline summary and the spot metrics; stage 4 adds the last three
 RUN_STRESS_FIELDS = {"timeline", "chart", "job_id", "job_status", "target", "job_summary"}
-STAGE4_FIELDS = {"scale_mapping", "readiness"}
+STAGE4_FIELDS = {"scale_mapping", "readiness", "forecast"}
 
 META = {"tasks": 8, "duration_s": 6.0, "cpus_per_worker": 4, "worker_vcpus": 16, "head_vcpus": 16,
         "quota_vcpus": 64, "reserved_vcpus": 18, "min_workers": 0, "max_workers": 4, "upscaling_speed": 1.0,

@@ -255,3 +255,15 @@ def summarize(meta: dict[str, Any], samples: Sequence[dict[str, Any]],
         "idle_timeout_minutes": meta.get("idle_timeout_minutes"),
         "scale": meta.get("scale"),
     }
+
+
+def worker_start_s(samples: Sequence[dict[str, Any]], duration_s: float) -> float:
+    """Seconds between a task counted as running and its own work starting (a Python worker's
+    start-up), from the samples: first sample with a finished task - first with a running task -
+    the task's duration (pure; 0 when the run has neither)."""
+    rows = [s for s in samples if s.get("kind", "sample") == "sample"]
+    first_run = next((s["ts"] for s in rows if (s.get("tasks") or {}).get("running")), None)
+    first_done = next((s["ts"] for s in rows if (s.get("tasks") or {}).get("finished")), None)
+    if first_run is None or first_done is None:
+        return 0.0
+    return round(max(0.0, float(first_done) - float(first_run) - duration_s), 1)

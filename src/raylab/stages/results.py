@@ -66,6 +66,8 @@ class StressRecord:
     timeline: str | None = None  # .raylab/stress/<run>/timeline.jsonl
     chart: str | None = None  # .raylab/stress/<run>/chart.png
     readiness: dict[str, Any] | None = None  # time to ready per worker node this run launched
+    # `raylab plan` for this run's settings, with its measured boot (raylab.plan.for_run.RunForecast)
+    forecast: dict[str, Any] | None = None
 
     def as_json(self) -> dict[str, Any]:
         """The documented JSON form: every field, always present (null when unknown)."""

@@ -12,6 +12,7 @@ have 4 CPUs; the quota stays 160 vCPU in instance-type units, so the wall is at 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from raylab.stages import BY_NAME
@@ -20,6 +21,7 @@ from raylab.stages.results import StressRecord
 
 if TYPE_CHECKING:
     from raylab.context import Context
+    from raylab.plan.for_run import RunForecast
 
 SCALE_MAPPING = ("plan 480 tasks x 1 CPU x 300 s on 16-vCPU workers, quota 160 vCPU = head + bastion + "
                  "8 workers; local scale S: 480/S tasks on 16/S-CPU nodes, 300/10 s per task, "
@@ -86,12 +88,22 @@ class StressStage:
             readiness = ctx.target.readiness(ctx)  # the workers this run launched, per node
         show(ctx.ui, readiness, "Time to ready per node (stress)")
         s = StressRecord.from_run(summary, scale_mapping=SCALE_MAPPING, readiness=readiness)
+        fc = run_forecast(ctx, s)
+        if fc is not None:
+            from dataclasses import replace
+
+            s = replace(s, forecast=fc.as_json())
         ctx.state.put("stress", s.as_json())
         ratio = (f" = {s.makespan_ratio}x the ideal {s.ideal_makespan_s:.0f} s"
                  if s.makespan_ratio and s.ideal_makespan_s else "")
         ctx.ui.info(f"{s.tasks_completed}/{s.tasks_total} tasks in {s.makespan_s or 0:.0f} s{ratio}; "
                     f"peak {s.peak_workers} workers (quota allows {s.quota_cap_workers}); "
                     f"{s.quota_errors} quota errors")
+        if fc is not None and fc.makespan_s:
+            ctx.ui.info(f"forecast for these settings (`raylab plan`: Ray's autoscaler offline, with this "
+                        f"run's boot {fc.boot_s:g} s and worker start {fc.worker_start_s:g} s): makespan "
+                        f"{fc.makespan_s:.0f} s, peak {fc.peak_workers} workers; measured "
+                        f"{s.makespan_s or 0:.0f} s = {fc.measured_over_forecast}x the forecast")
         ctx.ui.info(f"timeline {s.timeline}\nchart    {s.chart}")
         return s.as_json()  # the same record `raylab stress --json` prints
 
@@ -100,6 +112,29 @@ class StressStage:
         if s is None:
             return [Check("stress run recorded", False, "no stress run in .raylab/", "run `raylab stress`")]
         return checks_for(s)
+
+
+def run_forecast(ctx: Context, s: StressRecord) -> RunForecast | None:
+    """The forecast for this run's own settings (``raylab.plan.for_run``); None when the run has no
+    measured boot time or the forecast cannot run (never fails the stage)."""
+    boot = ((s.readiness or {}).get("summary") or {}).get("worker_launch_to_alive_median_s")
+    if boot is None or not s.timeline or not s.task_duration_s:
+        return None
+    try:
+        from raylab.observe import timeline as tl
+        from raylab.observe.run import load_config
+        from raylab.plan.for_run import forecast_for_run
+
+        _, samples = tl.read(Path(s.timeline))
+        return forecast_for_run(
+            load_config(ctx.state.cluster().required().config_path), tasks=s.tasks_total,
+            duration_s=s.task_duration_s, quotas=dict(s.quotas_by_market or {"on-demand": s.quota_vcpus}),
+            reserved_vcpus=s.reserved_vcpus, boot_s=float(boot),
+            worker_start_s=tl.worker_start_s(samples, s.task_duration_s), boot_slots=ctx.target.boot_slots,
+            request_timeout_s=ctx.target.request_timeout_s, measured_makespan_s=s.makespan_s)
+    except Exception as e:  # noqa: BLE001 - a forecast is a comparison, not a check
+        ctx.ui.warning(f"no forecast for this run: {type(e).__name__}: {e}")
+        return None
 
 
 def recorded(ctx: Context) -> StressRecord | None:

@@ -70,6 +70,9 @@ class Target(Protocol):
     # partly filled launch is asked for again after this long, with or without demand; `raylab plan`
     # forecasts with it (local: 15, the local head's env; aws: Ray's 600).
     request_timeout_s: float
+    # Nodes that boot at once: the forecast stage 4 prints next to its run models it (local: the
+    # twin's boot slots, 2 per core; aws: None, every instance boots in parallel).
+    boot_slots: int | None
     # Every Ray node must bind a 127.x address (stage 3 checks it): nothing of the lab leaves loopback.
     loopback_only: bool
     # Ray's GCS answers from this machine, so status is read from it directly rather than through

@@ -41,6 +41,7 @@ class AwsTarget(AwsCluster):
     terraform_mirror_required = False  # providers may come from the Terraform registry
     node_setup_s = 600.0  # boot, SSH from the head, setup commands (pip install of Ray and deps)
     request_timeout_s = REQUEST_STATUS_TIMEOUT_S  # the head runs with Ray's default (600 s)
+    boot_slots: int | None = None  # EC2 boots every instance of a launch in parallel
     loopback_only = False  # nodes have VPC addresses
     gcs_reachable = False  # the head's GCS only through the bastion (cluster_status over SSH)
     data_source = "s3"  # stage 7: Common Voice 17 parquet on S3, on the lab's cluster only

@@ -6,6 +6,7 @@ apart from the processes ``target.py`` runs, because each is a small fact about 
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -13,6 +14,7 @@ if TYPE_CHECKING:
 
 from raylab.cluster.vocab import REQUEST_STATUS_TIMEOUT_ENV
 from raylab.targets.local.head import AUTOSCALER_ENV
+from raylab.targets.local.machines import boot_slots as machine_boot_slots
 
 OPERATOR_CIDR = "127.0.0.1/32"  # the bastion's SSH rule: nothing off loopback
 REGION = "us-west-2"  # the twin's region
@@ -30,6 +32,7 @@ class LocalDeclared:
     terraform_mirror_required = True  # no registry download: providers from the local mirror
     node_setup_s = 60.0  # a `ray start` on this machine
     request_timeout_s = float(AUTOSCALER_ENV[REQUEST_STATUS_TIMEOUT_ENV])  # the local head's env: 15 s
+    boot_slots: int | None = machine_boot_slots(os.cpu_count())  # the twin's concurrent boots
     loopback_only = True  # every Ray node binds 127.x (stage 3 checks it)
     gcs_reachable = True  # the head runs on this machine
     data_source = "sample"  # stage 7: clips generated here (espeak-ng)
