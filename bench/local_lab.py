@@ -88,7 +88,7 @@ def forecast(workdir: Path, s: dict[str, Any], boot: float, slots: int) -> dict[
     sys.path.insert(0, str(ROOT / "bench"))
     import yaml
 
-    from plan_vs_local import head_instance_vcpus, worker_start_seconds  # noqa: I001
+    from plan_vs_local import head_instance_vcpus, worker_start_seconds
 
     wstart = worker_start_seconds(Path(s["timeline"]), float(s["task_duration_s"]))
     cfg = yaml.safe_load((workdir / "cluster.yaml").read_text())
