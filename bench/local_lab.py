@@ -83,29 +83,6 @@ def tick_groups(events: list[dict[str, Any]], gap_s: float = 2.5) -> list[float]
     return out
 
 
-def forecast(workdir: Path, s: dict[str, Any], boot: float, slots: int) -> dict[str, Any]:
-    """`raylab plan --json` for the run's own settings, with the boot time measured in it."""
-    sys.path.insert(0, str(ROOT / "bench"))
-    import yaml
-
-    from plan_vs_local import head_instance_vcpus, worker_start_seconds
-
-    wstart = worker_start_seconds(Path(s["timeline"]), float(s["task_duration_s"]))
-    cfg = yaml.safe_load((workdir / "cluster.yaml").read_text())
-    other = max(0, int(s.get("reserved_vcpus") or 0) - head_instance_vcpus(cfg))  # the bastion
-    p = subprocess.run(
-        [sys.executable, "-m", "raylab", "plan", "--json", "--config", str(workdir / "cluster.yaml"),
-         "--tasks", str(s["tasks_total"]), "--duration", str(s["task_duration_s"]),
-         "--quota-ondemand", str(s["quota_vcpus"]), "--boot-seconds", f"{boot:.1f}",
-         "--max-concurrent-boots", str(slots), "--worker-start-seconds", str(wstart),
-         "--other-vcpus", str(other)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600)
-    if p.returncode != 0:
-        sys.stderr.write(p.stderr[-2000:])
-        return {}
-    return {**json.loads(p.stdout), "worker_start_s": wstart, "boot_s": boot}
-
-
 def fmt(xs: list[float]) -> str:
     if not xs:
         return "-"
@@ -166,12 +143,13 @@ def main() -> int:
     print(f"node boot, process start -> raylet up:   {fmt(proc)}")
     ticks = tick_groups(events)
     print(f"ticks that launched >= 3 workers ({slots} boot slots): launch -> last node up: {fmt(ticks)}")
-    f = forecast(workdir, s, statistics.median(to_up), slots) if to_up else {}
+    f = s.get("forecast") or {}  # stage 4's own: `raylab plan` with this run's boot and worker start
     if f.get("makespan_s"):
         fr = s["makespan_s"] / f["makespan_s"]
         print(f"forecast (raylab plan, boot {f['boot_s']:.1f} s and worker start {f['worker_start_s']:g} s "
-              f"measured here): makespan {f['makespan_s']:.0f} s, peak {f['peak_workers']}; measured / "
-              f"forecast = {fr:.2f}  (target within 10%)  {'OK' if abs(fr - 1) <= 0.10 else 'OVER TARGET'}")
+              f"measured here, {f['boot_slots']} boot slots): makespan {f['makespan_s']:.0f} s, peak "
+              f"{f['peak_workers']} (measured {s['peak_workers']}); measured / forecast = {fr:.2f}  "
+              f"(target within 10%)  {'OK' if abs(fr - 1) <= 0.10 else 'OVER TARGET'}")
     print(f"chart: {s['chart']}")
     return 0
 
