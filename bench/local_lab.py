@@ -63,24 +63,20 @@ def boot_times(events: list[dict[str, Any]]) -> tuple[list[float], list[float]]:
     return to_up, proc
 
 
-def tick_groups(events: list[dict[str, Any]], gap_s: float = 2.5) -> list[float]:
-    """For each autoscaler tick that launched 3 or more worker instances: seconds from its first
-    launch call to the last of those instances' Ray node up (pure). Launch calls closer than
-    ``gap_s`` belong to one tick (ticks are 5 s apart)."""
-    launches = sorted((float(e["t"]), iid) for e in events if e.get("kind") == "launch"
-                      and e.get("node_kind") != "head" for iid in e.get("instance_ids") or [])
-    up = {e.get("instance_id"): float(e["t"]) for e in events if e.get("kind") == "node_running"}
-    groups: list[list[tuple[float, str]]] = []
-    for t, iid in launches:
+def tick_groups(nodes: list[dict[str, Any]], gap_s: float = 2.5) -> list[float]:
+    """For each autoscaler tick that launched 3 or more workers: seconds from its first launch to
+    the last of those workers' Ray node alive (Ray's own record of the node's start, from stage 4's
+    time-to-ready rows; pure). Launches closer than ``gap_s`` belong to one tick (5 s apart)."""
+    rows = sorted((float(n["launched_at"]), n.get("ray_alive_at")) for n in nodes
+                  if n.get("kind") != "head" and n.get("launched_at") is not None)
+    groups: list[list[tuple[float, float | None]]] = []
+    for t, alive in rows:
         if groups and t - groups[-1][0][0] <= gap_s:
-            groups[-1].append((t, iid))
+            groups[-1].append((t, alive))
         else:
-            groups.append([(t, iid)])
-    out = []
-    for g in groups:
-        if len(g) >= 3 and all(iid in up for _, iid in g):
-            out.append(round(max(up[iid] for _, iid in g) - g[0][0], 2))
-    return out
+            groups.append([(t, alive)])
+    return [round(max(float(a) for _, a in g if a is not None) - g[0][0], 2)
+            for g in groups if len(g) >= 3 and all(a is not None for _, a in g)]
 
 
 def fmt(xs: list[float]) -> str:
@@ -141,7 +137,7 @@ def main() -> int:
     )
     print(f"node boot, launch call -> Ray node up:   {fmt(to_up)}")
     print(f"node boot, process start -> raylet up:   {fmt(proc)}")
-    ticks = tick_groups(events)
+    ticks = tick_groups(((s.get("readiness") or {}).get("nodes")) or [])
     print(f"ticks that launched >= 3 workers ({slots} boot slots): launch -> last node up: {fmt(ticks)}")
     f = s.get("forecast") or {}  # stage 4's own: `raylab plan` with this run's boot and worker start
     if f.get("makespan_s"):
