@@ -109,6 +109,15 @@ class LazyGroup(typer.core.TyperGroup):
         self.commands = LazyCommands(self.table, lambda e: build(e, self.new_app))
         self.commands.update(given)
 
+    def get_help_option(self, ctx: Any) -> Any:
+        """The group's -h/--help, unset = False (a bool). Typer >= 0.29 coerces an unset flag's None
+        through a pydantic TypeAdapter, so every `raylab CMD --help` imported pydantic for this option
+        alone (more than the rest of the startup); a bool is passed through as it is."""
+        option = super().get_help_option(ctx)
+        if option is not None and option.default is None:
+            option.default = False
+        return option
+
     def list_commands(self, ctx: Any) -> list[str]:
         return list(self.commands)
 
