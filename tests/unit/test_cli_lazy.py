@@ -14,7 +14,7 @@ import typer
 import typer.core
 import typer.main
 
-from raylab.cli.lazy import short_help
+from raylab.cli.lazy import Entry, LazyCommands, short_help
 from raylab.cli.main import COMMANDS, HELP, app
 from tests.conftest import run_cli
 
@@ -99,6 +99,20 @@ def test_help_imports_no_command_module_and_a_command_only_its_own() -> None:
     # typer >= 0.29 coerced the group's unset --help through pydantic: not for a command's help
     assert command_modules("stage", "--help") == {"raylab.cli.cmd_lab", "raylab.cli.cmd_preflight"}
     assert command_modules("stages", "--json") - {"pydantic"} == {"raylab.cli.cmd_stages"}  # a run coerces
+
+
+def test_lazy_commands_build_each_name_once_and_only_when_asked() -> None:
+    made: list[str] = []
+    cmds = LazyCommands((Entry("b", "m", "B."), Entry("a", "m", "A.")),
+                        lambda e: made.append(e.name) or e.name)
+    assert (list(cmds), len(cmds), "a" in cmds, made) == (["b", "a"], 2, True, [])
+    assert (cmds["a"], cmds["a"], made, cmds.built) == ("a", "a", ["a"], ("a",))
+    cmds["c"] = "added"
+    assert list(cmds) == ["b", "a", "c"] and cmds.summary("b") == "B." and cmds.summary("c") is None
+    del cmds["b"]
+    assert list(cmds) == ["a", "c"] and made == ["a"]
+    with pytest.raises(KeyError):
+        cmds["nosuch"]
 
 
 def test_a_typo_still_gets_a_suggestion() -> None:

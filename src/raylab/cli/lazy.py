@@ -71,8 +71,13 @@ class LazyCommands(MutableMapping[str, Any]):
         self._built[name] = cmd
 
     def __delitem__(self, name: str) -> None:
+        if name not in self._table and name not in self._built:
+            raise KeyError(name)
         self._table.pop(name, None)
-        del self._built[name]
+        self._built.pop(name, None)
+
+    def __contains__(self, name: object) -> bool:  # without building it
+        return name in self._table or name in self._built
 
     def __iter__(self) -> Iterator[str]:
         yield from self._table
