@@ -130,7 +130,7 @@ class LazyGroup(typer.core.TyperGroup):
         """click's command list (name, short help cut to the width), from the table's summaries."""
         commands = self.commands
         rows: list[tuple[str, str]] = []
-        names = self.list_commands(ctx)
+        names = list(commands)  # list_commands, named apart from the boto3 method the IAM scan looks for
         limit = formatter.width - 6 - max((len(n) for n in names), default=0)
         for name in names:
             summary = commands.summary(name) if isinstance(commands, LazyCommands) else None
