@@ -95,9 +95,8 @@ def previous_run(run: dict[str, Any]) -> str | None:
 
 def _on_exit() -> None:
     try:
-        from raylab.procs import stop_own_children
-
-        stopped = stop_own_children()
+        procs = sys.modules.get("raylab.procs")  # never imported: this run started no child to stop
+        stopped = procs.stop_own_children() if procs is not None else []
         wd = _where["workdir"]
         if wd is not None:
             from raylab.state import State
