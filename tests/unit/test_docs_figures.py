@@ -197,11 +197,31 @@ def test_rehearsal_outputs_say_where_they_come_from(name: str) -> None:
             f"above it in its section: {m.group(0)[:120]!r}")
 
 
+def rehearsal_sections(name: str) -> list[str]:
+    """The page's sections that say they quote the AWS rehearsal (its command and the word 리허설)."""
+    return [sec for sec in re.split(r"\n(?=#)", page(name))
+            if "raylab lab --target aws --rehearsal" in sec and "리허설" in sec]
+
+
 def test_every_aws_chapter_shows_a_rehearsal_output() -> None:
     for name in ("aws-setup.md", "01-network.md", "02-identity.md", "03-cluster.md", "04-stress.md",
-                 "06-spot.md", "08-teardown.md"):
+                 "05-scaling.md", "06-spot.md", "08-teardown.md"):
         assert any(REHEARSAL.search(b) for b in TEXT_BLOCK.findall(page(name))), (
             f"{name}: no output of the AWS rehearsal")
+
+
+def test_the_aws_data_output_is_the_rehearsals_stage_7() -> None:
+    """Stage 7's AWS output has no `[rehearsal]` line (no machine boots then): its section names the run,
+    and the figures the prose reads from it are in it."""
+    blocks = [b for sec in rehearsal_sections("07-data.md") for b in TEXT_BLOCK.findall(sec) if "→ stage 7" in b]
+    assert len(blocks) == 1, "07-data.md: the AWS rehearsal's stage 7 output, under its command"
+    block = blocks[0]
+    assert "local:///tmp/raylab-cv17" in block, "the AWS track's point: the output stays on the head"
+    secs = re.search(r"\(([\d.]+) s, [\d.]+ clips/s; cluster CPUs (\d+) at the start, (\d+) at the end\)", block)
+    assert secs and f"시간({secs.group(1)}초)" in prose("07-data.md")
+    assert f"`cluster CPUs {secs.group(2)} at the start, {secs.group(3)} at the end`" in prose("07-data.md")
+    d = run("data-local.json")  # the same sample and filter as the local run
+    assert f"{d['clips']} clips: {d['kept']} kept, {d['dropped']} dropped, {d['errors']} unreadable" in block
 
 
 INFRA = re.compile(r"<!-- infra: (\S+) -->\n```\w*\n(.*?)```", re.S)
@@ -305,6 +325,17 @@ def test_the_aws_stress_notes_are_the_rehearsals_output() -> None:
     peak = re.search(r"peak (\d+) workers \(quota allows (\d+)\); 0 quota errors", block)
     assert peak and peak.group(1) == peak.group(2)
     assert f"로컬과 같은 자리(워커 {peak.group(1)}대)" in prose("04-stress.md")
+
+
+def test_the_aws_scaling_notes_are_the_rehearsals_output() -> None:
+    """Chapter 5's AWS notes read the rehearsal's stage 5 output: its comparison and its downscale."""
+    text = page("05-scaling.md")
+    block = next(b for b in TEXT_BLOCK.findall(text) if "[rehearsal]" in b and "→ stage 5" in b)
+    mk = re.search(r"makespan \(s\)\s+([\d.]+) -> ([\d.]+)\s", block)
+    assert mk and f"({mk.group(1)} → {mk.group(2)}초)" in prose("05-scaling.md")
+    idle = re.search(r"down to 0 workers (\d+) s after going idle \(idle_timeout (\d+) s\)", block)
+    assert idle and f"`idle_timeout`({idle.group(2)}초)보다 조금 늦게({idle.group(1)}초)" in prose("05-scaling.md")
+    assert "head kept running" in block and "BrokenPipeError" not in block
 
 
 def test_the_glossary_states_the_recorded_wall() -> None:
