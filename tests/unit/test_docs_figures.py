@@ -140,6 +140,27 @@ def test_data_chapter_worker_picture_is_the_status_samples() -> None:
     assert f"약 {round(joined['t'])}초에 워커 한 대가" in text
 
 
+# --- chapter 6: the drills of `raylab stage 6` ---------------------------------------------------------
+
+def test_spot_chapter_is_the_recorded_run() -> None:
+    """The drills' output, the captions of their two charts and the record are one run (mixed)."""
+    d = run("spot-local.json")["drills"]
+    nn, cap = d["reclaim_no_notice"], d["capacity"]
+    out = output("06-spot.md", "raylab stage 6")
+    assert f"{nn['tasks_completed']}/{nn['tasks_total']} tasks done, {nn['tasks_retried']} retried" in out
+    assert (f"{cap['makespan_s']:.2f} s ({cap['makespan_ratio']:.2f}x the baseline's "
+            f"{cap['baseline']['makespan_s']:.2f} s); {cap['capacity_errors']} capacity errors") in out
+    text = prose("06-spot.md")
+    assert f"작업 {nn['tasks_retried']}개가 다른 노드에서 다시 실행됩니다(출력의 `{nn['tasks_retried']} retried`)" in text
+    b = nn["workers_before"] - 2  # spot workers before the reclaim: mixed's floor is 2 on-demand workers
+    assert f"스팟 선의 골({b} → {b - len(nn['reclaimed'])} → {b})" in text and nn["spot_workers"] == b
+    assert f"(빨간 x, {cap['capacity_errors']}번)" in text
+    assert f"파란 선 2 → {2 + cap['ondemand_launched_in_window']}" in text
+    assert f"주황 0 → {cap['after']['spot_launched']}" in text
+    assert f"`({cap['makespan_ratio']:.2f}x the baseline's {cap['baseline']['makespan_s']:.2f} s)`" in text
+    assert f"같은 버스트의 {cap['makespan_ratio']:.2f}배" in text
+
+
 # --- costs: raylab's price table, in dollars and won --------------------------------------------------
 
 def prices() -> dict[str, float]:
