@@ -151,7 +151,8 @@ def test_spot_chapter_is_the_recorded_run() -> None:
     assert (f"{cap['makespan_s']:.2f} s ({cap['makespan_ratio']:.2f}x the baseline's "
             f"{cap['baseline']['makespan_s']:.2f} s); {cap['capacity_errors']} capacity errors") in out
     text = prose("06-spot.md")
-    assert f"작업 {nn['tasks_retried']}개가 다른 노드에서 다시 실행됩니다(출력의 `{nn['tasks_retried']} retried`)" in text
+    n = nn["tasks_retried"]
+    assert f"작업 {n}개가 다른 노드에서 다시 실행됩니다(출력의 `{n} retried`)" in text
     b = nn["workers_before"] - 2  # spot workers before the reclaim: mixed's floor is 2 on-demand workers
     assert f"스팟 선의 골({b} → {b - len(nn['reclaimed'])} → {b})" in text and nn["spot_workers"] == b
     assert f"(빨간 x, {cap['capacity_errors']}번)" in text
@@ -234,11 +235,13 @@ def test_every_aws_chapter_shows_a_rehearsal_output() -> None:
 def test_the_aws_data_output_is_the_rehearsals_stage_7() -> None:
     """Stage 7's AWS output has no `[rehearsal]` line (no machine boots then): its section names the run,
     and the figures the prose reads from it are in it."""
-    blocks = [b for sec in rehearsal_sections("07-data.md") for b in TEXT_BLOCK.findall(sec) if "→ stage 7" in b]
+    blocks = [b for sec in rehearsal_sections("07-data.md") for b in TEXT_BLOCK.findall(sec)
+              if "→ stage 7" in b]
     assert len(blocks) == 1, "07-data.md: the AWS rehearsal's stage 7 output, under its command"
     block = blocks[0]
     assert "local:///tmp/raylab-cv17" in block, "the AWS track's point: the output stays on the head"
-    secs = re.search(r"\(([\d.]+) s, [\d.]+ clips/s; cluster CPUs (\d+) at the start, (\d+) at the end\)", block)
+    secs = re.search(r"\(([\d.]+) s, [\d.]+ clips/s; cluster CPUs (\d+) at the start, (\d+) at the end\)",
+                     block)
     assert secs and f"시간({secs.group(1)}초)" in prose("07-data.md")
     assert f"`cluster CPUs {secs.group(2)} at the start, {secs.group(3)} at the end`" in prose("07-data.md")
     d = run("data-local.json")  # the same sample and filter as the local run
@@ -355,7 +358,8 @@ def test_the_aws_scaling_notes_are_the_rehearsals_output() -> None:
     mk = re.search(r"makespan \(s\)\s+([\d.]+) -> ([\d.]+)\s", block)
     assert mk and f"({mk.group(1)} → {mk.group(2)}초)" in prose("05-scaling.md")
     idle = re.search(r"down to 0 workers (\d+) s after going idle \(idle_timeout (\d+) s\)", block)
-    assert idle and f"`idle_timeout`({idle.group(2)}초)보다 조금 늦게({idle.group(1)}초)" in prose("05-scaling.md")
+    late = f"`idle_timeout`({idle.group(2)}초)보다 조금 늦게({idle.group(1)}초)" if idle else None
+    assert late and late in prose("05-scaling.md")
     assert "head kept running" in block and "BrokenPipeError" not in block
 
 
