@@ -162,6 +162,23 @@ def test_spot_chapter_is_the_recorded_run() -> None:
     assert f"같은 버스트의 {cap['makespan_ratio']:.2f}배" in text
 
 
+def test_scenario_prose_reads_the_recorded_curves() -> None:
+    """06-scenarios.md's late workers and makespans are the recorded timelines' (spot and mixed)."""
+    runs = run("scenarios-local.json")["runs"]
+
+    def joined(s: str, n: int) -> int:  # when the n-th worker was first up, rounded as the text says
+        return round(next(t for t, w in zip(runs[s]["t"], runs[s]["workers"], strict=True) if w >= n))
+
+    text = prose("06-scenarios.md")
+    sp, mx = runs["spot"], runs["mixed"]
+    assert (f"9, 10번째 워커가 {joined('spot', 9)}초, {joined('spot', 10)}초에야 들어왔고(makespan "
+            f"{round(sp['makespan_s'])}초)") in text
+    assert (f"4번째 워커가 {joined('mixed', 4)}초, {mx['peak_workers']}번째가\n  {joined('mixed', 12)}초에 "
+            f"들어왔습니다({round(mx['makespan_s'])}초)") in text
+    slower = mx["makespan_s"] > max(sp["makespan_s"], runs["autoscale"]["makespan_s"])
+    assert slower == ("mixed가 spot과 autoscale보다 느립니다" in text)
+
+
 # --- costs: raylab's price table, in dollars and won --------------------------------------------------
 
 def prices() -> dict[str, float]:
