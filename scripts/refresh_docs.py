@@ -83,6 +83,14 @@ def record_runs(workdir: Path) -> None:
                        "lab's stage 4 run, the left side of the comparison",
             "changes": sc["changes"], "settings": sc["settings"], "comparison": sc["comparison"],
             "run": {k: v for k, v in sc["run"].items() if k not in PATHS}, "stress": stress})
+    spot = state.get("spot")
+    if spot:
+        def strip(o: object) -> object:  # this machine's paths, not the run's
+            return {k: strip(v) for k, v in o.items() if k not in ("out", "chart", "chart_from")} \
+                if isinstance(o, dict) else o
+        write_record("spot-local.json", {**strip(spot), "_source": (  # type: ignore[dict-item]
+            f"state.json 'spot' after `raylab stage 6` on the local run whose output is in "
+            f"docs/lab/ko/06-spot.md (scripts/refresh_docs.py, {day})")})
     summary = workdir / "data" / "out" / "summary.json"
     if summary.exists():
         d = {k: v for k, v in json.loads(summary.read_text()).items() if k not in ("by", "out", "source")}

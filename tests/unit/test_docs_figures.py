@@ -140,6 +140,45 @@ def test_data_chapter_worker_picture_is_the_status_samples() -> None:
     assert f"약 {round(joined['t'])}초에 워커 한 대가" in text
 
 
+# --- chapter 6: the drills of `raylab stage 6` ---------------------------------------------------------
+
+def test_spot_chapter_is_the_recorded_run() -> None:
+    """The drills' output, the captions of their two charts and the record are one run (mixed)."""
+    d = run("spot-local.json")["drills"]
+    nn, cap = d["reclaim_no_notice"], d["capacity"]
+    out = output("06-spot.md", "raylab stage 6")
+    assert f"{nn['tasks_completed']}/{nn['tasks_total']} tasks done, {nn['tasks_retried']} retried" in out
+    assert (f"{cap['makespan_s']:.2f} s ({cap['makespan_ratio']:.2f}x the baseline's "
+            f"{cap['baseline']['makespan_s']:.2f} s); {cap['capacity_errors']} capacity errors") in out
+    text = prose("06-spot.md")
+    n = nn["tasks_retried"]
+    assert f"작업 {n}개가 다른 노드에서 다시 실행됩니다(출력의 `{n} retried`)" in text
+    b = nn["workers_before"] - 2  # spot workers before the reclaim: mixed's floor is 2 on-demand workers
+    assert f"스팟 선의 골({b} → {b - len(nn['reclaimed'])} → {b})" in text and nn["spot_workers"] == b
+    assert f"(빨간 x, {cap['capacity_errors']}번)" in text
+    assert f"파란 선 2 → {2 + cap['ondemand_launched_in_window']}" in text
+    assert f"주황 0 → {cap['after']['spot_launched']}" in text
+    assert f"`({cap['makespan_ratio']:.2f}x the baseline's {cap['baseline']['makespan_s']:.2f} s)`" in text
+    assert f"같은 버스트의 {cap['makespan_ratio']:.2f}배" in text
+
+
+def test_scenario_prose_reads_the_recorded_curves() -> None:
+    """06-scenarios.md's late workers and makespans are the recorded timelines' (spot and mixed)."""
+    runs = run("scenarios-local.json")["runs"]
+
+    def joined(s: str, n: int) -> int:  # when the n-th worker was first up, rounded as the text says
+        return round(next(t for t, w in zip(runs[s]["t"], runs[s]["workers"], strict=True) if w >= n))
+
+    text = prose("06-scenarios.md")
+    sp, mx = runs["spot"], runs["mixed"]
+    assert (f"9, 10번째 워커가 {joined('spot', 9)}초, {joined('spot', 10)}초에야 들어왔고(makespan "
+            f"{round(sp['makespan_s'])}초)") in text
+    assert (f"4번째 워커가 {joined('mixed', 4)}초, {mx['peak_workers']}번째가\n  {joined('mixed', 12)}초에 "
+            f"들어왔습니다({round(mx['makespan_s'])}초)") in text
+    slower = mx["makespan_s"] > max(sp["makespan_s"], runs["autoscale"]["makespan_s"])
+    assert slower == ("mixed가 spot과 autoscale보다 느립니다" in text)
+
+
 # --- costs: raylab's price table, in dollars and won --------------------------------------------------
 
 def prices() -> dict[str, float]:
@@ -197,11 +236,33 @@ def test_rehearsal_outputs_say_where_they_come_from(name: str) -> None:
             f"above it in its section: {m.group(0)[:120]!r}")
 
 
+def rehearsal_sections(name: str) -> list[str]:
+    """The page's sections that say they quote the AWS rehearsal (its command and the word 리허설)."""
+    return [sec for sec in re.split(r"\n(?=#)", page(name))
+            if "raylab lab --target aws --rehearsal" in sec and "리허설" in sec]
+
+
 def test_every_aws_chapter_shows_a_rehearsal_output() -> None:
     for name in ("aws-setup.md", "01-network.md", "02-identity.md", "03-cluster.md", "04-stress.md",
-                 "06-spot.md", "08-teardown.md"):
+                 "05-scaling.md", "06-spot.md", "08-teardown.md"):
         assert any(REHEARSAL.search(b) for b in TEXT_BLOCK.findall(page(name))), (
             f"{name}: no output of the AWS rehearsal")
+
+
+def test_the_aws_data_output_is_the_rehearsals_stage_7() -> None:
+    """Stage 7's AWS output has no `[rehearsal]` line (no machine boots then): its section names the run,
+    and the figures the prose reads from it are in it."""
+    blocks = [b for sec in rehearsal_sections("07-data.md") for b in TEXT_BLOCK.findall(sec)
+              if "→ stage 7" in b]
+    assert len(blocks) == 1, "07-data.md: the AWS rehearsal's stage 7 output, under its command"
+    block = blocks[0]
+    assert "local:///tmp/raylab-cv17" in block, "the AWS track's point: the output stays on the head"
+    secs = re.search(r"\(([\d.]+) s, [\d.]+ clips/s; cluster CPUs (\d+) at the start, (\d+) at the end\)",
+                     block)
+    assert secs and f"시간({secs.group(1)}초)" in prose("07-data.md")
+    assert f"`cluster CPUs {secs.group(2)} at the start, {secs.group(3)} at the end`" in prose("07-data.md")
+    d = run("data-local.json")  # the same sample and filter as the local run
+    assert f"{d['clips']} clips: {d['kept']} kept, {d['dropped']} dropped, {d['errors']} unreadable" in block
 
 
 INFRA = re.compile(r"<!-- infra: (\S+) -->\n```\w*\n(.*?)```", re.S)
@@ -305,6 +366,18 @@ def test_the_aws_stress_notes_are_the_rehearsals_output() -> None:
     peak = re.search(r"peak (\d+) workers \(quota allows (\d+)\); 0 quota errors", block)
     assert peak and peak.group(1) == peak.group(2)
     assert f"로컬과 같은 자리(워커 {peak.group(1)}대)" in prose("04-stress.md")
+
+
+def test_the_aws_scaling_notes_are_the_rehearsals_output() -> None:
+    """Chapter 5's AWS notes read the rehearsal's stage 5 output: its comparison and its downscale."""
+    text = page("05-scaling.md")
+    block = next(b for b in TEXT_BLOCK.findall(text) if "[rehearsal]" in b and "→ stage 5" in b)
+    mk = re.search(r"makespan \(s\)\s+([\d.]+) -> ([\d.]+)\s", block)
+    assert mk and f"({mk.group(1)} → {mk.group(2)}초)" in prose("05-scaling.md")
+    idle = re.search(r"down to 0 workers (\d+) s after going idle \(idle_timeout (\d+) s\)", block)
+    late = f"`idle_timeout`({idle.group(2)}초)보다 조금 늦게({idle.group(1)}초)" if idle else None
+    assert late and late in prose("05-scaling.md")
+    assert "head kept running" in block and "BrokenPipeError" not in block
 
 
 def test_the_glossary_states_the_recorded_wall() -> None:

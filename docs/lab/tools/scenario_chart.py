@@ -56,7 +56,7 @@ def main() -> None:
     right.axhline(10, color="darkred", ls="-.", lw=1, label="local spot quota wall: 10 workers (160 vCPU)")
     right.set(xlabel="seconds since the job was submitted (dotted: all tasks done)",
               ylabel="Ray worker nodes up", title="real local runs: raylab stress, 120 tasks x 1 CPU x 30 s")
-    for ax, where in ((left, "center right"), (right, "center right")):  # where no curve runs
+    for ax, where in ((left, "center right"), (right, "lower right")):  # where no curve runs
         ax.set_xlim(left=0)
         ax.legend(fontsize=8, loc=where)
         ax.grid(alpha=0.3)
