@@ -212,7 +212,9 @@ def drill_chart(ctx: Context, name: str, res: dict[str, Any], t0: float, t1: flo
     """``<drill>.png`` next to the drill's JSON: tasks and instances by market, faults, guard moves."""
     from raylab.spot.chart import draw, drill_series, drill_title
 
-    path = Path(res["out"]).with_suffix(".png")
+    out = Path(res["out"])  # the reclaim drills share one job's file: each gets its own chart
+    path = (out.with_name(f"{name.replace('_', '-')}.png") if name.startswith("reclaim")
+            else out.with_suffix(".png"))
     try:
         s = drill_series(twin_events(ctx), res.get("executions_detail", []), t0, t1,
                          cluster=ctx.state.cluster().cluster_name or None)
