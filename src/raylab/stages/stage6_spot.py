@@ -40,6 +40,8 @@ from raylab.stages.stage6_io import (  # noqa: F401 - ensure_spot_allowed: re-ex
     ensure_spot_allowed,
     fis_apply,
     fixed_size,
+    hold_limits,
+    release_limits,
     running_spot,
     running_workers,
     set_node_type_fields,
@@ -76,6 +78,7 @@ class SpotStage:
         out_dir = ctx.workdir / "spot"
         out_dir.mkdir(parents=True, exist_ok=True)
         cfg = Path(ctx.state.cluster().required().config_path)
+        hold_limits(ctx, cfg)  # a killed run's edits go back first
         restore = ensure_spot_allowed(cfg)
         ensure_guard(ctx, cooldown=o["cooldown"], probe=o["probe"])
         results: dict[str, Any] = {}
@@ -92,6 +95,7 @@ class SpotStage:
         finally:
             for nt, fields in restore.items():
                 set_node_type_fields(cfg, nt, fields)
+            release_limits(ctx)
         from raylab.spot.metrics import spot_metrics
 
         evs = twin_events(ctx)
@@ -119,6 +123,7 @@ class SpotStage:
             for item in aws_cleanup(ctx):
                 ctx.ui.info(f"removed {item}")
         stop_guard(ctx)
+        release_limits(ctx)
 
 
 STAGE = SpotStage()
