@@ -60,12 +60,18 @@ class Point:
 
 
 STRESS = ("stress", "--tasks", "4", "--duration", "4")  # one worker of 4 CPUs: the autoscaler adds it
+# stage 5 at the same size, idle workers removed after 12 s
+SCALE = ("scale", "--idle-timeout", "0.2", "--tasks", "4", "--duration", "4")
+# stage 6 with one drill (reclaim one spot worker of one, no notice) and short tasks
+SPOT_DRILL = {"drills": ["reclaim_no_notice"], "spot_workers": 1, "duration": 6.0, "spot_wait": 150.0,
+              "timeout": 240.0}
 
 
 @dataclass(frozen=True)
 class Phase:
     points: tuple[Point, ...]
     converge: tuple[tuple[str, ...], ...]  # run to the end after the points, each must succeed
+    same_limits: bool = False  # the cluster YAML's worker limits after the phase are those before it
 
 
 PHASES = (
@@ -91,17 +97,30 @@ PHASES = (
         Point(STRESS, "tasks pending", signal.SIGKILL, 8.0),
     ), (STRESS,)),
     Phase((
+        # stage 5: the knobs re-applied, the second job being submitted
+        Point(SCALE, "re-applied", signal.SIGINT, 8.0),
+    ), (SCALE,)),
+    Phase((
+        # stage 6: the drill's limits in the YAML (mixed limits, spot pinned), spot workers launching;
+        # the re-run must put the limits back before its own drill (checked below)
+        Point(("stage", "6"), "drill: reclaim spot workers", signal.SIGKILL, 10.0),
+    ), (("stage", "6"),), same_limits=True),
+    Phase((
+        # stage 7: the data job being submitted or running; the re-run stops it by the id in the state
+        Point(("stage", "7"), "submitting the data job", signal.SIGKILL, 4.0),
+    ), (("stage", "7"),)),
+    Phase((
         Point(("down",), "stopping the Ray head", signal.SIGINT, 2.0),
         Point(("down",), "  terraform: ", signal.SIGKILL, 2.0),  # in `terraform destroy`
     ), ()),  # then `down`, asserted below
 )
 POINTS = tuple(pt for ph in PHASES for pt in ph.points)  # numbered from 1 in this order
 # long-lived processes an interrupted run leaves on purpose: the next command adopts them
-KEPT = ("twin", "ray-head", "ray node")
+KEPT = ("twin", "ray-head", "ray node", "capacity guard")
 
 
 def _cli(wd: Path, *args: str) -> list[str]:
-    yes = [] if args[0] == "stress" else ["--yes"]  # stress asks nothing
+    yes = [] if args[0] in ("stress", "scale") else ["--yes"]  # they ask nothing
     return [sys.executable, "-m", "raylab", *args, *yes, "--workdir", str(wd), "--lab", LAB]
 
 
@@ -170,6 +189,16 @@ def _slowest(lines: list[tuple[float, str]], n: int = 3) -> list[str]:
     return [f"+{g:.1f}s {ln[:100]}" for g, ln in sorted(gaps, reverse=True)[:n]]
 
 
+def _worker_limits(wd: Path) -> dict[str, dict[str, object]]:
+    """The running cluster YAML's worker types' min/max workers and priority (stage 6 edits them)."""
+    import yaml
+
+    path = json.loads((wd / "state.json").read_text())["cluster"]["config_path"]
+    types = (yaml.safe_load(Path(path).read_text()) or {}).get("available_node_types", {})
+    return {nt: {k: t.get(k) for k in ("min_workers", "max_workers", "priority")}
+            for nt, t in types.items() if nt.startswith("ray.worker.")}
+
+
 def _check_interrupted(wd: Path, r: dict[str, object]) -> None:
     err = str(r["stderr"])
     if r["rc"] == 0:  # the run finished in the delay window: nothing to interrupt
@@ -195,7 +224,9 @@ def _converge(wd: Path, args: tuple[str, ...], said: list[str]) -> float:
     return round(time.monotonic() - t0, 1)
 
 
-def test_killed_at_seeded_points_then_rerun_converges_and_down_leaves_nothing(tmp_path: Path) -> None:
+def test_killed_at_seeded_points_then_rerun_converges_and_down_leaves_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAYLAB_SPOT_DRILL", json.dumps(SPOT_DRILL))  # the CLI runs inherit it
     seed = int(os.environ.get("RAYLAB_KILL_SEED") or random.SystemRandom().randrange(10**6))
     chosen = {int(i) for i in os.environ.get("RAYLAB_KILL_POINTS", "").split(",") if i.strip()} \
         or set(range(1, len(POINTS) + 1))
@@ -214,6 +245,7 @@ def test_killed_at_seeded_points_then_rerun_converges_and_down_leaves_nothing(tm
     try:
         n = 0
         for ph in PHASES:
+            limits = _worker_limits(wd) if ph.same_limits else None
             for pt in ph.points:
                 n += 1
                 if n not in chosen:
@@ -227,6 +259,8 @@ def test_killed_at_seeded_points_then_rerun_converges_and_down_leaves_nothing(tm
             for args in ph.converge:
                 converge_s[" ".join(args)] = _converge(wd, args, said)
                 temp_roots.update(x for x in [_temp_root(wd)] if x)
+            if limits is not None:  # a killed drill's pinned limits were put back, not adopted
+                assert _worker_limits(wd) == limits, (limits, said)
         t_down = time.monotonic()
         rc, out, down_lines = _timed(_cli(wd, "down", "--json"))
         down_s = time.monotonic() - t_down

@@ -166,3 +166,19 @@ def test_left_changed(types, expected):
 
     held = {"ray.worker.spot": {"min_workers": 0, "max_workers": 3, "priority": None}}
     assert left_changed(held, types) == expected
+
+
+def test_drill_options_pick_drills_and_refuse_an_unknown_one(monkeypatch):
+    from types import SimpleNamespace
+
+    from raylab.errors import RaylabError
+    from raylab.stages.stage6_spot import DRILLS, drill_options
+
+    ctx = SimpleNamespace(options=SimpleNamespace(spot_drill={}))
+    monkeypatch.delenv("RAYLAB_SPOT_DRILL", raising=False)
+    assert drill_options(ctx)["drills"] == list(DRILLS)
+    monkeypatch.setenv("RAYLAB_SPOT_DRILL", '{"drills": ["reclaim_no_notice"]}')
+    assert drill_options(ctx)["drills"] == ["reclaim_no_notice"]
+    monkeypatch.setenv("RAYLAB_SPOT_DRILL", '{"drills": ["reclaim"]}')
+    with pytest.raises(RaylabError, match="unknown drill"):
+        drill_options(ctx)

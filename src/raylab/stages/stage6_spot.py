@@ -62,6 +62,7 @@ if TYPE_CHECKING:
 # A task whose lease the node granted just before the drain may begin executing a moment later
 # (worker start-up on a busy machine); "no new task" is judged after this grace.
 LEASE_GRACE_S = 2.0
+DRILLS = ("reclaim_no_notice", "reclaim_notice", "capacity")  # the local drills, in their order
 MAX_MAKESPAN_RATIO = 1.5  # issue 5: with the guard, within 1.5x of the same job without failures
 
 
@@ -88,6 +89,8 @@ class SpotStage:
                 "reclaim_notice": (drill_reclaim, {"notice_s": o["notice"]}),
                 "capacity": (drill_capacity, {})}
             for name, (drill, kw) in drills.items():
+                if name not in o["drills"]:
+                    continue
                 t0 = time.time()
                 results[name] = drill(ctx, out_dir, o, **kw)
                 results[name]["chart"] = drill_chart(ctx, name, results[name],
@@ -133,7 +136,8 @@ def drill_options(ctx: Context) -> dict[str, Any]:
     """Sizes for a 2-core machine (tests may shrink them through ctx.options.spot_drill)."""
     o = {"tasks": 24, "duration": 15.0, "notice": 8.0, "capacity_window": 45.0, "cooldown": 20.0,
          "probe": 15.0, "spot_wait": 120.0, "timeout": 300.0, "spot_workers": 3,
-         "fis_window": 300, "fis_poll": 10.0, "fis_timeout": 600.0, "fis_job_timeout": 1800.0}  # AWS
+         "fis_window": 300, "fis_poll": 10.0, "fis_timeout": 600.0, "fis_job_timeout": 1800.0,  # AWS
+         "drills": list(DRILLS)}  # local: which drills run (the kill test runs one)
     env = os.environ.get("RAYLAB_SPOT_DRILL")  # JSON, e.g. '{"tasks": 12}' (tests, slow machines)
     if env:
         try:
@@ -142,6 +146,10 @@ def drill_options(ctx: Context) -> dict[str, Any]:
             raise RaylabError(f"RAYLAB_SPOT_DRILL is not JSON: {env!r}",
                               'e.g. RAYLAB_SPOT_DRILL=\'{"tasks": 12}\'') from None
     o.update(ctx.options.spot_drill)
+    unknown = sorted(set(o["drills"]) - set(DRILLS))
+    if unknown:
+        raise RaylabError(f"unknown drill(s) {', '.join(map(str, unknown))} in the spot drill options",
+                          f"drills: {', '.join(DRILLS)}")
     return o
 
 
