@@ -1,6 +1,6 @@
-"""Killed at any moment, raylab converges (issue 16): the CLI killed at 12 seeded points (stages 1-4, down).
+"""Killed at any moment, raylab converges (issue 16): the CLI killed at 15 seeded points (stages 1-7, down).
 
-One work dir lives through four phases. In each, the phase's command is killed at its points (SIGKILL,
+One work dir lives through seven phases. In each, the phase's command is killed at its points (SIGKILL,
 SIGINT, SIGHUP), each just after a marker line of its output plus a seeded delay; each attempt is the
 re-run of the one before, so it must get past where that one died (no lock error, no stale state, no
 orphan). Then the phase's command runs to the end and must succeed, and the next phase starts from
@@ -12,12 +12,18 @@ there (one lab for all points; small: `stress --tasks 4 --duration 4`).
    autoscaler comes up); then `stage 3` converges;
 3. stage 4 (`stress`: while the job is submitted and while it runs); then `stress` converges (it
    stops the job the killed run left);
-4. `down` (SIGINT while the Ray head stops, SIGKILL in `terraform destroy`); then `down`.
+4. stage 5 (`scale --idle-timeout 0.2`: SIGINT after the re-apply); then `scale` converges;
+5. stage 6 (one drill, reclaim without notice: SIGKILL in it, the YAML's worker limits edited); then
+   `stage 6` converges, and the worker limits after it are those before the phase;
+6. stage 7 (SIGKILL while the data job is submitted or runs); then `stage 7` converges (it stops
+   the job the killed run left);
+7. `down` (SIGINT while the Ray head stops, SIGKILL in `terraform destroy`); then `down`.
 
 Asserted:
 
 - an interrupted attempt exits 130 with one "interrupted ..." line and no traceback, and leaves no
-  process but the long-lived ones (the twin, the Ray head and the twin's nodes: adopted on purpose);
+  process but the long-lived ones (the twin, the Ray head, the twin's nodes, stage 6's capacity
+  guard: adopted on purpose);
 - the converging runs succeed; `down` succeeds and its leftover check is empty;
 - no process that raylab started, none whose cwd or arguments lie under the work dir, and none
   that names a Ray temp dir of this lab (head, raylets, workers, the job's driver) is alive.
@@ -62,8 +68,9 @@ class Point:
 STRESS = ("stress", "--tasks", "4", "--duration", "4")  # one worker of 4 CPUs: the autoscaler adds it
 # stage 5 at the same size, idle workers removed after 12 s
 SCALE = ("scale", "--idle-timeout", "0.2", "--tasks", "4", "--duration", "4")
-# stage 6 with one drill (reclaim one spot worker of one, no notice) and short tasks
-SPOT_DRILL = {"drills": ["reclaim_no_notice"], "spot_workers": 1, "duration": 6.0, "spot_wait": 150.0,
+# stage 6 with one drill (reclaim one spot worker of one, no notice); 15 s tasks (with 6 s ones the
+# demo could end before its spot node was seen busy: "no spot worker ran demo tasks")
+SPOT_DRILL = {"drills": ["reclaim_no_notice"], "spot_workers": 1, "duration": 15.0, "spot_wait": 150.0,
               "timeout": 240.0}
 
 
@@ -106,8 +113,9 @@ PHASES = (
         Point(("stage", "6"), "drill: reclaim spot workers", signal.SIGKILL, 10.0),
     ), (("stage", "6"),), same_limits=True),
     Phase((
-        # stage 7: the data job being submitted or running; the re-run stops it by the id in the state
-        Point(("stage", "7"), "submitting the data job", signal.SIGKILL, 4.0),
+        # stage 7: the data job named in the state, being submitted or running (the local job runs
+        # 30-120 s); the re-run stops it by that id
+        Point(("stage", "7"), "data job running", signal.SIGKILL, 10.0),
     ), (("stage", "7"),)),
     Phase((
         Point(("down",), "stopping the Ray head", signal.SIGINT, 2.0),
