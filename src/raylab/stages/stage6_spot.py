@@ -134,10 +134,11 @@ STAGE = SpotStage()
 
 def drill_options(ctx: Context) -> dict[str, Any]:
     """Sizes for a 2-core machine (tests may shrink them through ctx.options.spot_drill)."""
-    o = {"tasks": 24, "duration": 15.0, "notice": 8.0, "capacity_window": 45.0, "cooldown": 20.0,
-         "probe": 15.0, "spot_wait": 120.0, "timeout": 300.0, "spot_workers": 3,
-         "fis_window": 300, "fis_poll": 10.0, "fis_timeout": 600.0, "fis_job_timeout": 1800.0,  # AWS
-         "drills": list(DRILLS)}  # local: which drills run (the kill test runs one)
+    o: dict[str, Any] = {
+        "tasks": 24, "duration": 15.0, "notice": 8.0, "capacity_window": 45.0, "cooldown": 20.0,
+        "probe": 15.0, "spot_wait": 120.0, "timeout": 300.0, "spot_workers": 3,
+        "fis_window": 300, "fis_poll": 10.0, "fis_timeout": 600.0, "fis_job_timeout": 1800.0,  # AWS
+        "drills": list(DRILLS)}  # local: which drills run (the kill test runs one)
     env = os.environ.get("RAYLAB_SPOT_DRILL")  # JSON, e.g. '{"tasks": 12}' (tests, slow machines)
     if env:
         try:
