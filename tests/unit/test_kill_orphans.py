@@ -200,3 +200,27 @@ def test_stage7_names_its_job_in_the_state_before_submitting_it(tmp_path: Path,
     assert sub_id and sub_id.startswith("raylab-data-")
     assert named["job_id"] == sub_id and named["dashboard_url"] == DASH
     assert named["pid"] == os.getpid()
+
+
+def test_ctrl_c_while_ray_accepts_the_stress_job_stops_it_by_its_submission_id(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kill test's point 9 (SIGINT 3.8 s into `stress`): the interrupt came inside submit_job,
+    the run exited, and the job's driver (`python stress.py`) ran on until the next run."""
+    calls: list[str] = []
+
+    class Client:
+        def __init__(self, url: str) -> None:
+            pass
+
+        def submit_job(self, submission_id: str | None = None, **kw: Any) -> str:
+            calls.append(f"submit {submission_id}")
+            raise KeyboardInterrupt
+
+        def stop_job(self, job_id: str) -> bool:
+            calls.append(f"stop {job_id}")
+            return True
+
+    monkeypatch.setitem(sys.modules, "ray.job_submission", SimpleNamespace(JobSubmissionClient=Client))
+    with pytest.raises(KeyboardInterrupt):
+        jobmod.StressJob.submit(DASH, Path("workloads"), 4, 4.0, 1, submission_id="raylab-stress-1")
+    assert calls == ["submit raylab-stress-1", "stop raylab-stress-1"]

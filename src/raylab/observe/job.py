@@ -137,6 +137,7 @@ class StressJob:
 
         from raylab.errors import RaylabError
 
+        client: Any = None
         try:
             client = JobSubmissionClient(dashboard_url)
             job_id = client.submit_job(
@@ -144,6 +145,11 @@ class StressJob:
                 runtime_env={"working_dir": str(workloads_dir)},
                 submission_id=submission_id,
             )
+        except KeyboardInterrupt:  # Ctrl-C while Ray accepts it: its driver may start anyway
+            if client is not None and submission_id:
+                with contextlib.suppress(Exception):
+                    client.stop_job(submission_id)
+            raise
         except Exception as e:
             raise RaylabError(f"could not submit the stress job to {dashboard_url}: {str(e).splitlines()[0]}",
                               "check the cluster with `raylab status`; stage 3 must be up") from None
