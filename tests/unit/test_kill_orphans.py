@@ -224,3 +224,30 @@ def test_ctrl_c_while_ray_accepts_the_stress_job_stops_it_by_its_submission_id(
     with pytest.raises(KeyboardInterrupt):
         jobmod.StressJob.submit(DASH, Path("workloads"), 4, 4.0, 1, submission_id="raylab-stress-1")
     assert calls == ["submit raylab-stress-1", "stop raylab-stress-1"]
+
+
+def test_a_stopped_job_is_waited_for_until_ray_says_it_ended() -> None:
+    """Ctrl-C stops the job and waits for its end: Ray stops a driver with SIGTERM, then SIGKILL, and
+    an interrupted run that exits at once left `python stress.py` alive (the kill test's point 9)."""
+    statuses = iter(["RUNNING", "RUNNING", "STOPPED"])
+    asked: list[str] = []
+
+    class Client:
+        def stop_job(self, job_id: str) -> bool:
+            asked.append(f"stop {job_id}")
+            return True
+
+        def get_job_status(self, job_id: str) -> Any:
+            asked.append("status")
+            return SimpleNamespace(value=next(statuses))
+
+    t0 = time.monotonic()
+    jobmod.stop_and_wait(Client(), "raylab-stress-1", 10.0)
+    assert asked == ["stop raylab-stress-1", "status", "status", "status"]
+    assert time.monotonic() - t0 < 5
+
+    class Gone:
+        def stop_job(self, job_id: str) -> bool:
+            raise RuntimeError("no such job")
+
+    jobmod.stop_and_wait(Gone(), "raylab-stress-1", 10.0)  # never raises
