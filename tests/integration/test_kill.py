@@ -1,6 +1,6 @@
-"""Killed at any moment, raylab converges (issue 16): the CLI killed at 12 seeded points (stages 1-4, down).
+"""Killed at any moment, raylab converges (issue 16): the CLI killed at 15 seeded points (stages 1-7, down).
 
-One work dir lives through four phases. In each, the phase's command is killed at its points (SIGKILL,
+One work dir lives through seven phases. In each, the phase's command is killed at its points (SIGKILL,
 SIGINT, SIGHUP), each just after a marker line of its output plus a seeded delay; each attempt is the
 re-run of the one before, so it must get past where that one died (no lock error, no stale state, no
 orphan). Then the phase's command runs to the end and must succeed, and the next phase starts from
@@ -12,12 +12,18 @@ there (one lab for all points; small: `stress --tasks 4 --duration 4`).
    autoscaler comes up); then `stage 3` converges;
 3. stage 4 (`stress`: while the job is submitted and while it runs); then `stress` converges (it
    stops the job the killed run left);
-4. `down` (SIGINT while the Ray head stops, SIGKILL in `terraform destroy`); then `down`.
+4. stage 5 (`scale --idle-timeout 0.2`: SIGINT after the re-apply); then `scale` converges;
+5. stage 6 (one drill, reclaim without notice: SIGKILL in it, the YAML's worker limits edited); then
+   `stage 6` converges, and the worker limits after it are those before the phase;
+6. stage 7 (SIGKILL while the data job is submitted or runs); then `stage 7` converges (it stops
+   the job the killed run left);
+7. `down` (SIGINT while the Ray head stops, SIGKILL in `terraform destroy`); then `down`.
 
 Asserted:
 
 - an interrupted attempt exits 130 with one "interrupted ..." line and no traceback, and leaves no
-  process but the long-lived ones (the twin, the Ray head and the twin's nodes: adopted on purpose);
+  process but the long-lived ones (the twin, the Ray head, the twin's nodes, stage 6's capacity
+  guard: adopted on purpose);
 - the converging runs succeed; `down` succeeds and its leftover check is empty;
 - no process that raylab started, none whose cwd or arguments lie under the work dir, and none
   that names a Ray temp dir of this lab (head, raylets, workers, the job's driver) is alive.
@@ -60,12 +66,19 @@ class Point:
 
 
 STRESS = ("stress", "--tasks", "4", "--duration", "4")  # one worker of 4 CPUs: the autoscaler adds it
+# stage 5 at the same size, idle workers removed after 12 s
+SCALE = ("scale", "--idle-timeout", "0.2", "--tasks", "4", "--duration", "4")
+# stage 6 with one drill (reclaim one spot worker of one, no notice); 15 s tasks (with 6 s ones the
+# demo could end before its spot node was seen busy: "no spot worker ran demo tasks")
+SPOT_DRILL = {"drills": ["reclaim_no_notice"], "spot_workers": 1, "duration": 15.0, "spot_wait": 150.0,
+              "timeout": 240.0}
 
 
 @dataclass(frozen=True)
 class Phase:
     points: tuple[Point, ...]
     converge: tuple[tuple[str, ...], ...]  # run to the end after the points, each must succeed
+    same_limits: bool = False  # the cluster YAML's worker limits after the phase are those before it
 
 
 PHASES = (
@@ -91,17 +104,31 @@ PHASES = (
         Point(STRESS, "tasks pending", signal.SIGKILL, 8.0),
     ), (STRESS,)),
     Phase((
+        # stage 5: the knobs re-applied, the second job being submitted
+        Point(SCALE, "re-applied", signal.SIGINT, 8.0),
+    ), (SCALE,)),
+    Phase((
+        # stage 6: the drill's limits in the YAML (mixed limits, spot pinned), spot workers launching;
+        # the re-run must put the limits back before its own drill (checked below)
+        Point(("stage", "6"), "drill: reclaim spot workers", signal.SIGKILL, 10.0),
+    ), (("stage", "6"),), same_limits=True),
+    Phase((
+        # stage 7: the data job named in the state, being submitted or running (the local job runs
+        # 30-120 s); the re-run stops it by that id
+        Point(("stage", "7"), "data job running", signal.SIGKILL, 10.0),
+    ), (("stage", "7"),)),
+    Phase((
         Point(("down",), "stopping the Ray head", signal.SIGINT, 2.0),
         Point(("down",), "  terraform: ", signal.SIGKILL, 2.0),  # in `terraform destroy`
     ), ()),  # then `down`, asserted below
 )
 POINTS = tuple(pt for ph in PHASES for pt in ph.points)  # numbered from 1 in this order
 # long-lived processes an interrupted run leaves on purpose: the next command adopts them
-KEPT = ("twin", "ray-head", "ray node")
+KEPT = ("twin", "ray-head", "ray node", "capacity guard")
 
 
 def _cli(wd: Path, *args: str) -> list[str]:
-    yes = [] if args[0] == "stress" else ["--yes"]  # stress asks nothing
+    yes = [] if args[0] in ("stress", "scale") else ["--yes"]  # they ask nothing
     return [sys.executable, "-m", "raylab", *args, *yes, "--workdir", str(wd), "--lab", LAB]
 
 
@@ -170,6 +197,16 @@ def _slowest(lines: list[tuple[float, str]], n: int = 3) -> list[str]:
     return [f"+{g:.1f}s {ln[:100]}" for g, ln in sorted(gaps, reverse=True)[:n]]
 
 
+def _worker_limits(wd: Path) -> dict[str, dict[str, object]]:
+    """The running cluster YAML's worker types' min/max workers and priority (stage 6 edits them)."""
+    import yaml
+
+    path = json.loads((wd / "state.json").read_text())["cluster"]["config_path"]
+    types = (yaml.safe_load(Path(path).read_text()) or {}).get("available_node_types", {})
+    return {nt: {k: t.get(k) for k in ("min_workers", "max_workers", "priority")}
+            for nt, t in types.items() if nt.startswith("ray.worker.")}
+
+
 def _check_interrupted(wd: Path, r: dict[str, object]) -> None:
     err = str(r["stderr"])
     if r["rc"] == 0:  # the run finished in the delay window: nothing to interrupt
@@ -195,7 +232,9 @@ def _converge(wd: Path, args: tuple[str, ...], said: list[str]) -> float:
     return round(time.monotonic() - t0, 1)
 
 
-def test_killed_at_seeded_points_then_rerun_converges_and_down_leaves_nothing(tmp_path: Path) -> None:
+def test_killed_at_seeded_points_then_rerun_converges_and_down_leaves_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAYLAB_SPOT_DRILL", json.dumps(SPOT_DRILL))  # the CLI runs inherit it
     seed = int(os.environ.get("RAYLAB_KILL_SEED") or random.SystemRandom().randrange(10**6))
     chosen = {int(i) for i in os.environ.get("RAYLAB_KILL_POINTS", "").split(",") if i.strip()} \
         or set(range(1, len(POINTS) + 1))
@@ -214,6 +253,7 @@ def test_killed_at_seeded_points_then_rerun_converges_and_down_leaves_nothing(tm
     try:
         n = 0
         for ph in PHASES:
+            limits = _worker_limits(wd) if ph.same_limits else None
             for pt in ph.points:
                 n += 1
                 if n not in chosen:
@@ -227,6 +267,8 @@ def test_killed_at_seeded_points_then_rerun_converges_and_down_leaves_nothing(tm
             for args in ph.converge:
                 converge_s[" ".join(args)] = _converge(wd, args, said)
                 temp_roots.update(x for x in [_temp_root(wd)] if x)
+            if limits is not None:  # a killed drill's pinned limits were put back, not adopted
+                assert _worker_limits(wd) == limits, (limits, said)
         t_down = time.monotonic()
         rc, out, down_lines = _timed(_cli(wd, "down", "--json"))
         down_s = time.monotonic() - t_down

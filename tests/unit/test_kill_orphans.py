@@ -22,6 +22,7 @@ from raylab import proctable
 from raylab.observe import job as jobmod
 from raylab.observe.job import orphaned_job, stop_orphaned_job
 from raylab.observe.run import JOB_STATE
+from raylab.phases import PhaseClock
 from raylab.procs import Records, run_identity
 from raylab.state import State
 
@@ -141,3 +142,113 @@ def test_ctrl_c_stops_the_data_job_and_its_id_was_handed_over_first(tmp_path: Pa
         submit.run_as_job(DASH, tmp_path / "job.py", [], runtime_env=None, python="python", timeout=60,
                           on_submit=lambda j: calls.append(f"submitted {j}"))
     assert calls == ["submitted raysubmit_data", "stop raysubmit_data"]
+
+
+def test_ctrl_c_while_ray_accepts_the_data_job_stops_it_by_the_id_chosen_before(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A SIGINT inside submit_job: Ray may have accepted the job, and no id came back; the id raylab
+    chose beforehand is the one stopped (else its driver ran on, writing the re-run's output)."""
+    from raylab.datajob import submit
+
+    calls: list[str] = []
+
+    class Client:
+        def __init__(self, url: str) -> None:
+            pass
+
+        def submit_job(self, submission_id: str | None = None, **kw: Any) -> str:
+            calls.append(f"submit {submission_id}")
+            raise KeyboardInterrupt
+
+        def stop_job(self, job_id: str) -> bool:
+            calls.append(f"stop {job_id}")
+            return True
+
+    monkeypatch.setitem(sys.modules, "ray.job_submission", SimpleNamespace(JobSubmissionClient=Client))
+    with pytest.raises(KeyboardInterrupt):
+        submit.run_as_job(DASH, tmp_path / "job.py", [], runtime_env=None, python="python", timeout=60,
+                          submission_id="raylab-data-1")
+    assert calls == ["submit raylab-data-1", "stop raylab-data-1"]
+
+
+def test_stage7_names_its_job_in_the_state_before_submitting_it(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A SIGKILL while Ray accepts the data job must leave a job the next run can name (state
+    ``data_job``), as the stress job's does (the kill test's point 9)."""
+    import contextlib
+
+    from raylab.datajob import submit
+    from raylab.stages import stage7_data
+
+    seen: list[tuple[str | None, dict[str, Any]]] = []
+    state = State(tmp_path / ".raylab")
+
+    def run_as_job(url: str, script: Path, args: list[str], **kw: Any) -> Any:
+        seen.append((kw.get("submission_id"), dict(state.get(stage7_data.JOB_STATE))))
+        raise KeyboardInterrupt  # the run stops here (a SIGINT)
+
+    monkeypatch.setattr(submit, "run_as_job", run_as_job)
+    monkeypatch.setattr(submit, "dashboard_up", lambda url: True)
+    monkeypatch.setattr(stage7_data, "_ensure_sample", lambda ctx, folder: None)
+    monkeypatch.setattr(stage7_data, "cluster_dashboard", lambda ctx: DASH)
+    ui = SimpleNamespace(info=lambda t: None, noop=lambda t: None, warning=lambda t: None,
+                         waiting=lambda t: contextlib.nullcontext())
+    ctx = SimpleNamespace(state=state, ui=ui, workdir=tmp_path / ".raylab", root=tmp_path,
+                          target=SimpleNamespace(data_source="local", ships_code=False), clock=PhaseClock())
+    with pytest.raises(KeyboardInterrupt):
+        stage7_data.STAGE.apply(ctx)
+    (sub_id, named), = seen
+    assert sub_id and sub_id.startswith("raylab-data-")
+    assert named["job_id"] == sub_id and named["dashboard_url"] == DASH
+    assert named["pid"] == os.getpid()
+
+
+def test_ctrl_c_while_ray_accepts_the_stress_job_stops_it_by_its_submission_id(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kill test's point 9 (SIGINT 3.8 s into `stress`): the interrupt came inside submit_job,
+    the run exited, and the job's driver (`python stress.py`) ran on until the next run."""
+    calls: list[str] = []
+
+    class Client:
+        def __init__(self, url: str) -> None:
+            pass
+
+        def submit_job(self, submission_id: str | None = None, **kw: Any) -> str:
+            calls.append(f"submit {submission_id}")
+            raise KeyboardInterrupt
+
+        def stop_job(self, job_id: str) -> bool:
+            calls.append(f"stop {job_id}")
+            return True
+
+    monkeypatch.setitem(sys.modules, "ray.job_submission", SimpleNamespace(JobSubmissionClient=Client))
+    with pytest.raises(KeyboardInterrupt):
+        jobmod.StressJob.submit(DASH, Path("workloads"), 4, 4.0, 1, submission_id="raylab-stress-1")
+    assert calls == ["submit raylab-stress-1", "stop raylab-stress-1"]
+
+
+def test_a_stopped_job_is_waited_for_until_ray_says_it_ended() -> None:
+    """Ctrl-C stops the job and waits for its end: Ray stops a driver with SIGTERM, then SIGKILL, and
+    an interrupted run that exits at once left `python stress.py` alive (the kill test's point 9)."""
+    statuses = iter(["RUNNING", "RUNNING", "STOPPED"])
+    asked: list[str] = []
+
+    class Client:
+        def stop_job(self, job_id: str) -> bool:
+            asked.append(f"stop {job_id}")
+            return True
+
+        def get_job_status(self, job_id: str) -> Any:
+            asked.append("status")
+            return SimpleNamespace(value=next(statuses))
+
+    t0 = time.monotonic()
+    jobmod.stop_and_wait(Client(), "raylab-stress-1", 10.0)
+    assert asked == ["stop raylab-stress-1", "status", "status", "status"]
+    assert time.monotonic() - t0 < 5
+
+    class Gone:
+        def stop_job(self, job_id: str) -> bool:
+            raise RuntimeError("no such job")
+
+    jobmod.stop_and_wait(Gone(), "raylab-stress-1", 10.0)  # never raises

@@ -124,3 +124,61 @@ def test_first_launch_is_the_first_worker_instance_after_the_start():
            {"kind": "launch", "market": "spot", "launched": 1, "t": 99.0}]
     assert first_launch_s(evs, 100.0) == 4.5
     assert first_launch_s(evs[:2], 100.0) is None
+
+
+def test_limits_a_killed_drill_left_pinned_go_back_on_the_next_run(tmp_path):
+    """A SIGKILL mid-drill skips the `finally` that unpins the workers: without the held record, the
+    next run took the pinned limits for the cluster's own and put those back after its drills."""
+    from types import SimpleNamespace
+
+    from raylab.stages.stage6_io import HELD, fixed_size, hold_limits, release_limits
+    from raylab.state import State
+    from tests.unit.test_spot_guard import CLUSTER_YAML
+
+    p = tmp_path / "c.yaml"
+    p.write_text(CLUSTER_YAML)
+    before = p.read_text()
+    said: list[str] = []
+    ctx = SimpleNamespace(state=State(tmp_path / ".raylab"), ui=SimpleNamespace(warning=said.append))
+    hold_limits(ctx, p)  # the killed run: holds, then pins (and dies before its finally)
+    fixed_size(p, 3)
+    assert yaml.safe_load(p.read_text())["available_node_types"]["ray.worker.spot"]["min_workers"] == 3
+    hold_limits(ctx, p)  # the next run
+    assert yaml.safe_load(p.read_text()) == yaml.safe_load(before)
+    assert said == ["put back the worker limits a killed stage 6 left edited: ray.worker.ondemand "
+                    "max_workers 6; ray.worker.spot max_workers 8, min_workers 2"]
+    assert p.read_text().count("# spot workers take bursts first") == 1  # comments kept
+    hold_limits(ctx, p)  # nothing edited since: nothing said
+    assert len(said) == 1
+    release_limits(ctx)
+    assert ctx.state.get(HELD) == {}
+
+
+@pytest.mark.parametrize(("types", "expected"), [
+    ({"ray.worker.spot": {"min_workers": 3, "max_workers": 3}}, {"ray.worker.spot": {"min_workers": 0}}),
+    ({"ray.worker.spot": {"min_workers": 0, "max_workers": 3}}, {}),
+    ({"ray.worker.spot": {"min_workers": 0, "max_workers": 3, "priority": 10}},
+     {"ray.worker.spot": {"priority": None}}),  # a field added by the run is removed
+    ({}, {}),  # the type is gone from the YAML: nothing to put back there
+])
+def test_left_changed(types, expected):
+    from raylab.stages.stage6_io import left_changed
+
+    held = {"ray.worker.spot": {"min_workers": 0, "max_workers": 3, "priority": None}}
+    assert left_changed(held, types) == expected
+
+
+def test_drill_options_pick_drills_and_refuse_an_unknown_one(monkeypatch):
+    from types import SimpleNamespace
+
+    from raylab.errors import RaylabError
+    from raylab.stages.stage6_spot import DRILLS, drill_options
+
+    ctx = SimpleNamespace(options=SimpleNamespace(spot_drill={}))
+    monkeypatch.delenv("RAYLAB_SPOT_DRILL", raising=False)
+    assert drill_options(ctx)["drills"] == list(DRILLS)
+    monkeypatch.setenv("RAYLAB_SPOT_DRILL", '{"drills": ["reclaim_no_notice"]}')
+    assert drill_options(ctx)["drills"] == ["reclaim_no_notice"]
+    monkeypatch.setenv("RAYLAB_SPOT_DRILL", '{"drills": ["reclaim"]}')
+    with pytest.raises(RaylabError, match="unknown drill"):
+        drill_options(ctx)

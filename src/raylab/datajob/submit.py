@@ -116,6 +116,13 @@ def _wait(client: Any, job_id: str, timeout: float, on_status: Callable[[str], N
         time.sleep(1.0)
 
 
+def new_submission_id() -> str:
+    """A data job's id, chosen by raylab (not Ray) so the state can name it before it is submitted."""
+    import uuid
+
+    return f"raylab-data-{uuid.uuid4().hex[:12]}"
+
+
 def run_as_job(dashboard_url: str, script: Path, args: list[str], *, runtime_env: dict[str, Any] | None,
                python: str, timeout: float, on_status: Callable[[str], None] | None = None,
                submission_id: str | None = None, save_to: Path | None = None,
@@ -128,9 +135,15 @@ def run_as_job(dashboard_url: str, script: Path, args: list[str], *, runtime_env
         raise RaylabError(f"dashboard URL {dashboard_url!r} is not a loopback address",
                           "raylab reaches the dashboard only through 127.0.0.1 (a tunnel on aws)")
     entry = shlex.join([python, script.name if runtime_env else str(script), *args])
+    client: Any = None
     try:
         client = JobSubmissionClient(dashboard_url)
         job_id = client.submit_job(entrypoint=entry, runtime_env=runtime_env, submission_id=submission_id)
+    except KeyboardInterrupt:  # Ctrl-C while Ray accepts it: a job named beforehand may run already
+        if client is not None and submission_id:
+            with contextlib.suppress(Exception):
+                client.stop_job(submission_id)
+        raise
     except Exception as e:  # noqa: BLE001 - any failure to submit is one user-facing error
         raise RaylabError(f"could not submit the data job to {dashboard_url}: {str(e).splitlines()[0]}",
                           "check the cluster with `raylab status`") from None

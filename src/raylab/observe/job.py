@@ -16,6 +16,20 @@ from typing import Any
 PROGRESS_KEY = "raylab_progress"
 SUMMARY_KEY = "raylab_stress_summary"
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+STOP_WAIT_S = 10.0  # a Ctrl-C waits this long for the stopped job's driver to end
+
+
+def stop_and_wait(client: Any, job_id: str, wait_s: float) -> None:
+    """Stop a job and wait up to ``wait_s`` for a terminal status; never raises."""
+    import time
+
+    with contextlib.suppress(Exception):
+        client.stop_job(job_id)
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            if str(getattr(client.get_job_status(job_id), "value", "")) in TERMINAL:
+                return
+            time.sleep(0.25)
 
 
 def parse_job_output(text: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
@@ -137,6 +151,7 @@ class StressJob:
 
         from raylab.errors import RaylabError
 
+        client: Any = None
         try:
             client = JobSubmissionClient(dashboard_url)
             job_id = client.submit_job(
@@ -144,6 +159,10 @@ class StressJob:
                 runtime_env={"working_dir": str(workloads_dir)},
                 submission_id=submission_id,
             )
+        except KeyboardInterrupt:  # Ctrl-C while Ray accepts it: its driver may start anyway
+            if client is not None and submission_id:
+                stop_and_wait(client, submission_id, STOP_WAIT_S)
+            raise
         except Exception as e:
             raise RaylabError(f"could not submit the stress job to {dashboard_url}: {str(e).splitlines()[0]}",
                               "check the cluster with `raylab status`; stage 3 must be up") from None
@@ -174,9 +193,9 @@ class StressJob:
         keep = [ln for ln in text.splitlines() if not ln.startswith('{"raylab_')]
         return "\n".join(keep[-lines:])
 
-    def stop(self) -> None:
-        with contextlib.suppress(Exception):
-            self._client.stop_job(self.job_id)
+    def stop(self, wait_s: float = 0.0) -> None:
+        """Ask Ray to stop the job; with ``wait_s``, wait that long for it to end (its driver gone)."""
+        stop_and_wait(self._client, self.job_id, wait_s)
 
     def describe(self) -> str:
         return f"job {shlex.quote(self.job_id)} {self.status}"

@@ -288,7 +288,9 @@ def run_stress(ctx: Context, *, tasks: int, duration: float, scale: int, out_dir
                         f"see the timeline {writer.path} and `raylab status`")
                 time.sleep(max(0.0, SAMPLE_EVERY_S - (time.monotonic() - t_loop)))
         except KeyboardInterrupt:
-            job.stop()
+            from raylab.observe.job import STOP_WAIT_S
+
+            job.stop(STOP_WAIT_S)  # its driver gone before raylab exits
             raise
         finally:
             ctx.state.drop(JOB_STATE)

@@ -71,6 +71,46 @@ def ensure_spot_allowed(cfg: Path) -> dict[str, dict[str, Any]]:
     return restore
 
 
+# The worker limits as they were before stage 6 edited them (mixed limits, pinned sizes). Each edit is
+# put back in a ``finally``, which a SIGKILL skips: the record lets the next run put them back first.
+HELD = "spot_limits"
+LIMIT_FIELDS = ("min_workers", "max_workers", "priority")
+
+
+def limits_of(types: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The worker types' limits stage 6 edits, as they are in ``types`` (pure)."""
+    return {nt: {k: types[nt].get(k) for k in LIMIT_FIELDS} for nt in MIXED if nt in types}
+
+
+def left_changed(held: dict[str, dict[str, Any]], types: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The fields whose value differs from the held one: what a killed run left edited (pure)."""
+    out = {nt: {k: v for k, v in fields.items() if types[nt].get(k) != v}
+           for nt, fields in held.items() if nt in types}
+    return {nt: f for nt, f in out.items() if f}
+
+
+def hold_limits(ctx: Context, cfg: Path) -> None:
+    """Before stage 6 edits the YAML: put back what a killed run left edited (its record), else
+    record the limits as they are; ``release_limits`` forgets them once the edits are undone."""
+    from raylab.spot.guard import load_yaml
+
+    held = ctx.state.get(HELD)
+    types = load_yaml(cfg).get("available_node_types", {})
+    if not held:
+        ctx.state.put(HELD, limits_of(types))
+        return
+    back = left_changed(held, types)
+    for nt, fields in back.items():
+        set_node_type_fields(cfg, nt, fields)
+    if back:
+        what = "; ".join(f"{nt} " + ", ".join(f"{k} {v}" for k, v in f.items()) for nt, f in back.items())
+        ctx.ui.warning(f"put back the worker limits a killed stage 6 left edited: {what}")
+
+
+def release_limits(ctx: Context) -> None:
+    ctx.state.drop(HELD)
+
+
 def guard_command(ctx: Context, cooldown: float, probe: float) -> list[str]:
     cl, tw = ctx.state.cluster().required(), ctx.state.get("twin")
     d = ctx.workdir / "spot"

@@ -40,6 +40,8 @@ from raylab.stages.stage6_io import (
     ensure_spot_allowed,
     fis_apply,
     fixed_size,
+    hold_limits,
+    release_limits,
     running_spot,
     running_workers,
     set_node_type_fields,
@@ -51,11 +53,12 @@ from raylab.stages.stage6_io import (
     wait_for,
     worker_cpus,
 )
-from raylab.stages.stage6_reclaims import LEASE_GRACE_S, drill_reclaims
+from raylab.stages.stage6_reclaims import LEASE_GRACE_S, RECLAIMS, drill_reclaims
 
 if TYPE_CHECKING:
     from raylab.context import Context
 
+DRILLS = ("reclaim_no_notice", "reclaim_notice", "capacity")  # the local drills, in their order
 MAX_MAKESPAN_RATIO = 1.5  # issue 5: with the guard, within 1.5x of the same job without failures
 
 
@@ -72,13 +75,17 @@ class SpotStage:
         out_dir = ctx.workdir / "spot"
         out_dir.mkdir(parents=True, exist_ok=True)
         cfg = Path(ctx.state.cluster().required().config_path)
+        hold_limits(ctx, cfg)  # a killed run's edits go back first
         restore = ensure_spot_allowed(cfg)
         ensure_guard(ctx, cooldown=o["cooldown"], probe=o["probe"])
         results: dict[str, Any] = {}
         try:
-            drills: dict[str, Callable[[], dict[str, dict[str, Any]]]] = {
-                "reclaims": lambda: drill_reclaims(ctx, out_dir, o),
-                "capacity": lambda: {"capacity": drill_capacity(ctx, out_dir, o)}}
+            reclaims = tuple(n for n in RECLAIMS if n in o["drills"])  # either or both, on one job
+            drills: dict[str, Callable[[], dict[str, dict[str, Any]]]] = {}
+            if reclaims:
+                drills["reclaims"] = lambda: drill_reclaims(ctx, out_dir, o, reclaims)
+            if "capacity" in o["drills"]:
+                drills["capacity"] = lambda: {"capacity": drill_capacity(ctx, out_dir, o)}
             for phase, drill in drills.items():
                 t0 = time.time()
                 with ctx.clock.phase(f"drill: {phase}"):
@@ -89,6 +96,7 @@ class SpotStage:
         finally:
             for nt, fields in restore.items():
                 set_node_type_fields(cfg, nt, fields)
+            release_limits(ctx)
         from raylab.spot.metrics import spot_metrics
 
         evs = twin_events(ctx)
@@ -116,6 +124,7 @@ class SpotStage:
             for item in aws_cleanup(ctx):
                 ctx.ui.info(f"removed {item}")
         stop_guard(ctx)
+        release_limits(ctx)
 
 
 STAGE = SpotStage()
@@ -123,9 +132,11 @@ STAGE = SpotStage()
 
 def drill_options(ctx: Context) -> dict[str, Any]:
     """Sizes for a 2-core machine (tests may shrink them through ctx.options.spot_drill)."""
-    o = {"tasks": 24, "duration": 15.0, "notice": 8.0, "capacity_window": 45.0, "cooldown": 20.0,
-         "probe": 15.0, "spot_wait": 120.0, "timeout": 300.0, "spot_workers": 3,
-         "fis_window": 300, "fis_poll": 10.0, "fis_timeout": 600.0, "fis_job_timeout": 1800.0}  # AWS
+    o: dict[str, Any] = {
+        "tasks": 24, "duration": 15.0, "notice": 8.0, "capacity_window": 45.0, "cooldown": 20.0,
+        "probe": 15.0, "spot_wait": 120.0, "timeout": 300.0, "spot_workers": 3,
+        "fis_window": 300, "fis_poll": 10.0, "fis_timeout": 600.0, "fis_job_timeout": 1800.0,  # AWS
+        "drills": list(DRILLS)}  # local: which drills run (the kill test runs one)
     env = os.environ.get("RAYLAB_SPOT_DRILL")  # JSON, e.g. '{"tasks": 12}' (tests, slow machines)
     if env:
         try:
@@ -134,6 +145,10 @@ def drill_options(ctx: Context) -> dict[str, Any]:
             raise RaylabError(f"RAYLAB_SPOT_DRILL is not JSON: {env!r}",
                               'e.g. RAYLAB_SPOT_DRILL=\'{"tasks": 12}\'') from None
     o.update(ctx.options.spot_drill)
+    unknown = sorted(set(o["drills"]) - set(DRILLS))
+    if unknown:
+        raise RaylabError(f"unknown drill(s) {', '.join(map(str, unknown))} in the spot drill options",
+                          f"drills: {', '.join(DRILLS)}")
     return o
 
 

@@ -177,13 +177,17 @@ class DataStage:
             # a killed run's job would write the same output beside this one: stop it first
             stop_orphaned_job(ctx.state, ctx.ui, JOB_STATE, url, "data job")
             ctx.ui.info(f"submitting the data job: {where}")
+            # named in the state before Ray accepts it: a run killed while Ray accepts it leaves a job
+            # the next run can still name and stop
+            sub_id = submit.new_submission_id()
+            note_job(ctx.state, JOB_STATE, sub_id, str(url))
             with ctx.ui.waiting("data job running (Ray Data map tasks; the autoscaler may add workers)"), \
                     ctx.clock.phase("data job"):
                 try:
                     summary, job_id, _ = submit.run_as_job(
                         url, script, args, runtime_env=runtime_env, python=python,
                         timeout=plan["timeout_s"], save_to=ctx.workdir / "logs" / "data-job.log",
-                        on_submit=lambda j: note_job(ctx.state, JOB_STATE, j, str(url)))
+                        submission_id=sub_id)
                 finally:
                     ctx.state.drop(JOB_STATE)
         elif on_cluster_only(ctx):
