@@ -436,3 +436,17 @@ def test_the_stack_outputs_the_guide_reads_exist() -> None:
     named = {m for p in GUIDE.glob("*.md") for m in re.findall(r"OutputKey=='(\w+)'", p.read_text())}
     assert named and named <= outputs, named - outputs
     assert len(outputs) == 8 and "all 8 outputs present" in output("01-network.md", "raylab stage 1")
+
+
+# --- the whole lab's time: the prerequisites page and the recorded `raylab lab` run ---------------------
+
+def test_prerequisites_state_the_recorded_lab_time() -> None:
+    """The page's `raylab lab` time and per-chapter seconds are the recorded run's (lab-local.json)."""
+    r = run("lab-local.json")
+    st = r["stage_seconds"]
+    text = prose("00-prerequisites.md")
+    assert f"**{r['wall_s'] // 60}분 {r['wall_s'] % 60}초**" in text
+    assert f"4장 {round(st['stress'])}초, 5장 {round(st['scaling'])}초, 6장 {round(st['spot'])}초" in text
+    rest = sum(v for k, v in st.items() if k not in ("stress", "scaling", "spot"))
+    assert f"합쳐 약 {round(rest)}초" in text
+    assert abs(sum(p["seconds"] for p in r["phases"]) - sum(st.values())) < 5  # the phases add up
