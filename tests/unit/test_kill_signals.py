@@ -109,6 +109,7 @@ def test_down_notes_where_it_is_before_it_stops_anything(tmp_path: Path,
     must still be recorded as during the teardown, by this run (not as the previous run's exit)."""
     from types import SimpleNamespace
 
+    from raylab.phases import PhaseClock
     from raylab.stages import teardown
     from raylab.state import State
 
@@ -118,7 +119,7 @@ def test_down_notes_where_it_is_before_it_stops_anything(tmp_path: Path,
     st.put("run", {"command": "raylab stress", "stage": "stage 4 stress", "pid": 1, "outcome": "exited"})
     monkeypatch.setattr(teardown, "STAGES", ())
     target = SimpleNamespace(stop=lambda c: seen.append(st.get("run")))
-    ctx = SimpleNamespace(workdir=wd, state=st, target=target)
+    ctx = SimpleNamespace(workdir=wd, state=st, target=target, target_name="local", clock=PhaseClock())
     assert teardown.Teardown().apply(ctx) == {"errors": []}  # type: ignore[arg-type]
     assert [(r["stage"], r["pid"], r["outcome"]) for r in seen] == [("teardown", os.getpid(), "running")]
 
