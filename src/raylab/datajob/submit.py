@@ -123,6 +123,24 @@ def new_submission_id() -> str:
     return f"raylab-data-{uuid.uuid4().hex[:12]}"
 
 
+AGENT_NOT_READY = "No available agent to submit job"  # Ray's 500 right after a head starts
+AGENT_WAIT_S = 30.0
+
+
+def submit_when_ready(client: Any, wait_s: float = AGENT_WAIT_S, **job: Any) -> str:
+    """``client.submit_job(**job)``, asked again for up to ``wait_s`` while Ray answers that no agent
+    can take jobs yet ("please try again later": the head's dashboard agent is still registering).
+    Any other error is raised at once."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return str(client.submit_job(**job))
+        except Exception as e:
+            if AGENT_NOT_READY not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(1.0)
+
+
 def run_as_job(dashboard_url: str, script: Path, args: list[str], *, runtime_env: dict[str, Any] | None,
                python: str, timeout: float, on_status: Callable[[str], None] | None = None,
                submission_id: str | None = None, save_to: Path | None = None,
@@ -138,7 +156,8 @@ def run_as_job(dashboard_url: str, script: Path, args: list[str], *, runtime_env
     client: Any = None
     try:
         client = JobSubmissionClient(dashboard_url)
-        job_id = client.submit_job(entrypoint=entry, runtime_env=runtime_env, submission_id=submission_id)
+        job_id = submit_when_ready(client, entrypoint=entry, runtime_env=runtime_env,
+                                   submission_id=submission_id)
     except KeyboardInterrupt:  # Ctrl-C while Ray accepts it: a job named beforehand may run already
         if client is not None and submission_id:
             with contextlib.suppress(Exception):

@@ -149,13 +149,14 @@ class StressJob:
                submission_id: str | None = None) -> StressJob:
         from ray.job_submission import JobSubmissionClient
 
+        from raylab.datajob.submit import submit_when_ready
         from raylab.errors import RaylabError
 
         client: Any = None
         try:
             client = JobSubmissionClient(dashboard_url)
-            job_id = client.submit_job(
-                entrypoint=entrypoint(tasks, duration, scale),
+            job_id = submit_when_ready(
+                client, entrypoint=entrypoint(tasks, duration, scale),
                 runtime_env={"working_dir": str(workloads_dir)},
                 submission_id=submission_id,
             )
