@@ -100,16 +100,11 @@ def boot_seconds(events: list[dict[str, Any]]) -> float | None:
 
 
 def worker_start_seconds(timeline: Path, duration: float) -> float:
-    """Seconds between a task counted as running and its sleep starting (Python worker start-up), from
-    the timeline: first sample with a finished task - first sample with a running task - duration."""
-    samples = [json.loads(line) for line in timeline.read_text().splitlines() if line.strip()]
-    samples = [s for s in samples if s.get("kind") == "sample"]
-    first_run = next((s["ts"] for s in samples if (s.get("tasks") or {}).get("running")), None)
-    first_done = next((s["ts"] for s in samples if (s.get("tasks") or {}).get("finished")), None)
-    if first_run is None or first_done is None:
-        return 0.0
-    return round(max(0.0, first_done - first_run - duration), 1)
+    """Python worker start-up, from the run's timeline (``raylab.observe.timeline.worker_start_s``,
+    what stage 4 gives its own forecast)."""
+    from raylab.observe import timeline as tl
 
+    return tl.worker_start_s(tl.read(timeline)[1], duration)
 
 def head_instance_vcpus(cfg: dict[str, Any]) -> int:
     from raylab.cluster import instance_types

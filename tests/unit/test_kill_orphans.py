@@ -144,13 +144,9 @@ def test_ctrl_c_stops_the_data_job_and_its_id_was_handed_over_first(tmp_path: Pa
     assert calls == ["submitted raysubmit_data", "stop raysubmit_data"]
 
 
-def test_ctrl_c_while_ray_accepts_the_data_job_stops_it_by_the_id_chosen_before(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A SIGINT inside submit_job: Ray may have accepted the job, and no id came back; the id raylab
-    chose beforehand is the one stopped (else its driver ran on, writing the re-run's output)."""
-    from raylab.datajob import submit
 
-    calls: list[str] = []
+def interrupted_client(calls: list[str]) -> type:
+    """A JobSubmissionClient whose submit_job is interrupted (SIGINT) while Ray accepts the job."""
 
     class Client:
         def __init__(self, url: str) -> None:
@@ -164,7 +160,19 @@ def test_ctrl_c_while_ray_accepts_the_data_job_stops_it_by_the_id_chosen_before(
             calls.append(f"stop {job_id}")
             return True
 
-    monkeypatch.setitem(sys.modules, "ray.job_submission", SimpleNamespace(JobSubmissionClient=Client))
+    return Client
+
+
+def test_ctrl_c_while_ray_accepts_the_data_job_stops_it_by_the_id_chosen_before(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A SIGINT inside submit_job: Ray may have accepted the job, and no id came back; the id raylab
+    chose beforehand is the one stopped (else its driver ran on, writing the re-run's output)."""
+    from raylab.datajob import submit
+
+    calls: list[str] = []
+
+    monkeypatch.setitem(sys.modules, "ray.job_submission",
+                        SimpleNamespace(JobSubmissionClient=interrupted_client(calls)))
     with pytest.raises(KeyboardInterrupt):
         submit.run_as_job(DASH, tmp_path / "job.py", [], runtime_env=None, python="python", timeout=60,
                           submission_id="raylab-data-1")
@@ -209,19 +217,8 @@ def test_ctrl_c_while_ray_accepts_the_stress_job_stops_it_by_its_submission_id(
     the run exited, and the job's driver (`python stress.py`) ran on until the next run."""
     calls: list[str] = []
 
-    class Client:
-        def __init__(self, url: str) -> None:
-            pass
-
-        def submit_job(self, submission_id: str | None = None, **kw: Any) -> str:
-            calls.append(f"submit {submission_id}")
-            raise KeyboardInterrupt
-
-        def stop_job(self, job_id: str) -> bool:
-            calls.append(f"stop {job_id}")
-            return True
-
-    monkeypatch.setitem(sys.modules, "ray.job_submission", SimpleNamespace(JobSubmissionClient=Client))
+    monkeypatch.setitem(sys.modules, "ray.job_submission",
+                        SimpleNamespace(JobSubmissionClient=interrupted_client(calls)))
     with pytest.raises(KeyboardInterrupt):
         jobmod.StressJob.submit(DASH, Path("workloads"), 4, 4.0, 1, submission_id="raylab-stress-1")
     assert calls == ["submit raylab-stress-1", "stop raylab-stress-1"]
