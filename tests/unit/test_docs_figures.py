@@ -451,3 +451,11 @@ def test_prerequisites_state_the_recorded_lab_time() -> None:
     rest = sum(v for k, v in st.items() if k not in ("stress", "scaling", "spot"))
     assert f"합쳐 약 {round(rest)}초" in text
     assert abs(sum(p["seconds"] for p in r["phases"]) - sum(st.values())) < 5  # the phases add up
+
+
+def test_stress_chapter_states_the_recorded_forecast() -> None:
+    """Chapter 4's forecast sentence is the recorded lab run's stage 4 (lab-local.json)."""
+    s = run("lab-local.json")["stress"]
+    f = s["forecast"]
+    assert (f"{round(s['makespan_s'])}초 대 예측 {round(f['makespan_s'])}초, "
+            f"{f['measured_over_forecast']:.2f}배") in prose("04-stress.md")
