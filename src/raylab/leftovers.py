@@ -77,6 +77,13 @@ def stop_leftovers(root: Path, steps: Sequence[tuple[int, float]] = QUICK_STEPS)
     for rec in records.all():
         stop_record(rec, records.root, steps)
         records.forget(rec)
-    left = [x for x in find_leftovers(root) if x.ours]
-    stop_procs([x.proc for x in left], steps)
-    return left
+    stopped: dict[int, Leftover] = {}
+    # A process being stopped may start another first: Ray's job watcher (`while kill -s 0 <pid>; do
+    # sleep 1; done`) leaves its last `sleep 1` behind it. So scan again, a few rounds.
+    for _ in range(3):
+        left = [x for x in find_leftovers(root) if x.ours]
+        if not left:
+            break
+        stopped.update((x.proc.pid, x) for x in left)
+        stop_procs([x.proc for x in left], steps)
+    return sorted(stopped.values(), key=lambda x: x.proc.pid)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -259,6 +260,25 @@ def test_stop_leftovers_stops_marked_processes_but_not_foreign_ones(tmp_path: Pa
         for p in (marked, foreign):
             p.kill()
             p.wait()
+
+
+def test_stop_leftovers_also_stops_what_a_stopped_process_starts_on_its_way_out(tmp_path: Path) -> None:
+    """Ray's job watcher (`while kill -s 0 <pid>; do sleep 1; done`) leaves a `sleep 1` behind it when
+    it is stopped; CI's kill test found one alive after `down`. Here a shell starts its orphan on SIGINT."""
+    root = tmp_path / ".raylab"
+    root.mkdir()
+    script = "trap 'sleep 30 & exit 0' INT; while true; do sleep 0.1; done"
+    watcher = subprocess.Popen(["sh", "-c", script], start_new_session=True,
+                               env={**os.environ, proctable.MARK_ENV: str(root)})
+    try:
+        time.sleep(0.3)
+        leftovers.stop_leftovers(root, ((signal.SIGINT, 2.0), (signal.SIGKILL, 2.0)))
+        watcher.wait(timeout=5)
+        assert [x for x in leftovers.find_leftovers(root) if x.ours] == []
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(watcher.pid, signal.SIGKILL)
+        watcher.wait()
 
 
 def test_a_child_started_from_a_worker_thread_outlives_that_thread(tmp_path: Path) -> None:
