@@ -20,8 +20,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LOG = ROOT / ".raylab-tests" / "rehearsal.log"
-# The second lane: the rehearsal, and the long local tests marked lane2 (the kill test, the room),
-# so that the two lanes take about as long (measured: 18.5 min against 32 min without lane2).
+# The second lane: the rehearsal (the whole lab, a failed stage, a killed run), and the long local
+# tests marked lane2 (the kill test), so that the two lanes take about as long (measured: 18.5 min
+# against 32 min without lane2; the room's tests went back to the first lane with the rehearsal's kill).
 SECOND = "rehearsal or lane2"
 
 

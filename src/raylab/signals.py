@@ -93,6 +93,13 @@ def previous_run(run: dict[str, Any]) -> str | None:
     return f"{what} (killed: pid {run.get('pid')} ended without a word)"
 
 
+def passed_on() -> None:
+    """The signal this run received was passed on to a child that reports it itself (the rehearsal's
+    operator): the exit hook then adds no line of its own."""
+    global _received
+    _received = None
+
+
 def _on_exit() -> None:
     try:
         procs = sys.modules.get("raylab.procs")  # never imported: this run started no child to stop

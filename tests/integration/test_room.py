@@ -34,7 +34,7 @@ from raylab.stages.runner import run_stage
 from raylab.ui import UI
 from tests.integration.conftest import MotoTarget
 
-pytestmark = [pytest.mark.integration, pytest.mark.lane2,
+pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(shutil.which("terraform") is None, reason="terraform is not on PATH")]
 
 QUOTA = 48  # on-demand vCPUs: 3 bastions (2 each) + another tool's t3.micro (2) + 2 heads (16 each) = 40

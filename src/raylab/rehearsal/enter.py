@@ -8,6 +8,7 @@ only). Root is needed for namespaces; the refusal says so in one line before any
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import shutil
@@ -78,11 +79,37 @@ def _deathsig() -> None:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-def run_world(cmd: list[str]) -> int:
-    """Run the world in the foreground; Ctrl-C reaches the operator inside, whose teardown runs."""
-    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+def world_pid(unshare_pid: int) -> int | None:
+    """The world's PID: the one child ``unshare --fork`` made (None once it is gone)."""
     try:
-        p = subprocess.Popen(cmd, preexec_fn=_deathsig)  # noqa: PLW1509 - prctl only
-        return p.wait()
-    finally:
-        signal.signal(signal.SIGINT, old)
+        kids = Path(f"/proc/{unshare_pid}/task/{unshare_pid}/children").read_text().split()
+    except OSError:
+        return None
+    return int(kids[0]) if kids else None
+
+
+def run_world(cmd: list[str]) -> int:
+    """Run the world in the foreground and return its operator's exit code.
+
+    The world runs in its own session, so a terminal's signals reach only this process, which passes
+    each one on once: Ctrl-C, SIGTERM and SIGHUP become the world's SIGTERM, which the world hands to
+    its operator as Ctrl-C; the operator's teardown then runs while the account is still there. A
+    SIGKILL here ends everything at once: ``unshare`` (parent-death signal) kills the world, which
+    takes its machines and operator with it (theirs); the next run starts a new account and converges.
+    """
+    from raylab import signals
+
+    p = subprocess.Popen(cmd, preexec_fn=_deathsig, start_new_session=True)  # noqa: PLW1509 - prctl only
+    passed_on = False
+    while True:
+        try:
+            rc = p.wait()
+            if passed_on:
+                signals.passed_on()  # the operator inside said where it stopped: no second line
+            return rc
+        except KeyboardInterrupt:
+            pid = world_pid(p.pid)
+            if pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
+                passed_on = True

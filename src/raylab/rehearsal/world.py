@@ -259,6 +259,26 @@ def operator_env(endpoint: str, region: str) -> dict[str, str]:
             "RAYLAB_ENDPOINT_FIS_ACTS": "1"}  # this account's FIS acts (rehearsal/fis.py)
 
 
+def _operator_setup() -> None:
+    """The operator's signals: Ctrl-C is its own (the world ignores it), and it dies with the world
+    (a killed world's account is gone: there is nothing left for it to tear down)."""
+    import ctypes
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def wait_operator(op: subprocess.Popen[bytes]) -> int:
+    """Wait for the operator; each SIGTERM the world gets (``enter.run_world`` passes a Ctrl-C on as
+    one) reaches the operator as Ctrl-C, so it tears down while the account still answers."""
+    while True:
+        try:
+            return op.wait()
+        except KeyboardInterrupt:
+            if op.poll() is None:
+                op.send_signal(signal.SIGINT)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="raylab.rehearsal.world")
     p.add_argument("--root", type=Path, required=True)
@@ -286,8 +306,8 @@ def main(argv: list[str] | None = None) -> int:
         env = operator_env(endpoint, a.region)
         env.pop("AWS_PROFILE")
         op = subprocess.Popen([sys.executable, "-m", "raylab", *cmd], env=env,
-                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # noqa: PLW1509
-        rc = op.wait()
+                              preexec_fn=_operator_setup)  # noqa: PLW1509 - signals and prctl only
+        rc = wait_operator(op)
     except KeyboardInterrupt:
         rc = 130
     finally:
