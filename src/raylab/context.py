@@ -19,7 +19,7 @@ from raylab.state import State
 from raylab.ui import UI
 
 if TYPE_CHECKING:
-    from raylab.targets.base import Target
+    from raylab.target import Target
 
 TARGETS = ("local", "aws")
 SCENARIOS = ("static", "autoscale", "spot", "mixed")

@@ -13,8 +13,8 @@ import pytest
 from raylab.cli.options import make_context
 from raylab.context import Context
 from raylab.errors import RaylabError
+from raylab.target import Target
 from raylab.targets.aws import AwsTarget
-from raylab.targets.base import Target
 from raylab.targets.local import LocalTarget
 from raylab.ui import UI
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from raylab.errors import RaylabError
 
 if TYPE_CHECKING:
-    from raylab.targets.base import Target
+    from raylab.target import Target
 
 
 def get_target(name: str) -> Target:

@@ -26,7 +26,7 @@ from raylab.errors import RaylabError
 
 if TYPE_CHECKING:
     from raylab.context import Context
-    from raylab.targets.base import Target
+    from raylab.target import Target
 
 NOT_GONE = ["pending", "running", "stopping", "stopped", "shutting-down"]
 

@@ -1,6 +1,6 @@
 """What the local target declares where the stages and the CLI would otherwise ask for its name.
 
-``LocalTarget`` inherits these (see ``targets/base.py`` for what each one means); they are kept here,
+``LocalTarget`` inherits these (see ``raylab/target.py`` for what each one means); they are kept here,
 apart from the processes ``target.py`` runs, because each is a small fact about the local target.
 """
 

@@ -1,5 +1,8 @@
 """What a target is: where the lab's "AWS" lives and how Ray is reached there.
 
+The contract sits in the base layer, so that ``Context`` can name it; the two implementations sit
+above, in ``raylab.targets`` (every difference between them lives there).
+
 Two targets implement this contract with the SAME stages, templates and configs:
 
 - ``local`` (the default): a moto server on 127.0.0.1 owned by raylab (the "twin"), plus a
