@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import subprocess
+import time
+from pathlib import Path
+
 import pytest
 
 from raylab.cluster.status import agreement
 from raylab.targets.local.head import head_run_args, loopback_env
-from raylab.targets.local.machines import MAX_BOOT_SLOTS, ClusterReg, boot_slots, node_command, node_env
+from raylab.targets.local.machines import (
+    AGENT_PORT_FILES,
+    MAX_BOOT_SLOTS,
+    ClusterReg,
+    Machine,
+    Machines,
+    agents_ready,
+    boot_slots,
+    node_command,
+    node_env,
+)
 from raylab.targets.local.target import launch_failures
 
 
@@ -136,3 +150,54 @@ def test_head_ready_waits_for_the_autoscaler_to_adopt_the_head() -> None:
     assert head_ready({"ray_nodes": [live, worker_pending]}, "i-head")  # workers booting: still ready
     assert not head_ready({"ray_nodes": [adopting]}, "i-head")
     assert not head_ready({"ray_nodes": [{**live, "instance_id": "i-other"}]}, "i-head")
+
+
+@pytest.mark.parametrize(("raylet_out", "retries_before", "then"), [
+    ("... Check failed: ... Timed out waiting for file /t/metrics_agent_port_3ce7\n", 0, "boots again"),
+    ("... Check failed: ... Timed out waiting for file /t/metrics_agent_port_3ce7\n", 1, "boots again"),
+    ("... Check failed: ... Timed out waiting for file /t/metrics_agent_port_3ce7\n", 2, "terminated"),
+    ("[raylet] some other fatal error\n", 0, "terminated"),
+    (None, 0, "terminated"),  # no raylet log at all: Ray never started there
+])
+def test_a_node_whose_raylet_gave_up_on_its_agents_boots_again(
+        tmp_path: Path, raylet_out: str | None, retries_before: int, then: str) -> None:
+    """Ray 2.60's raylet aborts when its agents miss a fixed 15 s (shared cores under load): the twin
+    boots that node again, twice at most; any other exit terminates the instance (cloud and Ray agree)."""
+    session = tmp_path / "node" / "session_2026"
+    (session / "logs").mkdir(parents=True)
+    (tmp_path / "node" / "session_latest").symlink_to(session)
+    if raylet_out is not None:
+        (session / "logs" / "raylet.out").write_text(raylet_out)
+    terminated: list[tuple[str, str]] = []
+    events: list[str] = []
+    inst = {"id": "i-0123456789abcdef0", "state": "running", "type": "c7i.4xlarge", "market": "spot",
+            "tags": {"ray-cluster-name": "c", "ray-node-type": "worker", "ray-user-node-type": "w"}}
+    ms = Machines(lambda: [inst], lambda iid, why: terminated.append((iid, why)),
+                  lambda kind, **kw: events.append(kind), tmp_path / "logs")
+    ms.clusters["c"] = ClusterReg(name="c", gcs_address="127.0.0.1:1", temp_root=str(tmp_path), node_types={})
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    m = Machine(instance_id=inst["id"], cluster="c", node_type="w", instance_type="c7i.4xlarge",
+                market="spot", state="booting", pid=proc.pid, temp_dir=str(tmp_path / "node"),
+                boot_retries=retries_before, proc=proc)
+    ms.machines[m.instance_id] = m
+    ms.reconcile_once()
+    time.sleep(0.2)  # terminate runs on its own thread
+    if then == "boots again":
+        assert m.state == "queued" and m.boot_retries == retries_before + 1 and m.proc is None
+        assert events == ["node_boot_retry"] and terminated == []
+        assert ms._queue.get_nowait() == m.instance_id
+    else:
+        assert m.state == "exited" and terminated == [(m.instance_id, "Ray node process exited")]
+
+
+def test_agents_are_ready_when_every_port_file_the_raylet_waits_for_is_written(tmp_path: Path) -> None:
+    session = tmp_path / "session_x"
+    session.mkdir()
+    (tmp_path / "session_latest").symlink_to(session)
+    for name in AGENT_PORT_FILES[:-1]:
+        assert not agents_ready(str(tmp_path))
+        (session / f"{name}_3ce750ea").write_text("41234")
+    assert not agents_ready(str(tmp_path))
+    (session / f"{AGENT_PORT_FILES[-1]}_3ce750ea").write_text("41235")
+    assert agents_ready(str(tmp_path))

@@ -66,10 +66,14 @@ def test_twin_events_map_to_timeline_kinds() -> None:
         {"seq": 6, "t": 15.0, "kind": "quota_set", "quotas": {"L-1216C47A": 320}},  # bookkeeping
         {"seq": 7, "t": 16.0, "kind": "node_running", "instance_id": "i-2"},
         {"seq": 8, "t": 17.0, "kind": "spot_interruption_notice", "instance_id": "i-2"},
+        {"seq": 9, "t": 18.0, "kind": "node_boot_retry", "instance_id": "i-3", "retry": 1,
+         "why": "Ray's raylet gave up waiting 15 s for its agents (shared cores)"},
     ]
     ev = [sources.classify_event(r) for r in raw]
     assert [e["kind"] if e else None for e in ev] == [
-        "launch", "quota_error", "quota_error", "capacity_error", "termination", None, None, None]
+        "launch", "quota_error", "quota_error", "capacity_error", "termination", None, None, None,
+        "boot_retry"]
+    assert ev[8]["detail"].startswith("i-3 booted again: Ray's raylet gave up")  # the twin says so
     assert ev[0]["count"] == 2 and ev[0]["ts"] == 10.0
     assert "VcpuLimitExceeded" in ev[1]["detail"] and "160 vCPU" in ev[1]["detail"]
 

@@ -146,7 +146,8 @@ def fetch_instances(ctx: Context, cluster_name: str,
 # --- events ---------------------------------------------------------------------------------------
 TWIN_KINDS = {"launch": "launch", "quota_error": "quota_error", "capacity_error": "capacity_error",
               "terminate": "termination", "stop": "termination", "spot_reclaim": "spot_reclaim",
-              "guard_cap": "guard_cap", "guard_restore": "guard_restore"}
+              "guard_cap": "guard_cap", "guard_restore": "guard_restore",
+              "node_boot_retry": "boot_retry"}  # the twin booted a node again (machines.AGENT_WAIT_GAVE_UP)
 QUOTA_CODES = ("VcpuLimitExceeded", "MaxSpotInstanceCountExceeded")
 CAPACITY_CODES = ("InsufficientInstanceCapacity",)
 
@@ -162,7 +163,7 @@ def kind_of_code(code: str) -> str:
 
 def classify_event(raw: dict[str, Any]) -> dict[str, Any] | None:
     """A twin event (``{seq, t, kind, ...}``, see targets/local/twin.py) as a timeline event, or
-    None for the twin's bookkeeping (node_*, quota_set, fault_set, ...)."""
+    None for the twin's bookkeeping (node_* but a boot retry, quota_set, fault_set, ...)."""
     kind = TWIN_KINDS.get(str(raw.get("kind")))
     if kind is None:
         return None
@@ -179,6 +180,8 @@ def classify_event(raw: dict[str, Any]) -> dict[str, Any] | None:
         detail = f"{raw.get('instance_id', '?')} reclaimed (notice {raw.get('notice_s', 0)} s)"
     elif kind.startswith("guard_"):
         detail = str(raw.get("message") or raw.get("reason") or kind)
+    elif kind == "boot_retry":
+        detail = f"{raw.get('instance_id', '?')} booted again: {raw.get('why', '')}"
     else:
         detail = f"{', '.join(ids)} ({raw.get('reason') or raw.get('by') or raw.get('kind')})"
     return {"ts": float(raw.get("t") or time.time()), "kind": kind, "detail": detail[:200],
