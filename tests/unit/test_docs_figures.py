@@ -172,12 +172,28 @@ def test_scenario_prose_reads_the_recorded_curves() -> None:
 
     text = prose("06-scenarios.md")
     sp, mx = runs["spot"], runs["mixed"]
-    assert (f"9, 10번째 워커가 {joined('spot', 9)}초, {joined('spot', 10)}초에야 들어왔고(makespan "
+    assert (f"{sp['peak_workers']}번째 워커가 {joined('spot', sp['peak_workers'])}초에야 들어왔고(makespan "
             f"{round(sp['makespan_s'])}초)") in text
     assert (f"4번째 워커가 {joined('mixed', 4)}초, {mx['peak_workers']}번째가\n  {joined('mixed', 12)}초에 "
             f"들어왔습니다({round(mx['makespan_s'])}초)") in text
     slower = mx["makespan_s"] > max(sp["makespan_s"], runs["autoscale"]["makespan_s"])
     assert slower == ("mixed가 spot과 autoscale보다 느립니다" in text)
+
+
+def test_scenario_table_local_cells_are_the_recorded_runs() -> None:
+    """The table's local columns (peak workers, peak instances by market with the head, makespan, quota
+    errors) are scenarios-local.json's, for every scenario."""
+    runs = run("scenarios-local.json")["runs"]
+    text = prose("06-scenarios.md")
+    for s, r in runs.items():
+        rows = [ln for ln in text.splitlines() if ln.startswith(f"| `{s}` | ") and "$" in ln]
+        assert len(rows) == 1, s
+        cells = [c.strip() for c in rows[0].strip().strip("|").split("|")]
+        peak = r["peak_instances_running_by_market"]
+        assert cells[5] == str(r["peak_workers"]), (s, cells[5])
+        assert cells[6] == f"{peak['on-demand']} / {peak['spot']}", (s, cells[6])
+        assert cells[7] == f"{round(r['makespan_s'])}초", (s, cells[7])
+        assert cells[8] == str(r["quota_errors"]), (s, cells[8])
 
 
 # --- costs: raylab's price table, in dollars and won --------------------------------------------------
