@@ -5,6 +5,8 @@ where every quota held."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from raylab.cluster.config import render
@@ -96,3 +98,21 @@ def test_market_parse_refuses_other_words_and_names_the_quota() -> None:
     assert Market.of_node_config({"InstanceMarketOptions": {"MarketType": "Spot"}}) is Market.SPOT
     assert Market.of_node_config({"InstanceType": "c7i.4xlarge"}) is Market.ON_DEMAND
     assert Market.of_node_config(None) is Market.ON_DEMAND
+
+
+@pytest.mark.parametrize(("scenario", "peak", "quota_line", "codes"), [
+    ("autoscale", 8, "peak 8 <= 8 workers allowed by on-demand quota 160 vCPU (18 taken by head/bastion) "
+                     "and max_workers 30", "VcpuLimitExceeded"),
+    # the head and the bastion are on-demand: nothing of the spot quota is taken (a run said "16 taken")
+    ("spot", 10, "peak 10 <= 10 workers allowed by spot quota 160 vCPU and max_workers 30",
+     "MaxSpotInstanceCountExceeded"),
+    ("mixed", 12, None, "VcpuLimitExceeded or MaxSpotInstanceCountExceeded"),
+])
+def test_the_quota_lines_name_the_markets_quota_and_its_aws_code(scenario: str, peak: int,
+                                                                 quota_line: str | None, codes: str) -> None:
+    s = _stress_summary(scenario, peak)
+    s = replace(s, quota_errors=150, demand_exceeds_quota=True)
+    checks = {c.name: c for c in checks_for(s)}
+    if quota_line is not None:
+        assert checks["peak workers within the quota"].detail == quota_line
+    assert checks["quota error recorded"].detail == f"150 {codes} launch errors at the wall"

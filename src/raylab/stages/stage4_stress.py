@@ -37,6 +37,13 @@ def workload(ctx: Context) -> tuple[int, float, int]:
     return int(ctx.options.tasks or tasks), float(ctx.options.duration or duration), scale
 
 
+def quota_codes(markets: list[str]) -> str:
+    """The AWS error codes a quota wall answers with, for the markets a run launched in (pure): the
+    on-demand vCPU quota says VcpuLimitExceeded, the spot one MaxSpotInstanceCountExceeded."""
+    code = {"on-demand": "VcpuLimitExceeded", "spot": "MaxSpotInstanceCountExceeded"}
+    return " or ".join(code[m] for m in markets if m in code) or code["on-demand"]
+
+
 def checks_for(s: StressRecord) -> list[Check]:
     """Stage 4's checks on a stress record (pure)."""
     out = [Check("all tasks completed", s.tasks_completed == s.tasks_total and s.tasks_failed == 0,
@@ -52,18 +59,20 @@ def checks_for(s: StressRecord) -> list[Check]:
         allowed = " + ".join(f"{n} {m} (quota {quotas.get(m)} vCPU)" for m, n in by_market.items())
         detail = f"peak {peak} <= {cap} workers allowed: {allowed}, max_workers {s.max_workers}"
     else:
-        market = f"{next(iter(by_market))} " if by_market else ""
-        detail = (f"peak {peak} <= {cap} workers allowed by {market}quota {s.quota_vcpus} vCPU "
-                  f"({s.reserved_vcpus} taken by head/bastion) "
-                  f"and max_workers {s.max_workers}")
+        market = next(iter(by_market)) if by_market else ""
+        # the head and the bastion run on-demand: the spot quota has none of them in it
+        taken = "" if market == "spot" else f"({s.reserved_vcpus} taken by head/bastion) "
+        detail = (f"peak {peak} <= {cap} workers allowed by {market + ' ' if market else ''}quota "
+                  f"{s.quota_vcpus} vCPU {taken}and max_workers {s.max_workers}")
     out.append(Check("peak workers within the quota", peak <= cap, detail,
                      "more workers than the quota allows: the quota is not enforced"))
     if s.demand_exceeds_quota:
         other = int(s.launch_failures or 0)
         if s.quota_errors or s.target == "local" or not other:
+            codes = quota_codes(list(by_market or {}))
             out.append(Check("quota error recorded", s.quota_errors > 0,
-                             f"{s.quota_errors} VcpuLimitExceeded launch errors at the wall",
-                             "the demand exceeded the quota but no VcpuLimitExceeded was seen"))
+                             f"{s.quota_errors} {codes} launch errors at the wall",
+                             f"the demand exceeded the quota but no {codes} was seen"))
         else:  # aws: Ray's status says LaunchFailed without the AWS code (it is in monitor.log)
             out.append(Check("quota error recorded", True,
                              f"{other} failed launches at the wall; Ray does not report their AWS code "
