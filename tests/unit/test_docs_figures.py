@@ -163,6 +163,21 @@ def test_spot_chapter_is_the_recorded_run() -> None:
     assert f"같은 버스트의 {cap['makespan_ratio']:.2f}배" in text
 
 
+def test_spot_hand_drill_prose_is_its_captured_output() -> None:
+    """Chapter 6's hand drill: the capacity errors and terminations its prose counts are the ones its
+    captured `raylab stress` output shows (the live view's per-sample events)."""
+    text = page("06-spot.md")
+    block = next(b for b in TEXT_BLOCK.findall(text) if "$ raylab stress --tasks 40 --duration 60" in b)
+    caps = sum(int(n) for n in re.findall(r"capacity_error (\d+)", block))
+    reclaims = sum(int(n) for n in re.findall(r"spot_reclaim (\d+)", block))
+    terminated = max(int(n) for n in re.findall(r"terminated: spot (\d+)", block))
+    words = prose("06-spot.md")
+    assert f"모두 {caps}번" in words and caps > 0
+    assert f"종료된 인스턴스(범례 {terminated}, 둘 다 회수)" in words and reclaims == terminated == 2
+    assert f"`terminated: spot {terminated}`" in words
+    assert "40/40 tasks" in block and "\nerror:" not in block  # every check of that run passed
+
+
 def test_scenario_prose_reads_the_recorded_curves() -> None:
     """06-scenarios.md's late workers and makespans are the recorded timelines' (spot and mixed)."""
     runs = run("scenarios-local.json")["runs"]
