@@ -294,7 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     a.root.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("RAYLAB_REHEARSAL_FIS_SCALE", f"{a.fis_time:g}")  # read by rehearsal/fis.py
     world = World(a.root, a.shared, a.region, a.boot_delay)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the operator's: its teardown runs first
+    # A Ctrl-C reaches the world as SIGTERM (enter.run_world); wait_operator hands it to the operator.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     rc = 1
     try:
