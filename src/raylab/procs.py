@@ -196,6 +196,22 @@ def _prctl() -> Any:
     return _libc.prctl
 
 
+def death_signal(sig: int, then: Callable[[], None] | None = None) -> Callable[[], None]:
+    """A ``preexec_fn``: the child gets ``sig`` when its parent (this process, the calling thread) dies,
+    after running ``then``; a child whose parent is already gone exits at once. System calls only."""
+    prctl = _prctl()  # loaded here, before the fork
+    parent = os.getpid()
+
+    def run() -> None:
+        if then is not None:
+            then()
+        prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return run
+
+
 def _child_setup(dir_: Path, body: bytes, parent: int, deathsig: int | None) -> Any:
     """The function run in the child between fork and exec: parent-death signal, then the record.
 

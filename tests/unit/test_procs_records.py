@@ -298,3 +298,22 @@ def test_a_child_started_from_a_worker_thread_outlives_that_thread(tmp_path: Pat
     finally:
         p.kill()
         p.wait()
+
+
+def test_a_child_started_with_death_signal_dies_with_its_parent(tmp_path: Path) -> None:
+    """``procs.death_signal`` (the rehearsal's world, machines and operator use it): the parent exits,
+    the child gets the signal."""
+    pidfile = tmp_path / "pid"
+    code = textwrap.dedent(f"""
+        import signal, subprocess
+        from pathlib import Path
+        from raylab.procs import death_signal
+        p = subprocess.Popen(["sleep", "30"], preexec_fn=death_signal(signal.SIGKILL))
+        Path({str(pidfile)!r}).write_text(str(p.pid))
+    """)
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=30)
+    child = int(pidfile.read_text())
+    deadline = time.monotonic() + 5
+    while proctable.start_time(child) is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proctable.start_time(child) is None

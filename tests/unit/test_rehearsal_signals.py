@@ -92,7 +92,7 @@ def test_the_world_hands_a_sigterm_to_its_operator_as_ctrl_c(tmp_path: Path) -> 
         except KeyboardInterrupt:
             sys.exit(130)
     """)
-    op = subprocess.Popen([sys.executable, "-c", code], preexec_fn=world._operator_setup)  # noqa: PLW1509
+    op = subprocess.Popen([sys.executable, "-c", code], preexec_fn=world._operator_setup())  # noqa: PLW1509
     t = _interrupt_when(ready)
     assert world.wait_operator(op) == 130
     t.join()

@@ -9,7 +9,6 @@ only). Root is needed for namespaces; the refusal says so in one line before any
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import shutil
 import signal
@@ -75,10 +74,6 @@ def check_can_enter() -> None:
                           "run it as root, e.g. in the lab's container or VM")
 
 
-def _deathsig() -> None:
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
 def world_pid(unshare_pid: int) -> int | None:
     """The world's PID: the one child ``unshare --fork`` made (None once it is gone)."""
     try:
@@ -98,8 +93,10 @@ def run_world(cmd: list[str]) -> int:
     takes its machines and operator with it (theirs); the next run starts a new account and converges.
     """
     from raylab import signals
+    from raylab.procs import death_signal
 
-    p = subprocess.Popen(cmd, preexec_fn=_deathsig, start_new_session=True)  # noqa: PLW1509 - prctl only
+    p = subprocess.Popen(cmd, preexec_fn=death_signal(signal.SIGKILL),  # noqa: PLW1509 - prctl only
+                         start_new_session=True)
     passed_on = False
     while True:
         try:

@@ -16,7 +16,6 @@ hidden). Its dirs are reached inside through ``/mnt/machine`` and ``/mnt/rehears
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import shlex
 import shutil
@@ -25,6 +24,8 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from raylab.procs import death_signal
 
 GATEWAY = "169.254.169.254"  # the VPC's router as machines see it: the AWS endpoint and IMDS live here
 BRIDGE = "rlbr0"
@@ -129,11 +130,6 @@ def inner_script(spec: MachineSpec, mdir: Path, shared: Path, python: str, boot_
     return "\n".join(lines) + "\n"
 
 
-def _deathsig() -> None:
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: the world dies, the machine dies
-
-
 def ip(*args: str) -> None:
     r = subprocess.run(["ip", *args], capture_output=True, text=True)
     if r.returncode != 0:
@@ -199,7 +195,8 @@ class Machine:
              "--kill-child", "--mount-proc", "--propagation", "private",
              "sh", str(self.dir / "init.sh")],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            preexec_fn=_deathsig, start_new_session=True)  # noqa: PLW1509 - prctl only
+            preexec_fn=death_signal(signal.SIGKILL),  # noqa: PLW1509 - the world dies, the machine dies
+            start_new_session=True)
         log.close()
         self.booted_at = time.monotonic()
 

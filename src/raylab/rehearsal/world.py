@@ -26,6 +26,7 @@ import subprocess
 import sys
 import threading
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -259,13 +260,15 @@ def operator_env(endpoint: str, region: str) -> dict[str, str]:
             "RAYLAB_ENDPOINT_FIS_ACTS": "1"}  # this account's FIS acts (rehearsal/fis.py)
 
 
-def _operator_setup() -> None:
-    """The operator's signals: Ctrl-C is its own (the world ignores it), and it dies with the world
-    (a killed world's account is gone: there is nothing left for it to tear down)."""
-    import ctypes
+def _operator_setup() -> Callable[[], None]:
+    """The operator's ``preexec_fn``: Ctrl-C is its own (the world ignores it), and it dies with the
+    world (a killed world's account is gone: there is nothing left for it to tear down)."""
+    from raylab.procs import death_signal
 
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    def ctrl_c_is_its_own() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    return death_signal(signal.SIGKILL, then=ctrl_c_is_its_own)
 
 
 def wait_operator(op: subprocess.Popen[bytes]) -> int:
@@ -307,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         env = operator_env(endpoint, a.region)
         env.pop("AWS_PROFILE")
         op = subprocess.Popen([sys.executable, "-m", "raylab", *cmd], env=env,
-                              preexec_fn=_operator_setup)  # noqa: PLW1509 - signals and prctl only
+                              preexec_fn=_operator_setup())  # noqa: PLW1509 - signals and prctl only
         rc = wait_operator(op)
     except KeyboardInterrupt:
         rc = 130
