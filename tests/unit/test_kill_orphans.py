@@ -131,7 +131,10 @@ def test_ctrl_c_stops_the_data_job_and_its_id_was_handed_over_first(tmp_path: Pa
             return "raysubmit_data"
 
         def get_job_status(self, job_id: str) -> Any:
-            raise KeyboardInterrupt  # Ctrl-C while raylab waits
+            if not any(c.startswith("stop") for c in calls):
+                raise KeyboardInterrupt  # Ctrl-C while raylab waits
+            calls.append("status")  # after the stop: waited for until it ended, as the stress job is
+            return SimpleNamespace(value="STOPPED")
 
         def stop_job(self, job_id: str) -> bool:
             calls.append(f"stop {job_id}")
@@ -141,7 +144,7 @@ def test_ctrl_c_stops_the_data_job_and_its_id_was_handed_over_first(tmp_path: Pa
     with pytest.raises(KeyboardInterrupt):
         submit.run_as_job(DASH, tmp_path / "job.py", [], runtime_env=None, python="python", timeout=60,
                           on_submit=lambda j: calls.append(f"submitted {j}"))
-    assert calls == ["submitted raysubmit_data", "stop raysubmit_data"]
+    assert calls == ["submitted raysubmit_data", "stop raysubmit_data", "status"]
 
 
 

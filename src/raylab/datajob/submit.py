@@ -123,6 +123,21 @@ def new_submission_id() -> str:
     return f"raylab-data-{uuid.uuid4().hex[:12]}"
 
 
+STOP_WAIT_S = 10.0  # a Ctrl-C waits this long for the stopped job's driver to end
+
+
+def stop_and_wait(client: Any, job_id: str, wait_s: float) -> None:
+    """Stop a Ray job and wait up to ``wait_s`` for a terminal status (its driver gone); never raises.
+    Ray stops a driver with SIGTERM, then SIGKILL: a raylab that exits at once can leave it running."""
+    with contextlib.suppress(Exception):
+        client.stop_job(job_id)
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            if str(getattr(client.get_job_status(job_id), "value", "")) in TERMINAL:
+                return
+            time.sleep(0.25)
+
+
 AGENT_NOT_READY = "No available agent to submit job"  # Ray's 500 right after a head starts
 AGENT_WAIT_S = 30.0
 
@@ -160,8 +175,7 @@ def run_as_job(dashboard_url: str, script: Path, args: list[str], *, runtime_env
                                    submission_id=submission_id)
     except KeyboardInterrupt:  # Ctrl-C while Ray accepts it: a job named beforehand may run already
         if client is not None and submission_id:
-            with contextlib.suppress(Exception):
-                client.stop_job(submission_id)
+            stop_and_wait(client, submission_id, STOP_WAIT_S)
         raise
     except Exception as e:  # noqa: BLE001 - any failure to submit is one user-facing error
         raise RaylabError(f"could not submit the data job to {dashboard_url}: {str(e).splitlines()[0]}",
@@ -171,8 +185,7 @@ def run_as_job(dashboard_url: str, script: Path, args: list[str], *, runtime_env
     try:
         status = _wait(client, job_id, timeout, on_status)
     except KeyboardInterrupt:  # a re-run must not find this one still writing the same output
-        with contextlib.suppress(Exception):
-            client.stop_job(job_id)
+        stop_and_wait(client, job_id, STOP_WAIT_S)
         raise
     logs = client.get_job_logs(job_id)
     summary = parse_summary(logs)

@@ -6,30 +6,18 @@ local, the dashboard is on 127.0.0.1; aws, it is reached through the target's tu
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# The job client's helpers, shared with the data job: terminal statuses, the submit that waits for the
+# head's agent, the stop that waits for the driver.
+from raylab.datajob.submit import STOP_WAIT_S, TERMINAL, stop_and_wait, submit_when_ready
+
 PROGRESS_KEY = "raylab_progress"
 SUMMARY_KEY = "raylab_stress_summary"
-TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
-STOP_WAIT_S = 10.0  # a Ctrl-C waits this long for the stopped job's driver to end
-
-
-def stop_and_wait(client: Any, job_id: str, wait_s: float) -> None:
-    """Stop a job and wait up to ``wait_s`` for a terminal status; never raises."""
-    import time
-
-    with contextlib.suppress(Exception):
-        client.stop_job(job_id)
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline:
-            if str(getattr(client.get_job_status(job_id), "value", "")) in TERMINAL:
-                return
-            time.sleep(0.25)
 
 
 def parse_job_output(text: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
@@ -149,7 +137,6 @@ class StressJob:
                submission_id: str | None = None) -> StressJob:
         from ray.job_submission import JobSubmissionClient
 
-        from raylab.datajob.submit import submit_when_ready
         from raylab.errors import RaylabError
 
         client: Any = None
