@@ -63,10 +63,11 @@ def boot_times(events: list[dict[str, Any]]) -> tuple[list[float], list[float]]:
     return to_up, proc
 
 
-def tick_groups(nodes: list[dict[str, Any]], gap_s: float = 2.5) -> list[float]:
+def tick_groups(nodes: list[dict[str, Any]], gap_s: float = 0.5) -> list[float]:
     """For each autoscaler tick that launched 3 or more workers: seconds from its first launch to
     the last of those workers' Ray node alive (Ray's own record of the node's start, from stage 4's
-    time-to-ready rows; pure). Launches closer than ``gap_s`` belong to one tick (5 s apart)."""
+    time-to-ready rows; pure). Launches closer than ``gap_s`` belong to one tick (the local head's
+    loop: 1 s apart; one RunInstances call per type per tick gives its instances one launch time)."""
     rows = sorted((float(n["launched_at"]), n.get("ray_alive_at")) for n in nodes
                   if n.get("kind") != "head" and n.get("launched_at") is not None)
     groups: list[list[tuple[float, float | None]]] = []

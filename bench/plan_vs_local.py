@@ -29,7 +29,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 IDLE_MINUTES = 0.5  # the bench's idle timeout, so each setting starts from zero workers sooner
-ROUND_GAP_S = 2.5  # launch calls closer than this belong to one autoscaler tick (ticks are 5 s apart)
+# launch calls closer than this belong to one autoscaler tick (the local head's loop: 1 s)
+ROUND_GAP_S = 0.5
 
 # (label, upscaling_speed, on-demand quota in vCPUs, head included)
 SETTINGS: list[tuple[str, float, int]] = [
@@ -127,6 +128,7 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true", help="leave the lab up afterwards")
     args = ap.parse_args()
 
+    from raylab.targets.local import LocalTarget
     from raylab.targets.local.control import TwinClient
 
     workdir = Path(tempfile.mkdtemp(prefix="rl-plb-"))
@@ -153,7 +155,7 @@ def main() -> int:
             wait_idle(twin, head_type, idle_s + 180)
             twin.set_quotas(on_demand=quota)
             set_speed(config_path, speed, IDLE_MINUTES)
-            time.sleep(6)  # one autoscaler loop, so it runs with the new YAML
+            time.sleep(LocalTarget.tick_s + 1)  # one whole autoscaler loop, so it runs with the new YAML
             since = max((e.get("seq", 0) for e in twin.events()), default=0)
             print(f"-- {label}: stress ...", file=sys.stderr)
             m = raylab("stress", "--json", "--tasks", str(args.tasks), "--duration", str(args.duration),
@@ -167,7 +169,8 @@ def main() -> int:
             f = raylab("plan", "--json", "--config", str(config_path), "--tasks", str(args.tasks),
                        "--duration", str(args.duration), "--quota-ondemand", str(quota),
                        "--boot-seconds", str(boot), "--max-concurrent-boots", str(concurrency),
-                       "--worker-start-seconds", str(wstart), "--other-vcpus", str(other))
+                       "--worker-start-seconds", str(wstart), "--other-vcpus", str(other),
+                       "--tick-seconds", str(int(LocalTarget.tick_s)))  # the local head's loop
             rows.append({
                 "setting": label, "upscaling_speed": speed, "quota_vcpus": quota,
                 "boot_s": boot, "worker_start_s": wstart, "other_vcpus": other, "nodes_crashed": crashed,

@@ -115,6 +115,9 @@ def test_the_local_forecast_launches_nothing_after_the_job() -> None:
     (["--tasks", "-5"], "must be > 0"),
     (["--quota-ondemand", "lots"], "not a number"),
     (["--boot-seconds", "-1"], "must be >= 0"),
+    (["--tasks", "inf"], "must be a finite number"),  # was a traceback (int(inf))
+    (["--tick-seconds", "0"], "must be > 0"),
+    (["--tick-seconds", "0.5"], "must be a whole number"),  # Ray reads it as whole seconds
     (["--config", "/nonexistent/cluster.yaml"], "not found"),
     (["--scenario", "huge"], "unknown scenario"),
 ])

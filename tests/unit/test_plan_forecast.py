@@ -65,6 +65,19 @@ def test_enough_quota_reaches_max_workers_and_speed_10_takes_fewer_rounds() -> N
     assert fast.makespan_s == pytest.approx(430, rel=0.05)
 
 
+@pytest.mark.parametrize("tick_s, launches_before_first_runs", [
+    (5.0, 2),  # Ray's 5 s loop: loops at 0 and 5 s launch one each (speed 1, nothing running yet)
+    (1.0, 9),  # the local head's 1 s loop: loops at 0, 1, ... 8 s, one launch each, in the same boot
+])
+def test_the_loop_sets_how_many_launches_pass_while_the_first_node_boots(
+        tick_s: float, launches_before_first_runs: int) -> None:
+    fc = simulate(plan(quota_ondemand=512, boot_seconds=9.0, tick_s=tick_s))
+    first_ready = fc.rounds[0].t_s + 9.0
+    before = sum(sum(r.launched.values()) for r in fc.rounds if r.t_s < first_ready)
+    assert before == launches_before_first_runs
+    assert fc.peak_workers == 30
+
+
 def test_min_workers_floor_is_launched_before_the_job_and_kept_after_idle() -> None:
     floor = NodeTypeSpec("ray.worker.ondemand", "c7i.4xlarge", 16, 16, min_workers=3, max_workers=30)
     p = plan(workers=(floor,), workload=Workload(96, 1, 60.0), boot_seconds=30.0)

@@ -51,6 +51,7 @@ def test_the_moto_only_target_declares_what_the_local_target_declares() -> None:
         ("quota_settable", True, False),
         ("picks_node_python", False, True),
         ("request_timeout_s", 15.0, 600.0),  # the heads' autoscaler env; `raylab plan` forecasts with it
+        ("tick_s", 1.0, 5.0),  # the autoscaler's loop: the lab's time scale locally, Ray's own on AWS
         ("faults", "twin", "fis"),
         ("fixed_region", "us-west-2", None),
         ("spends_money", False, True),
@@ -63,6 +64,15 @@ def test_the_moto_only_target_declares_what_the_local_target_declares() -> None:
 )
 def test_what_each_target_declares(member: str, local: Any, aws: Any) -> None:
     assert (getattr(LocalTarget(), member), getattr(AwsTarget(), member)) == (local, aws)
+
+
+def test_the_local_head_runs_the_loop_the_local_target_declares() -> None:
+    """Stage 4's forecast steps with ``tick_s``: the monitor must run with that very loop."""
+    from raylab.targets.local.head import head_env
+
+    env = head_env({}, "i-0123", "ray.head.default", base={})
+    assert float(env["AUTOSCALER_UPDATE_INTERVAL_S"]) == LocalTarget().tick_s
+    assert env["RAY_AUTOSCALER_RECONCILE_REQUEST_STATUS_TIMEOUT_S"] == "15"
 
 
 def _ctx(tmp_path: Path, target: str) -> Context:

@@ -21,6 +21,8 @@ def _num(raw: str | None, flag: str, *, integer: bool = False, allow_none: bool 
         x = float(raw)
     except ValueError as e:
         raise RaylabError(f"{flag} {raw!r} is not a number", f"give {flag} a number") from e
+    if x == float("inf"):
+        raise RaylabError(f"{flag} {raw!r} must be a finite number", f"fix {flag}")
     if x != x or x < 0 or (positive and x == 0):
         raise RaylabError(f"{flag} {raw!r} must be {'> 0' if positive else '>= 0'}", f"fix {flag}")
     if integer:
@@ -85,6 +87,8 @@ def plan(
                                "core).")] = "none",
     worker_start: Annotated[str, _opt("--worker-start-seconds", "Seconds Ray takes to start a task's "
                                       "worker process on a fresh CPU slot.")] = "0",
+    tick: Annotated[str, _opt("--tick-seconds", "The autoscaler's loop (s): Ray's 5 at the plan's time; "
+                              "the local head runs 1, its time scale (stage 4 forecasts with it).")] = "5",
     png: Annotated[Path | None, _opt("--png", "Also write a chart of workers over time (PNG).")] = None,
     target: TargetOpt = "local",
     json_mode: JsonOpt = False,
@@ -127,6 +131,7 @@ def plan(
         max_concurrent_boots=_num(boots, "--max-concurrent-boots", integer=True, allow_none=True,
                                   positive=True),
         request_timeout_s=get_target(target.lower()).request_timeout_s,  # as the target's head runs
+        tick_s=float(_num(tick, "--tick-seconds", integer=True, positive=True)),  # Ray: whole seconds
     )
     from raylab.plan import cost as costmod
     from raylab.plan import render

@@ -78,3 +78,7 @@ IDLE_TIMEOUT_MINUTES = RAY_DEFAULTS["idle_timeout_minutes"]
 # (ray/autoscaler/v2/instance_manager/config.py, RAY_AUTOSCALER_RECONCILE_REQUEST_STATUS_TIMEOUT_S).
 REQUEST_STATUS_TIMEOUT_ENV = "RAY_AUTOSCALER_RECONCILE_REQUEST_STATUS_TIMEOUT_S"
 REQUEST_STATUS_TIMEOUT_S = 600.0
+# The autoscaler's loop ("tick"): v2's monitor reconciles once, then sleeps this long
+# (ray/autoscaler/_private/constants.py, AUTOSCALER_UPDATE_INTERVAL_S, read as whole seconds).
+TICK_ENV = "AUTOSCALER_UPDATE_INTERVAL_S"
+TICK_S = 5.0

@@ -3,8 +3,8 @@
 Stage 4 prints it beside what it measured, so every lab run checks the forecast (issue 17: the
 measured makespan within 10% of the forecast, peak workers exact). The forecast gets what the run
 measured of the machine (launch -> Ray node alive, a worker process's start-up) and what the target
-declares (its boot slots, its REQUESTED timeout); everything else comes from the cluster YAML and the
-record: tasks, duration, quotas, the vCPUs the head and bastion already hold.
+declares (its boot slots, its REQUESTED timeout, its autoscaler loop); everything else comes from the
+cluster YAML and the record: tasks, duration, quotas, the vCPUs the head and bastion already hold.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from raylab.cluster.vocab import TICK_S
 from raylab.plan.model import Workload
 
 
@@ -30,7 +31,8 @@ class RunForecast:
 
 def forecast_for_run(cfg: dict[str, Any], *, tasks: int, duration_s: float, quotas: dict[str, int | None],
                      reserved_vcpus: int, boot_s: float, worker_start_s: float, boot_slots: int | None,
-                     request_timeout_s: float, measured_makespan_s: float | None) -> RunForecast:
+                     request_timeout_s: float, measured_makespan_s: float | None,
+                     tick_s: float = TICK_S) -> RunForecast:
     """Run Ray's own autoscaler offline for the run's settings (~0.1-1 s)."""
     from raylab.plan.forecast import simulate
     from raylab.plan.inputs import plan_input
@@ -39,7 +41,8 @@ def forecast_for_run(cfg: dict[str, Any], *, tasks: int, duration_s: float, quot
     p = plan_input(cfg, workload=Workload(tasks=tasks, cpus=1, duration_s=duration_s),
                    quota_ondemand=quotas.get("on-demand"), quota_spot=quotas.get("spot"),
                    boot_seconds=boot_s, max_concurrent_boots=boot_slots, worker_start_s=worker_start_s,
-                   other_vcpus=max(0, reserved_vcpus - head_vcpus), request_timeout_s=request_timeout_s)
+                   other_vcpus=max(0, reserved_vcpus - head_vcpus), request_timeout_s=request_timeout_s,
+                   tick_s=tick_s)
     fc = simulate(p)
     mk = None if fc.makespan_s is None else round(fc.makespan_s, 1)
     ratio = round(measured_makespan_s / mk, 2) if mk and measured_makespan_s else None

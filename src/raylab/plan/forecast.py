@@ -41,7 +41,7 @@ import math
 from collections import defaultdict
 from typing import Any
 
-from raylab.plan.model import TICK_S, Forecast, PlanInput, Round
+from raylab.plan.model import Forecast, PlanInput, Round
 from raylab.plan.sim import (
     SimClock,
     SimCloud,
@@ -103,7 +103,7 @@ class _World:
                     node.workers += 1
                     start = self.plan.worker_start_s
                 if start > 0:
-                    node.double_counted.append(self.clock.now + min(start, TICK_S))
+                    node.double_counted.append(self.clock.now + min(start, self.plan.tick_s))
                 node.running.append(self.clock.now + start + self.plan.workload.duration_s)
                 self.queued -= 1
 
@@ -266,8 +266,8 @@ def simulate(plan: PlanInput) -> Forecast:
             settled = all(ready_by_type[n] >= m for n, m in floor.items()) and not w.pending()
             if (ticks > 1 and settled) or clock.now - t0 >= 1800:
                 break
-            w.advance_to(clock.now + TICK_S)
-        w.advance_to(clock.now + TICK_S)  # the job is submitted between two autoscaler ticks
+            w.advance_to(clock.now + plan.tick_s)
+        w.advance_to(clock.now + plan.tick_s)  # the job is submitted between two autoscaler ticks
         job_start = clock.now
         w.queued = plan.workload.tasks
         w._place()
@@ -299,7 +299,7 @@ def simulate(plan: PlanInput) -> Forecast:
                 if all(alive.get(n, 0) <= floor[n] for n in floor) and not w.pending():
                     scale_down = t_rel
                     break
-            w.advance_to(clock.now + TICK_S)
+            w.advance_to(clock.now + plan.tick_s)
         # the pre-job rounds (min_workers at start) are part of the story too
         pre = [c for c in w.cloud.calls if c[0] < job_start]
         pre_rounds = [_round(t - job_start, [c for c in pre if c[0] == t])

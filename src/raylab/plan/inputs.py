@@ -12,7 +12,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from raylab.cluster.vocab import IDLE_TIMEOUT_MINUTES, REQUEST_STATUS_TIMEOUT_S, UPSCALING_SPEED, Market
+from raylab.cluster.vocab import (
+    IDLE_TIMEOUT_MINUTES,
+    REQUEST_STATUS_TIMEOUT_S,
+    TICK_S,
+    UPSCALING_SPEED,
+    Market,
+)
 from raylab.errors import RaylabError
 from raylab.plan.model import NodeTypeSpec, PlanInput, Workload
 
@@ -96,7 +102,8 @@ def node_spec(name: str, nt: dict[str, Any], scale: int, head: bool) -> NodeType
 def plan_input(cfg: dict[str, Any], *, workload: Workload, quota_ondemand: int | None,
                quota_spot: int | None, boot_seconds: float, scale: int = 1,
                max_concurrent_boots: int | None = None, worker_start_s: float = 0.0,
-               other_vcpus: int = 0, request_timeout_s: float = REQUEST_STATUS_TIMEOUT_S) -> PlanInput:
+               other_vcpus: int = 0, request_timeout_s: float = REQUEST_STATUS_TIMEOUT_S,
+               tick_s: float = TICK_S) -> PlanInput:
     types = cfg["available_node_types"]
     head_name = cfg.get("head_node_type")
     if not isinstance(head_name, str) or head_name not in types:
@@ -116,7 +123,7 @@ def plan_input(cfg: dict[str, Any], *, workload: Workload, quota_ondemand: int |
         idle_timeout_minutes=float(cfg.get("idle_timeout_minutes", IDLE_TIMEOUT_MINUTES)),
         workload=workload, quota_ondemand=quota_ondemand, quota_spot=quota_spot, boot_seconds=boot_seconds,
         max_concurrent_boots=max_concurrent_boots, worker_start_s=worker_start_s, other_vcpus=other_vcpus,
-        request_timeout_s=request_timeout_s,
+        request_timeout_s=request_timeout_s, tick_s=tick_s,
     )
 
 

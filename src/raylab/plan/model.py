@@ -7,10 +7,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from raylab.cluster.vocab import IDLE_TIMEOUT_MINUTES, REQUEST_STATUS_TIMEOUT_S, UPSCALING_SPEED, Market
+from raylab.cluster.vocab import (
+    IDLE_TIMEOUT_MINUTES,
+    REQUEST_STATUS_TIMEOUT_S,
+    TICK_S,
+    UPSCALING_SPEED,
+    Market,
+)
 
 RAY_VERSION = "2.60.0"
-TICK_S = 5.0  # AUTOSCALER_UPDATE_INTERVAL_S
 MARKETS = tuple(m.key for m in Market)  # ("ondemand", "spot"): the plan's JSON spelling
 
 
@@ -58,6 +63,8 @@ class PlanInput:
     # The head's REQUESTED timeout (``vocab.REQUEST_STATUS_TIMEOUT_S``, Ray's 600 s, on AWS; the local
     # head's 15 s): when the rest of a partly filled launch is asked for again, with or without demand.
     request_timeout_s: float = REQUEST_STATUS_TIMEOUT_S
+    # The autoscaler's loop (``vocab.TICK_ENV``): Ray's 5 s on AWS, the local head's 1 s.
+    tick_s: float = TICK_S
     horizon_s: float = 6 * 3600.0  # stop simulating after this long past the job start
 
     def quota(self, market: str) -> int | None:

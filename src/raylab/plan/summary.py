@@ -65,7 +65,8 @@ def forecast_dict(plan: PlanInput, fc: Forecast, cost: dict[str, Any]) -> dict[s
         "cost": cost,
         "workers_over_time": [[round(t, 1), n] for t, n in fc.timeline],
         "inputs": inputs_dict(plan),
-        "engine": f"ray {RAY_VERSION} autoscaler v2 Reconciler.reconcile() on a simulated cloud, 5 s ticks",
+        "engine": f"ray {RAY_VERSION} autoscaler v2 Reconciler.reconcile() on a simulated cloud, "
+                  f"{plan.tick_s:g} s ticks",
     }
 
 

@@ -140,7 +140,8 @@ def run_forecast(ctx: Context, s: StressRecord) -> RunForecast | None:
             duration_s=s.task_duration_s, quotas=dict(s.quotas_by_market or {"on-demand": s.quota_vcpus}),
             reserved_vcpus=s.reserved_vcpus, boot_s=float(boot),
             worker_start_s=tl.worker_start_s(samples, s.task_duration_s), boot_slots=ctx.target.boot_slots,
-            request_timeout_s=ctx.target.request_timeout_s, measured_makespan_s=s.makespan_s)
+            request_timeout_s=ctx.target.request_timeout_s, measured_makespan_s=s.makespan_s,
+            tick_s=ctx.target.tick_s)
     except Exception as e:  # noqa: BLE001 - a forecast is a comparison, not a check
         ctx.ui.warning(f"no forecast for this run: {type(e).__name__}: {e}")
         return None

@@ -340,7 +340,7 @@ class ScalingStage:
             ctx.state.put("scaling", record)
             return record
         with ctx.clock.phase("one autoscaler loop (settings read)"):
-            time.sleep(6)  # one autoscaler loop (5 s) so the next job meets the new settings
+            time.sleep(ctx.target.tick_s + 1)  # one whole loop, so the next job meets the new settings
         first = recorded(ctx)  # stage 4's record (None: no stress run yet)
         scale = ctx.state.cluster().scale or 4
         tasks = int(ctx.options.tasks or (first and first.tasks_total) or default_workload(scale)[0])

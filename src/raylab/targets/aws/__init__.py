@@ -16,7 +16,7 @@ import contextlib
 import os
 from typing import TYPE_CHECKING, Any
 
-from raylab.cluster.vocab import REQUEST_STATUS_TIMEOUT_S
+from raylab.cluster.vocab import REQUEST_STATUS_TIMEOUT_S, TICK_S
 from raylab.errors import RaylabError
 from raylab.targets.aws import ssh as sshmod
 from raylab.targets.aws.cluster import NOT_GONE, AwsCluster
@@ -41,6 +41,7 @@ class AwsTarget(AwsCluster):
     terraform_mirror_required = False  # providers may come from the Terraform registry
     node_setup_s = 600.0  # boot, SSH from the head, setup commands (pip install of Ray and deps)
     request_timeout_s = REQUEST_STATUS_TIMEOUT_S  # the head runs with Ray's default (600 s)
+    tick_s = TICK_S  # the head runs with Ray's default loop (5 s)
     boot_slots: int | None = None  # EC2 boots every instance of a launch in parallel
     loopback_only = False  # nodes have VPC addresses
     gcs_reachable = False  # the head's GCS only through the bastion (cluster_status over SSH)

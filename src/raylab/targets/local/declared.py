@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from raylab.context import Context
 
-from raylab.cluster.vocab import REQUEST_STATUS_TIMEOUT_ENV
+from raylab.cluster.vocab import REQUEST_STATUS_TIMEOUT_ENV, TICK_ENV
 from raylab.targets.local.head import AUTOSCALER_ENV
 from raylab.targets.local.machines import boot_slots as machine_boot_slots
 
@@ -32,6 +32,7 @@ class LocalDeclared:
     terraform_mirror_required = True  # no registry download: providers from the local mirror
     node_setup_s = 60.0  # a `ray start` on this machine
     request_timeout_s = float(AUTOSCALER_ENV[REQUEST_STATUS_TIMEOUT_ENV])  # the local head's env: 15 s
+    tick_s = float(AUTOSCALER_ENV[TICK_ENV])  # the local head's env: 1 s (the lab's time scale)
     boot_slots: int | None = machine_boot_slots(os.cpu_count())  # the twin's concurrent boots
     loopback_only = True  # every Ray node binds 127.x (stage 3 checks it)
     gcs_reachable = True  # the head runs on this machine

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from raylab.cluster.vocab import REQUEST_STATUS_TIMEOUT_ENV
+from raylab.cluster.vocab import REQUEST_STATUS_TIMEOUT_ENV, TICK_ENV
 from raylab.procs import free_port
 
 LOOPBACK_DIR = Path(__file__).resolve().parent / "loopback"
@@ -33,6 +33,11 @@ AUTOSCALER_ENV = {
     # A running instance whose Ray node never joins (boot failure) stays ALLOCATED this long before
     # v2 terminates it; default 3600 s. Local nodes join in ~5-15 s even on 2 busy cores: 120 s.
     "RAY_AUTOSCALER_RECONCILE_ALLOCATE_STATUS_TIMEOUT_S": "120",
+    # The autoscaler's loop, at the lab's local time scale. Locally the plan's time runs 10x faster
+    # (tasks of 300 s -> 30 s, idle_timeout 5 min -> 30 s); Ray's 5 s loop unscaled would weigh 10x more
+    # against the tasks than on AWS, where many loops (one launch each) pass while an EC2 instance boots.
+    # 5 s / 10 rounds up to Ray's smallest setting (whole seconds): 1 s. The launch rule is unchanged.
+    TICK_ENV: "1",
 }
 HEAD_OBJECT_STORE_BYTES = 256 * 1024**2
 WORKER_OBJECT_STORE_BYTES = 200 * 1024**2
