@@ -62,6 +62,19 @@ def render(sample: dict[str, Any], recent: list[dict[str, Any]], title: str) -> 
                  title=f"{title} · {sample.get('t', 0):.0f}s · job {sample.get('job', '?')}")
 
 
+# Events the cloud repeats every autoscaler loop while a wall stands (Ray retries each loop): they are
+# added up into the next line rather than printing one line per loop.
+REPEATING = frozenset({"quota_error", "capacity_error"})
+
+
+def plain_due(events: list[dict[str, Any]], workers: Any, last_workers: Any, since_s: float,
+              every_s: float) -> bool:
+    """Is a plain line due (pure)? On news (an event that is not a repeat of a standing wall, or a change
+    in workers) or when ``every_s`` has passed since the last line."""
+    news = any(e.get("kind") not in REPEATING for e in events) or workers != last_workers
+    return news or since_s >= every_s
+
+
 class LiveView:
     """Use as a context manager; call ``update(sample)`` after each sample."""
 
@@ -72,6 +85,8 @@ class LiveView:
         self._live: Any = None
         self._recent: list[dict[str, Any]] = []
         self._last_plain = -1e9
+        self._last_workers: Any = object()  # the first sample is always news
+        self._unprinted: list[dict[str, Any]] = []  # events since the last plain line
 
     def __enter__(self) -> LiveView:
         if self.ui.interactive and not self.ui.quiet:
@@ -92,6 +107,10 @@ class LiveView:
             self._live.update(render(sample, self._recent, self.title))
             return
         now = time.monotonic()
-        if force_plain or sample.get("events") or now - self._last_plain >= self.plain_every_s:
-            self._last_plain = now
-            self.ui.info(plain_line(sample))
+        self._unprinted.extend(sample.get("events", []))
+        workers = sample.get("workers")
+        if force_plain or plain_due(self._unprinted, workers, self._last_workers, now - self._last_plain,
+                                    self.plain_every_s):
+            self._last_plain, self._last_workers = now, workers
+            self.ui.info(plain_line({**sample, "events": self._unprinted}))
+            self._unprinted = []
