@@ -74,7 +74,8 @@ class Target(Protocol):
     # forecasts with it (local: 15, the local head's env; aws: Ray's 600).
     request_timeout_s: float
     # The head autoscaler's loop, s (``vocab.TICK_ENV``): v2 decides what to launch once per loop;
-    # `raylab plan` and stage 4's forecast step with it (local: 1, the lab's time scale; aws: Ray's 5).
+    # stage 4's forecast steps with it (local: 1, the lab's time scale; aws: Ray's 5). `raylab plan`
+    # forecasts the plan's time, Ray's 5 s, unless --tick-seconds says otherwise.
     tick_s: float
     # Nodes that boot at once: the forecast stage 4 prints next to its run models it (local: the
     # twin's boot slots, 2 per core; aws: None, every instance boots in parallel).
