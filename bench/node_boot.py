@@ -8,11 +8,14 @@ own command line, for each variant of Ray's per-node switches, and prints per no
 - wall time from the process start to its raylet socket (the twin's "running") and to the GCS
   seeing the node ALIVE (what the autoscaler waits for);
 - CPU-seconds spent by the node's whole process group in its first ``--settle`` seconds;
+- CPU-seconds per minute once every node is alive (its idle cost: agents, reporter, `ray start`'s
+  wait loop);
 - which processes the node runs (raylet, agents, log monitor, prestarted workers).
 
 Variants: ``ray-default`` is `ray start` as Ray ships it; ``twin`` is the twin's command line
 (`node_command`, Ray's switches and environment only, no patches). The ratio twin / ray-default is
-the figure in the README's benchmark table.
+the figure in the README's benchmark table. ``quiet`` (``--variants twin,quiet``) adds Ray's switches
+for an idle node's periodic work, to measure what they save.
 
   .venv/bin/python bench/node_boot.py [--nodes 3] [--cpus 4] [--settle 12] [--repeat 3]
 """
@@ -82,6 +85,12 @@ VARIANTS = {
     "ray-default": lambda cmd: ([c for c in cmd if c not in ("--include-log-monitor=false",)], {}),
     # the twin's own command line and environment (targets/local/machines.py)
     "twin": lambda cmd: (cmd, {}),
+    # the twin plus Ray's switches for an idle node's periodic work: the reporter every 60 s instead
+    # of 5 s, the agents watch their raylet by a pipe instead of polling it every 0.4 s, no metrics.
+    # Not used by the twin: measured in stage 4, it did not change the makespan (README).
+    "quiet": lambda cmd: (cmd, {"REPORTER_UPDATE_INTERVAL_MS": "60000",
+                                "RAY_enable_pipe_based_agent_to_parent_health_check": "1",
+                                "RAY_enable_metrics_collection": "0"}),
 }
 
 
@@ -105,6 +114,8 @@ def boot(gcs: str, temp_root: Path, nodes: int, cpus: int, settle: float, varian
                              start_new_session=True)
         procs.append({"p": p, "t0": time.monotonic(), "dir": tdir, "sock": None, "alive": None})
     t_start = time.monotonic()
+    up_at: float | None = None
+    up_cpu: list[float] = []
     while time.monotonic() - t_start < max(settle, 60):
         now = time.monotonic()
         for r in procs:
@@ -120,13 +131,19 @@ def boot(gcs: str, temp_root: Path, nodes: int, cpus: int, settle: float, varian
             for r in sorted(procs, key=lambda r: r["sock"] or 1e9)[:n_alive]:
                 if r["alive"] is None and r["sock"] is not None:
                     r["alive"] = now - r["t0"]
-        if all(r["alive"] is not None for r in procs) and now - t_start >= settle:
-            break
+        if all(r["alive"] is not None for r in procs):
+            if up_at is None:  # every node alive: what they cost from here on is their idle cost
+                up_at, up_cpu = now, [session_usage(r["p"].pid)[0] for r in procs]
+            if now - t_start >= settle:
+                break
         time.sleep(0.1)
     out = []
-    for r in procs:
+    idle_for = time.monotonic() - up_at if up_at is not None else 0.0
+    for i, r in enumerate(procs):
         cpu, names = session_usage(r["p"].pid)
-        out.append({"sock_s": r["sock"], "alive_s": r["alive"], "cpu_s": cpu, "procs": names})
+        idle = (cpu - up_cpu[i]) / idle_for * 60 if idle_for > 5 and up_cpu else None
+        out.append({"sock_s": r["sock"], "alive_s": r["alive"], "cpu_s": cpu, "idle_cpu_per_min": idle,
+                    "procs": names})
     for r in procs:
         stop_group(r["p"].pid, timeout=5.0)
     return out
@@ -175,6 +192,10 @@ def main() -> None:
             print(f"  {v:12s} cpu/node {cpu:5.2f} s ({cpu / base_cpu:.2f}x)  "
                   f"raylet up {statistics.median(n['sock_s'] or 99 for n in per):5.2f} s  "
                   f"last of {a.nodes} alive {statistics.median(last_alive):5.2f} s (median of rounds)")
+            idle = [n["idle_cpu_per_min"] for n in per if n["idle_cpu_per_min"] is not None]
+            if idle:
+                print(f"  {'':12s} idle, every node alive: {statistics.median(idle):.2f} CPU-s per node "
+                      "per minute")
             print(f"  {'':12s} processes: {', '.join(per[-1]['procs'])}")
     finally:
         stop_group(head.pid, timeout=10.0)
