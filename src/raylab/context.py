@@ -50,7 +50,7 @@ class Context:
 
     @property
     def state(self) -> State:
-        return State(self.workdir)
+        return State(self.workdir, owner={"id": self.lab, "target": self.target_name})
 
     @property
     def names(self) -> dict[str, str]:

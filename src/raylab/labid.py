@@ -43,3 +43,34 @@ def names(lab: str) -> dict[str, str]:
         "worker_profile": f"ray-worker-profile-{lab}",
         "key_pair": f"raylab-{lab}",
     }
+
+
+# What a working directory records of a lab that still has something to tear down (state sections).
+HOLDING_SECTIONS = ("network", "identity", "cluster", "twin")
+
+
+def lab_for_workdir(held: dict[str, object], lab_given: str | None, target: str, default: str) -> str:
+    """The lab id a command acts on in a working directory (pure).
+
+    ``held`` is the directory's state. It records its owner (``lab``: id and target); while one of
+    ``HOLDING_SECTIONS`` is there, that lab is what the directory holds. Without ``--lab`` a command
+    acts on it (``raylab down`` after ``raylab lab --lab kim --keep`` tears down kim's lab, not the
+    OS user's); another ``--lab`` or target is refused before anything happens, as acting on it
+    would leave the held lab's resources behind. Nothing held: the given lab, else ``default``."""
+    owner = held.get("lab")
+    holding = isinstance(owner, dict) and any(held.get(s) for s in HOLDING_SECTIONS)
+    if not holding:
+        return lab_given or default
+    assert isinstance(owner, dict)
+    held_lab, held_target = str(owner.get("id", "")), str(owner.get("target", ""))
+    if lab_given and lab_given != held_lab:
+        raise RaylabError(
+            f"this working directory holds lab {held_lab!r} ({held_target}), not {lab_given!r}",
+            f"run `raylab down --lab {held_lab}` first, or give lab {lab_given!r} its own --workdir",
+        )
+    if held_target and target != held_target:
+        raise RaylabError(
+            f"this working directory holds lab {held_lab!r} on the {held_target} target, not {target}",
+            f"add --target {held_target}",
+        )
+    return held_lab

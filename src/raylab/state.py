@@ -93,9 +93,12 @@ class NetworkRecord:
 
 
 class State:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, owner: Mapping[str, str] | None = None) -> None:
+        """``owner``: the lab id and target of the command writing (saved as section ``lab``, so a
+        later command knows which lab this directory holds: ``labid.lab_for_workdir``)."""
         self.root = root
         self.path = root / "state.json"
+        self.owner = dict(owner) if owner else None
 
     def ensure_dir(self) -> Path:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -114,6 +117,8 @@ class State:
             ) from e
 
     def save(self, data: dict[str, Any]) -> None:
+        if self.owner is not None:
+            data["lab"] = self.owner
         self.ensure_dir()
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(_scrub(data), indent=2, sort_keys=True, default=str))

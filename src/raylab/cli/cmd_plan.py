@@ -43,7 +43,7 @@ def _prices(target: str, instance_types: list[str], region: str, ui: Any) -> Any
             from raylab.aws.session import client
             from raylab.cli.options import make_context
 
-            ctx = make_context(target=target, quiet=True)
+            ctx = make_context(target=target, quiet=True, one_lab=False)
             pricing = boto3.client("pricing", region_name="us-east-1")
             return cost.live_prices(pricing, client(ctx, "ec2"), instance_types, region)
         except RaylabError:

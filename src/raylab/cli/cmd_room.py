@@ -114,7 +114,7 @@ def status(
     from raylab.cli.room_sweep import read_room
     from raylab.errors import RaylabError
 
-    ctx = make_context(target=target, json_mode=json_mode, quiet=quiet)
+    ctx = make_context(target=target, json_mode=json_mode, quiet=quiet, one_lab=False)
     if watch is not None and json_mode:
         raise RaylabError("--watch is a view for people; --json prints one record",
                           "drop --watch (or poll `raylab room status --json` yourself)")
@@ -223,7 +223,7 @@ def sweep(
     from raylab.cli.options import make_context
     from raylab.cli.room_sweep import run_sweep
 
-    ctx = make_context(target=target, json_mode=json_mode, quiet=quiet, yes=yes)
+    ctx = make_context(target=target, json_mode=json_mode, quiet=quiet, yes=yes, one_lab=False)
     run_sweep(ctx, expired=expired, names=lab or [], all_labs=all_labs, force=force)
 
 

@@ -18,8 +18,9 @@ import typer
 
 from raylab.context import SCENARIOS, TARGETS, Context
 from raylab.errors import RaylabError
-from raylab.labid import check_lab_id, default_lab_id
+from raylab.labid import check_lab_id, default_lab_id, lab_for_workdir
 from raylab.options import LabOptions
+from raylab.state import State
 from raylab.ui import UI
 
 TargetOpt = Annotated[
@@ -51,7 +52,10 @@ def make_context(
     workdir: Path | None = None,
     quiet: bool = False,
     options: LabOptions | None = None,
+    one_lab: bool = True,
 ) -> Context:
+    """``one_lab``: the command acts on the lab its working directory holds (``lab_for_workdir``);
+    the room's commands, which act on every lab of the account, pass False."""
     t = target.lower()
     if t not in TARGETS:
         raise RaylabError(f"unknown target {target!r}", "use --target local (default) or --target aws")
@@ -59,8 +63,10 @@ def make_context(
     if s not in SCENARIOS:
         raise RaylabError(f"unknown scenario {scenario!r}", f"use one of: {', '.join(SCENARIOS)}")
     ui = UI(json_mode=json_mode, quiet=quiet)
-    lab_id = check_lab_id(lab) if lab else default_lab_id()
+    given = check_lab_id(lab) if lab else None
     wd = (workdir or Path.cwd() / ".raylab").resolve()
+    lab_id = lab_for_workdir(State(wd).load(), given, t, default_lab_id()) if one_lab else (
+        given or default_lab_id())
     from raylab.targets import get_target  # light: the chosen target is imported when first used
 
     return Context(target_name=t, lab=lab_id, ui=ui, workdir=wd, yes=yes, scenario=s,
