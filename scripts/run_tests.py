@@ -24,6 +24,12 @@ LOG = ROOT / ".raylab-tests" / "rehearsal.log"
 # tests marked lane2 (the kill test), so that the two lanes take about as long (measured: 18.5 min
 # against 32 min without lane2; the room's tests went back to the first lane with the rehearsal's kill).
 SECOND = "rehearsal or lane2"
+# The first lane runs the unit tests first, so that the rehearsal's stage 4 (minutes 4-7 of its lane:
+# spot workers launched during a 2-minute job must boot and join) meets the light unit tests, not the
+# integration tests' local Ray clusters. Measured 2026-12-07: with the integration tests first, the
+# rehearsal's spot workers took 120 s and more to join and stage 4 failed "the autoscaler added
+# workers" (peak 2, min_workers 2); alone the same test passed (830 s).
+FIRST_ORDER = ["tests/unit", "tests/aws", "tests/integration"]
 
 
 def main(argv: list[str]) -> int:
@@ -36,7 +42,8 @@ def main(argv: list[str]) -> int:
             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     print(f"the rehearsal's and lane2's tests run beside these (pid {rehearsal.pid}, log {LOG})", flush=True)
     try:
-        rest = subprocess.call([*pytest, "-m", f"not ({SECOND})"], cwd=ROOT)
+        paths = [] if any(not a.startswith("-") for a in argv) else FIRST_ORDER
+        rest = subprocess.call([*pytest, "-m", f"not ({SECOND})", *paths], cwd=ROOT)
         if rehearsal.poll() is None:
             print(f"waiting for the rehearsal's tests (log {LOG})", flush=True)
         rc_rehearsal = rehearsal.wait()
