@@ -47,10 +47,12 @@ class Context:
     clock: PhaseClock = field(default_factory=PhaseClock)  # where this run's time goes, by stage and phase
     _target: Target | None = None
     make_target: Callable[[str], Target] | None = None  # builds ``target`` from ``target_name`` on first use
+    owns_workdir: bool = True  # its state writes name this lab as the directory's owner (not the room's)
 
     @property
     def state(self) -> State:
-        return State(self.workdir, owner={"id": self.lab, "target": self.target_name})
+        owner = {"id": self.lab, "target": self.target_name} if self.owns_workdir else None
+        return State(self.workdir, owner=owner)
 
     @property
     def names(self) -> dict[str, str]:

@@ -58,10 +58,8 @@ def lab_for_workdir(held: dict[str, object], lab_given: str | None, target: str,
     OS user's); another ``--lab`` or target is refused before anything happens, as acting on it
     would leave the held lab's resources behind. Nothing held: the given lab, else ``default``."""
     owner = held.get("lab")
-    holding = isinstance(owner, dict) and any(held.get(s) for s in HOLDING_SECTIONS)
-    if not holding:
+    if not isinstance(owner, dict) or not any(held.get(s) for s in HOLDING_SECTIONS):
         return lab_given or default
-    assert isinstance(owner, dict)
     held_lab, held_target = str(owner.get("id", "")), str(owner.get("target", ""))
     if lab_given and lab_given != held_lab:
         raise RaylabError(

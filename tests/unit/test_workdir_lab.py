@@ -71,3 +71,15 @@ def test_a_command_without_lab_acts_on_the_held_lab(tmp_path: Path) -> None:
     wd = _held_workdir(tmp_path)
     p = run_cli("preflight", "--json", "--workdir", str(wd))
     assert json.loads(p.stdout)["lab"] == "kim", p.stdout + p.stderr
+
+
+def test_a_room_command_in_a_held_directory_leaves_its_owner(tmp_path: Path) -> None:
+    """The room acts on every lab of the account: what it writes here must not make the directory
+    another lab's (a later `raylab down` would then look for that lab's stack)."""
+    from raylab.cli.options import make_context
+    from raylab.state import State
+
+    wd = _held_workdir(tmp_path)
+    ctx = make_context(target="aws", workdir=wd, one_lab=False)
+    ctx.state.put("run", {"command": "raylab room status"})
+    assert lab_for_workdir(State(wd).load(), None, "local", "root") == "kim"

@@ -55,7 +55,8 @@ def make_context(
     one_lab: bool = True,
 ) -> Context:
     """``one_lab``: the command acts on the lab its working directory holds (``lab_for_workdir``);
-    the room's commands, which act on every lab of the account, pass False."""
+    the room's commands, which act on every lab of the account, pass False (and their state writes
+    then claim no ownership of the directory)."""
     t = target.lower()
     if t not in TARGETS:
         raise RaylabError(f"unknown target {target!r}", "use --target local (default) or --target aws")
@@ -70,7 +71,7 @@ def make_context(
     from raylab.targets import get_target  # light: the chosen target is imported when first used
 
     return Context(target_name=t, lab=lab_id, ui=ui, workdir=wd, yes=yes, scenario=s,
-                   options=options or LabOptions(), make_target=get_target)
+                   options=options or LabOptions(), make_target=get_target, owns_workdir=one_lab)
 
 
 @dataclass(frozen=True)
