@@ -28,7 +28,8 @@ TargetOpt = Annotated[
 ]
 LabOpt = Annotated[
     str | None,
-    typer.Option("--lab", help="Lab id carried by every resource (default: from your OS user)."),
+    typer.Option("--lab", help="Lab id carried by every resource (default: the lab this working "
+                               "directory still holds, else from your OS user)."),
 ]
 JsonOpt = Annotated[
     bool, typer.Option("--json", help="Print one JSON object on stdout; human text on stderr.")
