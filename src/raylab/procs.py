@@ -225,23 +225,31 @@ def _child_setup(dir_: Path, body: bytes, parent: int, deathsig: int | None) -> 
             prctl(PR_SET_PDEATHSIG, deathsig, 0, 0, 0)
             if os.getppid() != parent:  # the parent died before prctl: do not start at all
                 os._exit(1)
-        pid = os.getpid()
-        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
-        try:
-            stat = os.read(fd, 4096)
-        finally:
-            os.close(fd)
-        start = stat.rsplit(b")", 1)[1].split()[19].decode()
-        data = body[:-1] + f', "pid": {pid}, "pgid": {os.getpgrp()}, "start": {start}}}'.encode()
-        tmp = f"{d}/.{pid}-{start}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, data)
-        finally:
-            os.close(fd)
-        os.rename(tmp, f"{d}/{pid}-{start}.json")
+        record_self(d, body)
 
     return run
+
+
+def record_self(d: str, body: bytes) -> None:
+    """Write this process's record into ``d``: ``body`` plus its pid, group and start time.
+
+    Run in a child before it runs anything else (between fork and exec, or in a forked node of the
+    twin's launcher): only system calls and byte formatting here (no imports, no locks)."""
+    pid = os.getpid()
+    fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
+    try:
+        stat = os.read(fd, 4096)
+    finally:
+        os.close(fd)
+    start = stat.rsplit(b")", 1)[1].split()[19].decode()
+    data = body[:-1] + f', "pid": {pid}, "pgid": {os.getpgrp()}, "start": {start}}}'.encode()
+    tmp = f"{d}/.{pid}-{start}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    os.rename(tmp, f"{d}/{pid}-{start}.json")
 
 
 _RUN_START: int | None = None
@@ -284,6 +292,13 @@ class Records:
     def forget(self, rec: Record) -> None:
         (self.dir / f"{rec.key}.json").unlink(missing_ok=True)
 
+    @staticmethod
+    def body(cmd: Sequence[str], *, what: str, owner: str, lab: str, ephemeral: bool) -> bytes:
+        """What a child writes down about itself (``record_self`` adds its pid, group and start time)."""
+        run_pid, run_start = run_identity()
+        return json.dumps({"owner": owner, "what": what, "lab": lab, "cmd": list(cmd), "run_pid": run_pid,
+                           "run_start": run_start, "ephemeral": ephemeral, "at": time.time()}).encode()
+
     def start(
         self,
         cmd: Sequence[str],
@@ -295,6 +310,7 @@ class Records:
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
         stdout: Any = None,
+        stdin: Any = subprocess.DEVNULL,
     ) -> subprocess.Popen[bytes]:
         """Start ``cmd`` in its own session; the child records itself before exec (see module doc).
 
@@ -302,14 +318,13 @@ class Records:
         child (a worker thread that ends would take the child with it).
         """
         self.dir.mkdir(parents=True, exist_ok=True)
-        run_pid, run_start = run_identity()
+        run_pid, _ = run_identity()
         full_env = dict(os.environ if env is None else env)
         full_env[MARK_ENV] = str(self.root)
-        body = json.dumps({"owner": owner, "what": what, "lab": lab, "cmd": list(cmd), "run_pid": run_pid,
-                           "run_start": run_start, "ephemeral": ephemeral, "at": time.time()}).encode()
+        body = self.body(cmd, what=what, owner=owner, lab=lab, ephemeral=ephemeral)
         deathsig = signal.SIGTERM if ephemeral and threading.current_thread() is threading.main_thread() \
             else None
-        p = subprocess.Popen(list(cmd), stdout=stdout, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        p = subprocess.Popen(list(cmd), stdout=stdout, stderr=subprocess.STDOUT, stdin=stdin,
                              env=full_env, cwd=cwd, start_new_session=True,
                              preexec_fn=_child_setup(self.dir, body, run_pid, deathsig))
         rec = next((r for r in self.all() if r.pid == p.pid), None)

@@ -17,6 +17,11 @@ worker of the lab needs: its raylet with the two agents the raylet requires (das
 runtime-env agent), without the log monitor (``--include-log-monitor=false``: the lab's tasks print
 nothing a driver shows, and it was 17% of a node's boot CPU; bench/node_boot.py). A node whose raylet
 gave up waiting for its agents (Ray's fixed 15 s, missed on shared cores under load) boots again.
+
+A node's `ray start` is forked by the twin's node launcher (``launcher.py``: Ray's unmodified CLI,
+imported once when the first cluster registers), so the ~1 CPU-second of importing it is not paid
+again by every node on the shared cores; an EC2 instance pays it on its own. Without the launcher
+(``RAYLAB_TWIN_LAUNCHER=0``, or if it cannot start) each node is a new process, as before.
 """
 
 from __future__ import annotations
@@ -36,8 +41,9 @@ from pathlib import Path
 from typing import Any
 
 from raylab.procs import Records, stop_group
-from raylab.proctable import MARK_ENV
+from raylab.proctable import MARK_ENV, start_time
 from raylab.state import pid_alive
+from raylab.targets.local.launcher import LaunchedNode, Launcher, LauncherError
 
 log = logging.getLogger("raylab.twin.machines")
 
@@ -58,6 +64,7 @@ AGENT_WAIT_GAVE_UP = "Timed out waiting for file"
 AGENT_PORT_FILES = ("metrics_agent_port", "metrics_export_port", "dashboard_agent_listen_port",
                     "runtime_env_agent_port")
 BOOT_RETRIES = 2
+LAUNCHER_ENV = "RAYLAB_TWIN_LAUNCHER"
 
 
 def boot_slots(cpus: int | None) -> int:
@@ -84,7 +91,8 @@ class Machine:
     ended_at: float | None = None
     exit_code: int | None = None
     boot_retries: int = 0  # boots again after Ray's agent wait gave up (see AGENT_WAIT_GAVE_UP)
-    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    start_time: int | None = None  # /proc/<pid>/stat's start time: the pid is ours only while it matches
+    proc: subprocess.Popen[bytes] | LaunchedNode | None = field(default=None, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "proc"}
@@ -181,6 +189,9 @@ class Machines:
         # the twin runs with the work dir marker (raylab.procs): its nodes are recorded there too
         marker = os.environ.get(MARK_ENV)
         self.records = Records(Path(marker)) if marker else None
+        # Ray's CLI imported once and forked per node (launcher.py); RAYLAB_TWIN_LAUNCHER=0: a process each
+        self.use_launcher = os.environ.get(LAUNCHER_ENV, "1") != "0"
+        self.launcher: Launcher | None = None
 
     # --- lifecycle ---------------------------------------------------------------------
     def start(self) -> None:
@@ -196,6 +207,8 @@ class Machines:
     def shutdown(self) -> None:
         """Stop every node process (the twin is going away)."""
         self._stop.set()
+        if self.launcher is not None:
+            self.launcher.close()
         with self.lock:
             ms = [m for m in self.machines.values() if m.pid]
         threads = [threading.Thread(target=stop_group, args=(m.pid, 5.0)) for m in ms]
@@ -209,6 +222,13 @@ class Machines:
         reg = ClusterReg.from_dict(name, d)
         with self.lock:
             self.clusters[name] = reg
+            if self.use_launcher and self.launcher is None and not self._stop.is_set():
+                # started with the first cluster (its import of Ray's CLI is done before the first
+                # worker boots); it ends when the twin closes its stdin, or dies
+                base = node_env(dict(os.environ), "", "")
+                for k in ("RAY_CLOUD_INSTANCE_ID", "RAY_NODE_TYPE_NAME"):
+                    base.pop(k, None)
+                self.launcher = Launcher(self.log_dir / "launcher.log", base, self.records)
         return reg
 
     def unregister(self, name: str) -> None:
@@ -220,8 +240,8 @@ class Machines:
         import json
 
         with self.lock:
-            data = {m.instance_id: {"pid": m.pid, "pgid": m.pid, "state": m.state, "cluster": m.cluster,
-                                    "temp_dir": m.temp_dir}
+            data = {m.instance_id: {"pid": m.pid, "pgid": m.pid, "start": m.start_time, "state": m.state,
+                                    "cluster": m.cluster, "temp_dir": m.temp_dir}
                     for m in self.machines.values() if m.pid}
         tmp = self.log_dir.parent / "machines.json.tmp"
         with contextlib.suppress(OSError):
@@ -336,6 +356,31 @@ class Machines:
             finally:
                 self._release_slot()
 
+    def _start_node(self, iid: str, cmd: list[str], env: dict[str, str],
+                    log_path: str) -> subprocess.Popen[bytes] | LaunchedNode:
+        """Start a node's `ray start`: forked by the launcher, else as a process (lock held)."""
+        what = f"ray node {iid}"
+        if self.launcher is not None:
+            if self.records is not None:
+                env = {**env, MARK_ENV: str(self.records.root)}
+            body = Records.body(cmd, what=what, owner="twin", lab="", ephemeral=True) if self.records else b""
+            try:  # recorded by pid + start time by the child itself, before it runs
+                return self.launcher.launch(iid, cmd[1:], env, log_path,
+                                            str(self.records.dir) if self.records else "", body)
+            except LauncherError as e:
+                self._event("node_launcher_unavailable", error=str(e))
+                log.warning("node launcher unavailable (%s): nodes start as processes", e)
+                self.launcher = None
+        out = open(log_path, "ab")  # noqa: SIM115 - the child owns it
+        try:
+            if self.records is not None:  # recorded by pid + start time; stopped if the twin dies
+                return self.records.start(cmd, what=what, owner="twin", lab="", ephemeral=True, env=env,
+                                          stdout=out)
+            return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    env=env, start_new_session=True)
+        finally:
+            out.close()
+
     def _acquire_slot(self) -> None:
         while not self._stop.is_set():
             with self.lock:
@@ -349,6 +394,8 @@ class Machines:
             self._active_boots = max(0, self._active_boots - 1)
 
     def _boot(self, iid: str) -> None:
+        if self.launcher is not None:  # its first node waits for Ray's CLI to be imported, unlocked
+            self.launcher.wait_ready()
         with self.lock:
             m = self.machines.get(iid)
             if m is None or m.state != "queued":
@@ -370,17 +417,9 @@ class Machines:
             cmd = node_command(self.ray_bin, reg, m.node_type, m.temp_dir)
             env = node_env(dict(os.environ), iid, m.node_type)
             Path(m.temp_dir).mkdir(parents=True, exist_ok=True)
-            out = open(m.log, "ab")  # noqa: SIM115 - the child owns it
-            try:
-                if self.records is not None:  # recorded by pid + start time; stopped if the twin dies
-                    m.proc = self.records.start(cmd, what=f"ray node {iid}", owner="twin", lab="",
-                                                ephemeral=True, env=env, stdout=out)
-                else:
-                    m.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
-                                              stdin=subprocess.DEVNULL, env=env, start_new_session=True)
-            finally:
-                out.close()
+            m.proc = self._start_node(iid, cmd, env, m.log)
             m.pid = m.proc.pid
+            m.start_time = start_time(m.pid)
             m.started_at = time.time()
         self.persist()
         self._event("node_boot", instance_id=iid, node_type=m.node_type, pid=m.pid)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeGuard
 from raylab import procs
 from raylab.checks import Check
 from raylab.procs import stop_group
+from raylab.proctable import start_time
 from raylab.state import pid_alive
 
 if TYPE_CHECKING:
@@ -51,6 +52,17 @@ def head_needle(cluster: dict[str, Any]) -> str:
 def node_needle(rec: dict[str, Any]) -> str:
     """What a node process of machines.json has in its command line (its own temp dir)."""
     return f"--temp-dir={rec['temp_dir']}" if rec.get("temp_dir") else "\0"
+
+
+def node_is_ours(rec: dict[str, Any]) -> TypeGuard[dict[str, Any]]:
+    """Is the node process of a machines.json entry alive and still ours? By its recorded start time
+    (a node forked by the twin's launcher has the launcher's command line), else by its ``--temp-dir``."""
+    pid = rec.get("pid")
+    if not pid or not pid_alive(int(pid)):
+        return False
+    if rec.get("start") is not None:
+        return start_time(int(pid)) == int(rec["start"])
+    return is_ours(pid, node_needle(rec))
 
 
 def machine_pids(state_dir: Path) -> dict[str, dict[str, Any]]:
@@ -106,7 +118,7 @@ def converge_stale(ctx: Context) -> Check:
             stop_group(int(head))
             fixed.append(f"stopped the orphaned Ray head (pid {head})")
         for iid, mrec in machine_pids(twin_state_dir(ctx)).items():
-            if is_ours(mrec.get("pid"), node_needle(mrec)):
+            if node_is_ours(mrec):
                 stop_group(int(mrec["pid"]))
                 fixed.append(f"stopped the orphaned node of {iid}")
         cleanup_temp(ctx.state.get("cluster"))

@@ -39,7 +39,7 @@ from raylab.targets.local.recovery import (
     head_needle,
     is_ours,
     machine_pids,
-    node_needle,
+    node_is_ours,
     recorded_program,
     twin_alive,
     twin_state_dir,
@@ -368,7 +368,7 @@ class LocalTarget(LocalDeclared):
                     time.sleep(0.2)
                 stop_group(int(tw["pid"]), timeout=5)
         for iid, rec in machine_pids(state_dir).items():
-            if is_ours(rec.get("pid"), node_needle(rec)):
+            if node_is_ours(rec):
                 stop_group(int(rec["pid"]), timeout=5)
                 ctx.ui.warning(f"stopped a left-over node process of {iid}")
         for name, rec in ctx.state.get("processes").items():
@@ -392,7 +392,7 @@ class LocalTarget(LocalDeclared):
         tw = ctx.state.get("twin")
         state_dir = Path(tw.get("state_dir") or twin_state_dir(ctx))
         for iid, rec in machine_pids(state_dir).items():
-            if int(rec.get("pid") or 0) not in seen and is_ours(rec.get("pid"), node_needle(rec)):
+            if int(rec.get("pid") or 0) not in seen and node_is_ours(rec):
                 left.append(f"process ray node of {iid} (pid {rec['pid']})")
         if twin_alive(ctx):
             left += self._cloud_leftovers(ctx)
