@@ -72,3 +72,25 @@ def test_a_machines_entry_is_ours_by_its_recorded_start_time() -> None:
         p.wait()
     time.sleep(0.05)
     assert not node_is_ours({"pid": p.pid, "start": st})
+
+
+@pytest.mark.parametrize(("setting", "launcher_started"), [(None, True), ("0", False)])
+def test_the_twin_starts_its_launcher_with_its_first_cluster_unless_turned_off(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, setting: str | None, launcher_started: bool) -> None:
+    from raylab.targets.local.machines import LAUNCHER_ENV, Machines
+
+    if setting is None:
+        monkeypatch.delenv(LAUNCHER_ENV, raising=False)
+    else:
+        monkeypatch.setenv(LAUNCHER_ENV, setting)
+    ms = Machines(list, lambda iid, why: None, lambda kind, **kw: None, tmp_path / "logs")
+    try:
+        assert ms.launcher is None  # a twin without a cluster pays nothing for it
+        ms.register("c", {"gcs_address": "127.0.0.1:1", "temp_root": str(tmp_path)})
+        assert (ms.launcher is not None) == launcher_started
+        if ms.launcher is not None:
+            assert ms.launcher.wait_ready(120), ms.launcher.failed
+    finally:
+        ms.shutdown()
+    if ms.launcher is not None:
+        assert ms.launcher.proc.poll() is not None  # the twin's shutdown ends it

@@ -207,8 +207,6 @@ class Machines:
     def shutdown(self) -> None:
         """Stop every node process (the twin is going away)."""
         self._stop.set()
-        if self.launcher is not None:
-            self.launcher.close()
         with self.lock:
             ms = [m for m in self.machines.values() if m.pid]
         threads = [threading.Thread(target=stop_group, args=(m.pid, 5.0)) for m in ms]
@@ -216,6 +214,8 @@ class Machines:
             t.start()
         for t in threads:
             t.join(timeout=20)
+        if self.launcher is not None:  # after its nodes: it reaps them
+            self.launcher.close()
 
     # --- registration --------------------------------------------------------------------
     def register(self, name: str, d: dict[str, Any]) -> ClusterReg:
