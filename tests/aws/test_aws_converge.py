@@ -144,6 +144,7 @@ def test_killed_stack_and_killed_down_converge(moto_endpoint: str, ec2_quotas: d
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("terraform") is None, reason="terraform is not on PATH")
+@pytest.mark.lane2  # 106 s in CI: it balances the two lanes (31.3 and 28.7 min without it)
 def test_killed_terraform_converges(moto_endpoint: str, ec2_quotas: dict, tmp_path: Path) -> None:
     ec2_quotas.update({"L-1216C47A": 512, "L-34B43A08": 512})
     env = aws_env(moto_endpoint)
