@@ -8,6 +8,7 @@ raylets). Only those raylab started are ever stopped; the rest are named for the
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,9 @@ def find_leftovers(root: Path, procs: Iterable[ProcInfo] | None = None,
     return sorted(out.values(), key=lambda x: x.proc.pid)
 
 
+SETTLE_S = 1.2  # longer than the watcher's `sleep 1`
+
+
 def recorded_ancestor(pid: int, parents: dict[int, int], recorded: dict[int, str]) -> str | None:
     """What the nearest recorded ancestor of ``pid`` is (e.g. a Ray worker in its own session under
     the head's raylet: "ray-head"), None if none is (pure)."""
@@ -79,11 +83,14 @@ def stop_leftovers(root: Path, steps: Sequence[tuple[int, float]] = QUICK_STEPS)
         records.forget(rec)
     stopped: dict[int, Leftover] = {}
     # A process being stopped may start another first: Ray's job watcher (`while kill -s 0 <pid>; do
-    # sleep 1; done`) leaves its last `sleep 1` behind it. So scan again, a few rounds.
-    for _ in range(3):
+    # sleep 1; done`) leaves its last `sleep 1` behind it, started between a scan and the stop. So after
+    # a round that stopped something, wait for such a `sleep 1` to end or show, and scan again (CI's
+    # kill test found one alive right after `down`, 2026-12-07).
+    for _ in range(4):
         left = [x for x in find_leftovers(root) if x.ours]
         if not left:
             break
         stopped.update((x.proc.pid, x) for x in left)
         stop_procs([x.proc for x in left], steps)
+        time.sleep(SETTLE_S)
     return sorted(stopped.values(), key=lambda x: x.proc.pid)
