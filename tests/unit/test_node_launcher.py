@@ -74,7 +74,8 @@ def test_a_machines_entry_is_ours_by_its_recorded_start_time() -> None:
     assert not node_is_ours({"pid": p.pid, "start": st})
 
 
-@pytest.mark.parametrize(("setting", "launcher_started"), [(None, True), ("0", False)])
+@pytest.mark.parametrize(("setting", "launcher_started"), [(None, True), ("0", False), ("off", False),
+                                                           ("1", True)])
 def test_the_twin_starts_its_launcher_with_its_first_cluster_unless_turned_off(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path, setting: str | None, launcher_started: bool) -> None:
     from raylab.targets.local.machines import LAUNCHER_ENV, Machines

@@ -65,6 +65,7 @@ AGENT_PORT_FILES = ("metrics_agent_port", "metrics_export_port", "dashboard_agen
                     "runtime_env_agent_port")
 BOOT_RETRIES = 2
 LAUNCHER_ENV = "RAYLAB_TWIN_LAUNCHER"
+LAUNCHER_OFF = ("0", "false", "off", "no")  # any other value (or none): the launcher is used
 
 
 def boot_slots(cpus: int | None) -> int:
@@ -190,7 +191,7 @@ class Machines:
         marker = os.environ.get(MARK_ENV)
         self.records = Records(Path(marker)) if marker else None
         # Ray's CLI imported once and forked per node (launcher.py); RAYLAB_TWIN_LAUNCHER=0: a process each
-        self.use_launcher = os.environ.get(LAUNCHER_ENV, "1") != "0"
+        self.use_launcher = os.environ.get(LAUNCHER_ENV, "1").strip().lower() not in LAUNCHER_OFF
         self.launcher: Launcher | None = None
 
     # --- lifecycle ---------------------------------------------------------------------
