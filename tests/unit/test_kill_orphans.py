@@ -252,3 +252,34 @@ def test_a_stopped_job_is_waited_for_until_ray_says_it_ended() -> None:
             raise RuntimeError("no such job")
 
     jobmod.stop_and_wait(Gone(), "raylab-stress-1", 10.0)  # never raises
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("entry, driver_left", [
+    (jobmod.entrypoint, False),  # raylab's: `exec python ...`, the shell becomes the driver
+    (lambda *a: jobmod.entrypoint(*a).removeprefix("exec "), True),  # before: dash forks the driver
+])
+def test_a_stopped_jobs_driver_is_the_process_ray_signals(entry: Any, driver_left: bool) -> None:
+    """Ray runs an entrypoint as `/bin/sh -c ...` in a new session and stops it by signalling that
+    shell and the children it saw. A stop that finds only the shell (CI's kill test, point 9) left
+    `python stress.py` alive, re-parented to init: the entrypoint execs the driver instead."""
+    cmd = entry(4, 4.0, 1).replace("python stress.py", f"{sys.executable} -c 'import time; time.sleep(30)'")
+    p = subprocess.Popen(cmd, shell=True, start_new_session=True)  # as Ray's JobSupervisor does
+    try:
+        time.sleep(0.5)  # the shell has started what it runs
+        os.kill(p.pid, 15)  # Ray's SIGTERM, when its snapshot of the children was empty
+        p.wait(timeout=10)
+        deadline = time.monotonic() + 3
+        while _group_alive(p.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _group_alive(p.pid) is driver_left
+    finally:
+        if _group_alive(p.pid):
+            os.killpg(p.pid, 9)

@@ -50,7 +50,7 @@ def test_parse_job_output_takes_last_progress_and_the_summary() -> None:
 
 
 def test_entrypoint() -> None:
-    assert entrypoint(24, 8.0, 4) == "python stress.py --tasks 24 --duration 8 --scale 4"
+    assert entrypoint(24, 8.0, 4) == "exec python stress.py --tasks 24 --duration 8 --scale 4"
 
 
 CFG = {

@@ -126,6 +126,18 @@ def new_submission_id() -> str:
 STOP_WAIT_S = 10.0  # a Ctrl-C waits this long for the stopped job's driver to end
 
 
+def job_entrypoint(argv: list[str]) -> str:
+    """A Ray job's entrypoint that makes the driver the process Ray started (pure).
+
+    Ray runs an entrypoint with ``/bin/sh -c`` in a new session, and stops a job by signalling that
+    shell and the children it sees at that moment, then marks the job STOPPED. dash (Ubuntu's
+    ``/bin/sh``) forks the command: a stop that comes before the fork, or finds only the shell, kills
+    the shell and leaves the driver running, re-parented to init, until Ray's watcher kills the group
+    (the kill test found ``python stress.py`` alive after an interrupted ``raylab stress``). With
+    ``exec`` the shell becomes the driver, so Ray's signal always reaches it."""
+    return "exec " + shlex.join(argv)
+
+
 def stop_and_wait(client: Any, job_id: str, wait_s: float) -> None:
     """Stop a Ray job and wait up to ``wait_s`` for a terminal status (its driver gone); never raises.
     Ray stops a driver with SIGTERM, then SIGKILL: a raylab that exits at once can leave it running."""
@@ -167,7 +179,7 @@ def run_as_job(dashboard_url: str, script: Path, args: list[str], *, runtime_env
     if not is_loopback_url(dashboard_url):
         raise RaylabError(f"dashboard URL {dashboard_url!r} is not a loopback address",
                           "raylab reaches the dashboard only through 127.0.0.1 (a tunnel on aws)")
-    entry = shlex.join([python, script.name if runtime_env else str(script), *args])
+    entry = job_entrypoint([python, script.name if runtime_env else str(script), *args])
     client: Any = None
     try:
         client = JobSubmissionClient(dashboard_url)

@@ -14,7 +14,7 @@ from typing import Any
 
 # The job client's helpers, shared with the data job: terminal statuses, the submit that waits for the
 # head's agent, the stop that waits for the driver.
-from raylab.datajob.submit import STOP_WAIT_S, TERMINAL, stop_and_wait, submit_when_ready
+from raylab.datajob.submit import STOP_WAIT_S, TERMINAL, job_entrypoint, stop_and_wait, submit_when_ready
 
 PROGRESS_KEY = "raylab_progress"
 SUMMARY_KEY = "raylab_stress_summary"
@@ -39,8 +39,8 @@ def parse_job_output(text: str) -> tuple[dict[str, Any] | None, dict[str, Any] |
 
 
 def entrypoint(tasks: int, duration: float, scale: int) -> str:
-    return " ".join(["python", "stress.py", "--tasks", str(tasks), "--duration", f"{duration:g}",
-                     "--scale", str(scale)])
+    return job_entrypoint(["python", "stress.py", "--tasks", str(tasks), "--duration", f"{duration:g}",
+                           "--scale", str(scale)])
 
 
 def listed_jobs(dashboard_url: str) -> list[str] | None:
