@@ -10,7 +10,7 @@ for the same settings (given the boot time measured in the run); for autoscaler 
 or more workers, the last one's Ray node up within 6 s of the launch call.
 
 Heavy (a Ray head and up to 9 worker nodes on this machine, ~5 min): run it by hand or `make bench`:
-  .venv/bin/python bench/local_lab.py [--tasks N --duration S] [--with-scaling] [--keep]
+  .venv/bin/python bench/local_lab.py [--scale S] [--tasks N --duration S] [--with-scaling] [--keep]
 """
 
 from __future__ import annotations
@@ -88,6 +88,8 @@ def fmt(xs: list[float]) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scale", type=int, default=None,
+                    help="the lab scale (default: the local target's, 4); 8 = 2-CPU nodes, half the tasks")
     ap.add_argument("--tasks", type=int, default=None, help="default: 480 / scale (120)")
     ap.add_argument("--duration", type=float, default=None, help="default: 300 / 10 (30 s)")
     ap.add_argument("--with-scaling", action="store_true", help="also run stage 5 (raylab scale)")
@@ -96,7 +98,9 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="rl-bench-")) / ".raylab"
     rows: list[tuple[str, float]] = []
     try:
-        up, secs = raylab(workdir, "up", "--yes")
+        # `up` renders the target's default scale; `lab --through 3 --keep` takes another
+        up, secs = (raylab(workdir, "up", "--yes") if args.scale is None else
+                    raylab(workdir, "lab", "--through", "3", "--keep", "--yes", "--scale", str(args.scale)))
         rows += [(f"stage {s['number']} {s['name']}", s["seconds"]) for s in up["stages"]]
         extra = [a for a, v in (("--tasks", args.tasks), ("--duration", args.duration)) if v is not None]
         vals = [str(v) for v in (args.tasks, args.duration) if v is not None]
