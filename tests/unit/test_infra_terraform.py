@@ -209,3 +209,31 @@ def test_terraform_and_its_provider_run_with_the_labs_gc_target_unless_you_set_o
     tf = T.Terraform(source=src, workdir=tmp_path / "lab", env=env)
     tf.validate()
     assert f"GOGC={seen}" in tf.last_output
+
+
+TWIN = "http://127.0.0.1:5000"
+
+
+@pytest.mark.parametrize(("given", "kept"), [
+    # with a twin endpoint, every service goes there: a service's own variable is dropped
+    ({"AWS_ENDPOINT_URL": TWIN, "AWS_ENDPOINT_URL_IAM": "https://iam.example"}, {"AWS_ENDPOINT_URL": TWIN}),
+    # ... and so is the flag that would make the SDK ignore AWS_ENDPOINT_URL itself
+    ({"AWS_ENDPOINT_URL": TWIN, "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS": "true"}, {"AWS_ENDPOINT_URL": TWIN}),
+    # the rest of the environment stays
+    ({"AWS_ENDPOINT_URL": TWIN, "AWS_REGION": "us-west-2", "PATH": "/bin"},
+     {"AWS_ENDPOINT_URL": TWIN, "AWS_REGION": "us-west-2", "PATH": "/bin"}),
+    # on AWS (no twin) the operator's environment is left as it is
+    ({"AWS_ENDPOINT_URL_IAM": "https://vpce.example"}, {"AWS_ENDPOINT_URL_IAM": "https://vpce.example"}),
+])
+def test_terraform_reaches_the_twin_endpoint_for_every_service(given: dict[str, str],
+                                                               kept: dict[str, str]) -> None:
+    assert T.endpoint_env(given) == kept
+
+
+def test_the_terraform_module_names_no_endpoint_of_its_own() -> None:
+    """The endpoint comes from the environment only (an `endpoints` block cost 2.2 CPU-s per
+    provider configuration); `endpoint_url` still turns the twin's skip flags on."""
+    tf = (Path(__file__).resolve().parents[2] / "infra" / "terraform" / "main.tf").read_text()
+    code = "\n".join(ln.split("#")[0] for ln in tf.splitlines())
+    assert "endpoints" not in code
+    assert "skip_credentials_validation = local.local_endpoint" in code

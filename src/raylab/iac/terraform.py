@@ -401,6 +401,25 @@ class Terraform:
         return parse_outputs("\n".join(self._run(["output", "-json", "-no-color"], show=False)))
 
 
+ENDPOINT_ENV = "AWS_ENDPOINT_URL"
+# what would take a service elsewhere than AWS_ENDPOINT_URL (the AWS SDKs' precedence: a service's
+# own variable first; the "ignore" flag drops every configured endpoint, the global one included)
+ENDPOINT_OVERRIDES = ("AWS_ENDPOINT_URL_", "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")
+
+
+def endpoint_env(env: Mapping[str, str]) -> dict[str, str]:
+    """Terraform's environment with a twin endpoint: every service to ``AWS_ENDPOINT_URL`` (pure).
+
+    infra/terraform has no ``endpoints`` block (validating it cost 2.2 CPU-s per provider
+    configuration); with ``AWS_ENDPOINT_URL`` set (the local target, the rehearsal) the provider
+    reaches IAM, STS and EC2 through it, so a service's own variable or the flag that ignores
+    configured endpoints, inherited from the operator's shell, must not send one service elsewhere.
+    Without it (AWS) the environment is left as it is."""
+    if not env.get(ENDPOINT_ENV):
+        return dict(env)
+    return {k: v for k, v in env.items() if not k.startswith(ENDPOINT_OVERRIDES)}
+
+
 def write_cli_config(raylab_dir: Path, mirror: Path) -> Path:
     path = raylab_dir / "terraform" / "terraformrc"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -422,7 +441,7 @@ def for_lab(
     ``require_mirror`` (the local target): no mirror is a clear error, since there is no
     network to download the provider from.
     """
-    full_env = {**os.environ, **env}
+    full_env = endpoint_env({**os.environ, **env})
     find_terraform(full_env)
     mirror = find_mirror(full_env)
     if mirror is None and require_mirror:
