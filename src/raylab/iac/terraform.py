@@ -401,21 +401,15 @@ class Terraform:
         return parse_outputs("\n".join(self._run(["output", "-json", "-no-color"], show=False)))
 
 
-ENDPOINT_ENV = "AWS_ENDPOINT_URL"
-# what would take a service elsewhere than AWS_ENDPOINT_URL (the AWS SDKs' precedence: a service's
-# own variable first; the "ignore" flag drops every configured endpoint, the global one included)
+# what would send a service past AWS_ENDPOINT_URL: its own variable, or the SDKs' flag ignoring it
 ENDPOINT_OVERRIDES = ("AWS_ENDPOINT_URL_", "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")
 
 
 def endpoint_env(env: Mapping[str, str]) -> dict[str, str]:
-    """Terraform's environment with a twin endpoint: every service to ``AWS_ENDPOINT_URL`` (pure).
-
-    infra/terraform has no ``endpoints`` block (validating it cost 2.2 CPU-s per provider
-    configuration); with ``AWS_ENDPOINT_URL`` set (the local target, the rehearsal) the provider
-    reaches IAM, STS and EC2 through it, so a service's own variable or the flag that ignores
-    configured endpoints, inherited from the operator's shell, must not send one service elsewhere.
-    Without it (AWS) the environment is left as it is."""
-    if not env.get(ENDPOINT_ENV):
+    """Terraform's environment; with ``AWS_ENDPOINT_URL`` (the twin) every service goes there (pure).
+    infra/terraform has no ``endpoints`` block (2.2 CPU-s per provider configuration), so nothing
+    inherited from the operator's shell may send one service elsewhere. On AWS: left as it is."""
+    if not env.get("AWS_ENDPOINT_URL"):
         return dict(env)
     return {k: v for k, v in env.items() if not k.startswith(ENDPOINT_OVERRIDES)}
 
