@@ -6,6 +6,8 @@ util-linux 2.38's does, and forks one child) and a stand-in world that records e
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -67,15 +69,22 @@ def test_a_signal_to_raylab_reaches_the_world_once_and_its_exit_code_comes_back(
 
 def test_the_world_is_found_as_unshares_only_child() -> None:
     p = subprocess.Popen([sys.executable, "-c", UNSHARE, "import time; time.sleep(30)"])
+    kid = None
     try:
         deadline = time.monotonic() + 10
-        while enter.world_pid(p.pid) is None and time.monotonic() < deadline:
+        argv: list[bytes] = []
+        while time.monotonic() < deadline:  # found, and past its exec (forked, it shows unshare's argv)
+            kid = enter.world_pid(p.pid)
+            argv = Path(f"/proc/{kid}/cmdline").read_bytes().split(b"\0") if kid else []
+            if argv[1:3] == [b"-c", b"import time; time.sleep(30)"]:
+                break
             time.sleep(0.02)
-        kid = enter.world_pid(p.pid)
         assert kid is not None
-        argv = Path(f"/proc/{kid}/cmdline").read_bytes().split(b"\0")
         assert argv[1:3] == [b"-c", b"import time; time.sleep(30)"]
     finally:
+        if kid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(kid, signal.SIGKILL)
         p.kill()
         p.wait()
     assert enter.world_pid(p.pid) is None  # gone: nothing to pass a signal on to
