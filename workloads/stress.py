@@ -13,10 +13,10 @@ parameterised so the same shape runs on one machine.
 Scale mapping (``--scale S``, the lab's local scale; S=1 is the plan on AWS):
 
 ================  ==========================  ===================================
-                  plan (AWS, scale 1)         local default (scale 4)
+                  plan (AWS, scale 1)         local default (scale 8)
 ================  ==========================  ===================================
-worker node       c7i.4xlarge, 16 vCPU        c7i.4xlarge instance, 16/4 = 4 Ray CPUs
-tasks             480 x 1 CPU                 480/4 = 120 x 1 CPU
+worker node       c7i.4xlarge, 16 vCPU        c7i.4xlarge instance, 16/8 = 2 Ray CPUs
+tasks             480 x 1 CPU                 480/8 = 60 x 1 CPU
 task duration     300 s                       300/10 = 30 s (time scale 10)
 max_workers       30                          30
 vCPU quota        160 (head included)         160, in instance-type vCPUs (unchanged)
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tasks", type=int, default=None, help="number of 1-CPU tasks (default 480/scale)")
     p.add_argument("--duration", type=float, default=None, help="seconds per task (default 300, /10 locally)")
-    p.add_argument("--scale", type=int, default=1, help="lab scale: 1 = the plan on AWS, 4 = local default")
+    p.add_argument("--scale", type=int, default=1, help="lab scale: 1 = the plan on AWS, 8 = local default")
     args = p.parse_args(argv)
     n, duration = scaled(args.tasks, args.duration, args.scale)
 

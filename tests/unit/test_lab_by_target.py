@@ -14,7 +14,7 @@ from raylab.stages.stage3_cluster import lab_scale
 from raylab.stages.stage4_stress import workload
 
 
-@pytest.mark.parametrize(("target", "want"), [("aws", (480, 300.0, 1)), ("local", (120, 30.0, 4))])
+@pytest.mark.parametrize(("target", "want"), [("aws", (480, 300.0, 1)), ("local", (60, 30.0, 8))])
 def test_default_workload_is_the_targets(tmp_path: Path, target: str, want: tuple[int, float, int]) -> None:
     ctx = make_context(target, "t", workdir=tmp_path / ".raylab", quiet=True)
     assert workload(ctx) == want
@@ -26,7 +26,7 @@ def test_a_given_scale_wins_on_aws(tmp_path: Path) -> None:
     assert workload(ctx) == (60, 30.0, 8)
 
 
-@pytest.mark.parametrize(("target", "want"), [("aws", 1), ("local", 4)])
+@pytest.mark.parametrize(("target", "want"), [("aws", 1), ("local", 8)])
 def test_stage_3_records_the_targets_scale_for_stage_4(tmp_path: Path, target: str, want: int) -> None:
     ctx = make_context(target, "t", workdir=tmp_path / ".raylab", quiet=True)
     assert lab_scale(ctx) == want

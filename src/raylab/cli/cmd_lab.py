@@ -100,7 +100,7 @@ ScaleOpt = Annotated[
     int | None,
     typer.Option("--scale", min=1, max=64, metavar="S",
                  help="Lab scale: stage 4's 480 x 300 s tasks become 480/S x 30 s (local: nodes shrink "
-                      "too; default 4). On AWS and in the rehearsal the nodes keep their size; default 1. "
+                      "too; default 8). On AWS and in the rehearsal the nodes keep their size; default 1. "
                       "Above 1, the rehearsal's FIS drills also run 4x faster (notice PT2M -> 30 s)."),
 ]
 

@@ -19,7 +19,7 @@ def check_workload(tasks: int | None, duration: float | None, scale: int | None)
         raise RaylabError(f"--duration must be > 0 seconds, got {duration:g}", "e.g. --duration 30")
     if scale is not None and scale < 1:
         raise RaylabError(f"--scale must be at least 1, got {scale}",
-                          "1 = the plan's sizes, 4 = local default")
+                          "1 = the plan's sizes, 8 = local default")
 
 
 @takes_shared(..., "target", "lab", "json_mode", "quiet", "workdir")

@@ -71,7 +71,7 @@ def scaled_resources(instance_type: str, scale: int, given: dict[str, Any] | Non
                      head: bool) -> dict[str, int]:
     """Ray resources of one local node: the instance's vCPUs and memory divided by ``scale``."""
     if scale < 1:
-        raise RaylabError(f"scale {scale} must be >= 1", "use --scale 4 (the local default)")
+        raise RaylabError(f"scale {scale} must be >= 1", "use --scale 8 (the local default)")
     vcpus, mem_mib = instance_shape(instance_type)
     res = {k: int(v) for k, v in (given or {}).items()}
     if "CPU" in res:

@@ -3,10 +3,10 @@
 The job (``workloads/stress.py``) runs as a Ray Job on the head; raylab samples Ray's v2 cluster
 status, EC2 and the cloud's events every ~2 s into a timeline, shows it live and draws a chart.
 
-Scale mapping (local default scale 4; see workloads/stress.py): plan = 480 tasks x 1 CPU x 300 s
+Scale mapping (local default scale 8; see workloads/stress.py): plan = 480 tasks x 1 CPU x 300 s
 on c7i.4xlarge (16 vCPU), max_workers 30, quota 160 vCPU -> head (16) + bastion (2) + 8 workers
-(146; a 9th makes 162). Local = 120 tasks x 1 CPU x 30 s on c7i.4xlarge instances whose Ray nodes
-have 4 CPUs; the quota stays 160 vCPU in instance-type units, so the wall is at the same place.
+(146; a 9th makes 162). Local = 60 tasks x 1 CPU x 30 s on c7i.4xlarge instances whose Ray nodes
+have 2 CPUs; the quota stays 160 vCPU in instance-type units, so the wall is at the same place.
 """
 
 from __future__ import annotations

@@ -236,7 +236,7 @@ def apply_scaling(ctx: Context, s: Scaling, config: Path | None = None) -> dict[
     from raylab.observe.run import cluster_info, limits_from_config, load_config
 
     cluster = cluster_info(ctx)
-    scale = cluster.scale or 4
+    scale = cluster.scale or ctx.target.default_scale
     lim = limits_from_config(load_config(cluster.config_path), scale)
     worker_type = s.node_type or lim.worker_type
     effective_min_max(s, lim.min_workers, lim.max_workers)
@@ -342,7 +342,7 @@ class ScalingStage:
         with ctx.clock.phase("one autoscaler loop (settings read)"):
             time.sleep(ctx.target.tick_s + 1)  # one whole loop, so the next job meets the new settings
         first = recorded(ctx)  # stage 4's record (None: no stress run yet)
-        scale = ctx.state.cluster().scale or 4
+        scale = ctx.state.cluster().scale or ctx.target.default_scale
         tasks = int(ctx.options.tasks or (first and first.tasks_total) or default_workload(scale)[0])
         duration = float(
             ctx.options.duration or (first and first.task_duration_s) or default_workload(scale)[1]

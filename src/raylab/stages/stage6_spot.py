@@ -49,6 +49,7 @@ from raylab.stages.stage6_io import (
     stop_guard,
     twin_client,
     twin_events,
+    type_cpus,
     wait_demo,
     wait_for,
     worker_cpus,
@@ -59,6 +60,7 @@ if TYPE_CHECKING:
     from raylab.context import Context
 
 DRILLS = ("reclaim_no_notice", "reclaim_notice", "capacity")  # the local drills, in their order
+BURST_NODES = 6  # the capacity burst: this many spot workers' CPUs beyond the base (24 tasks at scale 4)
 MAX_MAKESPAN_RATIO = 1.5  # issue 5: with the guard, within 1.5x of the same job without failures
 
 
@@ -131,9 +133,10 @@ STAGE = SpotStage()
 
 
 def drill_options(ctx: Context) -> dict[str, Any]:
-    """Sizes for a 2-core machine (tests may shrink them through ctx.options.spot_drill)."""
+    """Sizes for a 2-core machine (tests may shrink them through ctx.options.spot_drill). The capacity
+    burst's extra ``tasks`` default to BURST_NODES spot workers' CPUs, the same node count at any scale."""
     o: dict[str, Any] = {
-        "tasks": 24, "duration": 15.0, "notice": 8.0, "capacity_window": 45.0, "cooldown": 20.0,
+        "tasks": None, "duration": 15.0, "notice": 8.0, "capacity_window": 45.0, "cooldown": 20.0,
         "probe": 15.0, "spot_wait": 120.0, "timeout": 300.0, "spot_workers": 3,
         "fis_window": 300, "fis_poll": 10.0, "fis_timeout": 600.0, "fis_job_timeout": 1800.0,  # AWS
         "drills": list(DRILLS)}  # local: which drills run (the kill test runs one)
@@ -267,7 +270,8 @@ def run_burst(ctx: Context, out: Path, o: dict[str, Any]) -> dict[str, Any]:
                 if m["cluster"] == ctx.state.cluster().required().cluster_name and m["state"] == "running"}
     out.unlink(missing_ok=True)
     t = time.time()
-    p = start_demo(ctx, out, worker_cpus(ctx) + int(o["tasks"]), o["duration"])
+    extra = int(o["tasks"]) if o.get("tasks") else BURST_NODES * max(1, type_cpus(ctx, "ray.worker.spot"))
+    p = start_demo(ctx, out, worker_cpus(ctx) + extra, o["duration"])
     r = wait_demo(p, out, o["timeout"])
     return {**r, "t_start": t, "base_ids": sorted(base_ids)}
 

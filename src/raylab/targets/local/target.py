@@ -58,7 +58,7 @@ _AWS_ENV_DROP = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_
 class LocalTarget(LocalDeclared):
     name = "local"
     faults = "twin"  # stage 6's drills go through the twin's control API
-    default_scale = 4  # nodes of 16/4 CPUs, 120 tasks of 30 s: the lab on a laptop
+    default_scale = 8  # nodes of 16/8 CPUs, 60 tasks of 30 s: the lab on a 2-core laptop (README: benchmarks)
 
     # --- helpers ---------------------------------------------------------------------------------
     def twin(self, ctx: Context) -> TwinClient:
