@@ -1,7 +1,7 @@
 """Benchmark: the local lab's stages, timed, and the stress makespan against its lower bound.
 
 Runs the real CLI in a fresh working directory: `raylab up` (stages 1-3), `raylab stress` at the
-default scale (120 tasks x 1 CPU x 30 s on 4-CPU nodes, quota 160 vCPU), optionally `raylab scale`
+default scale (60 tasks x 1 CPU x 30 s on 2-CPU nodes at scale 8, quota 160 vCPU), optionally `raylab scale`
 (stage 5, --with-scaling), then `raylab down`. Prints each stage's time, the stress makespan as a
 ratio to ``ideal_makespan_s`` (waves x task duration: no boot time in it), and the node boot time
 measured from the twin's events (launch call -> Ray node up, and process start -> raylet up).
@@ -89,8 +89,9 @@ def fmt(xs: list[float]) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scale", type=int, default=None,
-                    help="the lab scale (default: the local target's, 4); 8 = 2-CPU nodes, half the tasks")
-    ap.add_argument("--tasks", type=int, default=None, help="default: 480 / scale (120)")
+                    help="the lab scale (default: the local target's, 8: 2-CPU nodes); "
+                         "4 = 4-CPU nodes, twice the tasks")
+    ap.add_argument("--tasks", type=int, default=None, help="default: 480 / scale (60)")
     ap.add_argument("--duration", type=float, default=None, help="default: 300 / 10 (30 s)")
     ap.add_argument("--with-scaling", action="store_true", help="also run stage 5 (raylab scale)")
     ap.add_argument("--keep", action="store_true", help="leave the lab up (clean with raylab down)")

@@ -120,6 +120,14 @@ def main() -> int:
     files = sorted(GUIDE.glob("[0-9][0-9]-*.md"))
     with tempfile.TemporaryDirectory(prefix="rl-docs-") as tmp:
         workdir = Path(tmp) / ".raylab"
+        saved: list[bool] = []
+
+        def save() -> None:  # before chapter 8's `raylab down`, which removes .raylab/data with its summary
+            if not args.dry_run and not saved:
+                copy_charts(workdir)
+                record_runs(workdir)
+                saved.append(True)
+
         try:
             for f in files:
                 text = f.read_text()
@@ -127,6 +135,8 @@ def main() -> int:
                 def fill(m: re.Match[str], f: Path = f) -> str:
                     cmd, n = m["cmd"], int(m["lines"])
                     print(f"{f.name}: {cmd}", file=sys.stderr)
+                    if cmd.split()[:2] == ["raylab", "down"]:
+                        save()
                     out = "(dry run)" if args.dry_run else shorten(run(cmd, workdir), n)
                     head = f'<!-- raylab:output cmd="{cmd}" lines={n} -->'
                     return f"{head}\n```text\n{out}\n```\n<!-- /raylab:output -->"
@@ -134,9 +144,7 @@ def main() -> int:
                 new = BLOCK.sub(fill, text)
                 if not args.dry_run and new != text:
                     f.write_text(new)
-            if not args.dry_run:
-                copy_charts(workdir)
-                record_runs(workdir)
+            save()
         finally:
             if not args.dry_run:
                 run("raylab down", workdir)

@@ -65,9 +65,9 @@ class Point:
     max_delay: float  # seeded delay after the marker, in [0, max_delay)
 
 
-STRESS = ("stress", "--tasks", "4", "--duration", "4")  # one worker of 4 CPUs: the autoscaler adds it
+STRESS = ("stress", "--tasks", "2", "--duration", "4")  # one worker of 2 CPUs: the autoscaler adds it
 # stage 5 at the same size, idle workers removed after 12 s
-SCALE = ("scale", "--idle-timeout", "0.2", "--tasks", "4", "--duration", "4")
+SCALE = ("scale", "--idle-timeout", "0.2", "--tasks", "2", "--duration", "4")
 # stage 6 with one drill (reclaim one spot worker of one, no notice); 15 s tasks (with 6 s ones the
 # demo could end before its spot node was seen busy: "no spot worker ran demo tasks")
 SPOT_DRILL = {"drills": ["reclaim_no_notice"], "spot_workers": 1, "duration": 15.0, "spot_wait": 150.0,

@@ -29,7 +29,7 @@ DRIVER = """
 import json, sys, ray
 ray.init(address=sys.argv[1], log_to_driver=False)
 from ray.autoscaler.sdk import request_resources
-request_resources(bundles=[{"CPU": 4}] * int(sys.argv[2]))
+request_resources(bundles=[{"CPU": 2}] * int(sys.argv[2]))
 print("ADDRS " + json.dumps(sorted({n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]})), flush=True)
 """
 
@@ -175,7 +175,7 @@ def test_local_cluster_end_to_end(tmp_path: Path) -> None:
         st = wait_for(agreed, 60, "Ray and EC2 to agree on head + 3 workers", every=2)
         workers = [n for n in st["ray_nodes"]
                    if n["type"] == "ray.worker.ondemand" and n["group"] != "pending"]
-        assert len(workers) == 3 and all(n["resources"]["CPU"] == 4 for n in workers)  # 16 vCPU / scale 4
+        assert len(workers) == 3 and all(n["resources"]["CPU"] == 2 for n in workers)  # 16 vCPU / scale 8
         assert all(n["ip"].startswith("127.") for n in st["ray_nodes"] if n["ip"])
         running = [i for i in st["instances"] if i["state"] == "running"]
         assert {i["market"] for i in running} == {"on-demand"} and len(running) == 4

@@ -18,7 +18,7 @@ from tests.conftest import run_cli
 
 pytestmark = pytest.mark.integration
 LAB = "spotit"
-SMALL = {"tasks": 20, "duration": 15.0, "spot_workers": 3, "notice": 6.0, "capacity_window": 30.0,
+SMALL = {"tasks": 10, "duration": 15.0, "spot_workers": 3, "notice": 6.0, "capacity_window": 30.0,
          "cooldown": 15.0, "probe": 10.0, "spot_wait": 120.0, "timeout": 240.0}
 
 
@@ -107,7 +107,7 @@ def test_capacity_without_guard_shows_rays_own_behaviour(cluster, monkeypatch):
     # with the guard, on-demand capacity came inside the window
     assert r["first_launch_s"] is None or r["first_launch_s"] >= r["window_s"], r
     assert with_guard["first_launch_s"] < with_guard["window_s"], with_guard
-    # the makespans are measured and printed, not compared: at 28 tasks on 2 shared cores the gap is
+    # the makespans are measured and printed, not compared: at a burst this small on 2 shared cores the gap is
     # within the noise (a loaded CI run measured 1.23 without the guard against 1.33 with it)
     keys = ("tasks_total", "makespan_s", "makespan_ratio", "burst_start_s", "first_launch_s",
             "capacity_errors", "ondemand_launched_in_window", "guard_caps")
@@ -133,7 +133,7 @@ def test_stress_on_the_mixed_cluster_counts_each_market_against_its_quota(cluste
     """Issue 13: after `up --scenario mixed`, `raylab stress` failed its own quota check ("peak 12 <=
     8"): every worker was counted against the on-demand quota. Spot workers draw on the spot quota."""
     _, env = cluster
-    p = run_cli("stress", "--tasks", "24", "--duration", "8", "--lab", LAB, "--json", env=env, timeout=600)
+    p = run_cli("stress", "--tasks", "12", "--duration", "8", "--lab", LAB, "--json", env=env, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     out = json.loads(p.stdout)
     failed = [c for c in out["checks"] if not c["ok"]]

@@ -2,7 +2,7 @@
 
 The twin is started by the target; the network/identity pieces stage 3 reads are made with boto3 on
 the twin (stages 1-2 have their own tests). Quota 80 vCPU = head (16) + 4 workers of 16 vCPU; the
-job (20 tasks x 1 CPU x 6 s on 4-CPU nodes) asks for 5 workers, so the wall is hit. Then
+job (10 tasks x 1 CPU x 10 s on 2-CPU nodes, the default scale 8) asks for 5 workers, so the wall is hit. Then
 `raylab scale --idle-timeout 0.25 --quota 96` moves the wall to 5 workers and measures the
 scale-down. Asserted as a user sees it: the --json results, the chart file, the twin's events.
 """
@@ -48,15 +48,15 @@ def test_stress_then_scaling_on_local_target(tmp_path: Path) -> None:
         # 10 s tasks: the job outlasts the local head's 15 s REQUESTED timeout after the wall, so the
         # rest of a partly filled launch is asked again within the job and meets VcpuLimitExceeded
         # (with 6 s tasks a CI run ended before that retry: no quota error recorded)
-        r = run_cli("stress", "--tasks", "20", "--duration", "10", *common, timeout=300)
+        r = run_cli("stress", "--tasks", "10", "--duration", "10", *common, timeout=300)
         assert r.returncode == 0, r.stderr[-3000:]
         s = json_out(r)
-        assert s["ok"] and (s["tasks_total"], s["tasks_completed"], s["tasks_failed"]) == (20, 20, 0)
+        assert s["ok"] and (s["tasks_total"], s["tasks_completed"], s["tasks_failed"]) == (10, 10, 0)
         assert (s["quota_vcpus"], s["quota_cap_workers"]) == (80, 4)
         assert s["min_workers"] < s["peak_workers"] <= 4
         assert s["quota_errors"] >= 1
         assert any(e["kind"] == "quota_error" and e["code"] == "VcpuLimitExceeded" for e in twin.events())
-        assert s["ideal_makespan_s"] == 20.0 and s["makespan_s"] >= 20.0  # 2 waves of 16 slots x 10 s
+        assert s["ideal_makespan_s"] == 20.0 and s["makespan_s"] >= 20.0  # 2 waves of 8 slots x 10 s
         assert Path(s["chart"]).read_bytes()[:8] == PNG
         # spot numbers: retries come from Ray's state API (None would mean Ray could not say)
         assert (s["tasks_retried"], s["nodes_reclaimed"], s["capacity_events"]) == (0, 0, 0), r.stderr[-2000:]
@@ -75,7 +75,7 @@ def test_stress_then_scaling_on_local_target(tmp_path: Path) -> None:
         checks = {c["name"]: c["ok"] for c in sc["checks"]}
         assert all(checks.values()) and "idle workers removed" in checks, sc["checks"]
         run = sc["run"]
-        assert run["tasks_completed"] == 20 and run["quota_vcpus"] == 96 and run["peak_workers"] <= 5
+        assert run["tasks_completed"] == 10 and run["quota_vcpus"] == 96 and run["peak_workers"] <= 5
         removal = run["idle_removal"]
         assert removal["delay_s"] is not None and removal["delay_s"] >= 15 - 14  # 0.25 min, 2 s samples
         assert "idle workers removed" in r.stderr and "peak workers" in r.stderr

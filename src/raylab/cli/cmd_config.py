@@ -119,7 +119,9 @@ def render_cmd(
         typer.Option("--outputs", help="JSON object of stage outputs (CloudFormation + Terraform). "
                      "Default: the outputs stages 1-2 stored under --workdir."),
     ] = None,
-    scale: Annotated[int, typer.Option("--scale", min=1, help="Local target: vCPUs per local CPU.")] = 4,
+    scale: Annotated[int | None, typer.Option(
+        "--scale", min=1, help="Local target: vCPUs per local CPU (default: the target's; 8 locally).",
+    )] = None,
     json_mode: JsonOpt = False,
     quiet: QuietOpt = False,
     workdir: WorkdirOpt = None,
@@ -135,8 +137,8 @@ def render_cmd(
         outs = _read_outputs(outputs)
     else:
         outs = _flat({**state.get("network", {}), **state.get("identity", {})})
-    cfg = render(target=ctx.target_name, scenario=ctx.scenario, lab=ctx.lab, outputs=outs, scale=scale,
-                 endpoint_url=ctx.target.rendered_endpoint(ctx))
+    cfg = render(target=ctx.target_name, scenario=ctx.scenario, lab=ctx.lab, outputs=outs,
+                 scale=scale or ctx.target.default_scale, endpoint_url=ctx.target.rendered_endpoint(ctx))
     findings = validate(cfg)
     _print_findings(ctx.ui, findings)
     errors = sum(f.level == ERROR for f in findings)
