@@ -26,13 +26,15 @@ sysdeps:
 # sources pip is configured with through scripts/uv_flags.py. pip installs if uv fails.
 # --compile-bytecode: this machine kind sets PYTHONDONTWRITEBYTECODE=1, so every Ray process would
 # otherwise compile Ray's modules again at each start.
-UV_INSTALL = SSL_CERT_FILE="$${SSL_CERT_FILE:-$$($(BIN)/python scripts/uv_flags.py --cert)}" \
-	$(BIN)/uv pip install -q --python $(BIN)/python --compile-bytecode $$($(BIN)/python scripts/uv_flags.py)
+# $(call uv_install,VENV): uv of that virtualenv installing into it.
+uv_install = SSL_CERT_FILE="$${SSL_CERT_FILE:-$$($(1)/bin/python scripts/uv_flags.py --cert)}" \
+	$(1)/bin/uv pip install -q --python $(1)/bin/python --compile-bytecode $$($(1)/bin/python scripts/uv_flags.py)
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q uv 2>/dev/null
-	$(UV_INSTALL) --upgrade-package pip pip -e '.[test,data,asr]' || $(BIN)/pip install -q -e '.[test,data,asr]'
+	$(call uv_install,$(VENV)) --upgrade-package pip pip -e '.[test,data,asr]' \
+	  || $(BIN)/pip install -q -e '.[test,data,asr]'
 	touch $@
 
 # checkov (the IaC gate, tests/unit/test_iac_gates.py) lives in its own virtualenv: installed next to
@@ -44,10 +46,7 @@ checkov: $(CHECKOV_STAMP)
 $(CHECKOV_STAMP):
 	$(PY) -m venv $(CHECKOV_VENV)
 	$(CHECKOV_VENV)/bin/pip install -q uv 2>/dev/null
-	SSL_CERT_FILE="$${SSL_CERT_FILE:-$$($(CHECKOV_VENV)/bin/python scripts/uv_flags.py --cert)}" \
-	  $(CHECKOV_VENV)/bin/uv pip install -q --python $(CHECKOV_VENV)/bin/python --compile-bytecode \
-	  $$($(CHECKOV_VENV)/bin/python scripts/uv_flags.py) 'checkov==3.3.30' \
-	  || $(CHECKOV_VENV)/bin/pip install -q 'checkov==3.3.30'
+	$(call uv_install,$(CHECKOV_VENV)) 'checkov==3.3.30' || $(CHECKOV_VENV)/bin/pip install -q 'checkov==3.3.30'
 	touch $@
 
 # The AWS rehearsal's "nodes' internet": every wheel a node's setup commands install (ray[default], the

@@ -49,10 +49,8 @@ def uv_flags(conf: dict[str, list[str]]) -> list[str]:
     """uv's flags for pip's settings (pure)."""
     flags: list[str] = []
     for name, flag in MAPPED.items():
-        if name == "index-url" and conf.get(name):
-            flags += [flag, conf[name][0]]
-            continue
-        for v in conf.get(name, []):
+        values = conf.get(name, [])
+        for v in values[:1] if name == "index-url" else values:  # one index replaces PyPI
             flags += [flag, v]
     if conf.get("extra-index-url"):
         flags += ["--index-strategy", "unsafe-best-match"]
