@@ -22,6 +22,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -234,12 +235,13 @@ class LocalTarget(LocalDeclared):
         ctx.ui.success(f"Ray head running at {gcs} in {waited:.1f}s; dashboard {info['dashboard_url']}")
         return ctx.state.get("cluster")
 
-    def _stop_head(self, ctx: Context) -> None:
-        """Stop the head process group (if it is still ours) and remove its temp root."""
+    def _stop_head(self, ctx: Context, show: bool = True) -> None:
+        """Stop the head process group (if it is still ours) and remove its temp root. ``show``: with
+        a spinner (not from a thread next to another one)."""
         cur = ctx.state.get("cluster")
         head = cur.get("head_pid")
         if is_ours(head, head_needle(cur)):
-            with ctx.ui.waiting(f"stopping the Ray head (pid {head})"):
+            with ctx.ui.waiting(f"stopping the Ray head (pid {head})") if show else contextlib.nullcontext():
                 stop_group(int(head), timeout=15)
         ctx.state.forget_process("ray-head")
         cleanup_temp(cur)
@@ -250,23 +252,45 @@ class LocalTarget(LocalDeclared):
             ctx.ui.noop("no local Ray cluster recorded")
             return
         cluster = cur.get("cluster_name", ctx.names["cluster"])
-        self._stop_head(ctx)
-        if twin_alive(ctx):
-            from raylab.aws.session import client
-            from raylab.cluster.status import ec2_instances
-
-            ec2 = client(ctx, "ec2")
-            live = [i["id"] for i in ec2_instances(ec2, cluster)
-                    if i["state"] not in ("terminated", "shutting-down")]
-            if live:
-                ec2.terminate_instances(InstanceIds=live)
-                ctx.ui.success(f"terminated {len(live)} instance(s) of {cluster}")
-            with ctx.ui.waiting("waiting for the worker nodes' processes to stop"):
-                self._wait_nodes_gone(ctx, cluster, timeout=60)
-            with contextlib.suppress(RaylabError):
-                self.twin(ctx).unregister_cluster(cluster)
+        if not twin_alive(ctx):
+            self._stop_head(ctx)
+            ctx.state.drop("cluster")
+            return
+        # The head and the workers stop together: the twin stops each worker node on its own thread
+        # once its instance is terminated, so the head's stop (about 6 s) no longer waits in front of
+        # the workers'. What the autoscaler launched while its head went down goes in a second pass.
+        head_pid = cur.get("head_pid") if is_ours(cur.get("head_pid"), head_needle(cur)) else None
+        head = threading.Thread(target=self._stop_head, args=(ctx, False), name="stop-head", daemon=True)
+        head.start()
+        try:
+            n = self._terminate_cluster(ctx, cluster)
+            if n:
+                ctx.ui.success(f"terminated {n} instance(s) of {cluster}")
+        finally:
+            stopping = ctx.ui.waiting(f"stopping the Ray head (pid {head_pid})") if head_pid else None
+            with stopping or contextlib.nullcontext():
+                head.join()
+        late = self._terminate_cluster(ctx, cluster)
+        if late:
+            ctx.ui.success(f"terminated {late} instance(s) the autoscaler launched while its head stopped")
+        with ctx.ui.waiting("waiting for the worker nodes' processes to stop"):
+            self._wait_nodes_gone(ctx, cluster, timeout=60)
+        with contextlib.suppress(RaylabError):
+            self.twin(ctx).unregister_cluster(cluster)
         cleanup_temp(cur)
         ctx.state.drop("cluster")
+
+    def _terminate_cluster(self, ctx: Context, cluster: str) -> int:
+        """Terminate every instance of ``cluster`` still alive on the twin; returns how many."""
+        from raylab.aws.session import client
+        from raylab.cluster.status import ec2_instances
+
+        ec2 = client(ctx, "ec2")
+        live = [i["id"] for i in ec2_instances(ec2, cluster)
+                if i["state"] not in ("terminated", "shutting-down")]
+        if live:
+            ec2.terminate_instances(InstanceIds=live)
+        return len(live)
 
     def _wait_nodes_gone(self, ctx: Context, cluster: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
