@@ -78,7 +78,7 @@ class Target(Protocol):
     # forecasts the plan's time, Ray's 5 s, unless --tick-seconds says otherwise.
     tick_s: float
     # Nodes that boot at once: the forecast stage 4 prints next to its run models it (local: the
-    # twin's boot slots, 2 per core; aws: None, every instance boots in parallel).
+    # twin's boot slots, 1 per core and at least 2; aws: None, every instance boots in parallel).
     boot_slots: int | None
     # Every Ray node must bind a 127.x address (stage 3 checks it): nothing of the lab leaves loopback.
     loopback_only: bool

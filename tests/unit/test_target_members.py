@@ -59,7 +59,7 @@ def test_the_moto_only_target_declares_what_the_local_target_declares() -> None:
         ("preflight_shown", False, True),
         ("live_prices", False, True),
         ("time_scale", "local", "aws"),
-        ("boot_slots", max(2, min(16, 2 * (os.cpu_count() or 1))), None),  # the twin's; EC2: all at once
+        ("boot_slots", max(2, min(16, os.cpu_count() or 1)), None),  # the twin's; EC2: all at once
     ],
 )
 def test_what_each_target_declares(member: str, local: Any, aws: Any) -> None:

@@ -12,7 +12,7 @@ outside world is simulated:
   quotas) still allows and fails (VcpuLimitExceeded) only when not even one instance fits (the rest of
   a partly filled batch stays REQUESTED, as with Ray's AWS provider); a launched instance's Ray node
   registers ``boot_seconds`` later (``max_concurrent_boots`` bounds boots in flight, as the local
-  twin does: 2 per core);
+  twin does: 1 per core, at least 2);
 - the Ray cluster: node states (the head reports ``node:__internal_head__``, or the reconciler never
   scales), pending demand, idle durations, and task placement (each task takes ``cpus`` CPUs for
   ``duration_s`` seconds, placed the moment a slot is free; with ``worker_start_s`` a fresh CPU slot

@@ -339,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quota-spot", type=int, default=ec2rules.DEFAULT_VCPU_QUOTA)
     p.add_argument("--boot-delay", type=float, default=0.0)
     p.add_argument("--max-concurrent-boots", type=int, default=None,
-                   help="nodes booting at once (default: 2 per core, see machines.boot_slots)")
+                   help="nodes booting at once (default: 1 per core, at least 2; see machines.boot_slots)")
     a = p.parse_args(argv)
     if __name__ == "__main__":  # `python -m`: let `import raylab.targets.local.twin` find THIS module
         sys.modules.setdefault("raylab.targets.local.twin", sys.modules[__name__])
