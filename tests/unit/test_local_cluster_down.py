@@ -40,10 +40,9 @@ def _down(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cloud: Cloud,
     monkeypatch.setattr(T, "twin_alive", lambda ctx: True)
     monkeypatch.setattr(T, "cleanup_temp", lambda cur: None)
     monkeypatch.setattr(LocalTarget, "_stop_head", lambda self, ctx, show=True: head_stop(order))
-    monkeypatch.setattr(LocalTarget, "_terminate_cluster",
-                        lambda self, ctx, cluster: (order.append("terminate"), cloud.terminate())[1])
-    monkeypatch.setattr(LocalTarget, "_wait_nodes_gone",
-                        lambda self, ctx, cluster, timeout: order.append("wait"))
+    monkeypatch.setattr(T, "terminate_cluster",
+                        lambda ctx, cluster: (order.append("terminate"), cloud.terminate())[1])
+    monkeypatch.setattr(T, "wait_nodes_gone", lambda twin, cluster, timeout: order.append("wait"))
     monkeypatch.setattr(LocalTarget, "twin", lambda self, ctx: type("Tw", (), {
         "unregister_cluster": staticmethod(lambda name: None)})())
     tgt.cluster_down(ctx)

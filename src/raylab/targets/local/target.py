@@ -34,6 +34,7 @@ from raylab.leftovers import find_leftovers, stop_leftovers
 from raylab.procs import free_port, port_in_use, spawn, stop_group
 from raylab.state import pid_alive
 from raylab.targets.local.declared import REGION, LocalDeclared
+from raylab.targets.local.down import terminate_cluster, wait_nodes_gone
 from raylab.targets.local.recovery import (
     cleanup_temp,
     converge_stale,
@@ -263,45 +264,22 @@ class LocalTarget(LocalDeclared):
         head = threading.Thread(target=self._stop_head, args=(ctx, False), name="stop-head", daemon=True)
         head.start()
         try:
-            n = self._terminate_cluster(ctx, cluster)
+            n = terminate_cluster(ctx, cluster)
             if n:
                 ctx.ui.success(f"terminated {n} instance(s) of {cluster}")
         finally:
             stopping = ctx.ui.waiting(f"stopping the Ray head (pid {head_pid})") if head_pid else None
             with stopping or contextlib.nullcontext():
                 head.join()
-        late = self._terminate_cluster(ctx, cluster)
+        late = terminate_cluster(ctx, cluster)
         if late:
             ctx.ui.success(f"terminated {late} instance(s) the autoscaler launched while its head stopped")
         with ctx.ui.waiting("waiting for the worker nodes' processes to stop"):
-            self._wait_nodes_gone(ctx, cluster, timeout=60)
+            wait_nodes_gone(self.twin(ctx), cluster, timeout=60)
         with contextlib.suppress(RaylabError):
             self.twin(ctx).unregister_cluster(cluster)
         cleanup_temp(cur)
         ctx.state.drop("cluster")
-
-    def _terminate_cluster(self, ctx: Context, cluster: str) -> int:
-        """Terminate every instance of ``cluster`` still alive on the twin; returns how many."""
-        from raylab.aws.session import client
-        from raylab.cluster.status import ec2_instances
-
-        ec2 = client(ctx, "ec2")
-        live = [i["id"] for i in ec2_instances(ec2, cluster)
-                if i["state"] not in ("terminated", "shutting-down")]
-        if live:
-            ec2.terminate_instances(InstanceIds=live)
-        return len(live)
-
-    def _wait_nodes_gone(self, ctx: Context, cluster: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            ms = [m for m in self.twin(ctx).machines() if m["cluster"] == cluster]
-            if all(m["state"] in ("stopped", "exited", "failed") and not (m["pid"] and pid_alive(m["pid"]))
-                   for m in ms):
-                return
-            time.sleep(0.5)
-        raise RaylabError(f"worker nodes of {cluster} still running after {timeout:.0f}s",
-                          "re-run `raylab down`")
 
     def cluster_status(self, ctx: Context) -> dict[str, Any]:
         from raylab.aws.session import client
