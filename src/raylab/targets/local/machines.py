@@ -73,7 +73,8 @@ def boot_slots(cpus: int | None) -> int:
     A node's boot is ~2.6 CPU-seconds that keep both cores of an idle 2-core machine busy for ~1.6 s
     (the raylet and its two agents start side by side). More boots at once only share the cores, so
     all of them come up late; one per core brings the first ones up early, and their slots run tasks
-    sooner (stage 4 on 2 cores: 1.22-1.26x the ideal with 2 slots, 1.25-1.30x with 4; README)."""
+    sooner (stage 4 on 2 cores: median 1.24x the ideal with 2 slots, 1.27x with 4, within the runs'
+    spread; README, "Where a ramp's CPU goes")."""
     return max(2, min(MAX_BOOT_SLOTS, cpus or 1))
 
 
