@@ -40,8 +40,11 @@ def _down(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cloud: Cloud,
     monkeypatch.setattr(T, "twin_alive", lambda ctx: True)
     monkeypatch.setattr(T, "cleanup_temp", lambda cur: None)
     monkeypatch.setattr(LocalTarget, "_stop_head", lambda self, ctx, show=True: head_stop(order))
-    monkeypatch.setattr(T, "terminate_cluster",
-                        lambda ctx, cluster: (order.append("terminate"), cloud.terminate())[1])
+    def terminate_cluster(ctx: Any, cluster: str) -> int:
+        order.append("terminate")
+        return cloud.terminate()
+
+    monkeypatch.setattr(T, "terminate_cluster", terminate_cluster)
     monkeypatch.setattr(T, "wait_nodes_gone", lambda twin, cluster, timeout: order.append("wait"))
     monkeypatch.setattr(LocalTarget, "twin", lambda self, ctx: type("Tw", (), {
         "unregister_cluster": staticmethod(lambda name: None)})())
@@ -77,12 +80,22 @@ def test_a_worker_launched_while_the_head_stopped_is_terminated_too(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cloud = Cloud(["i-head", "i-w1"])
 
+    first = threading.Event()
+    real = Cloud.terminate
+
+    def terminate(self: Cloud) -> int:
+        n = real(self)
+        first.set()
+        return n
+
     def head_stop(order: list[str]) -> None:
-        while not cloud.terminated:  # the autoscaler's last loop launches one more before it exits
-            threading.Event().wait(0.01)
+        # the autoscaler's last loop launches one more before it exits (a bounded wait: a sequential
+        # teardown that never terminates while the head stops fails here instead of hanging)
+        assert first.wait(5), "the workers were not terminated while the head was stopping"
         cloud.live.append("i-late")
         order.append("head stopped")
 
+    monkeypatch.setattr(Cloud, "terminate", terminate)
     _, order = _down(tmp_path, monkeypatch, cloud, head_stop)
     assert cloud.terminated == [["i-head", "i-w1"], ["i-late"]]
     assert order[-1] == "wait"
