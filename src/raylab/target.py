@@ -93,10 +93,6 @@ class Target(Protocol):
     # `raylab scale --quota` can move this target's vCPU quota at once (local: the twin's); stage 5's
     # default drill then raises the quota, else it raises upscaling_speed.
     quota_settable: bool
-    # Re-applying the running config is a file write the autoscaler reads on its next loop, cheap enough
-    # to do while a job runs (local); else it is `ray up --no-restart` through the bastion, about a
-    # minute (aws). Stage 5 then holds a shorter idle timeout until its job has the warm workers busy.
-    live_reapply: bool
     # The nodes' Python is set up on them (--node-python picks its minor); else they run raylab's own.
     picks_node_python: bool
 

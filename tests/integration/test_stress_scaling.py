@@ -4,15 +4,12 @@ The twin is started by the target; the network/identity pieces stage 3 reads are
 the twin (stages 1-2 have their own tests). Quota 80 vCPU = head (16) + 4 workers of 16 vCPU; the
 job (10 tasks x 1 CPU x 10 s on 2-CPU nodes, the default scale 8) asks for 5 workers, so the wall is hit. Then
 `raylab scale --idle-timeout 0.25 --quota 96` moves the wall to 5 workers and measures the
-scale-down; stage 4's workers, idle since its run, must still be there to run the second job (the
-shorter timeout is held until the job's tasks run on them). Asserted as a user sees it: the --json
-results, the chart file, the twin's events.
+scale-down. Asserted as a user sees it: the --json results, the chart file, the twin's events.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from pathlib import Path
 
@@ -72,10 +69,6 @@ def test_stress_then_scaling_on_local_target(tmp_path: Path) -> None:
         t_stress = time.monotonic() - t0
 
         # --- stage 5: shorter idle timeout, a higher quota, a second run ---------------------------
-        evs = twin.events()
-        gone = {i for e in evs if e["kind"] == "terminate" for i in e.get("instance_ids", [])}
-        warm = {i for e in evs if e["kind"] == "launch" and e.get("node_kind") != "head"
-                for i in e.get("instance_ids", [])} - gone
         r = run_cli("scale", "--idle-timeout", "0.25", "--quota", "96", *common, timeout=300)
         assert r.returncode == 0, r.stderr[-3000:]
         sc = json_out(r)
@@ -87,11 +80,6 @@ def test_stress_then_scaling_on_local_target(tmp_path: Path) -> None:
         assert removal["delay_s"] is not None and removal["delay_s"] >= 15 - 14  # 0.25 min, 2 s samples
         assert "idle workers removed" in r.stderr and "peak workers" in r.stderr
         assert sc["comparison"]["quota_vcpus"] == {"before": 80, "after": 96, "change": 16}
-        # stage 4's idle workers ran the second job: the 15 s timeout went in once they were busy
-        assert sc["idle_timeout_held"]["warm_workers"] == len(warm) >= 1, sc["idle_timeout_held"]
-        used = {t.get("instance_id") for t in json.loads(Path(run["job_summary"]).read_text())["tasks"]}
-        assert warm <= used, (warm - used, r.stderr[-2000:])
-        assert run["idle_timeout_applied_s"] is not None and "kept until the second job" in r.stderr
         text = (workdir / "config" / "ray-cluster.yaml").read_text()
         assert "idle_timeout_minutes: 0.25" in text and "# How fast the autoscaler adds nodes" in text
         print(f"\nstress at {t_stress:.0f}s: peak {s['peak_workers']}, makespan {s['makespan_s']:.0f}s "

@@ -17,7 +17,6 @@ from raylab.stages.stage5_scaling import (
     edit_plan,
     effective_min_max,
     head_kept_check,
-    idle_timeout_to_hold,
     removal_checks,
 )
 from tests.conftest import ROOT, run_cli
@@ -111,43 +110,6 @@ def test_compare_and_lines() -> None:
     lines = compare_lines(c)
     assert lines[0].split() == ["peak", "workers", "9", "->", "13", "(+4)"]
     assert lines[1].split()[-1] == "(-29.5)"
-
-
-@pytest.mark.parametrize(
-    ("new", "running", "warm", "min_workers", "live", "runs_job", "held"),
-    [
-        (0.5, 5.0, 8, 0, True, True, 5.0),  # stage 4's 8 idle workers: 0.5 read now would remove them
-        (0.5, 5.0, 2, 2, True, True, None),  # only min_workers up: nothing the timeout could remove
-        (0.5, 5.0, 0, 0, True, True, None),  # no warm worker: apply at once
-        (1.0, 0.5, 8, 0, True, True, None),  # a longer timeout removes nobody early
-        (0.5, 0.5, 8, 0, True, True, None),  # unchanged
-        (0.5, 5.0, 8, 0, False, True, None),  # aws: `ray up` mid-run is a minute; applied before the job
-        (0.5, 5.0, 8, 0, True, False, None),  # --no-run: no job to wait for
-        (None, 5.0, 8, 0, True, True, None),  # the idle timeout not asked for
-    ],
-)
-def test_idle_timeout_to_hold(new: float | None, running: float, warm: int, min_workers: int, live: bool,
-                              runs_job: bool, held: float | None) -> None:
-    assert idle_timeout_to_hold(new, running, warm, min_workers, live, runs_job) == held
-
-
-@pytest.mark.parametrize(
-    ("running", "finished", "warm_cpus", "done", "elapsed", "busy"),
-    [
-        (0, 0, 16, False, 3.0, False),  # submitted, nothing runs yet
-        (8, 0, 16, False, 5.0, False),  # half the warm CPUs busy
-        (16, 0, 16, False, 6.0, True),  # every warm CPU runs a task
-        (4, 56, 16, False, 6.0, True),  # fewer tasks left than warm CPUs, all of them running
-        (0, 0, 16, True, 6.0, True),  # the job ended first
-        (0, 0, 16, False, 30.0, True),  # waited long enough: applied anyway
-    ],
-)
-def test_busy_enough(running: int, finished: int, warm_cpus: int, done: bool, elapsed: float,
-                     busy: bool) -> None:
-    from raylab.observe.run import busy_enough
-
-    sample = {"tasks": {"running": running, "finished": finished, "failed": 0, "total": 60}}
-    assert busy_enough(sample, warm_cpus, done, elapsed) is busy
 
 
 @pytest.mark.parametrize(

@@ -49,7 +49,6 @@ def test_the_moto_only_target_declares_what_the_local_target_declares() -> None:
         ("data_source", "sample", "s3"),
         ("ships_code", False, True),
         ("quota_settable", True, False),
-        ("live_reapply", True, False),  # stage 5 may re-apply mid-job (the monitor's file) or not (ray up)
         ("picks_node_python", False, True),
         ("request_timeout_s", 15.0, 600.0),  # the heads' autoscaler env; `raylab plan` forecasts with it
         ("tick_s", 1.0, 5.0),  # the autoscaler's loop: the lab's time scale locally, Ray's own on AWS

@@ -8,8 +8,7 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,27 +23,6 @@ if TYPE_CHECKING:
 
 SAMPLE_EVERY_S = 2.0
 JOB_STATE = "stress_job"  # the running job, in the state (see stop_orphaned_job)
-BUSY_WAIT_MAX_S = 30.0  # a held change goes in by then even if the warm workers never filled
-
-
-@dataclass(frozen=True)
-class WhenBusy:
-    """A config change held back until the job's tasks run on the warm workers (stage 5's shorter
-    idle timeout): ``apply`` re-renders it; the run measures its idle removal against it."""
-
-    apply: Callable[[], object]
-    idle_timeout_minutes: float
-    warm_cpus: int  # the CPUs of the workers already up when the job was submitted
-
-
-def busy_enough(sample: dict[str, Any], warm_cpus: int, job_done: bool, elapsed_s: float,
-                max_wait_s: float = BUSY_WAIT_MAX_S) -> bool:
-    """Whether a held change may go in now (pure): the job's tasks fill as many CPUs as the warm
-    workers have (or the job has none left to start), the job ended, or it waited long enough."""
-    tasks = sample.get("tasks") or {}
-    running = int(tasks.get("running") or 0)
-    left = int(tasks.get("total") or 0) - int(tasks.get("finished") or 0) - int(tasks.get("failed") or 0)
-    return job_done or elapsed_s >= max_wait_s or (running > 0 and running >= min(warm_cpus, left))
 @dataclass(frozen=True)
 class Limits:
     head_type: str
@@ -241,14 +219,11 @@ class Sampler:
 
 
 def run_stress(ctx: Context, *, tasks: int, duration: float, scale: int, out_dir: Path,
-               observe_scale_down: bool = False, max_wait_s: float | None = None,
-               when_busy: WhenBusy | None = None) -> dict[str, Any]:
+               observe_scale_down: bool = False, max_wait_s: float | None = None) -> dict[str, Any]:
     """Submit the stress job, observe it (live view + timeline), draw the chart, return the summary.
 
     With ``observe_scale_down``, keep sampling after the job until the workers are back at
-    min_workers (or idle_timeout + 90 s passed) to measure the idle removal. ``when_busy``: a change
-    made once the job's tasks run on the warm workers (``busy_enough``); the run's idle timeout is
-    its value."""
+    min_workers (or idle_timeout + 90 s passed) to measure the idle removal."""
     from raylab.observe.chart import draw
     from raylab.observe.job import StressJob, note_job, stop_orphaned_job
     from raylab.observe.live import LiveView
@@ -257,8 +232,6 @@ def run_stress(ctx: Context, *, tasks: int, duration: float, scale: int, out_dir
     cluster = cluster_info(ctx)
     cfg = load_config(cluster.config_path)
     lim = limits_from_config(cfg, scale)
-    if when_busy is not None:
-        lim = replace(lim, idle_timeout_minutes=when_busy.idle_timeout_minutes)
     markets = market_quotas(ctx, lim, cluster.cluster_name)
     quota = markets.get(lim.market, {}).get("quota_vcpus")
     reserved = markets.get(lim.market, {}).get("reserved_vcpus", lim.head_vcpus)
@@ -286,8 +259,6 @@ def run_stress(ctx: Context, *, tasks: int, duration: float, scale: int, out_dir
     t_submitted = time.monotonic()
     ctx.clock.add("stress job: submit", t_submitted - t_start)
     t_job_done: float | None = None
-    held = when_busy
-    applied_at: float | None = None
     samples: list[dict[str, Any]] = []
     down_deadline: float | None = None
     with LiveView(ctx.ui, f"stress {tasks} x {duration:g}s") as live:
@@ -297,17 +268,10 @@ def run_stress(ctx: Context, *, tasks: int, duration: float, scale: int, out_dir
                 if not job.done:
                     job.poll()
                 s = sampler.sample(job)
-                elapsed = time.time() - started
-                if held is not None and busy_enough(s, held.warm_cpus, job.done, elapsed):
-                    held.apply()
-                    s["config_applied"] = {"idle_timeout_minutes": held.idle_timeout_minutes}
-                    ctx.ui.info(f"idle_timeout_minutes {held.idle_timeout_minutes:g} applied {s['t']:.0f} s "
-                                f"into the run, with {s['tasks']['running']} tasks on the workers")
-                    applied_at = s["t"]
-                    held = None
                 writer.add(s)
                 samples.append(s)
                 live.update(s)
+                elapsed = time.time() - started
                 if job.done:
                     t_job_done = t_job_done or time.monotonic()
                     if not observe_scale_down:
@@ -352,8 +316,6 @@ def run_stress(ctx: Context, *, tasks: int, duration: float, scale: int, out_dir
     summary.update(spot_metrics(tl.events(samples), job.task_attempts()))
     summary.update({"timeline": str(writer.path), "chart": str(chart), "job_id": job.job_id,
                     "job_status": job.status, "target": ctx.target_name})
-    if when_busy is not None:
-        summary["idle_timeout_applied_s"] = applied_at
     if observe_scale_down:
         summary["idle_removal"] = removal
         summary["idle_removal_line"] = tl.idle_removal_line(removal, lim.idle_timeout_minutes,

@@ -4,9 +4,7 @@ apply: edit the cluster YAML (upscaling_speed, idle_timeout_minutes, min/max wor
 comments (``raylab.cluster.edit.set_scaling``), re-render it and re-apply it to the running cluster
 (local: the autoscaling config the v2 monitor re-reads every loop; aws: ``ray up --no-restart`` through
 the target), on the local target optionally move the twin's vCPU quota (an approved increase);
-then run a second stress job, watch the idle workers go, and compare with stage 4's run. A shorter
-idle timeout is held back (local) until the second job's tasks run on stage 4's warm workers, which
-it would otherwise remove the loop before (``idle_timeout_to_hold``).
+then run a second stress job, watch the idle workers go, and compare with stage 4's run.
 
 The YAML edited is a working copy under ``.raylab/config/`` (copied from ``configs/`` with its
 comments) so a lab run never dirties the repository; ``raylab scale --config FILE`` edits another.
@@ -110,23 +108,6 @@ def edit_plan(s: Scaling, worker_type: str, overlay: dict[str, Any]) -> dict[str
         in_overlay = worker_type in (overlay.get("available_node_types") or {})
         plan["overlay_type" if in_overlay else "base_type"] = {**typed, "node_type": worker_type}
     return {k: v for k, v in plan.items() if v}
-
-
-def idle_timeout_to_hold(new: float | None, running: float, warm_workers: int, min_workers: int,
-                         live_reapply: bool, runs_job: bool) -> float | None:
-    """The running idle timeout to keep until the second job's tasks run on the warm workers, or None
-    to apply the new one at once (pure).
-
-    A shorter idle timeout is read by autoscaler v2 on its next loop, and that loop removes every
-    worker idle for longer than it unless pending work needs the node: stage 4's workers, idle since
-    its last wave, would go just before the second job could use them, and be launched again. Held
-    only where re-applying during a run is cheap (``Target.live_reapply``), and only when there are
-    workers above min_workers to keep. The timeout matters only once the workers go idle again."""
-    if new is None or not runs_job or not live_reapply:
-        return None
-    if new >= running or warm_workers <= min_workers:
-        return None
-    return running
 
 
 def compare(first: StressRecord, second: StressRecord) -> dict[str, Any]:
@@ -248,14 +229,10 @@ def working_copy(ctx: Context) -> Path:
     return dst
 
 
-def apply_scaling(ctx: Context, s: Scaling, config: Path | None = None,
-                  runs_job: bool = False) -> dict[str, Any]:
-    """Edit the YAML, re-render, re-apply to the running cluster, set the quota. Returns what changed;
-    ``idle_timeout_held`` when a shorter idle timeout waits for the next job (``idle_timeout_to_hold``)."""
+def apply_scaling(ctx: Context, s: Scaling, config: Path | None = None) -> dict[str, Any]:
+    """Edit the YAML, re-render, re-apply to the running cluster, set the quota. Returns what changed."""
     from raylab.cluster.config import load_yaml, scenario_path
     from raylab.cluster.edit import set_scaling
-    from raylab.observe import sources
-    from raylab.observe import timeline as tl
     from raylab.observe.run import cluster_info, limits_from_config, load_config
 
     cluster = cluster_info(ctx)
@@ -271,13 +248,7 @@ def apply_scaling(ctx: Context, s: Scaling, config: Path | None = None,
     for where, kw in edit_plan(s, worker_type, overlay).items():
         path = overlay_path if where.startswith("overlay") else base
         changes += [f"{path.name}: {c}" for c in set_scaling(path, **kw)]
-    warm = 0
-    if s.idle_timeout_minutes is not None and runs_job and ctx.target.live_reapply:
-        st = sources.fetch_ray_status(ctx, cluster.gcs_address or None)
-        warm = tl.workers_up(st["nodes"], lim.head_type) if st else 0
-    hold = idle_timeout_to_hold(s.idle_timeout_minutes, lim.idle_timeout_minutes, warm, lim.min_workers,
-                                ctx.target.live_reapply, runs_job)
-    rendered = rerender(ctx, base, scenario, scale, idle_timeout_minutes=hold)
+    rendered = rerender(ctx, base, scenario, scale)
     quota = None
     if s.quota is not None:
         code = SPOT_QUOTA if lim.market == "spot" else ON_DEMAND_QUOTA
@@ -290,25 +261,19 @@ def apply_scaling(ctx: Context, s: Scaling, config: Path | None = None,
         "rendered": str(rendered),
         "worker_type": worker_type,
         "quota_set": quota,
-        "idle_timeout_held": None if hold is None else {
-            "running": hold, "new": s.idle_timeout_minutes, "warm_workers": warm,
-            "warm_cpus": warm * lim.cpus_per_worker, "base": str(base), "scenario": scenario, "scale": scale},
     }
 
 
-def rerender(ctx: Context, base: Path, scenario: str, scale: int,
-             idle_timeout_minutes: float | None = None) -> Path:
+def rerender(ctx: Context, base: Path, scenario: str, scale: int) -> Path:
     """Render the edited YAML into the running cluster's config (local: the monitor re-reads it),
     through stage 3's own render with stage 3's inputs, only from the edited ``base``, and with the
     running cluster's scenario and scale. The nodes' Python is the one stage 3 recorded (a new one
-    would make their setup re-run). ``idle_timeout_minutes``: rendered instead of the file's (held)."""
+    would make their setup re-run)."""
     import yaml
 
     from raylab.stages.stage3_cluster import render_config, render_inputs
 
     cfg = render_config(ctx, replace(render_inputs(ctx), base=base, scenario=scenario, scale=scale))
-    if idle_timeout_minutes is not None:
-        cfg["idle_timeout_minutes"] = idle_timeout_minutes
     path = Path(ctx.state.cluster().required().config_path)
     ctx.target.validate_config(cfg)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -366,17 +331,10 @@ class ScalingStage:
 
         s = ctx.options.scaling or default_scaling(ctx)
         check_scaling(s, ctx.target.quota_settable)
-        applied = apply_scaling(ctx, s, ctx.options.config, runs_job=not ctx.options.no_run)
+        applied = apply_scaling(ctx, s, ctx.options.config)
         for c in applied["changes"] or ["nothing changed: the file already had these values"]:
             ctx.ui.success(c) if applied["changes"] else ctx.ui.noop(c)
         ctx.ui.info(f"re-applied {applied['rendered']} (the autoscaler re-reads it on its next loop)")
-        held = applied["idle_timeout_held"]
-        if held:
-            ctx.ui.info(
-                f"idle_timeout_minutes {held['running']:g} kept until the second job's tasks run on the "
-                f"{held['warm_workers']} warm workers: read now, {held['new']:g} would remove every worker "
-                f"idle for over {held['new'] * 60:.0f} s (Ray keeps an idle node only while pending work "
-                "needs it), and the job would launch them again")
         record: dict[str, Any] = {"settings": s.as_dict(), **applied, "applied_at": time.time()}
         if ctx.options.no_run:
             ctx.state.put("scaling", record)
@@ -390,16 +348,8 @@ class ScalingStage:
             ctx.options.duration or (first and first.task_duration_s) or default_workload(scale)[1]
         )
         out_dir = ctx.workdir / "scaling" / time.strftime("%Y%m%d-%H%M%S")
-        when_busy = None
-        if held:
-            from raylab.observe.run import WhenBusy
-
-            when_busy = WhenBusy(
-                apply=lambda: rerender(ctx, Path(held["base"]), held["scenario"], int(held["scale"])),
-                idle_timeout_minutes=float(held["new"]), warm_cpus=int(held["warm_cpus"]))
         second = run_stress(
-            ctx, tasks=tasks, duration=duration, scale=scale, out_dir=out_dir, observe_scale_down=True,
-            when_busy=when_busy,
+            ctx, tasks=tasks, duration=duration, scale=scale, out_dir=out_dir, observe_scale_down=True
         )
         record["run"] = second
         ctx.ui.info(second["idle_removal_line"])

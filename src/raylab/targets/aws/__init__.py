@@ -48,7 +48,6 @@ class AwsTarget(AwsCluster):
     data_source = "s3"  # stage 7: Common Voice 17 parquet on S3, on the lab's cluster only
     ships_code = True  # the nodes are EC2 instances: a job ships raylab and its deps
     quota_settable = False  # quotas are raised through Service Quotas, not at once
-    live_reapply = False  # `ray up --no-restart` through the bastion: about a minute
     picks_node_python = True  # each node's setup makes a venv of the chosen Python (uv)
 
     # what the stages ask ------------------------------------------------------------------------

@@ -39,7 +39,6 @@ class LocalDeclared:
     data_source = "sample"  # stage 7: clips generated here (espeak-ng)
     ships_code = False  # the nodes are this machine: jobs use this Python
     quota_settable = True  # the twin's vCPU quotas move at once (an approved increase)
-    live_reapply = True  # the rendered YAML the head's monitor re-reads every loop
     picks_node_python = False  # the nodes are processes of raylab's own Python
 
     def validate_config(self, cfg: dict[str, Any]) -> None:
