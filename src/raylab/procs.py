@@ -332,10 +332,12 @@ class Records:
             _OWN.append((self, rec))
         return p
 
-    def of(self, pid: int) -> Record | None:
-        """The record of a live process by PID (its start time checked)."""
+    def of(self, pid: int, child: bool = False) -> Record | None:
+        """The record of a live process by PID (its start time checked). ``child``: one this process
+        started and has not reaped, found even as a zombie (no start time, but its PID is its own)."""
         st = start_time(pid)
-        return next((r for r in self.all() if r.pid == pid and r.start == st), None)
+        return next((r for r in self.all() if r.pid == pid and (r.start == st or (child and st is None))),
+                    None)
 
     def live(self) -> list[Record]:
         return [r for r in self.all() if liveness(r.start, start_time(r.pid)) == "alive"]

@@ -309,7 +309,7 @@ class Terraform:
         offset = self.log.stat().st_size
         proc = procs.spawn(cmd, self.log, env=env, records=self.records, what=f"terraform {args[0]}",
                            owner="terraform", lab=self.lab, ephemeral=True)
-        rec = self.records.of(proc.pid)
+        rec = self.records.of(proc.pid, child=True)  # a quick exit: found as a zombie too
         try:
             rc = self._follow(proc, offset, lines, show)
         except KeyboardInterrupt:
