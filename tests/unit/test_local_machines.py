@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -201,3 +203,33 @@ def test_agents_are_ready_when_every_port_file_the_raylet_waits_for_is_written(t
     assert not agents_ready(str(tmp_path))
     (session / f"{AGENT_PORT_FILES[-1]}_3ce750ea").write_text("41235")
     assert agents_ready(str(tmp_path))
+
+
+def test_a_raylet_that_gave_up_is_booted_again_before_its_ray_start_exits(tmp_path: Path) -> None:
+    """`ray start --block` notices its raylet gone only seconds later (measured: the retry came 15 s after
+    the give-up, and the node was reported running meanwhile): the twin reads the raylet's own line and
+    boots the node again at once, stopping what is left of the first boot."""
+    session = tmp_path / "node" / "session_2026"
+    (session / "logs").mkdir(parents=True)
+    (tmp_path / "node" / "session_latest").symlink_to(session)
+    (session / "logs" / "raylet.out").write_text("... Timed out waiting for file /t/metrics_agent_port_3c\n")
+    events: list[str] = []
+    inst = {"id": "i-0123456789abcdef1", "state": "running", "type": "c7i.4xlarge", "market": "on-demand",
+            "tags": {"ray-cluster-name": "c", "ray-node-type": "worker", "ray-user-node-type": "w"}}
+    ms = Machines(lambda: [inst], lambda iid, why: None, lambda kind, **kw: events.append(kind),
+                  tmp_path / "logs")
+    ms.clusters["c"] = ClusterReg(name="c", gcs_address="127.0.0.1:1", temp_root=str(tmp_path), node_types={})
+    proc = subprocess.Popen(["sleep", "30"], start_new_session=True)  # `ray start --block`, still waiting
+    try:
+        m = Machine(instance_id=inst["id"], cluster="c", node_type="w", instance_type="c7i.4xlarge",
+                    market="on-demand", state="booting", pid=proc.pid, temp_dir=str(tmp_path / "node"),
+                    proc=proc)
+        ms.machines[m.instance_id] = m
+        ms.reconcile_once()
+        assert m.state == "queued" and m.boot_retries == 1 and events == ["node_boot_retry"]
+        assert ms._queue.get_nowait() == m.instance_id
+        assert proc.wait(timeout=10) is not None  # the first boot's session stopped
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, 9)
+        proc.wait()

@@ -284,6 +284,8 @@ class Machines:
                 if m.state in ("queued", "booting", "running") and gone:
                     why = now["state"] if now else "gone"
                     self._begin_stop(m, f"instance {why}")
+                elif m.state == "booting" and m.boot_retries < BOOT_RETRIES and agents_gave_up(m.temp_dir):
+                    self._boot_again(m)  # at once: `ray start --block` notices its raylet gone ~15 s later
                 elif m.state in ("booting", "running") and m.proc is not None and m.proc.poll() is not None:
                     m.exit_code = m.proc.returncode
                     if m.boot_retries < BOOT_RETRIES and agents_gave_up(m.temp_dir):
@@ -434,7 +436,7 @@ class Machines:
         while time.monotonic() < deadline and not self._stop.is_set():
             if m.state != "booting" or not pid_alive(m.pid):
                 return
-            if sock.exists() and agents_ready(m.temp_dir):
+            if sock.exists() and agents_ready(m.temp_dir) and not agents_gave_up(m.temp_dir):
                 with self.lock:
                     if m.state == "booting":
                         m.state = "running"
